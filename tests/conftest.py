@@ -1,0 +1,28 @@
+"""Shared test fixtures: deterministic seeds, one thread, tolerances by dtype."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Absolute tolerances keyed by dtype, used by physics tests (finite differences etc.).
+FLOAT_TOLERANCE = {"float32": 1e-4, "float64": 1e-8}
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    random.seed(0)
+    np.random.seed(0)
+    try:
+        import torch
+
+        torch.manual_seed(0)
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+    yield
