@@ -1,0 +1,43 @@
+"""``mlff-distill run``: the whole pipeline (see :mod:`mlff_distiller.pipeline.run`)."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run every stage end to end: generate, label, gate, train, export, bench, report",
+        description="Run (or resume) the pipeline for a recipe (built-in name such as 'quickstart', "
+        "'seed-m2', 'tiny', or a YAML file). Re-running the same command resumes.",
+    )
+    p.add_argument("recipe", help="built-in recipe name or path to a recipe YAML")
+    p.add_argument("-o", "--output", required=True, help="project directory")
+    p.add_argument("--until-tier", help="for tiered recipes: stop adding tiers after this one (e.g. 1k)")
+    p.add_argument("--restart-from", help="redo this stage and all after it (generate, label, gate, split, train, export, bench, report)")
+    p.add_argument("--workers", type=int, help="labeling workers (default from recipe, else 2)")
+    p.add_argument("--skip", action="append", default=[], choices=["bench", "report"], help="skip an optional stage")
+    p.add_argument("--overwrite", action="store_true", help="reuse an output directory that holds another project")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from .run import GateFailed, RunOptions, run_project
+
+    opts = RunOptions(
+        until_tier=args.until_tier,
+        restart_from=args.restart_from,
+        overwrite=args.overwrite,
+        workers=args.workers,
+        progress=not args.quiet,
+        skip=tuple(args.skip),
+    )
+    try:
+        res = run_project(args.recipe, args.output, opts)
+    except GateFailed as err:
+        print(f"mlff-distill: NO-GO: {err}")
+        return 3
+    print(f"done: summary {res.summary_path}")
+    if res.report_path:
+        print(f"report: {res.report_path}")
+    return 0

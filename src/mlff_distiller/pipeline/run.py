@@ -1,0 +1,391 @@
+"""``mlff-distill run RECIPE -o PROJECT_DIR``: every stage end to end, resumable, gated.
+
+Stages, each persisted in the project directory with its fingerprint (see :mod:`.project`):
+
+1. ``generate:<tier>``  unlabelled pool            ``tiers/<tier>/pool.h5``
+2. ``label:<tier>``     teacher labels (Dask)      ``tiers/<tier>/dataset.h5``
+3. ``gate:<tier>``      validation + diversity     ``tiers/<tier>/gate.json``  (stop on no-go)
+   -- repeated for each tier of a tiered recipe (1k, 10k, full), up to ``--until-tier``
+4. ``split``            grouped train/test split   ``data/train.h5``, ``data/test.h5``
+5. ``train``            DistillationTrainer        ``train/`` (checkpoints, metrics.csv, parity.png)
+6. ``export``           TorchScript student        ``student.pt``
+7. ``bench``            student vs teacher         ``bench/`` (JSON, markdown, plots)
+8. ``report``           HTML report + dataset card ``report/``
+9. summary              ``summary.md`` / ``summary.json``
+
+Re-running the same command resumes: finished stages are skipped, labeling and training
+continue from their own checkpoints. Units are ASE's throughout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, UserError
+from .project import Project, fingerprint
+
+log = logging.getLogger(__name__)
+
+# Bytes per atom and per structure in the labelled HDF5 store before compression
+# (positions f64 + forces f32 + Z, and energy/cell/pbc/stress/provenance), times 2 for the
+# shards that labeling keeps until the merge. A deliberately generous upper bound.
+_BYTES_PER_ATOM = 2 * (24 + 12 + 1)
+_BYTES_PER_STRUCTURE = 2 * 512
+
+
+class GateFailed(UserError):
+    """A go/no-go checkpoint failed; the message says which and where the report is."""
+
+
+@dataclass
+class RunOptions:
+    until_tier: str | None = None  # stop tiers after this one (e.g. "1k")
+    restart_from: str | None = None  # forget this stage and all after it
+    overwrite: bool = False
+    workers: int | None = None  # labeling workers (default: recipe / 2)
+    progress: bool = True
+    skip: tuple = ()  # optional stages to skip: "bench", "report"
+
+
+@dataclass
+class RunResult:
+    project_dir: Path
+    summary_path: Path | None = None
+    report_path: Path | None = None
+    stages_run: list = field(default_factory=list)
+    stages_skipped: list = field(default_factory=list)
+
+
+def _tiers(recipe: dict, until: str | None) -> list[str | None]:
+    tiers = (recipe.get("generation") or {}).get("tiers")
+    if not tiers:
+        if until not in (None, "full"):
+            raise ConfigError(f"--until-tier {until}: recipe '{recipe.get('name')}' has no tiers; drop --until-tier")
+        return [None]
+    names = list(tiers)
+    if until is None:
+        return names
+    if until not in names:
+        raise ConfigError(f"--until-tier {until!r} is not a tier of this recipe; allowed: {', '.join(names)}")
+    return names[: names.index(until) + 1]
+
+
+def _tier_size(recipe: dict, tier: str | None) -> int:
+    gen = recipe.get("generation") or {}
+    if tier is None:
+        return int(gen.get("n_structures") or gen.get("count") or 1000)
+    return int(gen["tiers"][tier])
+
+
+def estimate_disk_bytes(recipe: dict, tiers: list, mean_atoms: float | None = None) -> int:
+    """Upper estimate of the bytes the planned datasets need (pool + shards + merged)."""
+    gen = recipe.get("generation") or {}
+    bounds = gen.get("size") or gen.get("size_bounds") or {}
+    if mean_atoms is None:
+        lo = float(bounds.get("min", 10)) if isinstance(bounds, dict) else 10.0
+        hi = float(bounds.get("max", 500)) if isinstance(bounds, dict) else 500.0
+        mean_atoms = 0.5 * (lo + hi)
+    total = 0
+    for t in tiers:
+        n = _tier_size(recipe, t)
+        total += int(n * (mean_atoms * _BYTES_PER_ATOM + _BYTES_PER_STRUCTURE)) * 2  # pool + dataset
+    return total + 200 * 2**20  # model, reports, plots
+
+
+def check_disk(path: Path, needed: int) -> None:
+    probe = path if path.exists() else path.parent
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed > free:
+        raise UserError(
+            f"not enough disk for the planned dataset: about {needed / 2**30:.1f} GiB needed, "
+            f"{free / 2**30:.1f} GiB free at {probe}; free space or choose a smaller tier (--until-tier)"
+        )
+
+
+def split_dataset(src: Path, train_path: Path, test_path: Path, test_fraction: float, seed: int) -> dict:
+    """Grouped split of a labelled dataset file into train/test files (by provenance group)."""
+    from ..data.store import DatasetReader, DatasetWriter
+
+    with DatasetReader(src) as r:
+        n = len(r)
+        groups = [str((r.provenance(i) or {}).get("group", i)) for i in range(n)]
+        uniq = sorted(set(groups))
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(uniq))
+        n_test_groups = max(1, int(round(test_fraction * len(uniq)))) if len(uniq) > 1 else 0
+        test_groups = {uniq[k] for k in order[:n_test_groups]}
+        counts = {"train": 0, "test": 0}
+        attrs = dict(r.attrs)
+        for path, want_test in ((train_path, False), (test_path, True)):
+            tmp = path.with_name(path.name + ".part")
+            tmp.unlink(missing_ok=True)
+            with DatasetWriter(tmp, label_fields=tuple(r.label_fields), attrs={**attrs, "split": "test" if want_test else "train", "split_source": str(src)}) as w:
+                batch = []
+                for i in range(n):
+                    if (groups[i] in test_groups) == want_test:
+                        batch.append(r.get_atoms(i))
+                        if len(batch) >= 256:
+                            w.append(batch)
+                            batch = []
+                if batch:
+                    w.append(batch)
+                counts["test" if want_test else "train"] = len(w) if hasattr(w, "__len__") else None
+            _finalize_if_possible(tmp)
+            tmp.replace(path)
+    return {"n_total": n, "n_groups": len(uniq), "n_test_groups": len(test_groups), **counts}
+
+
+def _finalize_if_possible(path: Path) -> None:
+    from ..data import store
+
+    fin = getattr(store, "finalize", None)
+    if fin is not None:
+        fin(path)
+
+
+def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunResult:
+    """Run (or resume) the whole pipeline for ``recipe_ref`` (built-in name or YAML path)."""
+    from ..generation.recipe import load_recipe
+
+    opts = options or RunOptions()
+    recipe = load_recipe(recipe_ref)
+    name = recipe.get("name") or Path(str(recipe_ref)).stem
+    seed = int(recipe.get("seed", 0))
+    out = Path(out_dir)
+    tiers = _tiers(recipe, opts.until_tier)
+
+    # -- validate every section and load the teacher before any work is done ------------
+    from ..quality import QualityConfig
+    from ..training import TrainConfig
+    from ..teachers import build_teacher
+
+    qcfg = QualityConfig.from_dict(recipe.get("quality") or {})
+    tcfg = TrainConfig.from_dict(recipe.get("training") or {})
+    if "teacher" not in recipe:
+        raise ConfigError(f"recipe '{name}' has no 'teacher' section; add e.g. 'teacher: chgnet'")
+    teacher = build_teacher(recipe["teacher"])
+    elements = (recipe.get("generation") or {}).get("elements")
+    if elements and teacher.elements is not None:
+        from ase.data import atomic_numbers, chemical_symbols
+
+        zs = [atomic_numbers[e] if isinstance(e, str) else int(e) for e in elements]
+        missing = sorted(z for z in zs if z not in teacher.elements)
+        if missing:
+            raise UserError(
+                f"teacher '{teacher.name}' does not support elements {', '.join(chemical_symbols[z] for z in missing)} "
+                "listed in the recipe: remove them from generation.elements or choose another teacher"
+            )
+
+    project = Project(out, name, overwrite=opts.overwrite)
+    check_disk(out, estimate_disk_bytes(recipe, tiers))
+    (out / "recipe.yaml").write_text(_dump_yaml(recipe))
+
+    order = [f"{s}:{t or 'all'}" for t in tiers for s in ("generate", "label", "gate")]
+    order += ["split", "train", "export", "bench", "report"]
+    if opts.restart_from:
+        known = sorted({n.split(":")[0] for n in order})
+        if opts.restart_from not in known and opts.restart_from not in order:
+            raise ConfigError(f"--restart-from {opts.restart_from!r} is not a stage; allowed: {', '.join(known)}")
+        project.forget_from(order, opts.restart_from)
+
+    result = RunResult(project_dir=out)
+    teacher_fp = teacher.fingerprint_id
+
+    def stage(name_: str, fp: str, fn):
+        if project.is_done(name_, fp):
+            result.stages_skipped.append(name_)
+            _say(opts, f"[skip] {name_} (done)")
+            return project.stage(name_).get("info", {})
+        _say(opts, f"[run ] {name_}")
+        project.mark(name_, fp, status="running")
+        t0 = time.time()
+        info = fn() or {}
+        project.mark(name_, fp, status="done", info=info, seconds=round(time.time() - t0, 2))
+        result.stages_run.append(name_)
+        return info
+
+    # -- tiers: generate -> label -> gate ---------------------------------------------------
+    from ..generation import generate
+    from ..labeling import label_pool
+    from ..quality import ChunkMonitor, evaluate_gates, write_report
+
+    dataset_path = None
+    upstream = fingerprint(seed)
+    for tier in tiers:
+        tname = tier or "all"
+        tdir = out / "tiers" / tname
+        tdir.mkdir(parents=True, exist_ok=True)
+        pool = tdir / "pool.h5"
+        data = tdir / "dataset.h5"
+        fp_gen = fingerprint(seed, recipe.get("generation"), recipe.get("teacher"), tier)
+        stage(f"generate:{tname}", fp_gen, lambda: _as_dict(generate(recipe, pool, tier=tier, progress=opts.progress)))
+        fp_lab = fingerprint(fp_gen, teacher_fp, recipe.get("labeling"))
+        lab = recipe.get("labeling") or {}
+        monitor = ChunkMonitor(qcfg)
+
+        def _label():
+            summary = label_pool(
+                pool,
+                teacher.spec,
+                data,
+                n_workers=opts.workers or int(lab.get("workers", 2)),
+                threads_per_worker=int(lab.get("threads_per_worker", 1)),
+                chunk_size=lab.get("chunk_size"),
+                scheduler=lab.get("scheduler"),
+                overwrite=True,
+                on_chunk=monitor,
+                progress=opts.progress,
+            )
+            info = _as_dict(summary)
+            alerts = getattr(monitor, "alerts", None) or getattr(monitor, "events", None) or []
+            info["monitor_alerts"] = [str(a) for a in alerts]
+            return info
+
+        stage(f"label:{tname}", fp_lab, _label)
+        fp_gate = fingerprint(fp_lab, recipe.get("quality"))
+
+        def _gate():
+            rep = evaluate_gates(data, checkpoint=tier or "full", config=qcfg)
+            info = _as_dict(rep)
+            (tdir / "gate.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+            if not rep.passed:
+                rdir = out / "report" / f"no-go-{tname}"
+                html, card = write_report(data, rdir, qcfg)
+                project.mark(f"gate:{tname}", fp_gate, status="failed", info=info)
+                raise GateFailed(
+                    f"go/no-go gate '{tier or 'full'}' FAILED ({_failed_names(rep)}); report: {html}; "
+                    "fix the recipe (more sources/samplers, wider sizes) and re-run"
+                )
+            return info
+
+        stage(f"gate:{tname}", fp_gate, _gate)
+        dataset_path = data
+        upstream = fp_gate
+
+    # -- split -> train -> export ----------------------------------------------------------
+    train_h5, test_h5 = out / "data" / "train.h5", out / "data" / "test.h5"
+    train_h5.parent.mkdir(exist_ok=True)
+    test_fraction = float((recipe.get("bench") or {}).get("test_fraction", 0.1))
+    fp_split = fingerprint(upstream, test_fraction, seed)
+    stage("split", fp_split, lambda: split_dataset(dataset_path, train_h5, test_h5, test_fraction, seed))
+
+    from ..training import DistillationTrainer
+
+    run_dir = out / "train"
+    fp_train = fingerprint(fp_split, recipe.get("training"))
+    stage("train", fp_train, lambda: _as_dict(DistillationTrainer(train_h5, tcfg, run_dir).fit()))
+
+    from ..student import export_torchscript, load_student
+
+    student_pt = out / "student.pt"
+    fp_export = fingerprint(fp_train)
+    stage("export", fp_export, lambda: (export_torchscript(load_student(run_dir), student_pt), {"path": str(student_pt)})[1])
+
+    # -- bench -> report -> summary ---------------------------------------------------------
+    bench_info = {}
+    if "bench" not in opts.skip:
+        from ..bench import run_bench
+
+        bcfg = dict(recipe.get("bench") or {})
+        bcfg.pop("test_fraction", None)
+        fp_bench = fingerprint(fp_export, bcfg, teacher_fp)
+        bench_info = stage(
+            "bench",
+            fp_bench,
+            lambda: _as_dict(run_bench(student=run_dir, teacher_spec=teacher.spec, dataset=test_h5, out_dir=out / "bench", **bcfg)),
+        )
+    report_info = {}
+    if "report" not in opts.skip:
+        fp_rep = fingerprint(upstream, recipe.get("quality"))
+
+        def _report():
+            html, card = write_report(dataset_path, out / "report", qcfg)
+            return {"html": str(html), "card": str(card)}
+
+        report_info = stage("report", fp_rep, _report)
+
+    summary = _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run_dir)
+    result.summary_path = summary
+    result.report_path = Path(report_info["html"]) if report_info.get("html") else None
+    return result
+
+
+def _failed_names(rep) -> str:
+    verdicts = getattr(rep, "verdicts", None) or {}
+    if isinstance(verdicts, dict):
+        bad = [k for k, v in verdicts.items() if not (v.get("passed") if isinstance(v, dict) else getattr(v, "passed", v))]
+    else:
+        bad = [getattr(v, "name", str(v)) for v in verdicts if not getattr(v, "passed", True)]
+    return "failed: " + ", ".join(map(str, bad)) if bad else "see report"
+
+
+def _as_dict(obj) -> dict:
+    if obj is None:
+        return {}
+    if isinstance(obj, dict):
+        return obj
+    for attr in ("to_dict", "as_dict"):
+        if hasattr(obj, attr):
+            return getattr(obj, attr)()
+    if hasattr(obj, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        try:
+            return asdict(obj)
+        except TypeError:
+            pass
+    return {"value": str(obj)}
+
+
+def _dump_yaml(d: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(d, sort_keys=False)
+
+
+def _say(opts: RunOptions, text: str) -> None:
+    if opts.progress:
+        print(text, flush=True)
+    log.info(text)
+
+
+def _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run_dir) -> Path:
+    out = project.root
+    stages = project.data["stages"]
+    lines = [f"# mlff-distill project: {recipe.get('name')}", ""]
+    lines.append(f"- teacher: `{teacher.name}` ({teacher.fingerprint_id})")
+    for t in tiers:
+        tname = t or "all"
+        lab = stages.get(f"label:{tname}", {}).get("info", {})
+        gate = stages.get(f"gate:{tname}", {})
+        lines.append(
+            f"- tier `{tname}`: labelled {lab.get('labelled', '?')}, failed {lab.get('failed', '?')}; "
+            f"gate: {'GO' if gate.get('status') == 'done' else gate.get('status', '?')}"
+        )
+    train = stages.get("train", {}).get("info", {})
+    if train:
+        keys = [k for k in train if any(s in k for s in ("mae", "rmse"))]
+        lines.append("- student validation: " + ", ".join(f"{k} = {_fmt(train[k])}" for k in keys[:6]))
+    if bench_info:
+        lines.append(f"- bench: see `bench/` ({', '.join(sorted(bench_info)[:8])})")
+    if report_info:
+        lines.append(f"- report: `{report_info.get('html')}`; dataset card: `{report_info.get('card')}`")
+    lines.append(f"- student run directory: `{run_dir}`; TorchScript: `{out / 'student.pt'}`")
+    text = "\n".join(lines) + "\n"
+    path = out / "summary.md"
+    path.write_text(text)
+    (out / "summary.json").write_text(json.dumps({"stages": stages, "bench": bench_info, "report": report_info}, indent=2, default=str))
+    return path
+
+
+def _fmt(v):
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
