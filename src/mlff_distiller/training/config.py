@@ -1,0 +1,155 @@
+"""``TrainConfig``: the typed, validated ``training`` section of a recipe.
+
+Every field has a default; :meth:`TrainConfig.from_dict` rejects unknown keys (naming
+them) and bad values (naming the field and what is allowed) with a one-line
+:class:`~mlff_distiller.errors.ConfigError`. The resolved config (defaults filled in) is
+written to ``RUN/config.yaml`` by the trainer.
+
+Units: losses are mean squared errors in ASE units -- energy per atom (eV/atom)^2,
+forces (eV/A)^2, stress (eV/A^3)^2 -- multiplied by their weights; ``lr`` is the AdamW
+learning rate for the model's raw parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+
+SCHEDULES = ("cosine", "plateau", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """Distillation training settings (see ``docs/training.md`` for each field)."""
+
+    # The student: passed to ``StudentConfig.from_dict`` (preset, cutoff (A), elements, dtype...).
+    # ``elements`` defaults to the elements present in the dataset.
+    student: dict = field(default_factory=lambda: {"preset": "small", "cutoff": 5.0})
+    # Loss weights: energy per atom (eV/atom)^2, forces (eV/A)^2, stress (eV/A^3)^2.
+    energy_weight: float = 1.0
+    forces_weight: float = 10.0
+    stress_weight: float = 0.0
+    # Optimiser: AdamW.
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    # Schedule: linear warmup over ``warmup_steps`` optimizer steps, then
+    # ``cosine`` decay to ``lr * min_lr_ratio`` at the last step, ``plateau`` (multiply by
+    # ``plateau_factor`` after ``plateau_patience`` epochs without a better validation
+    # loss, never below ``lr * min_lr_ratio``), or ``constant``.
+    schedule: str = "cosine"
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.01
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    # Exponential moving average of the weights used for validation and best.pt; 0 = off.
+    ema_decay: float = 0.99
+    # Clip the global gradient norm to this value; 0 = off.
+    grad_clip: float = 10.0
+    # Stop after this many epochs without a better validation loss; 0 = never.
+    early_stopping_patience: int = 20
+    # Global batch (structures per optimizer step, summed over DDP processes).
+    batch_size: int = 8
+    max_epochs: int = 100
+    # Stop after this many optimizer steps in total; 0 = only ``max_epochs`` limits.
+    max_steps: int = 0
+    # Write checkpoints/last.pt every N optimizer steps (and at each epoch end).
+    checkpoint_every: int = 100
+    seed: int = 0
+    # Fraction of provenance groups held out for validation.
+    val_fraction: float = 0.1
+    num_workers: int = 0
+    device: str = "auto"
+
+    # -- construction --------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "TrainConfig":
+        """Build from a plain dict (a recipe's ``training`` section); ``None`` = defaults."""
+        if d is None:
+            d = {}
+        if not isinstance(d, dict):
+            raise ConfigError(f"training config must be a mapping of field: value, got {type(d).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown training config key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(known)}"
+            )
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in d:
+                continue
+            kwargs[f.name] = _coerce(f.name, d[f.name], f.type)
+        cfg = cls(**kwargs)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["student"] = dict(self.student)
+        return d
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with some fields changed (validated)."""
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    # -- validation ----------------------------------------------------------------
+    def validate(self) -> None:
+        def need(ok: bool, name: str, allowed: str):
+            if not ok:
+                raise ConfigError(f"training.{name} = {getattr(self, name)!r} is invalid: must be {allowed}")
+
+        if not isinstance(self.student, dict):
+            raise ConfigError("training.student must be a mapping (preset, cutoff, ...), e.g. {preset: small}")
+        for name in ("energy_weight", "forces_weight", "stress_weight"):
+            need(self.__dict__[name] >= 0 and math.isfinite(self.__dict__[name]), name, "a finite number >= 0")
+        need(self.energy_weight + self.forces_weight + self.stress_weight > 0, "energy_weight",
+             "> 0 when forces_weight and stress_weight are 0 (some loss is needed)")
+        need(self.lr > 0 and math.isfinite(self.lr), "lr", "a finite number > 0")
+        need(self.weight_decay >= 0, "weight_decay", ">= 0")
+        need(self.schedule in SCHEDULES, "schedule", "one of " + ", ".join(SCHEDULES))
+        need(self.warmup_steps >= 0, "warmup_steps", ">= 0")
+        need(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "in [0, 1]")
+        need(0 < self.plateau_factor < 1, "plateau_factor", "in (0, 1)")
+        need(self.plateau_patience >= 0, "plateau_patience", ">= 0")
+        need(0 <= self.ema_decay < 1, "ema_decay", "in [0, 1) (0 turns EMA off)")
+        need(self.grad_clip >= 0, "grad_clip", ">= 0 (0 turns clipping off)")
+        need(self.early_stopping_patience >= 0, "early_stopping_patience", ">= 0 (0 turns it off)")
+        need(self.batch_size >= 1, "batch_size", ">= 1")
+        need(self.max_epochs >= 1, "max_epochs", ">= 1")
+        need(self.max_steps >= 0, "max_steps", ">= 0 (0 = limited by max_epochs only)")
+        need(self.checkpoint_every >= 1, "checkpoint_every", ">= 1")
+        need(0 < self.val_fraction < 1, "val_fraction", "in (0, 1)")
+        need(self.num_workers >= 0, "num_workers", ">= 0")
+        need(self.device in DEVICES, "device", "one of " + ", ".join(DEVICES))
+
+
+def _coerce(name: str, value, type_name) -> Any:
+    """Check a YAML value against the field's annotated type (given as a string)."""
+    t = str(type_name)
+    if t == "dict":
+        if not isinstance(value, dict):
+            raise ConfigError(f"training.{name} must be a mapping, got {value!r}")
+        return dict(value)
+    if t == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"training.{name} must be a string, got {value!r}")
+        return value
+    if t == "int":
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ConfigError(f"training.{name} must be an integer, got {value!r}")
+        return int(value)
+    if t == "float":
+        if isinstance(value, str):
+            try:  # YAML reads "1e-3" as a string
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"training.{name} must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"training.{name} must be a number, got {value!r}")
+        return float(value)
+    return value  # pragma: no cover - every field has one of the types above

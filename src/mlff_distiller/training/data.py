@@ -1,0 +1,140 @@
+"""Data plumbing for the trainer: grouped split, training-split statistics, batch order.
+
+Everything here is deterministic given the seed, so that an interrupted run that is
+resumed sees exactly the batches the uninterrupted run would have seen, and a DDP run
+with ``P`` processes sees, at every optimizer step, the same global batch as a single
+process run with the same global batch size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+
+from .. import fields as F
+from ..data.stats import NormalizationStats, compute_statistics
+from ..errors import DatasetError
+
+
+class GraphListDataset(Dataset):
+    """Graphs (``atoms_to_graph`` dicts) held in memory, indexable like the file."""
+
+    def __init__(self, graphs: Sequence[dict]):
+        self.graphs = list(graphs)
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.graphs[i]
+
+
+def grouped_split(groups: Sequence[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Split structure indices into (train, val) so that no provenance group is in both.
+
+    Groups are visited in an order fixed by ``seed`` and moved to validation until it
+    holds at least ``val_fraction`` of the structures (at least one structure, and never
+    all groups). With a single group (e.g. one MD trajectory) a grouped split is
+    impossible; the structures are then split at random and the returned ``kind`` says so.
+    Returns sorted index arrays and ``kind`` (``"grouped"`` or ``"random"``).
+    """
+    n = len(groups)
+    if n < 2:
+        raise DatasetError(f"dataset holds {n} structure(s); training needs at least 2 (one for validation)")
+    target = max(1, int(round(val_fraction * n)))
+    rng = np.random.default_rng(seed)
+    unique = sorted(set(groups))
+    if len(unique) >= 2:
+        order = [unique[k] for k in rng.permutation(len(unique))]
+        members: dict[str, list[int]] = {}
+        for i, g in enumerate(groups):
+            members.setdefault(g, []).append(i)
+        val: list[int] = []
+        for g in order[:-1]:  # keep at least one group for training
+            if len(val) >= target:
+                break
+            val.extend(members[g])
+        val_idx = np.array(sorted(val), dtype=np.int64)
+        train_idx = np.setdiff1d(np.arange(n), val_idx)
+        return train_idx, val_idx, "grouped"
+    perm = rng.permutation(n)
+    target = min(target, n - 1)
+    return np.sort(perm[target:]), np.sort(perm[:target]), "random"
+
+
+def training_statistics(graphs: Sequence[dict], cutoff: float, elements: Sequence[int]) -> NormalizationStats:
+    """Normalization statistics of the given (training) graphs.
+
+    Reference energies are fitted on the structures with an energy label; an element of
+    ``elements`` absent from them gets a reference energy of 0 eV.
+    """
+    with_e = [g for g in graphs if F.ENERGY in g]
+    if not with_e:
+        raise DatasetError("the training split has no energy labels: label the dataset with a teacher first")
+    forces = [g[F.FORCES] for g in graphs if F.FORCES in g]
+    stats = compute_statistics(
+        [g[F.NUMBERS] for g in with_e],
+        np.array([float(g[F.ENERGY]) for g in with_e]),
+        forces=forces or None,
+        neighbor_counts=None,
+        cutoff=cutoff,
+    )
+    n_atoms = sum(len(g[F.NUMBERS]) for g in graphs)
+    n_edges = sum(g[F.EDGE_INDEX].shape[1] for g in graphs)
+    stats.avg_num_neighbors = max(n_edges / max(n_atoms, 1), 1.0)
+    for z in elements:
+        stats.element_energies.setdefault(int(z), 0.0)
+    return stats
+
+
+class BatchOrder:
+    """The per-process batches of each epoch, built on :class:`DistributedSampler`.
+
+    The sampler shuffles with ``seed + epoch`` and deals indices round-robin to the
+    ``world`` processes; each process cuts its share into batches of
+    ``global_batch / world``. Step ``k`` of every process then covers positions
+    ``[k*B, (k+1)*B)`` of the epoch's permutation together, which is exactly the batch a
+    single process with global batch ``B`` takes at step ``k``.
+    """
+
+    def __init__(self, n: int, global_batch: int, world: int, rank: int, seed: int, shuffle: bool = True):
+        if global_batch % world:
+            raise DatasetError(
+                f"batch_size {global_batch} is not divisible by the {world} DDP processes: "
+                f"use a multiple of {world}"
+            )
+        self.n = n
+        self.local_batch = global_batch // world
+        self.world, self.rank, self.seed, self.shuffle = world, rank, seed, shuffle
+
+    def epoch(self, epoch: int) -> list[list[int]]:
+        sampler = DistributedSampler(
+            _Sized(self.n), num_replicas=self.world, rank=self.rank, shuffle=self.shuffle, seed=self.seed, drop_last=False
+        )
+        sampler.set_epoch(epoch)
+        idx = list(sampler)
+        b = self.local_batch
+        return [idx[k : k + b] for k in range(0, len(idx), b)]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        per_rank = math.ceil(self.n / self.world)
+        return math.ceil(per_rank / self.local_batch)
+
+
+class _Sized:
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

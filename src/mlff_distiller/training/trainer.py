@@ -1,0 +1,648 @@
+"""``DistillationTrainer``: fit a student to a teacher-labelled dataset.
+
+Run directory written by :meth:`DistillationTrainer.fit` (process 0 only under DDP)::
+
+    RUN/config.yaml              resolved TrainConfig (student section resolved too)
+    RUN/normalization.json       NormalizationStats of the training split (eV, eV/A, A)
+    RUN/split.json               train / validation structure indices and how they were split
+    RUN/metrics.csv              one row per epoch: losses, validation errors, lr, time
+    RUN/checkpoints/best.pt      EMA weights with the lowest validation loss (save_student format)
+    RUN/checkpoints/last.pt      the newest weights + the whole training state (for resume)
+    RUN/parity.png               student vs teacher on the validation split (best weights)
+
+Every file is written under a temporary name and renamed, so a kill at any moment leaves
+either the previous or the new version. ``last.pt`` holds the raw weights, the AdamW
+state, the learning-rate schedule, the EMA, torch's RNG states and the position in the
+data order (epoch, batch), which is enough to continue bit for bit: a run interrupted
+and resumed reaches the same weights as one that was never interrupted.
+
+Multi-process training: start the same command under ``torchrun --nproc_per_node P``;
+the trainer joins the process group (gloo on CPU, nccl on CUDA), wraps the model in
+``DistributedDataParallel`` and deals each global batch across the processes.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .. import __version__
+from .. import fields as F
+from ..data.graph import atoms_to_graph, collate
+from ..errors import ConfigError, DatasetError, UserError
+from .config import TrainConfig
+from .data import BatchOrder, GraphListDataset, grouped_split, to_device, training_statistics
+from .loss import MetricSums, distillation_loss, label_counts
+from .schedule import EMA, LRSchedule
+
+CHECKPOINT_KIND = "mlff-distiller-train-state"
+CHECKPOINT_VERSION = 1
+METRIC_COLUMNS = (
+    "epoch", "step", "lr", "train_loss", "val_loss", "val_energy_mae_per_atom", "val_energy_rmse_per_atom",
+    "val_force_mae", "val_force_rmse", "val_force_rel_rmse", "val_stress_mae", "best", "elapsed_s",
+)
+# Fields that may differ between the saved config and the one given on resume.
+RESUME_MUTABLE = ("max_epochs", "max_steps", "early_stopping_patience", "checkpoint_every", "num_workers", "device")
+
+
+# -- distributed helpers ------------------------------------------------------------------
+class _Dist:
+    """The process group (or a single process)."""
+
+    def __init__(self, device_kind: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.owns_group = False
+        if device_kind == "auto":
+            device_kind = "cuda" if torch.cuda.is_available() else "cpu"
+        if device_kind == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("training.device = 'cuda' but torch sees no CUDA device: use device: cpu or auto")
+        self.device = torch.device(f"cuda:{self.local_rank}" if device_kind == "cuda" else "cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
+                self.owns_group = True
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return t
+        import torch.distributed as dist
+
+        t = t.to(self.device)
+        dist.all_reduce(t)
+        return t.cpu()
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def broadcast_flag(self, flag: bool) -> bool:
+        """Rank 0's decision, for everyone (stops and errors must be collective)."""
+        if self.world == 1:
+            return flag
+        import torch.distributed as dist
+
+        t = torch.tensor([1 if flag else 0], device=self.device)
+        dist.broadcast(t, 0)
+        return bool(t.item())
+
+    def close(self) -> None:
+        if self.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+# -- file helpers ----------------------------------------------------------------------------
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _dump_yaml(d: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(d, sort_keys=False, default_flow_style=None)
+
+
+def load_train_config(path) -> TrainConfig:
+    """A ``TrainConfig`` from a YAML file holding either the section itself or a recipe
+    with a ``training:`` section."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist: give a YAML file with the training settings")
+    try:
+        d = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {p} is not valid YAML ({str(err).splitlines()[0]}): fix its syntax") from None
+    if isinstance(d, dict) and isinstance(d.get("training"), dict) and "name" in d:
+        d = d["training"]  # a whole recipe
+    return TrainConfig.from_dict(d)
+
+
+class DistillationTrainer:
+    """Train a student on a teacher-labelled dataset file.
+
+    Parameters
+    ----------
+    dataset_path:
+        HDF5 dataset written by :class:`mlff_distiller.data.store.DatasetWriter` with
+        ``energy`` (and ``forces`` when ``forces_weight > 0``, ``stress`` when
+        ``stress_weight > 0``) labels, in eV, eV/A, eV/A^3.
+    config:
+        :class:`TrainConfig` (or a plain dict for :meth:`TrainConfig.from_dict`).
+    run_dir:
+        Output directory. It must not hold a previous run unless ``resume=True``.
+    resume:
+        Continue the run in ``run_dir`` from ``checkpoints/last.pt``.
+    progress:
+        Show a tqdm progress bar (process 0 only).
+    callbacks:
+        Functions ``cb(trainer, event, info)`` called on ``"step"`` (after each optimizer
+        step, ``info = {"step", "loss"}``) and ``"epoch"`` (after validation, ``info`` = the
+        metrics row). A callback may raise ``KeyboardInterrupt`` to stop the run the way
+        Ctrl-C does (the state after the last finished step is saved).
+    """
+
+    def __init__(self, dataset_path, config: TrainConfig | dict, run_dir, *, resume: bool = False,
+                 progress: bool = True, callbacks: list[Callable] | None = None):
+        self.dataset_path = Path(dataset_path)
+        self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        self.config.validate()
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.progress = progress
+        self.callbacks = list(callbacks or [])
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.last_path = self.ckpt_dir / "last.pt"
+        self.best_path = self.ckpt_dir / "best.pt"
+        self._check_run_dir()
+
+    # -- set-up ------------------------------------------------------------------------
+    def _check_run_dir(self) -> None:
+        rd = self.run_dir
+        if rd.exists() and not rd.is_dir():
+            raise UserError(f"run directory {rd} exists and is not a directory: choose another -o")
+        if self.resume:
+            if not self.last_path.is_file():
+                raise UserError(f"cannot resume: {self.last_path} does not exist; start a new run without --resume")
+            saved = load_train_config(rd / "config.yaml") if (rd / "config.yaml").is_file() else None
+            if saved is not None:
+                self._check_resume_config(saved)
+        elif rd.is_dir() and any(rd.iterdir()):
+            raise UserError(f"run directory {rd} is not empty: pass --resume to continue it or choose another -o")
+
+    def _check_resume_config(self, saved: TrainConfig) -> None:
+        mine, theirs = self.config.to_dict(), saved.to_dict()
+        # The saved student section is resolved (elements, preset sizes); compare what the user set.
+        s_mine = mine.pop("student")
+        s_saved = theirs.pop("student")
+        diff = [k for k in mine if k not in RESUME_MUTABLE and mine[k] != theirs.get(k)]
+        diff += [f"student.{k}" for k, v in s_mine.items() if s_saved.get(k) != v and not (k == "elements" and not v)]
+        if diff:
+            raise ConfigError(
+                f"resume config differs from {self.run_dir / 'config.yaml'} in {', '.join(diff)}; "
+                "resume with the saved config (omit --config) or start a new run"
+            )
+
+    def _load_graphs(self, cutoff: float):
+        """Read every structure, build its graph; return graphs, groups, label fields."""
+        from ..data.store import DatasetReader
+
+        reader = DatasetReader(self.dataset_path)
+        label_fields = tuple(reader.label_fields)
+        cfg = self.config
+        if F.ENERGY not in label_fields and cfg.energy_weight > 0:
+            raise DatasetError(
+                f"{self.dataset_path} has no energy labels (labels: {', '.join(label_fields) or 'none'}): "
+                "label it with a teacher, or set training.energy_weight: 0"
+            )
+        if F.FORCES not in label_fields and cfg.forces_weight > 0:
+            raise DatasetError(
+                f"{self.dataset_path} has no force labels but training.forces_weight = {cfg.forces_weight}: "
+                "label forces with the teacher, or set training.forces_weight: 0"
+            )
+        if F.STRESS not in label_fields and cfg.stress_weight > 0:
+            raise DatasetError(
+                f"{self.dataset_path} has no stress labels but training.stress_weight = {cfg.stress_weight}: "
+                "label stress with the teacher, or set training.stress_weight: 0"
+            )
+        n = len(reader)
+        graphs, groups = [], []
+        bar = self._bar(total=n, desc="neighbour lists", unit="struct")
+        for i in range(n):
+            atoms = reader.get_atoms(i)
+            graphs.append(atoms_to_graph(atoms, cutoff))
+            prov = reader.provenance(i) or {}
+            groups.append(str(prov.get("group") or f"#{i}"))
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        if hasattr(reader, "close"):
+            reader.close()
+        return graphs, groups, label_fields
+
+    def _bar(self, **kw):
+        if not (self.progress and self._dist.main):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(file=sys.stderr, dynamic_ncols=True, leave=False, **kw)
+
+    def _emit(self, event: str, info: dict) -> None:
+        for cb in self.callbacks:
+            cb(self, event, info)
+
+    # -- main entry ------------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train until ``max_epochs`` / ``max_steps`` / early stopping; return a summary dict.
+
+        The summary holds ``best_val_loss``, ``best_epoch``, ``epochs``, ``steps``,
+        ``stopped`` (why training ended) and ``val`` (the best epoch's metrics).
+        """
+        cfg = self.config
+        self._dist = _Dist(cfg.device)
+        try:
+            return self._fit()
+        finally:
+            self._dist.close()
+
+    def _fit(self) -> dict:
+        from ..student import StudentConfig, build_student
+
+        cfg, dist = self.config, self._dist
+        device = dist.device
+        scfg = StudentConfig.from_dict(cfg.student)
+        dtype = torch.float64 if scfg.dtype == "float64" else torch.float32
+        self.dtype = dtype
+
+        graphs, groups, self.label_fields = self._load_graphs(scfg.cutoff)
+        elements = sorted({int(z) for g in graphs for z in np.unique(g[F.NUMBERS])})
+        missing = sorted(set(elements) - set(scfg.elements)) if scfg.elements else []
+        if missing:
+            from ase.data import chemical_symbols
+
+            names = ", ".join(chemical_symbols[z] for z in missing)
+            raise ConfigError(
+                f"the dataset holds element(s) {names} missing from training.student.elements: add them or leave "
+                "elements empty to take them from the dataset"
+            )
+        if not scfg.elements:
+            scfg.elements = elements
+        train_idx, val_idx, split_kind = grouped_split(groups, cfg.val_fraction, cfg.seed)
+        stats = training_statistics([graphs[i] for i in train_idx], scfg.cutoff, scfg.elements)
+        self.stats = stats
+        self.student_config = scfg
+        self.train_set = GraphListDataset([graphs[i] for i in train_idx])
+        self.val_set = GraphListDataset([graphs[i] for i in val_idx])
+
+        # Same initial weights on every process and in every (resumed) run.
+        torch.manual_seed(cfg.seed)
+        model = build_student(scfg, stats).to(device)
+        self.model = model
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        order = BatchOrder(len(self.train_set), cfg.batch_size, dist.world, dist.rank, cfg.seed)
+        steps_per_epoch = order.steps_per_epoch
+        total_steps = cfg.max_steps or cfg.max_epochs * steps_per_epoch
+        schedule = LRSchedule(optimizer, cfg.lr, cfg.schedule, cfg.warmup_steps, total_steps,
+                              cfg.min_lr_ratio, cfg.plateau_factor, cfg.plateau_patience)
+        ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        eval_model = copy.deepcopy(model)
+        self.eval_model = eval_model
+
+        state = {
+            "epoch": 0, "batch_in_epoch": 0, "step": 0, "best_val_loss": math.inf, "best_epoch": -1,
+            "bad_epochs": 0, "done": False, "stopped": "", "elapsed_s": 0.0, "train_loss_sum": 0.0,
+            "train_loss_n": 0, "rows": 0,
+        }
+        if self.resume:
+            state = self._restore(model, optimizer, schedule, ema, state)
+        else:
+            self._write_run_files(train_idx, val_idx, split_kind)
+        dist.barrier()
+
+        train_model = model
+        if dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+        weights = (cfg.energy_weight, cfg.forces_weight, cfg.stress_weight)
+        want_stress = cfg.stress_weight > 0 and F.STRESS in self.label_fields
+        self._mutating = False
+        t_start = time.perf_counter() - state["elapsed_s"]
+
+        def save_last():
+            state["elapsed_s"] = time.perf_counter() - t_start
+            if dist.main:
+                self._save_last(model, optimizer, schedule, ema, state)
+
+        try:
+            while not state["done"]:
+                epoch = state["epoch"]
+                batches = order.epoch(epoch)
+                start = state["batch_in_epoch"]
+                loader = self._loader(self.train_set, batches[start:])
+                bar = self._bar(total=len(batches), initial=start, desc=f"epoch {epoch}", unit="batch")
+                model.train()
+                for batch in loader:
+                    batch = to_device(batch, device)
+                    lr = schedule.apply(state["step"])
+                    counts = dist.all_sum(label_counts(batch))
+                    out = train_model(batch, compute_forces=cfg.forces_weight > 0, compute_stress=want_stress)
+                    loss = distillation_loss(out, batch, weights, counts, dist.world)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    loss_value = float(loss.detach()) / dist.world
+                    self._mutating = True
+                    optimizer.step()
+                    if ema is not None:
+                        ema.update(model)
+                    state["step"] += 1
+                    state["batch_in_epoch"] += 1
+                    state["train_loss_sum"] += float(dist.all_sum(torch.tensor([loss_value], dtype=torch.float64)))
+                    state["train_loss_n"] += 1
+                    self._mutating = False
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{loss_value:.4g}", lr=f"{lr:.2e}")
+                    self._emit("step", {"step": state["step"], "loss": loss_value})
+                    if state["step"] % cfg.checkpoint_every == 0:
+                        save_last()
+                    if cfg.max_steps and state["step"] >= cfg.max_steps:
+                        break
+                if bar is not None:
+                    bar.close()
+                finished_epoch = state["batch_in_epoch"] >= len(batches)
+                hit_max_steps = bool(cfg.max_steps) and state["step"] >= cfg.max_steps
+                row = self._end_epoch(state, schedule, ema, t_start)
+                if finished_epoch:
+                    state["epoch"] += 1
+                    state["batch_in_epoch"] = 0
+                if hit_max_steps:
+                    state["done"], state["stopped"] = True, "max_steps"
+                elif state["epoch"] >= cfg.max_epochs:
+                    state["done"], state["stopped"] = True, "max_epochs"
+                elif cfg.early_stopping_patience and state["bad_epochs"] >= cfg.early_stopping_patience:
+                    state["done"], state["stopped"] = True, "early_stopping"
+                save_last()
+                self._emit("epoch", row)
+        except KeyboardInterrupt:
+            # Between steps the state is consistent: keep it so that --resume loses nothing.
+            if not self._mutating:
+                save_last()
+            raise
+        dist.barrier()
+        if dist.main:
+            self._parity_plot(ema)
+        return self._summary(state)
+
+    # -- pieces of the loop ------------------------------------------------------------------
+    def _loader(self, dataset, batches):
+        from functools import partial
+
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=batches,
+            collate_fn=partial(collate, dtype=self.dtype),
+            num_workers=self.config.num_workers,
+        )
+
+    def _weights_for_eval(self, ema) -> torch.nn.Module:
+        src = ema.shadow if ema is not None else self.model.state_dict()
+        self.eval_model.load_state_dict(src)
+        self.eval_model.eval()
+        return self.eval_model
+
+    def evaluate(self, model: torch.nn.Module, dataset, shard: bool = True, collect: bool = False):
+        """Validation metrics of ``model`` on ``dataset`` (all processes take a share)."""
+        dist, cfg = self._dist, self.config
+        n = len(dataset)
+        idx = list(range(dist.rank, n, dist.world)) if shard else list(range(n))
+        bs = max(cfg.batch_size // dist.world, 1)
+        batches = [idx[k : k + bs] for k in range(0, len(idx), bs)]
+        sums = MetricSums()
+        pairs = {"e_pred": [], "e_ref": [], "f_pred": [], "f_ref": []}
+        want_stress = F.STRESS in self.label_fields and cfg.stress_weight > 0
+        for batch in self._loader(dataset, batches):
+            batch = to_device(batch, dist.device)
+            out = model(batch, compute_forces=F.FORCES in self.label_fields, compute_stress=want_stress)
+            out = {k: v.detach() for k, v in out.items()}
+            sums.add(out, batch)
+            if collect:
+                n_at = batch[F.N_ATOMS].double().cpu()
+                if F.ENERGY + "_mask" in batch:
+                    m = batch[F.ENERGY + "_mask"].cpu()
+                    pairs["e_pred"].append((out[F.ENERGY].double().cpu() / n_at)[m])
+                    pairs["e_ref"].append((batch[F.ENERGY].double().cpu() / n_at)[m])
+                if F.FORCES + "_mask" in batch and F.FORCES in out:
+                    m = batch[F.FORCES + "_mask"][batch[F.BATCH]].cpu()
+                    pairs["f_pred"].append(out[F.FORCES].double().cpu()[m].ravel())
+                    pairs["f_ref"].append(batch[F.FORCES].double().cpu()[m].ravel())
+        if shard:
+            sums.v = dist.all_sum(sums.v)
+        metrics = sums.metrics((cfg.energy_weight, cfg.forces_weight, cfg.stress_weight))
+        if collect:
+            return metrics, {k: (torch.cat(v).numpy() if v else np.zeros(0)) for k, v in pairs.items()}
+        return metrics
+
+    def _end_epoch(self, state, schedule, ema, t_start) -> dict:
+        cfg = self.config
+        metrics = self.evaluate(self._weights_for_eval(ema), self.val_set)
+        val_loss = metrics["loss"]
+        improved = val_loss < state["best_val_loss"]
+        if improved:
+            state["best_val_loss"] = val_loss
+            state["best_epoch"] = state["epoch"]
+            state["bad_epochs"] = 0
+            if self._dist.main:
+                self._save_best(state, metrics)
+        else:
+            state["bad_epochs"] += 1
+        schedule.epoch_end(val_loss)
+        train_loss = state["train_loss_sum"] / max(state["train_loss_n"], 1)
+        state["train_loss_sum"], state["train_loss_n"] = 0.0, 0
+        row = {
+            "epoch": state["epoch"], "step": state["step"], "lr": schedule.optimizer.param_groups[0]["lr"],
+            "train_loss": train_loss, "val_loss": val_loss,
+            "val_energy_mae_per_atom": metrics["energy_mae_per_atom"],
+            "val_energy_rmse_per_atom": metrics["energy_rmse_per_atom"],
+            "val_force_mae": metrics["force_mae"], "val_force_rmse": metrics["force_rmse"],
+            "val_force_rel_rmse": metrics["force_rel_rmse"], "val_stress_mae": metrics["stress_mae"],
+            "best": int(improved), "elapsed_s": round(time.perf_counter() - t_start, 3),
+        }
+        if self._dist.main:
+            self._append_metrics(row)
+        state["rows"] += 1
+        return row
+
+    # -- files ------------------------------------------------------------------------------
+    def _write_run_files(self, train_idx, val_idx, split_kind) -> None:
+        if not self._dist.main:
+            return
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        resolved = self.config.to_dict()
+        resolved["student"] = self.student_config.to_dict()
+        _atomic_write(self.run_dir / "config.yaml", _dump_yaml(resolved))
+        _atomic_write(self.run_dir / "normalization.json", self.stats.to_json() + "\n")
+        split = {
+            "dataset": str(self.dataset_path.resolve()), "kind": split_kind,
+            "train": [int(i) for i in train_idx], "val": [int(i) for i in val_idx],
+        }
+        _atomic_write(self.run_dir / "split.json", json.dumps(split) + "\n")
+        _atomic_write(self.run_dir / "metrics.csv", ",".join(METRIC_COLUMNS) + "\n")
+
+    def _append_metrics(self, row: dict) -> None:
+        with open(self.run_dir / "metrics.csv", "a", newline="") as fh:
+            csv.writer(fh).writerow([_fmt(row[c]) for c in METRIC_COLUMNS])
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _save_best(self, state: dict, metrics: dict) -> None:
+        from ..student import save_student
+
+        tmp = self.best_path.with_name("best.pt.tmp")
+        save_student(tmp, self.eval_model, extra={
+            "epoch": int(state["epoch"]), "step": int(state["step"]),
+            "val_metrics": {k: float(v) for k, v in metrics.items()},
+        })
+        os.replace(tmp, self.best_path)
+
+    def _save_last(self, model, optimizer, schedule, ema, state) -> None:
+        from ..student import save_student
+
+        train_state = {
+            "kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, "code_version": __version__,
+            "state": {k: (float(v) if isinstance(v, float) else v) for k, v in state.items()},
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "config": self.config.to_dict(),
+        }
+        tmp = self.last_path.with_name("last.pt.tmp")
+        save_student(tmp, model, extra={"train_state": train_state})
+        os.replace(tmp, self.last_path)
+
+    def _restore(self, model, optimizer, schedule, ema, state) -> dict:
+        try:
+            ckpt = torch.load(self.last_path, map_location=self._dist.device, weights_only=True)
+        except Exception as err:  # corrupt / foreign file
+            raise UserError(f"cannot resume: {self.last_path} is unreadable ({type(err).__name__}); "
+                            "start a new run in another directory") from None
+        ts = None
+        if isinstance(ckpt, dict):
+            ts = ckpt.get("train_state") or (ckpt.get("extra") or {}).get("train_state")
+        if not isinstance(ts, dict) or ts.get("kind") != CHECKPOINT_KIND:
+            raise UserError(f"cannot resume: {self.last_path} holds no training state; start a new run")
+        if ts.get("version") != CHECKPOINT_VERSION:
+            raise UserError(
+                f"cannot resume: {self.last_path} has training-state version {ts.get('version')}, this code "
+                f"reads version {CHECKPOINT_VERSION}; start a new run"
+            )
+        model.load_state_dict(ts["model"])
+        optimizer.load_state_dict(ts["optimizer"])
+        schedule.load_state_dict(ts["schedule"])
+        if ema is not None and ts["ema"] is not None:
+            ema.load_state_dict(ts["ema"])
+        torch.set_rng_state(ts["torch_rng"].cpu())
+        if ts["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in ts["cuda_rng"]])
+        restored = dict(state)
+        restored.update(ts["state"])
+        if self._dist.main:
+            self._truncate_metrics(restored["rows"])
+        if restored["done"] and restored["stopped"] in ("max_steps", "max_epochs"):
+            # A longer run was asked for: carry on from where the finished one stopped.
+            cfg = self.config
+            more_steps = not cfg.max_steps or restored["step"] < cfg.max_steps
+            more_epochs = restored["epoch"] < cfg.max_epochs
+            if more_steps and more_epochs:
+                restored["done"], restored["stopped"] = False, ""
+        return restored
+
+    def _truncate_metrics(self, n_rows: int) -> None:
+        """Keep the metrics rows written before the checkpoint: a resumed run writes the later ones again."""
+        path = self.run_dir / "metrics.csv"
+        if not path.is_file():
+            _atomic_write(path, ",".join(METRIC_COLUMNS) + "\n")
+            return
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        keep = [rows[0]] if rows else [list(METRIC_COLUMNS)]
+        keep += [r for r in rows[1:] if r][:n_rows]
+        _atomic_write(path, "".join(",".join(r) + "\n" for r in keep))
+
+    def _parity_plot(self, ema) -> None:
+        if not self.best_path.is_file():
+            return
+        from ..student import load_student
+
+        best = load_student(self.best_path).to(self._dist.device)
+        best.eval()
+        metrics, pairs = self.evaluate(best, self.val_set, shard=False, collect=True)
+        write_parity_plot(self.run_dir / "parity.png", pairs, metrics)
+
+    def _summary(self, state) -> dict:
+        return {
+            "best_val_loss": state["best_val_loss"], "best_epoch": state["best_epoch"],
+            "epochs": state["epoch"], "steps": state["step"], "stopped": state["stopped"],
+            "run_dir": str(self.run_dir),
+        }
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.8g}"
+    return str(v)
+
+
+def write_parity_plot(path: Path, pairs: dict, metrics: dict) -> None:
+    """Two panels: energy per atom (eV/atom) and force components (eV/A), student vs teacher."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    panels = [
+        (axes[0], pairs["e_ref"], pairs["e_pred"], "energy (eV/atom)",
+         f"MAE {metrics['energy_mae_per_atom'] * 1000:.3g} meV/atom"),
+        (axes[1], pairs["f_ref"], pairs["f_pred"], "force component (eV/A)",
+         f"MAE {metrics['force_mae'] * 1000:.3g} meV/A, RMSE/RMS {metrics['force_rel_rmse']:.3g}"),
+    ]
+    for ax, ref, pred, label, title in panels:
+        if len(ref):
+            ax.scatter(ref, pred, s=4, alpha=0.5, edgecolors="none")
+            lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        else:
+            ax.text(0.5, 0.5, "no labels", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel(f"teacher {label}")
+        ax.set_ylabel(f"student {label}")
+        ax.set_title(title, fontsize=9)
+    fig.suptitle("validation split, best checkpoint (EMA weights)", fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
