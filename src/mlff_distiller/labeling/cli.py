@@ -1,0 +1,90 @@
+"""``mlff-distill label POOL --teacher SPEC -o dataset.h5``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "label",
+        help="label a pool with a teacher on Dask (resumable)",
+        description="Label every structure of an unlabelled pool with a teacher (energy eV, forces eV/A, "
+        "stress eV/A^3) on a Dask cluster. Finished chunks are checkpointed next to the output "
+        "(<out>.parts/); re-running the same command resumes. Structures the teacher cannot label go "
+        "to the dataset's failures table.",
+    )
+    p.add_argument("pool", help="unlabelled pool file (HDF5 from `mlff-distill generate`)")
+    p.add_argument("-o", "--output", required=True, help="labelled dataset file to write (HDF5)")
+    p.add_argument(
+        "--teacher",
+        default=None,
+        help="teacher name (chgnet, emt, orb-v2, ...) or a JSON/YAML mapping like "
+        "'{\"name\": \"orb\", \"weights_path\": \"orb.ckpt\"}' or a .yaml/.json file (default: the "
+        "config's teacher, else chgnet)",
+    )
+    p.add_argument("--config", default=None, help="recipe YAML; its labeling: (and teacher:) sections are used")
+    p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (default 2)")
+    p.add_argument("--threads-per-worker", type=int, default=None, help="math threads per worker (default 1)")
+    p.add_argument("--chunk-size", type=int, default=None, help="structures per task (default: ~2 s of teacher time)")
+    p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument(
+        "--min-distance", type=float, default=None,
+        help="A; structures with two atoms closer than this are failures (default 0.5, 0 disables)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an output made from another pool or teacher")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from .config import LabelingConfig
+    from .engine import label_pool
+
+    recipe: dict = {}
+    if args.config:
+        import yaml
+
+        try:
+            with open(args.config) as fh:
+                recipe = yaml.safe_load(fh) or {}
+        except OSError as err:
+            raise ConfigError(f"--config: cannot read {args.config} ({err.strerror}); check the path") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--config: {args.config} is not valid YAML ({type(err).__name__})") from None
+        if not isinstance(recipe, dict):
+            raise ConfigError(f"--config: {args.config} must hold a mapping with a labeling: section")
+    cfg = LabelingConfig.from_dict(recipe.get("labeling"))
+    teacher = args.teacher or recipe.get("teacher")
+    if teacher is None:
+        from ..teachers import DEFAULT_TEACHER
+
+        teacher = DEFAULT_TEACHER
+    overrides = {
+        "workers": args.workers,
+        "threads_per_worker": args.threads_per_worker,
+        "chunk_size": args.chunk_size,
+        "scheduler": args.scheduler,
+        "min_distance": args.min_distance,
+    }
+    merged = {**cfg.to_dict(), **{k: v for k, v in overrides.items() if v is not None}}
+    merged["hpc"] = recipe.get("labeling", {}).get("hpc") if isinstance(recipe.get("labeling"), dict) else None
+    if args.scheduler:
+        merged["hpc"] = None
+    cfg = LabelingConfig.from_dict(merged)
+    summary = label_pool(
+        args.pool,
+        teacher,
+        args.output,
+        n_workers=cfg.workers,
+        threads_per_worker=cfg.threads_per_worker,
+        chunk_size=cfg.chunk_size,
+        scheduler=cfg.scheduler,
+        hpc=cfg.hpc,
+        min_distance=cfg.min_distance,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(summary)
+    return 0

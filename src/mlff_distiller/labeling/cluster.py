@@ -1,0 +1,164 @@
+"""Where labeling runs: a local Dask cluster, an existing scheduler, or Slurm via dask-jobqueue.
+
+* default: a :class:`distributed.LocalCluster` of ``n_workers`` processes, each running one
+  task at a time with ``threads_per_worker`` math (torch/OpenMP) threads;
+* ``scheduler="tcp://host:8786"`` (or a :class:`distributed.Client`): an existing cluster;
+  its workers need this package and the teacher's dependencies installed;
+* ``hpc={...}``: a ``dask_jobqueue.SLURMCluster`` started from the ``labeling.hpc`` recipe
+  section (see :class:`HPCConfig` and ``docs/labeling.md``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from ..errors import ConfigError, UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HPCConfig:
+    """``labeling.hpc`` recipe section: a Slurm cluster started by dask-jobqueue.
+
+    ``jobs`` Slurm jobs are submitted, each running ``processes`` worker processes that
+    share ``cores`` cores and ``memory``; ``extra`` is passed as-is to
+    ``dask_jobqueue.SLURMCluster`` (e.g. ``job_extra_directives``, ``job_script_prologue``,
+    ``interface``, ``local_directory``).
+    """
+
+    jobs: int = 1
+    cores: int = 1
+    processes: int = 1
+    memory: str = "4GB"
+    walltime: str = "01:00:00"
+    queue: str | None = None
+    account: str | None = None
+    worker_timeout: float = 600.0  # seconds to wait for the first worker (queue time)
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "HPCConfig":
+        if d is None:
+            return cls()
+        if not isinstance(d, dict):
+            raise ConfigError("labeling.hpc: must be a mapping (jobs, cores, processes, memory, walltime, queue, ...)")
+        d = dict(d)
+        kind = d.pop("cluster", "slurm")
+        if kind != "slurm":
+            raise ConfigError(f"labeling.hpc.cluster: '{kind}' is not supported; allowed: slurm")
+        allowed = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(d) - allowed)
+        if unknown:
+            raise ConfigError(f"labeling.hpc.{unknown[0]}: unknown field; allowed: cluster, {', '.join(sorted(allowed))}")
+        cfg = cls(**d)
+        for name in ("jobs", "cores", "processes"):
+            v = getattr(cfg, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"labeling.hpc.{name}: must be an integer >= 1, got {v!r}")
+        if not isinstance(cfg.extra, dict):
+            raise ConfigError("labeling.hpc.extra: must be a mapping of SLURMCluster keyword arguments")
+        return cfg
+
+    def cluster_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "cores": self.cores,
+            "processes": self.processes,
+            "memory": self.memory,
+            "walltime": self.walltime,
+        }
+        if self.queue:
+            kw["queue"] = self.queue
+        if self.account:
+            kw["account"] = self.account
+        kw.update(self.extra)
+        return kw
+
+
+def _local_cluster(n_workers: int, threads_per_worker: int):
+    from distributed import LocalCluster
+
+    threads = str(int(threads_per_worker))
+    env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+    return LocalCluster(
+        n_workers=int(n_workers),
+        threads_per_worker=1,  # one task at a time per process; the teacher gets the math threads
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+        env=env,
+    )
+
+
+@contextlib.contextmanager
+def connect(
+    scheduler=None,
+    *,
+    n_workers: int = 2,
+    threads_per_worker: int = 1,
+    hpc: dict | HPCConfig | None = None,
+    connect_timeout: float = 10.0,
+    worker_timeout: float = 60.0,
+) -> Iterator[Any]:
+    """Yield a connected :class:`distributed.Client` with at least one worker.
+
+    Raises :class:`UserError` when the scheduler cannot be reached within
+    ``connect_timeout`` s or no worker joins within ``worker_timeout`` s. Clusters started
+    here are shut down on exit; an existing scheduler is left running.
+    """
+    from distributed import Client
+
+    cluster = None
+    own_client = True
+    if scheduler is not None and not isinstance(scheduler, str):
+        client = scheduler  # an existing Client, used as-is
+        own_client = False
+    elif scheduler:
+        try:
+            client = Client(scheduler, timeout=f"{connect_timeout}s", set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as err:
+            raise UserError(
+                f"cannot reach Dask scheduler '{scheduler}' ({type(err).__name__}); check the address "
+                f"(tcp://HOST:PORT) and that the scheduler runs, or omit --scheduler to use a local cluster"
+            ) from None
+    elif hpc is not None:
+        cfg = hpc if isinstance(hpc, HPCConfig) else HPCConfig.from_dict(hpc)
+        try:
+            from dask_jobqueue import SLURMCluster
+        except ImportError:
+            raise UserError("labeling.hpc needs dask-jobqueue: pip install 'mlff-distiller[hpc]'") from None
+        cluster = SLURMCluster(**cfg.cluster_kwargs())
+        cluster.scale(jobs=cfg.jobs)
+        worker_timeout = cfg.worker_timeout
+        client = Client(cluster, set_as_default=False)
+    else:
+        cluster = _local_cluster(n_workers, threads_per_worker)
+        client = Client(cluster, set_as_default=False)
+    try:
+        try:
+            client.wait_for_workers(1, timeout=worker_timeout)
+        except (TimeoutError, OSError):
+            raise UserError(
+                f"no Dask worker joined the scheduler within {worker_timeout:g} s; start workers "
+                f"(dask worker {getattr(client, 'scheduler', None) and client.scheduler.address}) or check the cluster"
+            ) from None
+        yield client
+    finally:
+        if own_client:
+            with contextlib.suppress(Exception):
+                client.close(timeout=5)
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.close(timeout=10)
+
+
+def n_workers_of(client) -> int:
+    try:
+        return max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+    except TypeError:  # older distributed without the n_workers argument
+        return max(1, len(client.scheduler_info()["workers"]))
+    except Exception:  # noqa: BLE001 - a best-effort count for sizing
+        return 1

@@ -1,0 +1,549 @@
+"""``label_pool``: teacher labels for an unlabelled pool, on Dask, resumable.
+
+The client (this process) reads the pool, cuts it into contiguous chunks, keeps a bounded
+number of chunk tasks in flight on the workers (each worker builds its teacher once),
+commits every finished chunk as a shard (:mod:`.checkpoint`), calls the ``on_chunk`` hook,
+and at the end merges the shards, in pool order, into one dataset file written under a
+temporary name and renamed. Units are ASE's: energy eV, forces eV/A, stress Voigt eV/A^3.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .. import fields as F
+from ..errors import ConfigError, DatasetError, TeacherError, UserError
+from .checkpoint import WorkDir
+from .worker import TeacherLoadError, spec_key
+
+log = logging.getLogger(__name__)
+
+FORMAT = "mlff-distiller-labeling/1"
+DEFAULT_MIN_DISTANCE = 0.5  # A; closer pairs are reported as overlapping atoms
+TARGET_CHUNK_SECONDS = 2.0  # a task should run ~1 s or more so Dask overhead stays small
+MAX_CHUNK = 10_000
+PROBE_STRUCTURES = 4
+
+ChunkHook = Callable[[int, list, list], None]
+
+
+@dataclass
+class LabelSummary:
+    """What one ``label_pool`` call did.
+
+    ``labelled``/``failed``: structures labelled / sent to the failures table in this run;
+    ``skipped``: structures of chunks already committed by an earlier run (or all of them
+    when the output was already complete); ``n_dataset``/``n_failures``: totals in the
+    output file.
+    """
+
+    labelled: int = 0
+    failed: int = 0
+    skipped: int = 0
+    n_pool: int = 0
+    n_dataset: int = 0
+    n_failures: int = 0
+    n_chunks: int = 0
+    chunk_size: int = 0
+    seconds: float = 0.0
+    structures_per_second: float = 0.0
+    teacher: str = ""
+    out_path: str = ""
+    resumed: bool = False
+    already_complete: bool = False
+    workers: int = 0
+
+    def __str__(self) -> str:
+        s = f"labelled {self.labelled}, failed {self.failed}, skipped {self.skipped}"
+        s += f" of {self.n_pool} structures in {self.seconds:.1f} s"
+        if self.labelled:
+            s += f" ({self.structures_per_second:.2f} structures/s, {3600 * self.structures_per_second:,.0f}/h)"
+        s += f"; {self.out_path}: {self.n_dataset} labelled, {self.n_failures} in the failures table"
+        return s
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Chunk:
+    chunk_id: int
+    indices: list[int]
+    atoms: list
+    parts: dict = field(default_factory=dict)  # sub-results while split after a worker death
+
+
+def parse_teacher_spec(spec) -> dict | str:
+    """A teacher name (``emt``, ``chgnet``), a dict, or a JSON/YAML mapping in a string."""
+    if isinstance(spec, dict):
+        return dict(spec)
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError("teacher: give a teacher name (e.g. emt, chgnet) or a mapping like {\"name\": \"chgnet\"}")
+    text = spec.strip()
+    if text[0] in "{[":
+        import yaml
+
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"teacher: cannot parse '{text[:60]}' as JSON/YAML ({type(err).__name__}); "
+                              "write e.g. '{\"name\": \"chgnet\"}'") from None
+        if not isinstance(value, dict) or "name" not in value:
+            raise ConfigError("teacher: a mapping spec needs a 'name' key, e.g. {\"name\": \"chgnet\"}")
+        return value
+    if text.endswith((".json", ".yaml", ".yml")) and os.path.exists(text):
+        import yaml
+
+        try:
+            value = yaml.safe_load(Path(text).read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"teacher: cannot read spec file {text} ({type(err).__name__})") from None
+        if isinstance(value, dict) and isinstance(value.get("teacher"), (dict, str)):
+            value = value["teacher"]  # a whole recipe: take its teacher section
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, dict) or "name" not in value:
+            raise ConfigError(f"teacher: {text} must hold a mapping with a 'name' key")
+        return value
+    return text
+
+
+def _open_pool(pool_path):
+    from ..data.store import DatasetReader
+
+    p = Path(pool_path)
+    if not p.exists():
+        raise DatasetError(f"pool file {p} does not exist; create one with `mlff-distill generate` or check the path")
+    return DatasetReader(p)
+
+
+def _sha256(path) -> str:
+    from ..teachers.base import sha256_file
+
+    return sha256_file(path)
+
+
+def _check_positive(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"labeling.{name}: must be an integer >= 1, got {value!r}")
+
+
+def _auto_chunk_size(seconds_per_structure: float | None, n: int, n_workers: int, target: float) -> int:
+    # At least ~target seconds per task, but keep >= 2 chunks per worker so the load balances.
+    per = seconds_per_structure or 0.0
+    by_time = math.ceil(target / per) if per > 0 else MAX_CHUNK
+    by_balance = math.ceil(n / (2 * max(1, n_workers))) if n else 1
+    return int(max(1, min(by_time, by_balance, MAX_CHUNK)))
+
+
+def _labelled_atoms(pool_atoms, shard: dict, teacher_id: str, parent_map: dict | None = None) -> list:
+    """Atoms carrying shard labels on a SinglePointCalculator, provenance teacher set."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    out = []
+    offsets = np.concatenate([[0], np.cumsum(shard["n_atoms"])])
+    for k, atoms in enumerate(pool_atoms):
+        a = atoms.copy()
+        a.calc = None
+        e = float(shard["energy"][k])
+        results = {"energy": e, "free_energy": e, "forces": shard["forces"][offsets[k] : offsets[k + 1]].copy()}
+        if bool(shard["stress_mask"][k]):
+            results["stress"] = shard["stress"][k].copy()
+        a.calc = SinglePointCalculator(a, **results)
+        prov = dict(a.info.get("provenance") or {})
+        prov["teacher"] = teacher_id
+        if parent_map is not None and "parent" in prov:
+            parent = int(prov["parent"])
+            prov["parent"] = int(parent_map.get(parent, -1)) if parent >= 0 else -1
+        a.info["provenance"] = prov
+        out.append(a)
+    return out
+
+
+def _read_atoms(reader, indices: Sequence[int]) -> list:
+    return [reader.get_atoms(int(i)) for i in indices]
+
+
+def label_pool(
+    pool_path,
+    teacher_spec,
+    out_path,
+    *,
+    n_workers: int = 2,
+    threads_per_worker: int = 1,
+    chunk_size: int | None = None,
+    scheduler=None,
+    overwrite: bool = False,
+    on_chunk: ChunkHook | None = None,
+    progress: bool = True,
+    hpc=None,
+    min_distance: float = DEFAULT_MIN_DISTANCE,
+    target_chunk_seconds: float = TARGET_CHUNK_SECONDS,
+    max_in_flight: int | None = None,
+    connect_timeout: float = 10.0,
+    worker_timeout: float = 60.0,
+) -> LabelSummary:
+    """Label every structure of ``pool_path`` with the teacher and write ``out_path``.
+
+    ``teacher_spec``: a name (``"emt"``, ``"chgnet"``), a spec dict or a JSON/YAML string.
+    ``n_workers``/``threads_per_worker``: local cluster size (processes, math threads each);
+    ignored with ``scheduler`` (address ``tcp://host:port`` or a ``distributed.Client``) or
+    ``hpc`` (``labeling.hpc`` mapping -> Slurm). ``chunk_size``: structures per task;
+    default: sized from a timing of the teacher on a few structures so a task runs about
+    ``target_chunk_seconds``. ``min_distance`` (A): structures with two atoms closer than
+    this go to the failures table without calling the teacher (0 disables).
+
+    Resumable: re-running the same call skips committed chunks (``<out>.parts/``); a
+    finished output for the same pool and teacher is left as is. ``overwrite`` allows
+    replacing an output (or checkpoint) made from a different pool or teacher, and
+    relabelling a finished one. ``on_chunk(chunk_id, atoms, failures)`` is called after
+    each newly committed chunk with the labelled atoms (labels on ``atoms.calc``) and
+    ``[(pool_index, reason)]``; an exception from it stops the run (committed chunks stay).
+
+    Raises :class:`UserError` subclasses for bad input: missing/corrupt pool, unreachable
+    scheduler, a teacher that fails to load on a worker, an output from another pool.
+    """
+    t_start = time.perf_counter()
+    _check_positive("n_workers", n_workers)
+    _check_positive("threads_per_worker", threads_per_worker)
+    _check_positive("chunk_size", chunk_size, allow_none=True)
+    if not isinstance(min_distance, (int, float)) or min_distance < 0:
+        raise ConfigError(f"labeling.min_distance: must be a number >= 0 (A), got {min_distance!r}")
+    spec = parse_teacher_spec(teacher_spec)
+    out = Path(out_path)
+    pool_p = Path(pool_path)
+    if out.resolve() == pool_p.resolve():
+        raise UserError(f"output {out} is the pool itself; choose another -o path")
+
+    reader = _open_pool(pool_p)
+    n = len(reader)
+    pool_sha = _sha256(pool_p)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    # -- an existing output ------------------------------------------------------------------
+    existing = _existing_output(out)
+    if existing is not None and existing.get("labeling_pool_sha256") != pool_sha and not overwrite:
+        raise UserError(
+            f"output {out} exists and was labelled from another pool "
+            f"({existing.get('labeling_pool_path', 'unknown')}); pass --overwrite to replace it or choose another -o"
+        )
+    if (
+        existing is not None
+        and not overwrite
+        and existing.get("labeling_teacher_spec") == spec_key(spec)
+        and float(existing.get("labeling_min_distance", -1)) == float(min_distance)
+    ):
+        return _complete_summary(out, n, t_start)
+
+    work = WorkDir.for_output(out)
+    plan = work.read_plan() if work.exists() else None
+    if plan is not None and plan.get("pool_sha256") != pool_sha:
+        if not overwrite:
+            raise UserError(
+                f"checkpoint {work.path} belongs to another pool ({plan.get('pool_path')}); "
+                f"pass --overwrite to discard it or choose another -o"
+            )
+        work.remove()
+        plan = None
+
+    from .cluster import connect, n_workers_of
+    from .worker import label_chunk, probe
+
+    with connect(
+        scheduler,
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        hpc=hpc,
+        connect_timeout=connect_timeout,
+        worker_timeout=worker_timeout,
+    ) as client:
+        workers = n_workers_of(client)
+        probe_atoms = _read_atoms(reader, range(min(PROBE_STRUCTURES, n)))
+        info = _run_probe(client, probe, spec, threads_per_worker, probe_atoms)
+        teacher_id = info["fingerprint_id"]
+
+        if existing is not None and existing.get("labeling_pool_sha256") == pool_sha and not overwrite:
+            if existing.get("teacher_fingerprint_id") == teacher_id and float(
+                existing.get("labeling_min_distance", -1)
+            ) == float(min_distance):
+                return _complete_summary(out, n, t_start)
+            raise UserError(
+                f"output {out} exists and was labelled by teacher {existing.get('teacher_fingerprint_id')} "
+                f"(min_distance {existing.get('labeling_min_distance')}); pass --overwrite to relabel it with "
+                f"{teacher_id} or choose another -o"
+            )
+        if plan is not None and (
+            plan.get("teacher_fingerprint_id") != teacher_id
+            or float(plan.get("min_distance", -1)) != float(min_distance)
+            or plan.get("n_structures") != n
+        ):
+            if not overwrite:
+                raise UserError(
+                    f"checkpoint {work.path} was made with teacher {plan.get('teacher_fingerprint_id')} "
+                    f"(min_distance {plan.get('min_distance')}); pass --overwrite to discard it or choose another -o"
+                )
+            work.remove()
+            plan = None
+
+        if plan is None:
+            size = chunk_size or _auto_chunk_size(info["seconds_per_structure"], n, workers, target_chunk_seconds)
+            plan = {
+                "format": FORMAT,
+                "pool_path": str(pool_p.resolve()),
+                "pool_sha256": pool_sha,
+                "n_structures": n,
+                "chunk_size": int(size),
+                "min_distance": float(min_distance),
+                "teacher_spec": info["spec"],
+                "teacher_spec_key": spec_key(spec),
+                "teacher_fingerprint": info["fingerprint"],
+                "teacher_fingerprint_id": teacher_id,
+                "teacher_capabilities": info["capabilities"],
+                "probe_seconds_per_structure": info["seconds_per_structure"],
+            }
+            work.write_plan(plan)
+        elif chunk_size and chunk_size != plan["chunk_size"]:
+            log.warning("resuming with the checkpoint's chunk size %d (ignoring %d)", plan["chunk_size"], chunk_size)
+        size = int(plan["chunk_size"])
+        n_chunks = math.ceil(n / size) if n else 0
+        done = work.committed(n_chunks)
+        skipped = sum(min(size, n - c * size) for c in done)
+        todo = [c for c in range(n_chunks) if c not in done]
+        if done:
+            log.info("resuming: %d of %d chunks already committed", len(done), n_chunks)
+
+        stats = _dispatch(
+            client,
+            label_chunk,
+            reader,
+            work,
+            spec,
+            threads_per_worker,
+            todo,
+            size,
+            n,
+            min_distance,
+            teacher_id,
+            on_chunk,
+            progress,
+            max_in_flight or max(2, 2 * workers),
+        )
+
+    n_dataset, n_failures = _merge(reader, work, plan, out, n_chunks, size)
+    work.remove()
+    seconds = time.perf_counter() - t_start
+    return LabelSummary(
+        labelled=stats["labelled"],
+        failed=stats["failed"],
+        skipped=skipped,
+        n_pool=n,
+        n_dataset=n_dataset,
+        n_failures=n_failures,
+        n_chunks=n_chunks,
+        chunk_size=size,
+        seconds=seconds,
+        structures_per_second=(stats["labelled"] + stats["failed"]) / stats["seconds"] if stats["seconds"] > 0 else 0.0,
+        teacher=teacher_id,
+        out_path=str(out),
+        resumed=bool(done),
+        workers=workers,
+    )
+
+
+def _existing_output(out: Path) -> dict | None:
+    """Attrs of an existing output file; a file we cannot read as a dataset is refused."""
+    if not out.exists():
+        return None
+    from ..data.store import DatasetReader
+
+    try:
+        return dict(DatasetReader(out).attrs)
+    except UserError:
+        return {"labeling_pool_path": "an unreadable file"}
+
+
+def _complete_summary(out: Path, n: int, t_start: float) -> LabelSummary:
+    from ..data.store import DatasetReader
+
+    r = DatasetReader(out)
+    return LabelSummary(
+        skipped=n,
+        n_pool=n,
+        n_dataset=len(r),
+        n_failures=len(r.failures()),
+        seconds=time.perf_counter() - t_start,
+        teacher=str(r.attrs.get("teacher_fingerprint_id", "")),
+        out_path=str(out),
+        already_complete=True,
+    )
+
+
+def _run_probe(client, probe, spec, threads, atoms) -> dict:
+    fut = client.submit(probe, spec, threads, atoms, pure=False)
+    try:
+        return fut.result()
+    except TeacherLoadError as err:
+        raise TeacherError(str(err)) from None
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - e.g. KilledWorker while loading
+        raise TeacherError(
+            f"teacher probe failed on the cluster: {type(err).__name__}: {' '.join(str(err).split())}"
+        ) from None
+
+
+def _dispatch(client, label_chunk, reader, work, spec, threads, todo, size, n, min_distance, teacher_id,
+              on_chunk, progress, window) -> dict:
+    """Keep ``window`` chunk tasks in flight; commit each result as it arrives."""
+    from distributed import as_completed
+    from distributed.scheduler import KilledWorker
+    from tqdm.auto import tqdm
+
+    total = sum(min(size, n - c * size) for c in todo)
+    stats = {"labelled": 0, "failed": 0, "seconds": 0.0}
+    bar = tqdm(total=total, unit="struct", desc="labelling", disable=not progress, dynamic_ncols=True, smoothing=0.1)
+    pending: dict = {}  # future -> (chunk, sub-index or None)
+    chunks: dict[int, _Chunk] = {}
+    queue = list(todo)
+    ac = as_completed()
+    t0 = time.perf_counter()
+
+    def submit_chunk(cid: int) -> None:
+        idx = list(range(cid * size, min(n, (cid + 1) * size)))
+        ch = _Chunk(cid, idx, _read_atoms(reader, idx))
+        chunks[cid] = ch
+        fut = client.submit(label_chunk, spec, threads, cid, idx, ch.atoms, min_distance, pure=False)
+        pending[fut] = (ch, None)
+        ac.add(fut)
+
+    def split(ch: _Chunk) -> None:
+        # A worker died on this chunk repeatedly: label its structures one per task so
+        # only the structure that kills workers is lost (as a failure), not the chunk.
+        for k, (i, a) in enumerate(zip(ch.indices, ch.atoms)):
+            fut = client.submit(label_chunk, spec, threads, ch.chunk_id, [i], [a], min_distance, pure=False)
+            pending[fut] = (ch, k)
+            ac.add(fut)
+
+    def finish(ch: _Chunk, result: dict) -> None:
+        work.commit(result)
+        del chunks[ch.chunk_id]
+        shard = {k: result[k] for k in ("energy", "n_atoms", "forces", "stress", "stress_mask")}
+        pos = {i: k for k, i in enumerate(ch.indices)}
+        labelled = _labelled_atoms([ch.atoms[pos[int(i)]] for i in result["indices"]], shard, teacher_id)
+        stats["labelled"] += len(labelled)
+        stats["failed"] += len(result["failures"])
+        bar.update(len(ch.indices))
+        stats["seconds"] = time.perf_counter() - t0
+        if stats["failed"]:
+            bar.set_postfix(failed=stats["failed"], refresh=False)
+        if on_chunk is not None:
+            on_chunk(ch.chunk_id, labelled, list(result["failures"]))
+
+    try:
+        while queue and len(pending) < window:
+            submit_chunk(queue.pop(0))
+        while pending:
+            fut = next(ac)
+            ch, sub = pending.pop(fut)
+            try:
+                result = fut.result()
+            except KilledWorker as err:
+                if sub is None and len(ch.indices) > 1:
+                    log.warning("chunk %d killed its workers; retrying its structures one by one", ch.chunk_id)
+                    split(ch)
+                    continue
+                result = {
+                    "chunk_id": ch.chunk_id, "indices": [], "energy": [], "n_atoms": [],
+                    "forces": np.zeros((0, 3)), "stress": np.zeros((0, 6)), "stress_mask": [],
+                    "failures": [(ch.indices[sub or 0], f"worker process died while labelling this structure ({err})")],
+                }
+            except TeacherLoadError as err:
+                raise TeacherError(str(err)) from None
+            if sub is not None:
+                ch.parts[sub] = result
+                if len(ch.parts) < len(ch.indices):
+                    continue
+                result = _combine(ch)
+            finish(ch, result)
+            while queue and len(pending) < window:
+                submit_chunk(queue.pop(0))
+    except BaseException:
+        for fut in list(pending):
+            fut.cancel()
+        raise
+    finally:
+        bar.close()
+    stats["seconds"] = time.perf_counter() - t0
+    return stats
+
+
+def _combine(ch: _Chunk) -> dict:
+    parts = [ch.parts[k] for k in range(len(ch.indices))]
+    return {
+        "chunk_id": ch.chunk_id,
+        "indices": np.concatenate([np.asarray(p["indices"], dtype=np.int64) for p in parts]),
+        "energy": np.concatenate([np.asarray(p["energy"], dtype=np.float64) for p in parts]),
+        "n_atoms": np.concatenate([np.asarray(p["n_atoms"], dtype=np.int64) for p in parts]),
+        "forces": np.concatenate([np.asarray(p["forces"], dtype=np.float64).reshape(-1, 3) for p in parts]),
+        "stress": np.concatenate([np.asarray(p["stress"], dtype=np.float64).reshape(-1, 6) for p in parts]),
+        "stress_mask": np.concatenate([np.asarray(p["stress_mask"], dtype=bool) for p in parts]),
+        "failures": sorted(f for p in parts for f in p["failures"]),
+    }
+
+
+def _merge(reader, work: WorkDir, plan: dict, out: Path, n_chunks: int, size: int) -> tuple[int, int]:
+    """Shards -> one dataset file, in pool order; written to a temporary name, then renamed."""
+    from ..data.store import DatasetWriter
+
+    shards = [work.load(c) for c in range(n_chunks)]
+    # Pool index -> dataset index, so provenance "parent" keeps pointing at the right row
+    # after failed structures are left out.
+    ok = np.concatenate([s["indices"] for s in shards]) if shards else np.zeros(0, dtype=np.int64)
+    parent_map = {int(p): k for k, p in enumerate(ok)}
+    failures = sorted(f for s in shards for f in s["failures"])
+    caps = plan.get("teacher_capabilities") or {}
+    label_fields = (F.ENERGY, F.FORCES, F.STRESS) if caps.get("stress", True) else (F.ENERGY, F.FORCES)
+    pool_attrs = {}
+    try:
+        pool_attrs = dict(reader.attrs)
+    except Exception:  # noqa: BLE001 - provenance is best effort
+        pass
+    attrs = {
+        "units": F.UNIT_SYSTEM,
+        "teacher_fingerprint_id": plan["teacher_fingerprint_id"],
+        "teacher_fingerprint": json.dumps(plan["teacher_fingerprint"], sort_keys=True, default=str),
+        "teacher_spec": json.dumps(plan["teacher_spec"], sort_keys=True, default=str),
+        "labeling_teacher_spec": plan["teacher_spec_key"],
+        "labeling_pool_path": plan["pool_path"],
+        "labeling_pool_sha256": plan["pool_sha256"],
+        "labeling_min_distance": float(plan["min_distance"]),
+        "labeling_chunk_size": int(size),
+        "pool_attrs": json.dumps(pool_attrs, sort_keys=True, default=str),
+    }
+    for stale in out.parent.glob(f"{out.name}.tmp-*"):  # a merge killed earlier
+        stale.unlink(missing_ok=True)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    try:
+        with DatasetWriter(tmp, label_fields=label_fields, attrs=attrs) as w:
+            for s in shards:
+                if len(s["indices"]):
+                    atoms = _labelled_atoms(_read_atoms(reader, s["indices"]), s, plan["teacher_fingerprint_id"], parent_map)
+                    w.append(atoms)
+            if failures:
+                w.record_failures(failures)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return len(ok), len(failures)

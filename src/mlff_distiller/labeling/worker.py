@@ -1,0 +1,192 @@
+"""What runs on a Dask worker: one teacher per process, chunks labelled into plain arrays.
+
+Tasks receive the structures themselves (not a path), so workers need no access to the
+pool file: this works the same on a :class:`distributed.LocalCluster`, an existing
+cluster reached with ``--scheduler`` and a Slurm allocation. Results travel back as
+numpy arrays (energy eV, forces eV/A, stress Voigt eV/A^3) and a failures list; the
+client alone writes files, so there is exactly one writer of the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+# (spec json) -> Teacher. One per worker process: building CHGNet or Orb costs seconds
+# and hundreds of MB, so it must not happen per task. ``Teacher.label`` holds its own lock,
+# so several Dask threads in one worker may share the instance safely.
+_TEACHERS: dict[str, Any] = {}
+_BUILD_LOCK = threading.Lock()
+
+
+class TeacherLoadError(RuntimeError):
+    """The teacher could not be built on a worker; the message carries the worker's error."""
+
+
+def spec_key(spec: dict | str) -> str:
+    return json.dumps(spec, sort_keys=True, default=str)
+
+
+def where() -> str:
+    """``host:pid`` of this process, for error messages."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def get_teacher(spec: dict | str, threads: int | None = None):
+    """The teacher for ``spec`` in this process, built on first use.
+
+    ``threads`` sets torch's intra-op threads (the math threads of one worker) before the
+    first build. Any error while building becomes :class:`TeacherLoadError` naming the
+    worker and the original exception, so the client can fail fast with it.
+    """
+    key = spec_key(spec)
+    teacher = _TEACHERS.get(key)
+    if teacher is not None:
+        return teacher
+    with _BUILD_LOCK:
+        teacher = _TEACHERS.get(key)
+        if teacher is None:
+            if threads:
+                _set_threads(int(threads))
+            try:
+                from ..teachers import build_teacher
+
+                teacher = build_teacher(spec)
+            except Exception as err:  # noqa: BLE001 - reported to the client verbatim
+                msg = " ".join(f"{type(err).__name__}: {err}".split())
+                raise TeacherLoadError(f"teacher failed to load on worker {where()}: {msg}") from None
+            _TEACHERS[key] = teacher
+    return teacher
+
+
+def _set_threads(n: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+
+
+def probe(spec: dict | str, threads: int | None, atoms_list: list) -> dict:
+    """Build the teacher, label ``atoms_list[0]`` once to warm up, then time the rest.
+
+    Returns the teacher's identity (``spec``, ``fingerprint``, ``fingerprint_id``,
+    ``capabilities``) and ``seconds_per_structure`` (``None`` when fewer than two structures
+    were given) so the client can size chunks. Nothing labelled here is kept.
+    """
+    t0 = time.perf_counter()
+    teacher = get_teacher(spec, threads)
+    build_s = time.perf_counter() - t0
+    per = None
+    if atoms_list:
+        teacher.label(atoms_list[:1])
+        rest = atoms_list[1:]
+        if rest:
+            t1 = time.perf_counter()
+            teacher.label(rest)
+            per = (time.perf_counter() - t1) / len(rest)
+    return {
+        "spec": teacher.spec,
+        "fingerprint": teacher.fingerprint,
+        "fingerprint_id": teacher.fingerprint_id,
+        "capabilities": dict(teacher.capabilities),
+        "build_seconds": build_s,
+        "seconds_per_structure": per,
+        "worker": where(),
+    }
+
+
+def too_close(atoms, min_distance: float) -> str | None:
+    """Reason string when two atoms (periodic images included) are closer than ``min_distance`` A."""
+    if min_distance <= 0 or len(atoms) < 2:
+        return None
+    from ..data.neighbors import neighbor_list
+
+    pos = atoms.get_positions()
+    cell = np.asarray(atoms.cell.array, dtype=np.float64)
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if pbc.any() and abs(np.linalg.det(cell)) < 1e-8:
+        return None  # the teacher's own check reports the degenerate cell
+    if not np.all(np.isfinite(pos)):
+        return None  # reported by the teacher's pre-check
+    edge_index, shift = neighbor_list(pos, cell, pbc, float(min_distance))
+    if edge_index.shape[1] == 0:
+        return None
+    i, j = edge_index
+    d = np.linalg.norm(pos[j] - pos[i] + shift @ cell, axis=1)
+    k = int(np.argmin(d))
+    return (
+        f"atoms {int(i[k])} and {int(j[k])} overlap: distance {d[k]:.3f} A < min_distance {min_distance:g} A"
+    )
+
+
+def label_chunk(
+    spec: dict | str,
+    threads: int | None,
+    chunk_id: int,
+    indices: list[int],
+    atoms_list: list,
+    min_distance: float = 0.0,
+) -> dict:
+    """Label one chunk on this worker; never raises for a bad structure.
+
+    Returns a dict of plain arrays: ``indices`` (pool indices labelled), ``energy`` (k,)
+    eV, ``n_atoms`` (k,), ``forces`` (sum n_atoms, 3) eV/A, ``stress`` (k, 6) Voigt eV/A^3
+    with ``stress_mask`` (k,), ``failures`` [(pool index, reason)], ``seconds``, ``worker``.
+    """
+    teacher = get_teacher(spec, threads)
+    t0 = time.perf_counter()
+    failures: list[tuple[int, str]] = []
+    todo_idx: list[int] = []
+    todo_atoms: list = []
+    for idx, atoms in zip(indices, atoms_list):
+        reason = too_close(atoms, min_distance)
+        if reason:
+            failures.append((int(idx), reason))
+        else:
+            todo_idx.append(int(idx))
+            todo_atoms.append(atoms)
+    results = teacher.label(todo_atoms) if todo_atoms else []
+    ok_idx, energy, n_atoms, forces, stress, smask = [], [], [], [], [], []
+    for idx, atoms, res in zip(todo_idx, todo_atoms, results):
+        if not res.ok:
+            failures.append((idx, res.error))
+            continue
+        # The teacher already checks shapes and finiteness; check again here because a
+        # non-finite label must never reach a dataset, whatever the backend did.
+        f = np.asarray(res.forces, dtype=np.float64)
+        e = float(res.energy)
+        s = None if res.stress is None else np.asarray(res.stress, dtype=np.float64).reshape(6)
+        if not np.isfinite(e) or f.shape != (len(atoms), 3) or not np.all(np.isfinite(f)):
+            failures.append((idx, "teacher returned a non-finite or misshaped energy/forces"))
+            continue
+        if s is not None and not np.all(np.isfinite(s)):
+            failures.append((idx, "teacher returned non-finite stress (NaN/inf)"))
+            continue
+        ok_idx.append(idx)
+        energy.append(e)
+        n_atoms.append(len(atoms))
+        forces.append(f)
+        stress.append(np.zeros(6) if s is None else s)
+        smask.append(s is not None)
+    failures.sort()
+    return {
+        "chunk_id": int(chunk_id),
+        "indices": np.asarray(ok_idx, dtype=np.int64),
+        "energy": np.asarray(energy, dtype=np.float64),
+        "n_atoms": np.asarray(n_atoms, dtype=np.int64),
+        "forces": np.concatenate(forces).astype(np.float64) if forces else np.zeros((0, 3)),
+        "stress": np.asarray(stress, dtype=np.float64).reshape(-1, 6),
+        "stress_mask": np.asarray(smask, dtype=bool),
+        "failures": failures,
+        "seconds": time.perf_counter() - t0,
+        "worker": where(),
+    }
