@@ -1,0 +1,134 @@
+"""ASE calculator for a trained student (checkpoint, run directory, TorchScript export or model).
+
+Properties: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/A) and, for cells periodic in
+all three directions only, ``stress`` (eV/A^3, Voigt ``xx yy zz yz xz xy``).
+
+The neighbour list (vesin) is built with radius ``cutoff + skin`` and reused while no atom
+has moved more than ``skin / 2`` since it was built and the cell, periodicity and atoms are
+unchanged (Verlet skin); each step only the pairs inside the cutoff are passed to the model,
+so a reused list gives the same forces as a fresh one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.data import chemical_symbols
+
+from ..data.neighbors import neighbor_list
+from ..errors import UserError
+from .io import ExportedStudent, load_any
+from .model import StudentModel
+
+
+class StudentCalculator(Calculator):
+    """Drop-in ASE calculator running a student.
+
+    ``model``: a run directory (uses ``checkpoints/best.pt``), a checkpoint ``.pt`` written by
+    :func:`~mlff_distiller.student.save_student`, a TorchScript file written by
+    :func:`~mlff_distiller.student.export_torchscript`, or a :class:`StudentModel` in eval mode.
+    ``device``: torch device string. ``skin`` (A): Verlet skin of the reused neighbour list
+    (0 rebuilds it at every call).
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(self, model, device: str = "cpu", skin: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        if skin < 0:
+            raise UserError(f"StudentCalculator: skin must be >= 0 A, got {skin}")
+        self.device = torch.device(device)
+        self.model = load_any(model, map_location=self.device)
+        if isinstance(self.model, StudentModel):
+            if self.model.training:
+                raise UserError("StudentCalculator: the model is in training mode; call model.eval() first")
+            param = next(self.model.parameters())
+            if param.device != self.device:
+                raise UserError(f"StudentCalculator: the model is on {param.device}, not {self.device}; move it or pass device=")
+            self.dtype = param.dtype
+        else:
+            assert isinstance(self.model, ExportedStudent)
+            self.dtype = torch.float64 if self.model.meta.get("dtype") == "float64" else torch.float32
+        self.cutoff = float(self.model.cutoff)
+        self.elements = [int(z) for z in self.model.elements]
+        self.skin = float(skin)
+        self._known = np.zeros(119, dtype=bool)
+        self._known[self.elements] = True
+        self._nl = None  # cached neighbour list (see _neighbors)
+        self.neighbor_list_builds = 0
+
+    # -- neighbour list with Verlet skin -----------------------------------------------------
+    def _neighbors(self, atoms):
+        positions = atoms.positions
+        cell = np.asarray(atoms.cell.array, dtype=np.float64)
+        pbc = np.asarray(atoms.pbc, dtype=bool)
+        nl = self._nl
+        rebuild = (
+            nl is None
+            or self.skin == 0.0
+            or nl["positions"].shape != positions.shape
+            or not np.array_equal(nl["numbers"], atoms.numbers)
+            or not np.array_equal(nl["pbc"], pbc)
+            or not np.array_equal(nl["cell"], cell)
+        )
+        if not rebuild:
+            disp2 = np.max(np.sum((positions - nl["positions"]) ** 2, axis=1), initial=0.0)
+            rebuild = disp2 > (0.5 * self.skin) ** 2
+        if rebuild:
+            edge_index, edge_shift = neighbor_list(positions, cell, pbc, self.cutoff + self.skin)
+            nl = {
+                "positions": positions.copy(),
+                "numbers": atoms.numbers.copy(),
+                "pbc": pbc.copy(),
+                "cell": cell.copy(),
+                "edge_index": edge_index,
+                "edge_shift": edge_shift,
+                "shift_vec": edge_shift @ cell,
+            }
+            self._nl = nl
+            self.neighbor_list_builds += 1
+        edge_index, edge_shift = nl["edge_index"], nl["edge_shift"]
+        if self.skin > 0.0 and edge_index.shape[1]:
+            i, j = edge_index
+            rvec = positions[j] - positions[i] + nl["shift_vec"]
+            keep = np.einsum("ij,ij->i", rvec, rvec) < self.cutoff**2
+            edge_index, edge_shift = edge_index[:, keep], edge_shift[keep]
+        return edge_index, edge_shift, cell, pbc
+
+    # -- ASE entry point ----------------------------------------------------------------------
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        numbers = atoms.numbers
+        unknown = sorted({int(z) for z in numbers if not (0 < z < 119 and self._known[z])})
+        if unknown:
+            names = ", ".join(f"{chemical_symbols[z] if 0 <= z < 119 else '?'} (Z={z})" for z in unknown)
+            known = ", ".join(chemical_symbols[z] for z in self.elements)
+            raise UserError(
+                f"StudentCalculator: element {names} is not among the student's elements ({known}); "
+                "train a student on data containing it"
+            )
+        want_stress = "stress" in properties
+        if want_stress and not atoms.pbc.all():
+            raise PropertyNotImplementedError("stress is only defined for cells periodic in all three directions")
+        edge_index, edge_shift, cell, pbc = self._neighbors(atoms)
+        dev, dt = self.device, self.dtype
+        batch = {
+            "numbers": torch.as_tensor(numbers, dtype=torch.long, device=dev),
+            "positions": torch.as_tensor(atoms.positions, dtype=dt, device=dev),
+            "cell": torch.as_tensor(cell, dtype=dt, device=dev).unsqueeze(0),
+            "pbc": torch.as_tensor(pbc, device=dev).unsqueeze(0),
+            "batch": torch.zeros(len(atoms), dtype=torch.long, device=dev),
+            "ptr": torch.tensor([0, len(atoms)], dtype=torch.long, device=dev),
+            "n_atoms": torch.tensor([len(atoms)], dtype=torch.long, device=dev),
+            "edge_index": torch.as_tensor(edge_index, dtype=torch.long, device=dev),
+            "edge_shift": torch.as_tensor(edge_shift, dtype=dt, device=dev),
+        }
+        out = self.model(batch, compute_forces=True, compute_stress=want_stress)
+        energy = float(out["energy"].detach()[0])
+        self.results["energy"] = energy
+        self.results["free_energy"] = energy
+        self.results["forces"] = out["forces"].detach().to(torch.float64).cpu().numpy()
+        if want_stress:
+            self.results["stress"] = out["stress"].detach().to(torch.float64).cpu().numpy()[0]

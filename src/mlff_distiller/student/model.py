@@ -1,0 +1,253 @@
+"""The student: a compact PaiNN-class equivariant message-passing network (pure torch).
+
+Input is the batch dict of :func:`mlff_distiller.data.graph.collate` (positions in A,
+``r_ij = positions[j] - positions[i] + edge_shift @ cell``); output is a dict with
+``energy`` (B,) eV (float64), ``forces`` (N, 3) eV/A and ``stress`` (B, 6) eV/A^3 in Voigt
+order ``(xx, yy, zz, yz, xz, xy)``. Forces are ``-dE/dr`` by autograd (conservative);
+stress is ``(1/V) dE/d(strain)`` with the strain applied to positions and cell (zero for
+structures that are not periodic in all three directions).
+
+Design for speed (most of the time of such models goes into elementwise work on
+per-edge tensors and its backward pass):
+
+* every layer's radial filter comes from ONE linear layer on the radial basis, computed
+  once per call, with the cutoff envelope and ``1/avg_num_neighbors`` folded into a
+  single per-edge factor;
+* the first layer has no vector features yet, so its vector message is only the
+  direction term (no gather of neighbour vectors);
+* the last layer does not update vector features nobody reads;
+* sums over neighbours are ``index_add`` into the node tensor itself (no extra add).
+
+No ASE, no file I/O and no printing here; the module is TorchScript-able.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..data.stats import NormalizationStats
+from .config import StudentConfig
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class _Message(nn.Module):
+    """Continuous-filter message: scalars from neighbours' scalars, vectors from
+    neighbours' vectors and from the pair direction (rotation-equivariant)."""
+
+    def __init__(self, num_features: int, first: bool):
+        super().__init__()
+        self.num_features = num_features
+        self.first = first
+        self.phi = nn.Sequential(
+            nn.Linear(num_features, num_features), nn.SiLU(), nn.Linear(num_features, 3 * num_features)
+        )
+
+    def forward(self, s: Tensor, v: Tensor, filt: Tensor, direction: Tensor, i: Tensor, j: Tensor):
+        f = self.num_features
+        x = self.phi(s).index_select(0, j) * filt  # (E, 3F)
+        ds, dv1, dv2 = torch.split(x, f, dim=1)
+        s = s.index_add(0, i, ds)
+        msg = dv2.unsqueeze(1) * direction.unsqueeze(2)  # (E, 3, F)
+        if not self.first:
+            msg = torch.addcmul(msg, dv1.unsqueeze(1), v.index_select(0, j))
+        v = v.index_add(0, i, msg)
+        return s, v
+
+
+class _Update(nn.Module):
+    """Atom-wise gated update mixing scalar and vector channels (PaiNN update block)."""
+
+    def __init__(self, num_features: int, last: bool):
+        super().__init__()
+        self.num_features = num_features
+        self.last = last
+        self.uv = nn.Linear(num_features, 2 * num_features, bias=False)
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * num_features, num_features), nn.SiLU(), nn.Linear(num_features, 3 * num_features)
+        )
+
+    def forward(self, s: Tensor, v: Tensor):
+        f = self.num_features
+        u, w = torch.split(self.uv(v), f, dim=2)  # (N, 3, F) each
+        w_norm = torch.sqrt(torch.sum(w * w, dim=1) + 1e-8)
+        a = self.mlp(torch.cat([s, w_norm], dim=1))
+        a_vv, a_sv, a_ss = torch.split(a, f, dim=1)
+        s = s + a_ss + a_sv * torch.sum(u * w, dim=1)
+        if not self.last:
+            v = torch.addcmul(v, a_vv.unsqueeze(1), u)
+        return s, v
+
+
+class StudentModel(nn.Module):
+    """PaiNN-class student. Build with :func:`build_student`; see the module docstring."""
+
+    def __init__(self, config: StudentConfig, stats: NormalizationStats):
+        super().__init__()
+        config = StudentConfig.from_dict(config.to_dict())  # private, validated copy
+        if not config.elements:
+            config.elements = sorted(int(z) for z in stats.element_energies)
+        if not config.elements:
+            raise ValueError("StudentModel: no elements in config and none in the normalization statistics")
+        self.config = config
+        self.stats = NormalizationStats.from_dict(stats.to_dict())
+        f, n_layers, n_rbf = config.num_features, config.num_layers, config.num_rbf
+        self.num_features = f
+        self.num_layers = n_layers
+        self.cutoff = float(config.cutoff)
+        self.elements: List[int] = [int(z) for z in config.elements]
+
+        z_to_index = torch.full((119,), -1, dtype=torch.long)
+        for k, z in enumerate(self.elements):
+            z_to_index[z] = k
+        self.register_buffer("z_to_index", z_to_index)
+        # Per-atom constant energy (eV): element reference + residual mean, kept in float64.
+        shift = float(stats.energy_mean)
+        atom_const = torch.tensor(
+            [float(stats.element_energies.get(z, 0.0)) + shift for z in self.elements], dtype=torch.float64
+        )
+        self.register_buffer("atom_energy_const", atom_const)
+        scale = float(stats.force_rms if config.energy_scale == "force_rms" else stats.energy_std)
+        self.energy_scale = scale if scale > 0 else 1.0
+        # Cutoff envelope and neighbour-sum normalisation folded into one per-edge factor.
+        self.edge_norm = 1.0 / max(float(stats.avg_num_neighbors), 1.0)
+        self.register_buffer("rbf_freq", torch.arange(1, n_rbf + 1, dtype=torch.float64) * math.pi / self.cutoff)
+
+        self.embedding = nn.Embedding(len(self.elements), f)
+        self.filter = nn.Linear(n_rbf, n_layers * 3 * f)
+        self.messages = nn.ModuleList([_Message(f, first=(k == 0)) for k in range(n_layers)])
+        self.updates = nn.ModuleList([_Update(f, last=(k == n_layers - 1)) for k in range(n_layers)])
+        self.readout = nn.Sequential(nn.Linear(f, f // 2 if f >= 4 else f), nn.SiLU(), nn.Linear(f // 2 if f >= 4 else f, 1))
+        self.to(_DTYPES[config.dtype])
+
+    # -- core computation on plain tensors ---------------------------------------------
+    def compute(
+        self,
+        numbers: Tensor,
+        positions: Tensor,
+        cell: Tensor,
+        pbc: Tensor,
+        batch: Tensor,
+        edge_index: Tensor,
+        edge_shift: Tensor,
+        num_structures: int,
+        compute_forces: bool = True,
+        compute_stress: bool = False,
+    ) -> Dict[str, Tensor]:
+        """Energy (B,) eV [float64], forces (N,3) eV/A, stress (B,6) eV/A^3 from tensors.
+
+        ``edge_index`` (2, E) holds ``(i, j)`` with ``r_ij = pos[j] - pos[i] + shift @ cell``.
+        Pairs at or beyond the cutoff contribute exactly zero, so a list built with a
+        larger radius (Verlet skin) gives the same result.
+        """
+        dtype = self.embedding.weight.dtype
+        species = self.z_to_index.index_select(0, numbers)
+        if bool((species < 0).any()):
+            raise ValueError("student: structure contains an element the student was not trained on")
+        positions = positions.to(dtype)
+        cell = cell.to(dtype)
+        edge_shift = edge_shift.to(dtype)
+        if (compute_forces or compute_stress) and not positions.requires_grad:
+            positions = positions.detach().requires_grad_(True)
+        grad_inputs: List[Tensor] = [positions]
+        pos = positions
+        strain = torch.zeros(num_structures, 3, 3, dtype=dtype, device=positions.device)
+        if compute_stress:
+            strain.requires_grad_(True)
+            grad_inputs.append(strain)
+            pos = pos + torch.bmm(pos.unsqueeze(1), strain.index_select(0, batch)).squeeze(1)
+            cell = cell + torch.bmm(cell, strain)
+
+        i = edge_index[0]
+        j = edge_index[1]
+        if num_structures == 1:
+            shift_vec = edge_shift @ cell[0]
+        else:
+            edge_cell = cell.index_select(0, batch.index_select(0, i))
+            shift_vec = torch.bmm(edge_shift.unsqueeze(1), edge_cell).squeeze(1)
+        rvec = pos.index_select(0, j) - pos.index_select(0, i) + shift_vec
+        r = torch.sqrt(torch.sum(rvec * rvec, dim=1))
+        inside = r < self.cutoff
+        r_safe = torch.where(inside, r, torch.full_like(r, 0.5 * self.cutoff))
+        envelope = torch.where(
+            inside, (0.5 * self.edge_norm) * (torch.cos(r_safe * (math.pi / self.cutoff)) + 1.0), torch.zeros_like(r)
+        )
+        direction = rvec / r_safe.unsqueeze(1)
+        rbf = torch.sin(r_safe.unsqueeze(1) * self.rbf_freq.to(dtype)) / r_safe.unsqueeze(1)
+        filters = self.filter(rbf) * envelope.unsqueeze(1)  # (E, L*3F)
+
+        f = self.num_features
+        s = self.embedding(species)
+        v = torch.zeros(s.shape[0], 3, f, dtype=dtype, device=s.device)
+        for k, (message, update) in enumerate(zip(self.messages, self.updates)):
+            filt = filters.narrow(1, k * 3 * f, 3 * f)
+            s, v = message(s, v, filt, direction, i, j)
+            s, v = update(s, v)
+
+        atom_energy = self.readout(s).squeeze(1) * self.energy_scale  # (N,) eV, model dtype
+        net_energy = torch.zeros(num_structures, dtype=dtype, device=s.device).index_add(0, batch, atom_energy)
+        const = torch.zeros(num_structures, dtype=torch.float64, device=s.device).index_add(
+            0, batch, self.atom_energy_const.to(torch.float64).index_select(0, species)
+        )
+        out: Dict[str, Tensor] = {"energy": net_energy.to(torch.float64) + const}
+
+        if compute_forces or compute_stress:
+            grads = torch.autograd.grad(
+                [net_energy.sum()], grad_inputs, create_graph=self.training, allow_unused=True
+            )
+            if compute_forces:
+                g = grads[0]
+                out["forces"] = -g if g is not None else torch.zeros_like(positions)
+            if compute_stress:
+                g = grads[1]
+                virial = g if g is not None else torch.zeros_like(strain)
+                volume = torch.abs(torch.linalg.det(cell.detach()))
+                periodic = pbc.to(torch.bool).all(dim=1) & (volume > 1e-10)
+                inv_vol = torch.where(periodic, 1.0 / torch.where(periodic, volume, torch.ones_like(volume)), torch.zeros_like(volume))
+                m = virial * inv_vol.view(-1, 1, 1)
+                m = 0.5 * (m + m.transpose(1, 2))
+                out["stress"] = torch.stack(
+                    [m[:, 0, 0], m[:, 1, 1], m[:, 2, 2], m[:, 1, 2], m[:, 0, 2], m[:, 0, 1]], dim=1
+                )
+        return out
+
+    def forward(
+        self, batch: Dict[str, Tensor], compute_forces: bool = True, compute_stress: bool = False
+    ) -> Dict[str, Tensor]:
+        """Run on a :func:`~mlff_distiller.data.graph.collate` batch dict (see module docstring).
+
+        Forces and stress need autograd: in Python this method turns grad mode on for the
+        call (so it also works under ``torch.no_grad()``); a TorchScript export must be
+        called with grad mode on.
+        """
+        if not torch.jit.is_scripting() and (compute_forces or compute_stress) and not torch.is_grad_enabled():
+            return self._compute_with_grad(batch, compute_forces, compute_stress)
+        return self.compute(
+            batch["numbers"],
+            batch["positions"],
+            batch["cell"],
+            batch["pbc"],
+            batch["batch"],
+            batch["edge_index"],
+            batch["edge_shift"],
+            int(batch["n_atoms"].shape[0]),
+            compute_forces,
+            compute_stress,
+        )
+
+    @torch.jit.unused
+    def _compute_with_grad(self, batch: Dict[str, Tensor], compute_forces: bool, compute_stress: bool):
+        with torch.enable_grad():
+            out = self.forward(batch, compute_forces, compute_stress)
+        return {k: v.detach() for k, v in out.items()}
+
+
+def build_student(config: StudentConfig | dict, stats: NormalizationStats) -> StudentModel:
+    """A freshly initialised :class:`StudentModel` for ``config`` and the dataset's ``stats``."""
+    if isinstance(config, dict):
+        config = StudentConfig.from_dict(config)
+    return StudentModel(config, stats)
