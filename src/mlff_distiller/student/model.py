@@ -107,10 +107,10 @@ class StudentModel(nn.Module):
         self.register_buffer("z_to_index", z_to_index)
         # Per-atom constant energy (eV): element reference + residual mean, kept in float64.
         shift = float(stats.energy_mean)
-        atom_const = torch.tensor(
-            [float(stats.element_energies.get(z, 0.0)) + shift for z in self.elements], dtype=torch.float64
-        )
-        self.register_buffer("atom_energy_const", atom_const)
+        # A plain list (not a buffer) so that casting the module to float32 cannot round it.
+        self.atom_energy_const: List[float] = [
+            float(stats.element_energies.get(z, 0.0)) + shift for z in self.elements
+        ]
         scale = float(stats.force_rms if config.energy_scale == "force_rms" else stats.energy_std)
         self.energy_scale = scale if scale > 0 else 1.0
         # Cutoff envelope and neighbour-sum normalisation folded into one per-edge factor.
@@ -191,7 +191,7 @@ class StudentModel(nn.Module):
         atom_energy = self.readout(s).squeeze(1) * self.energy_scale  # (N,) eV, model dtype
         net_energy = torch.zeros(num_structures, dtype=dtype, device=s.device).index_add(0, batch, atom_energy)
         const = torch.zeros(num_structures, dtype=torch.float64, device=s.device).index_add(
-            0, batch, self.atom_energy_const.to(torch.float64).index_select(0, species)
+            0, batch, torch.tensor(self.atom_energy_const, dtype=torch.float64, device=s.device).index_select(0, species)
         )
         out: Dict[str, Tensor] = {"energy": net_energy.to(torch.float64) + const}
 
@@ -213,6 +213,9 @@ class StudentModel(nn.Module):
                 out["stress"] = torch.stack(
                     [m[:, 0, 0], m[:, 1, 1], m[:, 2, 2], m[:, 1, 2], m[:, 0, 2], m[:, 0, 1]], dim=1
                 )
+        if not self.training:  # inference: hand back plain tensors, no graph kept alive
+            for key in list(out.keys()):
+                out[key] = out[key].detach()
         return out
 
     def forward(
