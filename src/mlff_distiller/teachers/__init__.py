@@ -1,1 +1,21 @@
-"""teachers stage."""
+"""Teachers: the large force fields the student learns from.
+
+``build_teacher(spec)`` returns a :class:`Teacher` whose ``label(atoms_list)`` gives one
+:class:`LabelResult` per structure (energy eV, forces eV/A, Voigt stress eV/A^3 for 3-D
+periodic cells, or a failure reason). See ``docs/teachers.md``.
+"""
+
+from .base import LabelResult, Teacher, TeacherCalculationError, TeacherCalculator
+from .registry import DEFAULT_TEACHER, build_teacher, clear_cache, known_teachers, list_teachers
+
+__all__ = [
+    "DEFAULT_TEACHER",
+    "LabelResult",
+    "Teacher",
+    "TeacherCalculationError",
+    "TeacherCalculator",
+    "build_teacher",
+    "clear_cache",
+    "known_teachers",
+    "list_teachers",
+]

@@ -1,0 +1,159 @@
+"""CHGNet: the default, offline teacher (weights ship inside the ``chgnet`` wheel).
+
+Spec: ``{"name": "chgnet", "model": "0.3.0", "weights_path": null, "device": "cpu",
+"batch_size": 8}``. ``model`` names a checkpoint shipped in the package (``0.3.0`` the
+MPtrj model, ``0.2.0``, ``r2scan``); ``weights_path`` loads a CHGNet ``.pth.tar`` file
+instead.
+
+Molecules: CHGNet only handles periodic crystals (a structure without a cell fails with a
+singular matrix). A structure with no periodic direction is therefore placed, centred, in
+an orthorhombic box whose edges are its extent plus ``2 * (cutoff + 1 A)`` (cutoff =
+CHGNet's atom-graph cutoff, 6 A), with pbc on. No atom then sees any periodic image of
+any atom, so the energy and forces are those of the isolated molecule; no stress is
+reported for it. Partly periodic structures (slabs, wires) are refused with a reason.
+
+Batching: several structures are converted to CHGNet graphs one by one (a structure
+whose conversion fails is isolated) and evaluated in one forward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import io
+import os
+import warnings
+
+import numpy as np
+from ase import Atoms, units
+
+from ..errors import ConfigError, TeacherError
+from .base import LabelResult, Teacher, is_3d_periodic, package_version, sha256_file
+
+CHGNET_ELEMENTS = tuple(range(1, 95))  # CHGNet's atom embedding covers H..Pu
+BOX_MARGIN = 1.0  # A, added on top of the cutoff on each side of a boxed molecule
+
+
+def packaged_chgnet_weights(model: str) -> str | None:
+    """Path of the checkpoint for ``model`` inside the installed chgnet package, or None."""
+    try:
+        import chgnet
+    except ImportError:
+        return None
+    root = os.path.join(os.path.dirname(chgnet.__file__), "pretrained", model)
+    hits = sorted(glob.glob(os.path.join(root, "*.pth.tar")))
+    return hits[0] if hits else None
+
+
+def box_molecule(atoms: Atoms, cutoff: float) -> Atoms:
+    """Copy of a non-periodic structure centred in a box with no image within ``cutoff``."""
+    boxed = atoms.copy()
+    boxed.calc = None
+    pos = boxed.positions
+    extent = pos.max(axis=0) - pos.min(axis=0)
+    edges = extent + 2.0 * (cutoff + BOX_MARGIN)
+    boxed.set_cell(np.diag(edges))
+    boxed.positions = pos - pos.min(axis=0) + (cutoff + BOX_MARGIN)
+    boxed.pbc = True
+    return boxed
+
+
+class CHGNetTeacher(Teacher):
+    OPTIONS = {"model": "0.3.0", "weights_path": None, "device": "cpu", "batch_size": 8}
+    default_batch_size = 8
+
+    def __init__(self, spec: dict):
+        super().__init__(spec)
+        try:
+            from chgnet.model import CHGNet
+        except ImportError as err:
+            raise TeacherError(f"teacher 'chgnet' needs the chgnet package ({err}); install it: pip install chgnet") from None
+        wpath = self._spec["weights_path"]
+        model_name = self._spec["model"]
+        if wpath is not None:
+            if not os.path.isfile(wpath):
+                raise TeacherError(
+                    f"teacher 'chgnet': weights_path '{wpath}' does not exist; give a CHGNet .pth.tar file "
+                    f"or drop weights_path to use the packaged {model_name} model"
+                )
+            self._weights_file = os.path.abspath(wpath)
+        else:
+            self._weights_file = packaged_chgnet_weights(model_name)
+            if self._weights_file is None:
+                raise ConfigError(
+                    f"teacher.model: CHGNet model '{model_name}' is not shipped with the installed chgnet; "
+                    f"use 0.3.0, 0.2.0 or r2scan, or pass weights_path"
+                )
+        device = self._spec["device"]
+        with contextlib.redirect_stdout(io.StringIO()):  # CHGNet prints on load
+            if wpath is not None:
+                model = CHGNet.from_file(self._weights_file)
+            else:
+                model = CHGNet.load(model_name=model_name, use_device=device, verbose=False)
+        self._model = model.to(device).eval()
+        self._model.graph_converter.set_isolated_atom_response("ignore")
+        self._cutoff = float(getattr(self._model.graph_converter, "atom_graph_cutoff", 6.0))
+        self._device = device
+
+    @property
+    def elements(self):
+        return frozenset(CHGNET_ELEMENTS)
+
+    @property
+    def capabilities(self) -> dict:
+        caps = super().capabilities
+        caps.update(conservative_forces=True, device=self._device, dtype="float32")
+        return caps
+
+    def result_options(self):
+        return ("model",)
+
+    def _fingerprint_parts(self) -> dict:
+        return {
+            "package": "chgnet",
+            "version": package_version("chgnet"),
+            "model": self._spec["model"] if self._spec["weights_path"] is None else os.path.basename(self._weights_file),
+            "weights_sha256": sha256_file(self._weights_file),
+        }
+
+    def _precheck(self, atoms: Atoms):
+        reason = super()._precheck(atoms)
+        if reason is None and any(atoms.pbc) and not all(atoms.pbc):
+            reason = "teacher 'chgnet' handles molecules (no pbc) and 3-D periodic cells, not partly periodic structures"
+        return reason
+
+    def _graph(self, atoms: Atoms):
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        work = atoms if is_3d_periodic(atoms) else box_molecule(atoms, self._cutoff)
+        structure = AseAtomsAdaptor.get_structure(work)
+        return self._model.graph_converter(structure)
+
+    def _predict(self, graphs) -> list[dict]:
+        with warnings.catch_warnings():  # chgnet's own "tensor with requires_grad to scalar"
+            warnings.simplefilter("ignore", UserWarning)
+            preds = self._model.predict_graph(graphs, task="efs", batch_size=len(graphs))
+        return [preds] if isinstance(preds, dict) else list(preds)
+
+    def _to_result(self, atoms: Atoms, pred: dict):
+        n = len(atoms)
+        energy = float(pred["e"]) * (n if self._model.is_intensive else 1)
+        stress = np.asarray(pred["s"], dtype=np.float64) * units.GPa if is_3d_periodic(atoms) else None
+        return energy, pred["f"], stress
+
+    def _label_one(self, atoms: Atoms):
+        return self._to_result(atoms, self._predict([self._graph(atoms)])[0])
+
+    def _label_batch(self, atoms_list):
+        out: list = [None] * len(atoms_list)
+        graphs, where = [], []
+        for k, atoms in enumerate(atoms_list):
+            try:
+                graphs.append(self._graph(atoms))
+                where.append(k)
+            except Exception as err:  # noqa: BLE001 - isolate the failing structure
+                out[k] = LabelResult.failure(f"{type(err).__name__}: {err}")
+        if graphs:
+            for k, pred in zip(where, self._predict(graphs)):
+                out[k] = self._to_result(atoms_list[k], pred)
+        return out
