@@ -1,29 +1,38 @@
 """Dataset store (HDF5), ``MolecularDataset``, neighbour lists and normalization statistics.
 
-Units are ASE's: eV, A, eV/A, eV/A^3 (stress Voigt xx yy zz yz xz xy).
+Units are ASE's: eV, A, eV/A, eV/A^3 (stress Voigt xx yy zz yz xz xy). Names are imported
+on first use so that ``mlff_distiller.data.store`` (h5py + numpy) loads without torch.
 """
 
-from .graph import atoms_to_batch, atoms_to_graph, collate
-from .stats import NormalizationStats, compute_statistics
-from .store import FORMAT_VERSION, DatasetReader, DatasetWriter, repack
+from __future__ import annotations
 
-__all__ = [
-    "FORMAT_VERSION",
-    "DatasetReader",
-    "DatasetWriter",
-    "repack",
-    "MolecularDataset",
-    "collate",
-    "atoms_to_graph",
-    "atoms_to_batch",
-    "NormalizationStats",
-    "compute_statistics",
-]
+import importlib
+
+_EXPORTS = {
+    "FORMAT_VERSION": "store",
+    "DatasetReader": "store",
+    "DatasetWriter": "store",
+    "repack": "store",
+    "MolecularDataset": "dataset",
+    "collate": "graph",
+    "atoms_to_graph": "graph",
+    "atoms_to_batch": "graph",
+    "NormalizationStats": "stats",
+    "compute_statistics": "stats",
+    "dataset_statistics": "statistics",
+    "store_statistics": "statistics",
+}
+
+__all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):  # MolecularDataset pulls in torch.utils.data; import it on first use
-    if name == "MolecularDataset":
-        from .dataset import MolecularDataset
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-        return MolecularDataset
-    raise AttributeError(name)
+
+def __dir__():
+    return __all__
