@@ -88,13 +88,21 @@ def resolve_student(student, elements=None, label: str = "student") -> ModelHand
     if isinstance(student, Calculator) or (hasattr(student, "calculate") and hasattr(student, "get_property")):
         return ModelHandle(label, _calc_factory(student), _as_elements(elements), {"kind": type(student).__name__})
     path = os.fspath(student)
+    if not os.path.exists(path) and ":" in path and not path.endswith((".pt", ".pth")):
+        # any ASE calculator as the student, by import path (module:Class), e.g. for baselines
+        from ..teachers import build_teacher
+
+        t = build_teacher({"name": "ase", "calculator": path})
+        return ModelHandle(label, _calc_factory(t.calculator()), _as_elements(elements) if elements is not None
+                           else (frozenset(t.elements) if t.elements is not None else None), {"kind": path})
     if not os.path.exists(path):
         raise UserError(f"student {path} does not exist; give a training run directory or an exported model file")
     try:
-        from ..student import StudentCalculator, load_student
+        from ..student import StudentCalculator
+        from ..student.io import load_any
     except ImportError as err:  # the student stage is not installed / built
         raise UserError(f"cannot load student {path}: the student stage is unavailable ({err})") from None
-    model = load_student(path)
+    model = load_any(path)  # a checkpoint, a run directory or a TorchScript export
     elems = _as_elements(elements) if elements is not None else _student_elements(model)
     info = {"kind": "mlff-distiller student", "path": os.path.abspath(path)}
     try:

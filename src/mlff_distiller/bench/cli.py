@@ -1,0 +1,110 @@
+"""``mlff-distill bench``: speed, accuracy and MD fidelity of a student against a teacher."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="time and validate a student against its teacher (speed ratio, accuracy, MD drift/stability/RDF)",
+        description="Bench a student against a teacher in one process with the same thread count: ms per force "
+        "call and per MD step, speed-up ratio, ns/day, peak memory; accuracy on a held-out labelled dataset; NVE "
+        "drift, stability and RDF overlap. Writes bench.json, bench.md and plots to -o DIR. Units: eV, A, fs, ps, K.",
+    )
+    p.add_argument("--student", required=True, help="training run directory, student .pt file or TorchScript export")
+    p.add_argument(
+        "--teacher",
+        default="chgnet",
+        help="teacher name (chgnet, orb-v2, emt, ...), a JSON spec '{\"name\": ...}' or a .json/.yaml spec file "
+        "(default: chgnet)",
+    )
+    p.add_argument("--systems", nargs="+", default=None, metavar="SYSTEM",
+                   help="built-in names (aspirin, si-64, si-512, water-192, water-576, cu-64, cu-500) or structure "
+                   "files; default: aspirin si-64 si-512 (those both models support)")
+    p.add_argument("--dataset", default=None, help="held-out labelled dataset (.h5 from mlff-distill label, or extxyz)")
+    p.add_argument("-o", "--out", required=True, help="output directory for bench.json, bench.md and plots")
+    p.add_argument("--threads", type=int, default=1, help="threads for both models (default 1)")
+    p.add_argument("--timestep", type=float, default=None, help="MD timestep in fs (default 0.5)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (default 3)")
+    p.add_argument("--drift-ps", type=float, default=None, help="NVE length in ps for the drift (default 10)")
+    p.add_argument("--stability-temps", type=float, nargs="+", default=None, metavar="K",
+                   help="Langevin stability temperatures in K (default 300 1000)")
+    p.add_argument("--max-structures", type=int, default=None, help="evaluate at most this many held-out structures")
+    p.add_argument("--max-wall", type=float, default=None, help="wall-clock budget per MD run in s (default 900)")
+    p.add_argument("--no-md", action="store_true", help="skip MD fidelity (speed and accuracy only)")
+    p.add_argument("--no-rdf", action="store_true", help="skip the teacher-vs-student RDF runs")
+    p.add_argument("--config", default=None, help="YAML/JSON file with bench settings (the recipe's bench section)")
+    p.set_defaults(func=_run)
+
+
+def _load_mapping(path: str, what: str) -> dict:
+    from ..errors import ConfigError
+
+    if not os.path.exists(path):
+        raise ConfigError(f"{what} file {path} does not exist")
+    with open(path) as fh:
+        text = fh.read()
+    try:
+        if path.endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as err:
+        raise ConfigError(f"{what} file {path} is not valid YAML/JSON: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} file {path} must hold a mapping of fields")
+    if what == "bench config" and isinstance(data.get("bench"), dict):
+        data = data["bench"]  # a whole recipe: take its bench section
+    return data
+
+
+def parse_teacher(text: str):
+    """``chgnet`` -> ``"chgnet"``; ``{"name": ...}`` -> dict; ``spec.yaml`` -> dict."""
+    from ..errors import ConfigError
+
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--teacher: not valid JSON ({err.msg}); give a name or a JSON object") from None
+    if text.endswith((".json", ".yaml", ".yml")) and os.path.exists(text):
+        data = _load_mapping(text, "teacher spec")
+        return data.get("teacher", data) if "name" not in data else data
+    return text
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..errors import UserError
+    from .runner import run_bench
+
+    cfg = _load_mapping(args.config, "bench config") if args.config else {}
+    for key, value in (
+        ("timestep_fs", args.timestep),
+        ("n_rounds", args.rounds),
+        ("drift_ps", args.drift_ps),
+        ("stability_temperatures_K", args.stability_temps),
+        ("max_structures", args.max_structures),
+        ("max_wall_s", args.max_wall),
+    ):
+        if value is not None:
+            cfg[key] = value
+    if args.no_md:
+        cfg["md"] = False
+    if args.no_rdf:
+        cfg["rdf"] = False
+    if args.threads < 1:
+        raise UserError(f"--threads {args.threads}: give a positive number of threads")
+    result = run_bench(
+        args.student, parse_teacher(args.teacher), systems=args.systems, dataset=args.dataset,
+        out_dir=args.out, threads=args.threads, config=cfg,
+    )
+    print(open(result["outputs"]["markdown"]).read())
+    print(f"wrote {result['outputs']['json']} and {result['outputs']['markdown']}")
+    return 0

@@ -1,0 +1,251 @@
+"""Bench output: ``bench.json`` (everything), ``bench.md`` (tables), plots (PNG).
+
+Plots: ``parity.png`` (energy per atom and force components, student against teacher
+labels), ``drift_<system>.png`` (NVE total energy per atom against time),
+``rdf_<system>.png`` (student MD against teacher MD).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+from datetime import datetime, timezone
+
+import numpy as np
+
+
+def machine_info(threads: dict | None = None) -> dict:
+    """CPU model, core count, library versions and the UTC date, for every result file."""
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import ase
+    import torch
+
+    from .. import __version__
+
+    info = {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ase": ase.__version__,
+        "mlff_distiller": __version__,
+        "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    if threads:
+        info.update(threads)
+    return info
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (frozenset, set)):
+        return sorted(_jsonable(v) for v in obj)
+    return obj
+
+
+def _atomic_write(path: str, text: str):
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _f(x, fmt="{:.3g}"):
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return fmt.format(x)
+
+
+def markdown(result: dict) -> str:
+    """The human-readable tables of a bench result."""
+    m = result["meta"]
+    s_lab, t_lab = result["student"]["label"], result["teacher"]["label"]
+    lines = [
+        f"# Bench: {s_lab} vs teacher ({t_lab})",
+        "",
+        f"Machine: {m['cpu']}, {m.get('torch_threads', '?')} thread(s), torch {m['torch']}, "
+        f"ASE {m['ase']}, Python {m['python']}, {m['date_utc']}.",
+        f"Timestep {result['config']['timestep_fs']} fs. Times are medians of interleaved calls "
+        "(ms); ratio = teacher / student.",
+        "",
+    ]
+    for note in result.get("notes", []):
+        lines.append(f"- {note}")
+    if result.get("notes"):
+        lines.append("")
+    lines += [
+        "## Speed",
+        "",
+        "| system | atoms | teacher ms/call | student ms/call | ratio | teacher ms/step | student ms/step "
+        "| ratio | student ns/day | teacher ns/day | student RSS +MB | teacher RSS +MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, sysres in result["systems"].items():
+        sp = sysres.get("speed")
+        if not sp:
+            continue
+        t, s, r = sp[t_lab], sp[s_lab], sp["ratio"]
+        mem_s = s.get("memory", {}).get("rss_peak_increase_mb")
+        mem_t = t.get("memory", {}).get("rss_peak_increase_mb")
+        lines.append(
+            f"| {name} | {sysres['n_atoms']} | {_f(t['force_call_ms']['median'])} | {_f(s['force_call_ms']['median'])} "
+            f"| **{_f(r['force_call'], '{:.1f}')}x** | {_f(t['md_step_ms']['median'])} | {_f(s['md_step_ms']['median'])} "
+            f"| **{_f(r['md_step'], '{:.1f}')}x** | {_f(s['ns_per_day'])} | {_f(t['ns_per_day'])} "
+            f"| {_f(mem_s, '{:.0f}')} | {_f(mem_t, '{:.0f}')} |"
+        )
+    acc = result.get("accuracy")
+    if acc:
+        lines += [
+            "",
+            f"## Accuracy on the held-out set ({acc['n_structures']} structures, {acc['n_atoms']} atoms)",
+            "",
+            "| group | structures | atoms | energy MAE meV/atom | force MAE meV/A | force RMSE / teacher RMS "
+            "| mean force angle (deg) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+
+        def row(label, b):
+            e = b.get("energy_mae_per_atom")
+            e = None if e is None else 1000 * e
+            lines.append(
+                f"| {label} | {b.get('n_structures', '-')} | {b['n_atoms']} | {_f(e)} | {_f(1000 * b['force_mae'] if b['force_mae'] is not None else None)} "
+                f"| {_f(b['force_rmse_relative'])} | {_f(b['force_angle_mean_deg'], '{:.1f}')} |"
+            )
+
+        row("**all**", acc)
+        for el, b in acc["per_element"].items():
+            row(f"element {el}", b)
+        for ty, b in acc["per_type"].items():
+            row(f"type {ty}", b)
+        for sa, b in acc.get("per_sampler", {}).items():
+            row(f"sampler {sa}", b)
+    md_rows = [(n, r["md"]) for n, r in result["systems"].items() if r.get("md")]
+    if md_rows:
+        lines += [
+            "",
+            "## MD fidelity",
+            "",
+            "| system | model | NVE drift eV/atom/ps | max excursion eV/atom | simulated ps | NVE status "
+            "| stability | RDF overlap |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, md in md_rows:
+            overlap = md.get("rdf", {}).get("overlap")
+            for label in (s_lab, t_lab):
+                nve = md.get("nve", {}).get(label)
+                stab = md.get("stability", {}).get(label, [])
+                if nve is None and not stab:
+                    continue
+                stab_txt = ", ".join(
+                    f"{int(x['temperature_K'])} K {'ok' if x['stable'] else 'UNSTABLE (' + x['reason'] + ')'}" for x in stab
+                ) or "-"
+                if nve:
+                    status = nve["status"] + (" FLAGGED: " + "; ".join(nve["flags"]) if nve["flagged"] else "")
+                    cells = (
+                        f"{_f(nve['drift_ev_per_atom_per_ps'], '{:.2e}')} | {_f(nve['excursion_ev_per_atom'], '{:.2e}')} "
+                        f"| {_f(nve['simulated_ps'])} | {status}"
+                    )
+                else:
+                    cells = "- | - | - | -"
+                lines.append(
+                    f"| {name} | {label} | {cells} | {stab_txt} | {_f(overlap, '{:.3f}') if label == s_lab else ''} |"
+                )
+    skipped = result.get("skipped", {})
+    if skipped:
+        lines += ["", "## Skipped", ""] + [f"- {k}: {v}" for k, v in skipped.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _plots(result: dict, out_dir: str, parity: dict | None) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    s_lab, t_lab = result["student"]["label"], result["teacher"]["label"]
+    if parity is not None:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+        for ax, key, unit in ((axes[0], "energy", "eV/atom"), (axes[1], "forces", "eV/A")):
+            ref, pred = np.asarray(parity[f"{key}_ref"]), np.asarray(parity[f"{key}_pred"])
+            if len(ref) > 20000:  # keep the PNG light
+                idx = np.random.default_rng(0).choice(len(ref), 20000, replace=False)
+                ref, pred = ref[idx], pred[idx]
+            ax.scatter(ref, pred, s=3, alpha=0.4)
+            if len(ref):
+                lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
+                ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+            ax.set_xlabel(f"teacher {key} ({unit})")
+            ax.set_ylabel(f"student {key} ({unit})")
+        fig.tight_layout()
+        path = os.path.join(out_dir, "parity.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    for name, sysres in result["systems"].items():
+        md = sysres.get("md") or {}
+        nve = md.get("nve") or {}
+        if nve:
+            fig, ax = plt.subplots(figsize=(6, 3.6))
+            for label, run in nve.items():
+                tr = run["trace"]
+                e = np.asarray(tr["etot_ev_per_atom"], float)
+                if len(e):
+                    ax.plot(tr["t_ps"], (e - e[0]) * 1000, label=f"{label} ({run['status']})")
+            ax.set_xlabel("time (ps)")
+            ax.set_ylabel("E_total - E_total(0) (meV/atom)")
+            ax.set_title(f"NVE drift, {name}")
+            ax.legend()
+            fig.tight_layout()
+            path = os.path.join(out_dir, f"drift_{name}.png")
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(path)
+        rdf = md.get("rdf") or {}
+        if rdf.get(s_lab) and rdf.get(t_lab):
+            fig, ax = plt.subplots(figsize=(6, 3.6))
+            for label in (t_lab, s_lab):
+                ax.plot(rdf[label]["r"], rdf[label]["g"], label=label)
+            ax.set_xlabel("r (A)")
+            ax.set_ylabel("g(r)" if rdf[s_lab]["periodic"] else "pair-distance density (1/A)")
+            ax.set_title(f"{name}: overlap {rdf['overlap']:.3f}")
+            ax.legend()
+            fig.tight_layout()
+            path = os.path.join(out_dir, f"rdf_{name}.png")
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(path)
+    return written
+
+
+def write_outputs(result: dict, out_dir: str, parity: dict | None = None, plots: bool = True) -> dict:
+    """Write ``bench.json``, ``bench.md`` and the plots into ``out_dir``; return their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"json": os.path.join(out_dir, "bench.json"), "markdown": os.path.join(out_dir, "bench.md")}
+    _atomic_write(paths["json"], json.dumps(_jsonable(result), indent=1) + "\n")
+    _atomic_write(paths["markdown"], markdown(result))
+    if plots:
+        paths["plots"] = _plots(result, out_dir, parity)
+    return paths

@@ -1,0 +1,273 @@
+"""``run_bench``: speed, accuracy and MD fidelity of a student against its teacher, one call.
+
+Everything runs in this process with the same thread count for both models (1 by
+default), so the ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError, UserError
+from . import accuracy as acc_mod
+from .md import langevin_run, nve_drift, pair_distance_histogram, rdf_overlap
+from .models import check_coverage, resolve_student, resolve_teacher
+from .report import machine_info, write_outputs
+from .speed import profile_speed, set_threads, speed_ratios
+from .systems import DEFAULT_SYSTEMS, load_system, symbols
+
+
+@dataclass
+class BenchConfig:
+    """Bench settings (the ``bench`` section of a recipe). Units: fs, ps, K, A, s.
+
+    Speed: ``n_rounds`` interleaved rounds of ``n_calls`` force calls and ``n_md_steps``
+    VelocityVerlet steps per model, after ``warmup`` untimed calls. MD fidelity runs on the
+    systems with at most ``md_max_atoms`` atoms (or those named in ``md_systems``):
+    NVE over ``drift_ps`` from ``drift_temperature_K``; Langevin stability at each of
+    ``stability_temperatures_K`` over ``stability_ps``; student and teacher Langevin at
+    ``rdf_temperature_K`` over ``rdf_ps`` for the RDF overlap. ``max_wall_s`` bounds each
+    MD run.
+    """
+
+    timestep_fs: float = 0.5
+    n_rounds: int = 3
+    n_calls: int = 5
+    n_md_steps: int = 5
+    warmup: int = 2
+    memory: bool = True
+    md: bool = True
+    md_systems: list | None = None
+    md_max_atoms: int = 200
+    drift_ps: float = 10.0
+    drift_temperature_K: float = 300.0
+    teacher_nve: bool = False
+    stability_temperatures_K: list = field(default_factory=lambda: [300.0, 1000.0])
+    stability_ps: float = 2.0
+    rdf: bool = True
+    rdf_temperature_K: float = 300.0
+    rdf_ps: float = 2.0
+    rdf_every: int = 10
+    rdf_r_max: float = 6.0
+    max_wall_s: float = 900.0
+    max_structures: int | None = None
+    seed: int = 0
+    plots: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "BenchConfig":
+        """Validated config; :class:`ConfigError` names a bad field and what is allowed."""
+        d = dict(d or {})
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ConfigError(f"bench: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def validate(self):
+        def positive(name, integer=False):
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+            if integer:
+                ok = ok and float(v).is_integer()
+            if not ok:
+                kind = "a positive integer" if integer else "a positive number"
+                raise ConfigError(f"bench.{name} = {v!r}: must be {kind}")
+
+        for name in ("timestep_fs", "drift_ps", "stability_ps", "rdf_ps", "rdf_r_max", "max_wall_s", "rdf_temperature_K", "drift_temperature_K"):
+            positive(name)
+        for name in ("n_rounds", "n_calls", "n_md_steps", "md_max_atoms", "rdf_every"):
+            positive(name, integer=True)
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ConfigError(f"bench.warmup = {self.warmup!r}: must be an integer >= 0")
+        temps = self.stability_temperatures_K
+        if not isinstance(temps, (list, tuple)) or not all(isinstance(t, (int, float)) and t > 0 for t in temps):
+            raise ConfigError(f"bench.stability_temperatures_K = {temps!r}: must be a list of positive temperatures in K")
+        if self.max_structures is not None and (not isinstance(self.max_structures, int) or self.max_structures < 1):
+            raise ConfigError(f"bench.max_structures = {self.max_structures!r}: must be a positive integer or null")
+
+
+def _progress(total, desc):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+
+
+def run_bench(
+    student,
+    teacher_spec,
+    systems=None,
+    dataset=None,
+    out_dir: str | None = "bench",
+    threads: int = 1,
+    config: BenchConfig | dict | None = None,
+    student_elements=None,
+    teacher_elements=None,
+    progress: bool = True,
+    **overrides,
+) -> dict:
+    """Bench ``student`` against the teacher ``teacher_spec`` and write the report.
+
+    ``student``: training run directory, model file, or an ASE calculator.
+    ``teacher_spec``: a teacher name / spec dict (see :func:`mlff_distiller.teachers.build_teacher`),
+    a built teacher, or an ASE calculator. ``systems``: built-in names, structure files or
+    ``ase.Atoms`` (default :data:`DEFAULT_SYSTEMS`, skipping those the models cannot run,
+    with a report entry). ``dataset``: held-out labelled dataset (``.h5`` or extxyz) for the
+    accuracy table. ``out_dir``: where ``bench.json``, ``bench.md`` and plots go (``None``
+    writes nothing). Keyword ``overrides`` are :class:`BenchConfig` fields.
+
+    Returns the result dict (the content of ``bench.json``). Raises :class:`UserError` on
+    element-coverage problems and bad input; MD that explodes is reported, not raised.
+    """
+    if isinstance(config, BenchConfig):
+        cfg = dataclasses.replace(config, **overrides)
+        cfg.validate()
+    else:
+        cfg = BenchConfig.from_dict({**(config or {}), **overrides})
+    if not isinstance(threads, int) or threads < 1:
+        raise UserError(f"threads = {threads!r}: give a positive integer number of threads")
+
+    import torch
+
+    previous_threads = torch.get_num_threads()
+    thread_info = set_threads(threads)
+    try:
+        return _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info,
+                    student_elements, teacher_elements, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, student_elements, teacher_elements, progress):
+    s_handle = resolve_student(student, elements=student_elements)
+    t_handle = resolve_teacher(teacher_spec, elements=teacher_elements)
+    if s_handle.label == t_handle.label:
+        t_handle.label = f"teacher {t_handle.label}"
+    # fail fast on an unreadable dataset, before any timing
+    frames = acc_mod.load_labelled(dataset, cfg.max_structures) if dataset is not None else None
+
+    skipped = {}
+    if systems is None or (isinstance(systems, (list, tuple)) and len(systems) == 0):
+        loaded = []
+        for name in DEFAULT_SYSTEMS:
+            sys_ = load_system(name)
+            lack = s_handle.missing(sys_.elements) | t_handle.missing(sys_.elements)
+            if lack:
+                skipped[name] = f"contains {symbols(lack)}, not supported by both models"
+            else:
+                loaded.append(sys_)
+        if not loaded:
+            raise UserError(
+                f"none of the default systems ({', '.join(DEFAULT_SYSTEMS)}) is supported by both models; "
+                "pass --systems with structure files made of the student's elements"
+            )
+    else:
+        if isinstance(systems, str):
+            systems = [systems]
+        loaded = [load_system(s) for s in systems]
+        names = [s.name for s in loaded]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise UserError(f"system name(s) {', '.join(dupes)} given twice; give each system once")
+    notes = check_coverage(s_handle, t_handle, loaded)
+    if frames is not None:
+        dataset_elems = frozenset(int(z) for a in frames for z in a.numbers)
+        lack = s_handle.missing(dataset_elems)
+        if lack:
+            raise UserError(
+                f"the held-out dataset contains {symbols(lack)}, which the student does not support; "
+                "evaluate on a dataset of the student's elements"
+            )
+
+    s_lab, t_lab = s_handle.label, t_handle.label
+    result = {
+        "meta": machine_info(thread_info),
+        "config": dataclasses.asdict(cfg),
+        "student": {"label": s_lab, "elements": s_handle.elements, **s_handle.info},
+        "teacher": {"label": t_lab, "elements": t_handle.elements, **t_handle.info},
+        "notes": notes,
+        "skipped": skipped,
+        "systems": {},
+        "accuracy": None,
+        "units": {"time": "ms (calls, steps), ps (MD)", "energy": "eV", "forces": "eV/A", "temperature": "K", "length": "A"},
+    }
+    models = {t_lab: t_handle, s_lab: s_handle}
+
+    # 1. speed
+    for sys_ in loaded:
+        bar = _progress(2 * cfg.n_rounds * 2, f"speed {sys_.name}") if progress else None
+        speed = profile_speed(
+            models, sys_.atoms, timestep_fs=cfg.timestep_fs, n_rounds=cfg.n_rounds, n_calls=cfg.n_calls,
+            n_md_steps=cfg.n_md_steps, warmup=cfg.warmup, memory=cfg.memory, seed=cfg.seed,
+            progress=(bar.update if bar else None),
+        )
+        if bar:
+            bar.close()
+        speed["ratio"] = speed_ratios(speed, t_lab, s_lab)
+        result["systems"][sys_.name] = {
+            "n_atoms": len(sys_.atoms), "formula": sys_.formula, "source": sys_.source, "speed": speed,
+        }
+
+    # 2. accuracy
+    parity = None
+    if frames is not None:
+        bar = _progress(len(frames), "accuracy") if progress else None
+        metrics, parity = acc_mod.evaluate(s_handle.make_calculator(), frames, progress=(bar.update if bar else None))
+        if bar:
+            bar.close()
+        result["accuracy"] = metrics
+
+    # 3. MD fidelity
+    if cfg.md:
+        if cfg.md_systems is not None:
+            wanted = set(cfg.md_systems)
+            unknown = wanted - {s.name for s in loaded}
+            if unknown:
+                raise UserError(f"md_systems names {', '.join(sorted(unknown))} not among the benched systems")
+            md_targets = [s for s in loaded if s.name in wanted]
+        else:
+            md_targets = [s for s in loaded if len(s.atoms) <= cfg.md_max_atoms]
+            for s in loaded:
+                if len(s.atoms) > cfg.md_max_atoms:
+                    result["systems"][s.name]["md_skipped"] = f"{len(s.atoms)} atoms > md_max_atoms {cfg.md_max_atoms}"
+        for sys_ in md_targets:
+            result["systems"][sys_.name]["md"] = _md_fidelity(sys_, s_handle, t_handle, cfg, progress)
+
+    if out_dir is not None:
+        result["outputs"] = write_outputs(result, out_dir, parity, plots=cfg.plots)
+    return result
+
+
+def _md_fidelity(sys_, s_handle, t_handle, cfg, progress) -> dict:
+    s_lab, t_lab = s_handle.label, t_handle.label
+    dt = cfg.timestep_fs
+    md = {"nve": {}, "stability": {s_lab: []}}
+    nve_models = [(s_lab, s_handle)] + ([(t_lab, t_handle)] if cfg.teacher_nve else [])
+    for label, h in nve_models:
+        md["nve"][label] = nve_drift(
+            h.make_calculator(), sys_.atoms, timestep_fs=dt, duration_ps=cfg.drift_ps,
+            temperature_K=cfg.drift_temperature_K, seed=cfg.seed, max_wall_s=cfg.max_wall_s,
+        )
+    n_stab = max(1, int(round(cfg.stability_ps * 1000.0 / dt)))
+    for T in cfg.stability_temperatures_K:
+        rep, _ = langevin_run(
+            s_handle.make_calculator(), sys_.atoms, float(T), timestep_fs=dt, n_steps=n_stab,
+            seed=cfg.seed, max_wall_s=cfg.max_wall_s,
+        )
+        md["stability"][s_lab].append(rep)
+    if cfg.rdf:
+        n_rdf = max(1, int(round(cfg.rdf_ps * 1000.0 / dt)))
+        rdf = {}
+        for label, h in ((s_lab, s_handle), (t_lab, t_handle)):
+            rep, frames = langevin_run(
+                h.make_calculator(), sys_.atoms, cfg.rdf_temperature_K, timestep_fs=dt, n_steps=n_rdf,
+                seed=cfg.seed, max_wall_s=cfg.max_wall_s, sample_every=cfg.rdf_every,
+            )
+            rdf[label] = pair_distance_histogram(frames, r_max=cfg.rdf_r_max) if frames else None
+            rdf[label + "_run"] = rep
+        rdf["overlap"] = rdf_overlap(rdf[s_lab], rdf[t_lab]) if rdf[s_lab] and rdf[t_lab] else None
+        md["rdf"] = rdf
+    return md
