@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ DEFAULT_MIN_DISTANCE = 0.5  # A; closer pairs are reported as overlapping atoms
 TARGET_CHUNK_SECONDS = 2.0  # a task should run ~1 s or more so Dask overhead stays small
 MAX_CHUNK = 10_000
 PROBE_STRUCTURES = 4
+MERGE_BATCH = 2048  # structures per DatasetWriter.append during the merge
 
 ChunkHook = Callable[[int, list, list], None]
 
@@ -390,8 +392,13 @@ def _complete_summary(out: Path, n: int, t_start: float) -> LabelSummary:
 
 
 def _run_probe(client, probe, spec, threads, atoms) -> dict:
-    fut = client.submit(probe, spec, threads, atoms, pure=False)
+    from .worker import warm_up
+
     try:
+        # Build the teacher on every worker now, in parallel: a teacher that cannot load
+        # fails here with the worker's own error instead of on the first chunk.
+        client.run(warm_up, spec, threads)
+        fut = client.submit(probe, spec, threads, atoms, pure=False)
         return fut.result()
     except TeacherLoadError as err:
         raise TeacherError(str(err)) from None
@@ -416,7 +423,7 @@ def _dispatch(client, label_chunk, reader, work, spec, threads, todo, size, n, m
     pending: dict = {}  # future -> (chunk, sub-index or None)
     chunks: dict[int, _Chunk] = {}
     queue = list(todo)
-    ac = as_completed()
+    ac = as_completed(loop=client.loop)
     t0 = time.perf_counter()
 
     def submit_chunk(cid: int) -> None:
@@ -522,28 +529,34 @@ def _merge(reader, work: WorkDir, plan: dict, out: Path, n_chunks: int, size: in
     attrs = {
         "units": F.UNIT_SYSTEM,
         "teacher_fingerprint_id": plan["teacher_fingerprint_id"],
-        "teacher_fingerprint": json.dumps(plan["teacher_fingerprint"], sort_keys=True, default=str),
-        "teacher_spec": json.dumps(plan["teacher_spec"], sort_keys=True, default=str),
+        "teacher_fingerprint": plan["teacher_fingerprint"],
+        "teacher_spec": plan["teacher_spec"],
         "labeling_teacher_spec": plan["teacher_spec_key"],
         "labeling_pool_path": plan["pool_path"],
         "labeling_pool_sha256": plan["pool_sha256"],
         "labeling_min_distance": float(plan["min_distance"]),
         "labeling_chunk_size": int(size),
-        "pool_attrs": json.dumps(pool_attrs, sort_keys=True, default=str),
+        "pool_attrs": json.loads(json.dumps(pool_attrs, default=str)),
     }
-    for stale in out.parent.glob(f"{out.name}.tmp-*"):  # a merge killed earlier
-        stale.unlink(missing_ok=True)
+    for stale in out.parent.glob(f"{out.name}.tmp-*"):  # a merge killed earlier (file + journal)
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     try:
         with DatasetWriter(tmp, label_fields=label_fields, attrs=attrs) as w:
+            batch: list = []
             for s in shards:
                 if len(s["indices"]):
-                    atoms = _labelled_atoms(_read_atoms(reader, s["indices"]), s, plan["teacher_fingerprint_id"], parent_map)
-                    w.append(atoms)
+                    batch += _labelled_atoms(_read_atoms(reader, s["indices"]), s, plan["teacher_fingerprint_id"], parent_map)
+                if len(batch) >= MERGE_BATCH:
+                    w.append(batch)
+                    batch = []
+            if batch:
+                w.append(batch)
             if failures:
                 w.record_failures(failures)
         os.replace(tmp, out)
     finally:
         if tmp.exists():
             tmp.unlink()
+        shutil.rmtree(tmp.with_name(tmp.name + ".journal"), ignore_errors=True)
     return len(ok), len(failures)

@@ -75,6 +75,11 @@ def _set_threads(n: int) -> None:
         pass
 
 
+def warm_up(spec: dict | str, threads: int | None) -> str:
+    """Build (or fetch) this worker's teacher; returns its fingerprint id."""
+    return get_teacher(spec, threads).fingerprint_id
+
+
 def probe(spec: dict | str, threads: int | None, atoms_list: list) -> dict:
     """Build the teacher, label ``atoms_list[0]`` once to warm up, then time the rest.
 
