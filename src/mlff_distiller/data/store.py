@@ -340,6 +340,18 @@ def _write_part(final_path: Path, blocks: Iterable[_Block], n_structures: int, n
             tmp.unlink()
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - someone else's live process
+        return True
+    return True
+
+
 def _fsync_dir(d: Path) -> None:
     try:
         fd = os.open(d, os.O_RDONLY)
@@ -721,7 +733,16 @@ class DatasetWriter:
             self._release()
             raise
 
+    def _remove_orphaned_temp_files(self) -> None:
+        """Delete temporary main-file copies left by killed processes (never a live one's)."""
+        pat = re.compile(r"^\." + re.escape(self.path.name) + r"\.(\d+)\.[0-9a-f]{8}\.tmp$")
+        for p in self.path.parent.iterdir():
+            m = pat.match(p.name)
+            if m and not _pid_alive(int(m.group(1))):
+                p.unlink(missing_ok=True)
+
     def _open(self, label_fields, attrs, mode, positions_dtype):
+        self._remove_orphaned_temp_files()
         if mode == "a" and self.path.exists():
             r = DatasetReader(self.path)
             try:
