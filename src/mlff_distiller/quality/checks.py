@@ -1,0 +1,269 @@
+"""Per-structure validation checks on a labelled dataset.
+
+Each check computes one number per structure (``values[name]``, NaN where it does not
+apply) and flags structures beyond its threshold (``flags[name]``). Thresholds and their
+reasons live in :mod:`mlff_distiller.quality.config`. Units: A, eV, eV/A, eV/A^3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from ase.data import covalent_radii
+
+from ..data.neighbors import neighbor_list
+from ..data.stats import fit_element_energies
+from ._data import Records, load_records
+from .config import CHECK_NAMES, QualityConfig
+
+CHECK_DESCRIPTIONS = {
+    "finite": "NaN or inf in positions, cell, energy, forces or stress",
+    "labels_present": "a declared label (energy, forces, stress of 3-D periodic cells) is missing",
+    "min_distance": "closest pair below {absolute} A or below {covalent_fraction} x sum of covalent radii",
+    "max_force": "largest per-atom |F| above {max} eV/A",
+    "energy_outlier": "robust z-score (scale >= {min_scale} eV/atom) of residual energy per atom after the per-element fit above {z_max}",
+    "sentinel_energy": "energy equals a sentinel {values} eV (+-{tol}) or |E|/atom above {max_abs_per_atom} eV",
+    "volume_per_atom": "3-D periodic cell with volume per atom outside [{min}, {max}] A^3",
+    "net_force": "|sum of forces| above {max} eV/A{per_atom_text} (conservative teacher)",
+    "stress": "largest |stress component| above {max} eV/A^3",
+}
+
+# Unit of each check's per-structure value.
+CHECK_UNITS = {
+    "finite": "",
+    "labels_present": "",
+    "min_distance": "A",
+    "max_force": "eV/A",
+    "energy_outlier": "robust z",
+    "sentinel_energy": "eV/atom",
+    "volume_per_atom": "A^3/atom",
+    "net_force": "eV/A",
+    "stress": "eV/A^3",
+}
+
+def describe_check(name: str, params: dict) -> str:
+    p = dict(params)
+    p["per_atom_text"] = " per atom" if p.get("per_atom") else ""
+    return CHECK_DESCRIPTIONS[name].format(**p)
+
+
+@dataclass
+class ValidationReport:
+    """Result of :func:`validate`: per-structure flags and values, and counts per check."""
+
+    n_structures: int
+    flags: dict  # check -> (n,) bool
+    values: dict  # check -> (n,) float, NaN where not applicable
+    params: dict  # check -> parameters used (incl. enabled)
+    notes: list = field(default_factory=list)  # one-line remarks (e.g. a check skipped)
+
+    @property
+    def counts(self) -> dict:
+        return {name: int(np.sum(f)) for name, f in self.flags.items()}
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """(n,) bool: flagged by any enabled check."""
+        out = np.zeros(self.n_structures, dtype=bool)
+        for f in self.flags.values():
+            out |= f
+        return out
+
+    @property
+    def n_flagged(self) -> int:
+        return int(self.flagged.sum())
+
+    @property
+    def flagged_fraction(self) -> float:
+        return self.n_flagged / max(self.n_structures, 1)
+
+    def flagged_indices(self, check: str | None = None) -> list[int]:
+        mask = self.flagged if check is None else self.flags[check]
+        return [int(i) for i in np.flatnonzero(mask)]
+
+    def rows(self) -> list[dict]:
+        """One row per check: name, enabled, flagged count, worst value, description."""
+        out = []
+        for name in CHECK_NAMES:
+            params = self.params[name]
+            row = {"check": name, "enabled": params["enabled"], "flagged": 0, "worst": None,
+                   "unit": CHECK_UNITS[name], "description": describe_check(name, params)}
+            if name in self.flags:
+                row["flagged"] = int(self.flags[name].sum())
+                vals = self.values[name]
+                finite = vals[np.isfinite(vals)]
+                if finite.size:
+                    worst = finite.min() if name in ("min_distance",) else finite.max()
+                    if name == "volume_per_atom":
+                        worst = finite.min() if abs(finite.min() - params["min"]) < abs(finite.max() - params["max"]) else finite.max()
+                    row["worst"] = float(worst)
+            out.append(row)
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "n_structures": self.n_structures,
+            "n_flagged": self.n_flagged,
+            "flagged_fraction": self.flagged_fraction,
+            "counts": self.counts,
+            "flagged_indices": {name: self.flagged_indices(name) for name in self.flags},
+            "checks": self.rows(),
+            "notes": list(self.notes),
+        }
+
+    def summary(self) -> str:
+        lines = [f"{self.n_structures} structures, {self.n_flagged} flagged ({100 * self.flagged_fraction:.2f} %)"]
+        for row in self.rows():
+            state = "off" if not row["enabled"] else f"{row['flagged']:>6d} flagged"
+            worst = "" if row["worst"] is None else f"  worst {row['worst']:.4g} {row['unit']}"
+            lines.append(f"  {row['check']:<16s} {state:<16s}{worst}")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+def _periodic3d(cell: np.ndarray, pbc: np.ndarray) -> bool:
+    return bool(np.all(pbc)) and abs(float(np.linalg.det(cell))) > 1e-9
+
+
+def _finite(rec: Records, i: int) -> bool:
+    arrays = [rec.positions[i], rec.cells[i]]
+    for v in (rec.energy[i], rec.forces[i], rec.stress[i]):
+        if v is not None:
+            arrays.append(np.asarray(v, dtype=np.float64))
+    return all(bool(np.all(np.isfinite(a))) for a in arrays)
+
+
+def _min_distance(rec: Records, i: int, params: dict) -> tuple[float, float]:
+    """(closest pair distance in A, closest pair distance / sum of covalent radii); inf if no pair."""
+    pos, cell, pbc, z = rec.positions[i], rec.cells[i], rec.pbcs[i], rec.numbers[i]
+    if not np.all(np.isfinite(pos)) or not np.all(np.isfinite(cell)):
+        return np.nan, np.nan
+    rc = covalent_radii[np.clip(z, 0, len(covalent_radii) - 1)]
+    # 3 A reaches the nearest neighbour of nearly every structure, so the reported value is the
+    # true closest distance and not just "above threshold".
+    cutoff = max(3.0, params["absolute"], params["covalent_fraction"] * 2.0 * float(rc.max()) * 1.05)
+    if np.any(pbc) and abs(float(np.linalg.det(cell))) < 1e-9:
+        pbc = np.zeros(3, dtype=bool)  # a flat cell: treat as isolated (volume check reports it)
+    edge_index, edge_shift = neighbor_list(pos, cell, pbc, cutoff)
+    if edge_index.shape[1] == 0:
+        return np.inf, np.inf
+    a, b = edge_index
+    d = np.linalg.norm(pos[b] - pos[a] + edge_shift @ cell, axis=1)
+    return float(d.min()), float((d / (rc[a] + rc[b])).min())
+
+
+def _residual_z(rec: Records, usable: np.ndarray, min_scale: float) -> np.ndarray:
+    """Robust z-score of the residual energy per atom after the per-element reference fit."""
+    z = np.full(len(rec), np.nan)
+    idx = np.flatnonzero(usable)
+    if idx.size < 3:
+        return z
+    nums = [rec.numbers[i] for i in idx]
+    energies = np.array([rec.energy[i] for i in idx])
+    refs = fit_element_energies(nums, energies)
+    n = np.array([len(x) for x in nums], dtype=np.float64)
+    resid = (energies - np.array([sum(refs[int(a)] for a in x) for x in nums])) / n
+    med = np.median(resid)
+    scale = max(1.4826 * float(np.median(np.abs(resid - med))), min_scale)
+    z[idx] = (resid - med) / scale
+    return z
+
+
+def validate(atoms_or_path, config: QualityConfig | dict | None = None) -> ValidationReport:
+    """Run every enabled check on a dataset path or a list of labelled ``ase.Atoms``.
+
+    Returns per-structure flags and values. Raises :class:`~mlff_distiller.errors.DatasetError`
+    for an empty dataset or one without energy labels.
+    """
+    config = QualityConfig.from_dict(config) if not isinstance(config, QualityConfig) else config
+    rec = load_records(atoms_or_path)
+    n = len(rec)
+    checks = config.checks
+    flags: dict[str, np.ndarray] = {}
+    values: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+
+    finite = np.array([_finite(rec, i) for i in range(n)])
+    if checks["finite"]["enabled"]:
+        flags["finite"] = ~finite
+        values["finite"] = (~finite).astype(np.float64)
+
+    if checks["labels_present"]["enabled"]:
+        missing = np.zeros(n, dtype=bool)
+        for i in range(n):
+            if "energy" in rec.label_fields and rec.energy[i] is None:
+                missing[i] = True
+            if "forces" in rec.label_fields and rec.forces[i] is None:
+                missing[i] = True
+            if "stress" in rec.label_fields and rec.stress[i] is None and _periodic3d(rec.cells[i], rec.pbcs[i]):
+                missing[i] = True
+        flags["labels_present"] = missing
+        values["labels_present"] = missing.astype(np.float64)
+
+    p = checks["min_distance"]
+    if p["enabled"]:
+        md = np.array([_min_distance(rec, i, p) for i in range(n)]).reshape(n, 2)
+        flags["min_distance"] = (md[:, 0] < p["absolute"]) | (md[:, 1] < p["covalent_fraction"])
+        values["min_distance"] = md[:, 0]
+
+    p = checks["max_force"]
+    if p["enabled"]:
+        v = np.array([np.nan if f is None or len(f) == 0 else float(np.linalg.norm(f, axis=1).max()) for f in rec.forces])
+        flags["max_force"] = np.nan_to_num(v, nan=0.0, posinf=np.inf) > p["max"]
+        flags["max_force"] |= np.isinf(v)
+        values["max_force"] = v
+
+    n_atoms = rec.n_atoms.astype(np.float64)
+    e = np.array([np.nan if x is None else x for x in rec.energy], dtype=np.float64)
+    epa = e / np.maximum(n_atoms, 1)
+
+    p = checks["sentinel_energy"]
+    sentinel = np.zeros(n, dtype=bool)
+    for s in p["values"]:
+        sentinel |= np.abs(e - s) <= p["tol"]
+    sentinel |= np.abs(epa) > p["max_abs_per_atom"]
+    if p["enabled"]:
+        flags["sentinel_energy"] = sentinel
+        values["sentinel_energy"] = epa
+
+    p = checks["energy_outlier"]
+    if p["enabled"]:
+        usable = np.isfinite(e) & ~sentinel
+        z = _residual_z(rec, usable, p["min_scale"])
+        if usable.sum() < 3:
+            notes.append("energy_outlier skipped: fewer than 3 usable energies")
+        flags["energy_outlier"] = np.abs(np.nan_to_num(z)) > p["z_max"]
+        values["energy_outlier"] = np.abs(z)
+
+    p = checks["volume_per_atom"]
+    if p["enabled"]:
+        v = np.full(n, np.nan)
+        for i in range(n):
+            if np.all(rec.pbcs[i]):
+                v[i] = abs(float(np.linalg.det(rec.cells[i]))) / max(len(rec.numbers[i]), 1)
+        flags["volume_per_atom"] = np.isfinite(v) & ((v < p["min"]) | (v > p["max"]))
+        values["volume_per_atom"] = v
+
+    p = checks["net_force"]
+    if p["enabled"]:
+        v = np.full(n, np.nan)
+        for i, f in enumerate(rec.forces):
+            if f is not None and len(f):
+                v[i] = float(np.linalg.norm(np.sum(f, axis=0)))
+                if p["per_atom"]:
+                    v[i] /= len(f)
+        flags["net_force"] = np.isfinite(v) & (v > p["max"])
+        values["net_force"] = v
+
+    p = checks["stress"]
+    if p["enabled"]:
+        v = np.array([np.nan if s is None else float(np.max(np.abs(s))) for s in rec.stress])
+        flags["stress"] = np.nan_to_num(v, nan=0.0) > p["max"]
+        flags["stress"] |= np.isinf(v)
+        values["stress"] = v
+
+    # A structure with non-finite numbers is reported by ``finite``; other checks on it
+    # would only repeat that (NaN compares false), so nothing else to do here.
+    return ValidationReport(n_structures=n, flags=flags, values=values,
+                            params={k: dict(v) for k, v in checks.items()}, notes=notes)

@@ -1,0 +1,64 @@
+"""``mlff-distill validate`` and ``mlff-distill report``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "validate",
+        help="run validation checks, diversity metrics and a go/no-go gate on a labelled dataset",
+        description="Validation checks (NaN/inf, close contacts, large forces, energy outliers, sentinel energies, "
+        "cell volume, net force, stress), diversity metrics and the gate of one checkpoint. "
+        "Exit status 1 when the gate fails, 2 on bad input. Units: eV, A, eV/A, eV/A^3.",
+    )
+    p.add_argument("file", help="labelled dataset (.h5)")
+    p.add_argument("--config", metavar="Q.yaml", help="YAML with a quality: section (or a whole recipe)")
+    p.add_argument("--checkpoint", default="full", choices=["1k", "10k", "full"],
+                   help="gate thresholds to apply (default: full)")
+    p.add_argument("--json", metavar="OUT.json", help="also write all results as JSON")
+    p.set_defaults(func=_validate)
+
+    r = subparsers.add_parser(
+        "report",
+        help="write a self-contained HTML quality report and a markdown dataset card",
+        description="Writes DIR/report.html (plots embedded), DIR/dataset_card.md and DIR/quality.json.",
+    )
+    r.add_argument("file", help="labelled dataset (.h5)")
+    r.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+    r.add_argument("--config", metavar="Q.yaml", help="YAML with a quality: section (or a whole recipe)")
+    r.set_defaults(func=_report)
+
+
+def _config(args):
+    from .config import QualityConfig
+
+    return QualityConfig.from_yaml(args.config) if args.config else QualityConfig()
+
+
+def _validate(args: argparse.Namespace) -> int:
+    import json
+
+    from .gates import evaluate_gates
+
+    config = _config(args)
+    gate = evaluate_gates(args.file, args.checkpoint, config)
+    print(gate.validation.summary())
+    print(gate.diversity.summary())
+    print(gate.summary())
+    if args.json:
+        payload = {"validation": gate.validation.to_dict(), "diversity": gate.diversity.to_dict(),
+                   "gate": gate.to_dict()}
+        with open(args.json, "w") as fh:
+            json.dump(payload, fh, indent=1, default=str)
+    return 0 if gate.passed else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    html_path, card_path = write_report(args.file, args.output, _config(args))
+    print(f"report: {html_path}")
+    print(f"dataset card: {card_path}")
+    return 0

@@ -1,0 +1,165 @@
+"""Continuous quality monitoring during labelling, as the ``on_chunk`` hook of ``label_pool``.
+
+``ChunkMonitor(config)`` is called once per finished chunk with the chunk's labelled
+structures and its failures. It keeps running totals and, per chunk, computes
+
+* the failure rate ``failed / (labelled + failed)``;
+* the fraction of structures flagged by the cheap validation checks (everything except the
+  energy-outlier fit, which needs the whole dataset);
+* the QUESTS entropy fraction ``H / ln(n)`` on ``n = min(subsample_atoms, atoms in chunk)``
+  randomly drawn environments (comparable between chunks of different size).
+
+An alert (a logged warning and an :class:`AlertEvent` appended to ``events``, and to the
+JSON-lines file ``events_path`` when given) is raised when a chunk's failure rate or flagged
+fraction exceeds its threshold, or when its entropy fraction drops below
+``(1 - diversity_drop)`` times the median of the previous chunks (after ``baseline_chunks``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ._data import load_records
+from .config import QualityConfig
+
+log = logging.getLogger("mlff_distiller.quality")
+
+
+@dataclass
+class AlertEvent:
+    chunk_id: int
+    kind: str  # "failure_rate" | "flagged_fraction" | "diversity_drop"
+    value: float
+    threshold: float
+    message: str
+    time: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ChunkStats:
+    chunk_id: int
+    n_labelled: int
+    n_failed: int
+    failure_rate: float
+    flagged_fraction: float
+    entropy_fraction: float  # NaN when the chunk had fewer than two atoms in total
+
+
+class ChunkMonitor:
+    """Running dataset-quality metrics over labelling chunks; use as ``on_chunk=monitor``."""
+
+    def __init__(self, config: QualityConfig | dict | None = None, events_path: str | os.PathLike | None = None):
+        self.config = QualityConfig.from_dict(config) if not isinstance(config, QualityConfig) else config
+        self.events_path = None if events_path is None else os.fspath(events_path)
+        self.events: list[AlertEvent] = []
+        self.chunks: list[ChunkStats] = []
+        self.n_labelled = 0
+        self.n_failed = 0
+        self.n_flagged = 0
+
+    # the hook signature of labeling.label_pool
+    def on_chunk(self, chunk_id: int, atoms: list, failures: list) -> list[AlertEvent]:
+        """Update running metrics with one finished chunk; return the alerts it raised."""
+        mon = self.config.monitor
+        atoms = list(atoms)
+        n_ok, n_bad = len(atoms), len(failures)
+        self.n_labelled += n_ok
+        self.n_failed += n_bad
+        failure_rate = n_bad / max(n_ok + n_bad, 1)
+        flagged_fraction = 0.0
+        entropy_fraction = float("nan")
+        if n_ok:
+            flagged_fraction = self._flagged_fraction(atoms)
+            entropy_fraction = self._entropy_fraction(chunk_id, atoms)
+        stats = ChunkStats(int(chunk_id), n_ok, n_bad, failure_rate, flagged_fraction, entropy_fraction)
+
+        new: list[AlertEvent] = []
+        if failure_rate > mon["max_failure_rate"]:
+            new.append(self._event(chunk_id, "failure_rate", failure_rate, mon["max_failure_rate"],
+                                   f"chunk {chunk_id}: {n_bad} of {n_ok + n_bad} structures failed to label "
+                                   f"({100 * failure_rate:.1f} % > {100 * mon['max_failure_rate']:.1f} %)"))
+        if flagged_fraction > mon["max_flagged_fraction"]:
+            new.append(self._event(chunk_id, "flagged_fraction", flagged_fraction, mon["max_flagged_fraction"],
+                                   f"chunk {chunk_id}: {100 * flagged_fraction:.1f} % of structures flagged by "
+                                   f"validation checks (> {100 * mon['max_flagged_fraction']:.1f} %)"))
+        past = [c.entropy_fraction for c in self.chunks if math.isfinite(c.entropy_fraction)]
+        if math.isfinite(entropy_fraction) and len(past) >= mon["baseline_chunks"]:
+            baseline = float(np.median(past))
+            floor = (1.0 - mon["diversity_drop"]) * baseline
+            if entropy_fraction < floor:
+                new.append(self._event(chunk_id, "diversity_drop", entropy_fraction, floor,
+                                       f"chunk {chunk_id}: structural diversity dropped (QUESTS H/ln n "
+                                       f"{entropy_fraction:.3f} < {floor:.3f} = {1 - mon['diversity_drop']:.2f} x "
+                                       f"median of earlier chunks {baseline:.3f})"))
+        self.chunks.append(stats)
+        for ev in new:
+            log.warning(ev.message)
+            self.events.append(ev)
+            if self.events_path:
+                with open(self.events_path, "a") as fh:
+                    fh.write(json.dumps(ev.to_dict()) + "\n")
+        return new
+
+    __call__ = on_chunk
+
+    @property
+    def failure_rate(self) -> float:
+        """Running failure rate over all chunks so far."""
+        return self.n_failed / max(self.n_labelled + self.n_failed, 1)
+
+    @property
+    def flagged_fraction(self) -> float:
+        return self.n_flagged / max(self.n_labelled, 1)
+
+    def summary(self) -> dict:
+        ent = [c.entropy_fraction for c in self.chunks if math.isfinite(c.entropy_fraction)]
+        return {
+            "chunks": len(self.chunks),
+            "labelled": self.n_labelled,
+            "failed": self.n_failed,
+            "failure_rate": self.failure_rate,
+            "flagged_fraction": self.flagged_fraction,
+            "entropy_fraction_median": float(np.median(ent)) if ent else None,
+            "alerts": [e.to_dict() for e in self.events],
+        }
+
+    # -- internals -----------------------------------------------------------------------------
+    def _event(self, chunk_id, kind, value, threshold, message) -> AlertEvent:
+        return AlertEvent(int(chunk_id), kind, float(value), float(threshold), message, time.time())
+
+    def _flagged_fraction(self, atoms: list) -> float:
+        from .checks import validate
+
+        cfg = self.config.to_dict()
+        # the outlier fit needs the whole dataset; per chunk it would flag against a tiny sample
+        cfg["checks"]["energy_outlier"]["enabled"] = False
+        rec = load_records(atoms, require_labels=False)
+        if all(e is None for e in rec.energy):
+            return 1.0
+        report = validate(rec, QualityConfig(**cfg))
+        self.n_flagged += report.n_flagged
+        return report.flagged_fraction
+
+    def _entropy_fraction(self, chunk_id: int, atoms: list) -> float:
+        from .diversity_metrics import _Descriptors, quests_metrics, sample_environments
+
+        div = self.config.diversity
+        rec = load_records(atoms, require_labels=False)
+        total = int(rec.n_atoms.sum())
+        n_env = min(self.config.monitor["subsample_atoms"], total)
+        if n_env < 2:
+            return float("nan")
+        rng = np.random.default_rng([self.config.monitor["seed"], int(chunk_id)])
+        x = sample_environments(_Descriptors(rec, div["k"], div["cutoff"]), n_env, rng)
+        h, _ = quests_metrics(x, div["bandwidth"])
+        return h / math.log(n_env)
