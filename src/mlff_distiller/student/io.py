@@ -14,9 +14,11 @@ metadata (cutoff in A, elements, config, units) in the extra file ``mlff_distill
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Dict
@@ -146,6 +148,15 @@ def load_student(path_or_run_dir, map_location="cpu") -> StudentModel:
 
 
 # -- TorchScript export --------------------------------------------------------------------
+@contextlib.contextmanager
+def _quiet_jit():
+    """torch 2.13 marks torch.jit as deprecated but it works; TorchScript is the export format on
+    purpose (loadable without Python model code, also from C++ hosts)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
+        yield
+
+
 def export_torchscript(model: StudentModel, path) -> Path:
     """Write ``model`` as a TorchScript archive that runs without this package.
 
@@ -160,7 +171,8 @@ def export_torchscript(model: StudentModel, path) -> Path:
         raise TypeError(f"export_torchscript needs a StudentModel, got {type(model).__name__}")
     path = Path(path)
     clone = copy.deepcopy(model).cpu().eval()
-    scripted = torch.jit.script(clone)
+    with _quiet_jit():
+        scripted = torch.jit.script(clone)
     meta = {
         "format": EXPORT_FORMAT,
         "format_version": FORMAT_VERSION,
@@ -173,7 +185,8 @@ def export_torchscript(model: StudentModel, path) -> Path:
         "stats": model.stats.to_dict(),
     }
     extra = {EXPORT_META: json.dumps(meta, indent=2, sort_keys=True)}
-    _atomic_write(path, lambda p: torch.jit.save(scripted, str(p), _extra_files=extra))
+    with _quiet_jit():
+        _atomic_write(path, lambda p: torch.jit.save(scripted, str(p), _extra_files=extra))
     return path
 
 
@@ -213,7 +226,8 @@ def load_exported(path, map_location="cpu") -> ExportedStudent:
         raise StudentFileError(f"{path} is not a TorchScript export: use load_student() for a checkpoint")
     extra = {EXPORT_META: ""}
     try:
-        module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
+        with _quiet_jit():
+            module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
     except Exception as err:
         raise StudentFileError(f"cannot load TorchScript file {path} ({str(err).splitlines()[0][:160]}): re-export it") from None
     try:

@@ -107,10 +107,8 @@ class StudentModel(nn.Module):
         self.register_buffer("z_to_index", z_to_index)
         # Per-atom constant energy (eV): element reference + residual mean, kept in float64.
         shift = float(stats.energy_mean)
-        # A plain list (not a buffer) so that casting the module to float32 cannot round it.
-        self.atom_energy_const: List[float] = [
-            float(stats.element_energies.get(z, 0.0)) + shift for z in self.elements
-        ]
+        self._atom_energy_values = [float(stats.element_energies.get(z, 0.0)) + shift for z in self.elements]
+        self.register_buffer("atom_energy_const", torch.tensor(self._atom_energy_values, dtype=torch.float64))
         scale = float(stats.force_rms if config.energy_scale == "force_rms" else stats.energy_std)
         self.energy_scale = scale if scale > 0 else 1.0
         # Cutoff envelope and neighbour-sum normalisation folded into one per-edge factor.
@@ -123,6 +121,15 @@ class StudentModel(nn.Module):
         self.updates = nn.ModuleList([_Update(f, last=(k == n_layers - 1)) for k in range(n_layers)])
         self.readout = nn.Sequential(nn.Linear(f, f // 2 if f >= 4 else f), nn.SiLU(), nn.Linear(f // 2 if f >= 4 else f, 1))
         self.to(_DTYPES[config.dtype])
+
+    def _apply(self, fn, *args, **kwargs):
+        # Keep the per-atom reference energies in float64 whatever dtype the weights get
+        # (a float32 cast would round -1000 eV-scale references to ~1e-4 eV).
+        out = super()._apply(fn, *args, **kwargs)
+        self.atom_energy_const = torch.tensor(
+            self._atom_energy_values, dtype=torch.float64, device=self.atom_energy_const.device
+        )
+        return out
 
     # -- core computation on plain tensors ---------------------------------------------
     def compute(
@@ -191,7 +198,7 @@ class StudentModel(nn.Module):
         atom_energy = self.readout(s).squeeze(1) * self.energy_scale  # (N,) eV, model dtype
         net_energy = torch.zeros(num_structures, dtype=dtype, device=s.device).index_add(0, batch, atom_energy)
         const = torch.zeros(num_structures, dtype=torch.float64, device=s.device).index_add(
-            0, batch, torch.tensor(self.atom_energy_const, dtype=torch.float64, device=s.device).index_select(0, species)
+            0, batch, self.atom_energy_const.to(torch.float64).index_select(0, species)
         )
         out: Dict[str, Tensor] = {"energy": net_energy.to(torch.float64) + const}
 
