@@ -113,11 +113,13 @@ def load_labelled(dataset, max_structures: int | None = None) -> list:
         if path.endswith((".h5", ".hdf5")):
             from ..data.store import DatasetReader
 
-            reader = DatasetReader(path)
-            if "forces" not in tuple(reader.label_fields):
-                raise DatasetError(f"held-out dataset {path} has no force labels; label it first with `mlff-distill label`")
-            n = len(reader) if max_structures is None else min(len(reader), max_structures)
-            frames = [reader.get_atoms(i) for i in range(n)]
+            with DatasetReader(path) as reader:
+                if "forces" not in tuple(reader.label_fields):
+                    raise DatasetError(
+                        f"held-out dataset {path} has no force labels; label it first with `mlff-distill label`"
+                    )
+                n = len(reader) if max_structures is None else min(len(reader), max_structures)
+                frames = [reader.get_atoms(i) for i in range(n)]
         else:
             from ase.io import read
 

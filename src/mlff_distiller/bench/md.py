@@ -41,7 +41,7 @@ class _Stop(Exception):
         self.reason = reason
 
 
-def min_pair_distance(atoms, within: float = 2.0) -> float | None:
+def min_pair_distance(atoms, within: float = 3.0) -> float | None:
     """Shortest interatomic distance (A) if below ``within``, else ``None`` (periodic images included)."""
     if len(atoms) < 2 and not atoms.pbc.any():
         return None
@@ -101,19 +101,36 @@ class Monitor:
             d = min_pair_distance(self.atoms)
             if d is not None:
                 self.closest = d if self.closest is None else min(self.closest, d)
-                if d < self.min_pair:
-                    raise _Stop("exploded", f"atoms {d:.2f} A apart (< {self.min_pair} A) at step {self.step}")
+        else:  # between full checks only look for pairs inside min_pair (a cheaper list)
+            d = min_pair_distance(self.atoms, within=self.min_pair)
+        if d is not None and d < self.min_pair:
+            self.closest = d if self.closest is None else min(self.closest, d)
+            raise _Stop("exploded", f"atoms {d:.2f} A apart (< {self.min_pair} A) at step {self.step}")
         if time.perf_counter() - self.t0 > self.max_wall_s:
             raise _Stop("time_limit", f"wall-clock budget {self.max_wall_s:.0f} s spent at step {self.step}")
+
+
+def thermalize(atoms, temperature_K: float, seed: int) -> None:
+    """Maxwell-Boltzmann momenta at ``temperature_K`` (K), seeded; no centre-of-mass motion,
+    and no net rotation for an isolated, non-linear structure."""
+    rng = np.random.default_rng(seed)
+    try:  # ASE >= 3.29
+        from ase.md.velocitydistribution import thermalize_momenta
+
+        thermalize_momenta(atoms, temperature_K, rng=rng)
+    except ImportError:
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    Stationary(atoms)
+    if not atoms.pbc.any() and len(atoms) > 2:
+        moments = atoms.get_moments_of_inertia()
+        if moments.min() > 1e-6 * moments.max():  # ZeroRotation divides by them
+            ZeroRotation(atoms)
 
 
 def _prepare(atoms, calc, temperature_K, seed):
     work = atoms.copy()
     work.calc = calc
-    MaxwellBoltzmannDistribution(work, temperature_K=temperature_K, rng=np.random.default_rng(seed))
-    Stationary(work)
-    if not work.pbc.any():
-        ZeroRotation(work)
+    thermalize(work, temperature_K, seed)
     return work
 
 

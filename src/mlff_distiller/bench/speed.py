@@ -32,8 +32,9 @@ import tracemalloc
 
 import numpy as np
 from ase import units
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
+
+from .md import thermalize
 
 
 def set_threads(n: int) -> dict:
@@ -73,8 +74,7 @@ class _Runner:
         self.call_atoms.calc = self.calc
         self.rng = np.random.default_rng(seed)
         self.md_atoms = atoms.copy()
-        MaxwellBoltzmannDistribution(self.md_atoms, temperature_K=300.0, rng=np.random.default_rng(seed))
-        Stationary(self.md_atoms)
+        thermalize(self.md_atoms, 300.0, seed)
         self.md_atoms.calc = self.calc
         self.dyn = VelocityVerlet(self.md_atoms, timestep=timestep_fs * units.fs)
         self.call_s: list[float] = []
