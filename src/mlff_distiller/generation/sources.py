@@ -218,17 +218,26 @@ class MoleculeSource(Source):
         if not self.entries:
             raise ConfigError(f"generation.sources.{name}: no molecule fits {size.min}-{size.max} atoms and "
                               "generation.elements; widen the size bounds or add SMILES")
-        self._cache: dict[str, list[Atoms] | None] = {}
+
+    # Embeddings are deterministic in (smiles, conformers, seed, optimizer), so sources built
+    # for different mix entries of one run share them (and the same conformer is one group).
+    _cache: dict = {}
 
     def conformers_of(self, smiles: str) -> list[Atoms] | None:
-        if smiles not in self._cache:
+        key = (smiles, self.conformers, self.seed, self.optimizer)
+        if key not in self._cache:
+            if len(self._cache) > 4096:
+                self._cache.clear()
             try:
-                self._cache[smiles] = mol.embed_smiles(smiles, self.conformers, mol.stable_seed(smiles, self.seed),
-                                                       self.optimizer)
+                self._cache[key] = mol.embed_smiles(smiles, self.conformers, mol.stable_seed(smiles, self.seed),
+                                                    self.optimizer)
             except mol.SmilesError as err:
-                self.skips.skip(f"SMILES '{smiles}'", str(err))
-                self._cache[smiles] = None
-        return self._cache[smiles]
+                self._cache[key] = str(err)
+        confs = self._cache[key]
+        if isinstance(confs, str):  # embedding failed: report (once per run) and skip
+            self.skips.skip(f"SMILES '{smiles}'", confs)
+            return None
+        return [a.copy() for a in confs]
 
     def make_root(self, index, rng):
         entry = self.entries[index % len(self.entries)]

@@ -1,0 +1,376 @@
+"""Recipes: one YAML per project; this module loads it and validates its ``generation`` section.
+
+Top-level keys: ``name, seed, generation, teacher, labeling, quality, training, bench``.
+Only ``name``, ``seed`` and ``generation`` are checked here; the other sections pass through
+as dicts for their own stages. Every error is a :class:`~mlff_distiller.errors.ConfigError`
+whose one line names the field and what is allowed. See ``docs/recipes.md``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from ..errors import ConfigError
+from . import molecules as mol
+from .samplers import SAMPLERS, needs_calculator, validate_params
+from .sources import (
+    SIZE_DISTRIBUTIONS,
+    SOURCE_KINDS,
+    AlloySource,
+    BulkSource,
+    ClusterSource,
+    FileSource,
+    LiquidSource,
+    MoleculeSource,
+    SizeRange,
+    SkipLog,
+    Source,
+    SurfaceSource,
+    element_set,
+)
+
+TOP_LEVEL_KEYS = ("name", "seed", "generation", "teacher", "labeling", "quality", "training", "bench")
+GENERATION_KEYS = ("size", "elements", "min_distance_factor", "count", "tiers", "default_tier", "sources", "mix")
+SOURCE_KEYS = {
+    "molecules": ("smiles", "smiles_file", "conformers", "optimizer"),
+    "bulk": ("crystals",),
+    "alloy": ("elements", "structure", "a"),
+    "file": ("paths", "supercell"),
+    "surface": ("crystals", "miller", "layers", "vacuum"),
+    "cluster": ("elements", "shapes"),
+    "liquid": ("solvent", "solutes", "density", "tolerance", "max_attempts"),
+}
+MIX_KEYS = ("source", "sampler", "fraction", "count", "params", "size")
+SIZE_KEYS = ("min", "max", "distribution")
+PATH_KEYS = {"molecules": ("smiles_file",), "file": ("paths",)}
+
+
+def _unknown(key: str, allowed, where: str) -> ConfigError:
+    close = difflib.get_close_matches(str(key), list(allowed), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return ConfigError(f"{where}: unknown key '{key}'{hint}; allowed: {', '.join(allowed)}")
+
+
+def builtin_recipes() -> list[str]:
+    root = resources.files("mlff_distiller.generation").joinpath("recipes")
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_recipe(name_or_path) -> dict:
+    """A built-in recipe by name (``tiny``, ``quickstart``, ``seed-m2``) or a YAML file, validated.
+
+    Relative paths inside ``generation.sources`` (``smiles_file``, ``paths``) are resolved
+    against the recipe's directory. Returns the recipe as a plain dict.
+    """
+    if isinstance(name_or_path, dict):
+        validate_recipe(name_or_path)
+        return name_or_path
+    text, base = None, None
+    s = str(name_or_path)
+    path = Path(s)
+    if path.is_file():
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"cannot read recipe '{s}': {err.__class__.__name__}; give a readable YAML file") from None
+        base = path.resolve().parent
+    elif s in builtin_recipes():
+        text = resources.files("mlff_distiller.generation").joinpath(f"recipes/{s}.yaml").read_text()
+    else:
+        raise ConfigError(f"recipe '{s}' not found: give a YAML file path or a built-in name "
+                          f"({', '.join(builtin_recipes())})")
+    try:
+        recipe = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"recipe '{s}' is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    if not isinstance(recipe, dict):
+        raise ConfigError(f"recipe '{s}' must be a YAML mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
+    if base is not None:
+        _resolve_paths(recipe, base)
+    validate_recipe(recipe)
+    return recipe
+
+
+def _resolve_paths(recipe: dict, base: Path) -> None:
+    sources = (recipe.get("generation") or {}).get("sources") if isinstance(recipe.get("generation"), dict) else None
+    if not isinstance(sources, dict):
+        return
+    for spec in sources.values():
+        if not isinstance(spec, dict):
+            continue
+        for key in PATH_KEYS.get(spec.get("kind"), ()):
+            value = spec.get(key)
+            if isinstance(value, str):
+                spec[key] = str(base / value) if not Path(value).is_absolute() else value
+            elif isinstance(value, list):
+                spec[key] = [str(base / v) if isinstance(v, str) and not Path(v).is_absolute() else v for v in value]
+
+
+def validate_recipe(recipe: dict) -> "GenerationConfig":
+    """Check the top level and the ``generation`` section; returns the typed generation config."""
+    if not isinstance(recipe, dict):
+        raise ConfigError("recipe must be a mapping")
+    for key in recipe:
+        if key not in TOP_LEVEL_KEYS:
+            raise _unknown(key, TOP_LEVEL_KEYS, "recipe")
+    if "name" in recipe and not isinstance(recipe["name"], str):
+        raise ConfigError("name: give the recipe name as a string")
+    seed = recipe.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed: give a non-negative integer, got {seed!r}")
+    for key in TOP_LEVEL_KEYS[3:]:
+        if key in recipe and recipe[key] is not None and not isinstance(recipe[key], (dict, str)):
+            raise ConfigError(f"{key}: expected a mapping")
+    if "generation" not in recipe or not isinstance(recipe["generation"], dict):
+        raise ConfigError("generation: missing; a recipe needs a generation section with sources and mix")
+    return GenerationConfig.from_dict(recipe["generation"], seed=seed)
+
+
+def _size(value, where: str, parent: SizeRange | None = None) -> SizeRange:
+    if value is None:
+        return parent or SizeRange()
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: give {{min, max}} atom counts")
+    for key in value:
+        if key not in SIZE_KEYS:
+            raise _unknown(key, SIZE_KEYS, where)
+    base = parent or SizeRange()
+    lo, hi = value.get("min", base.min), value.get("max", base.max)
+    dist = value.get("distribution", base.distribution)
+    for name, v in (("min", lo), ("max", hi)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{where}.{name}: give a positive integer number of atoms, got {v!r}")
+    if lo > hi:
+        raise ConfigError(f"{where}: impossible size bounds, min {lo} > max {hi} atoms")
+    if parent is not None and (lo < parent.min or hi > parent.max):
+        raise ConfigError(f"{where}: bounds {lo}-{hi} leave generation.size {parent.min}-{parent.max}; "
+                          "narrow them to fit inside")
+    if dist not in SIZE_DISTRIBUTIONS:
+        raise ConfigError(f"{where}.distribution: '{dist}' unknown; allowed: {', '.join(SIZE_DISTRIBUTIONS)}")
+    return SizeRange(int(lo), int(hi), dist)
+
+
+@dataclass
+class MixEntry:
+    """One line of the mix: ``count`` structures from ``source`` perturbed by ``sampler``."""
+
+    source: str
+    sampler: str
+    params: dict
+    size: SizeRange
+    fraction: float | None = None
+    count: int | None = None
+
+    @property
+    def needs_calculator(self) -> bool:
+        return needs_calculator(self.sampler, self.params)
+
+
+@dataclass
+class GenerationConfig:
+    """Validated ``generation`` section (see ``docs/recipes.md`` for every field)."""
+
+    seed: int
+    size: SizeRange
+    elements: set | None
+    min_distance_factor: float
+    sources: dict
+    mix: list
+    tiers: dict = field(default_factory=dict)
+    default_tier: str | None = None
+    count: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict, seed: int = 0) -> "GenerationConfig":
+        w = "generation"
+        for key in d:
+            if key not in GENERATION_KEYS:
+                raise _unknown(key, GENERATION_KEYS, w)
+        size = _size(d.get("size"), f"{w}.size")
+        elements = element_set(d.get("elements"), f"{w}.elements")
+        mdf = d.get("min_distance_factor", 0.6)
+        if isinstance(mdf, bool) or not isinstance(mdf, (int, float)) or not 0 <= mdf < 2:
+            raise ConfigError(f"{w}.min_distance_factor: give a number in [0, 2) (fraction of the covalent-radius sum)")
+        tiers = d.get("tiers") or {}
+        if not isinstance(tiers, dict):
+            raise ConfigError(f"{w}.tiers: give a mapping of tier name -> number of structures, e.g. {{1k: 1000}}")
+        tiers = {str(k): v for k, v in tiers.items()}
+        for k, v in tiers.items():
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{w}.tiers.{k}: give a positive number of structures, got {v!r}")
+        default_tier = d.get("default_tier")
+        if default_tier is not None and str(default_tier) not in tiers:
+            raise ConfigError(f"{w}.default_tier: '{default_tier}' is not one of the tiers ({', '.join(tiers) or 'none'})")
+        count = d.get("count")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise ConfigError(f"{w}.count: give a positive number of structures, got {count!r}")
+        sources = d.get("sources")
+        if not isinstance(sources, dict) or not sources:
+            raise ConfigError(f"{w}.sources: give a mapping of source name -> {{kind: ...}}; kinds: {', '.join(SOURCE_KINDS)}")
+        src_specs = {}
+        for name, spec in sources.items():
+            ws = f"{w}.sources.{name}"
+            if not isinstance(spec, dict) or "kind" not in spec:
+                raise ConfigError(f"{ws}.kind: missing; allowed: {', '.join(SOURCE_KINDS)}")
+            kind = spec["kind"]
+            if kind not in SOURCE_KINDS:
+                raise ConfigError(f"{ws}.kind: '{kind}' unknown; allowed: {', '.join(SOURCE_KINDS)}")
+            allowed = ("kind", "size") + SOURCE_KEYS[kind]
+            for key in spec:
+                if key not in allowed:
+                    raise _unknown(key, allowed, ws)
+            src_specs[str(name)] = dict(spec, _size=_size(spec.get("size"), f"{ws}.size", size))
+        mix_raw = d.get("mix")
+        if not isinstance(mix_raw, list) or not mix_raw:
+            raise ConfigError(f"{w}.mix: give a list of {{source, sampler, fraction|count, params}} entries")
+        mix = []
+        for k, item in enumerate(mix_raw):
+            wm = f"{w}.mix[{k}]"
+            if not isinstance(item, dict):
+                raise ConfigError(f"{wm}: expected a mapping with keys {', '.join(MIX_KEYS)}")
+            for key in item:
+                if key not in MIX_KEYS:
+                    raise _unknown(key, MIX_KEYS, wm)
+            src = item.get("source")
+            if src not in src_specs:
+                raise ConfigError(f"{wm}.source: '{src}' is not a defined source; defined: {', '.join(src_specs)}")
+            sampler = item.get("sampler", "none")
+            if sampler not in SAMPLERS:
+                raise ConfigError(f"{wm}.sampler: '{sampler}' unknown; allowed: {', '.join(SAMPLERS)}")
+            params = validate_params(sampler, item.get("params"), wm)
+            esize = _size(item.get("size"), f"{wm}.size", src_specs[src]["_size"])
+            frac, cnt = item.get("fraction"), item.get("count")
+            if (frac is None) == (cnt is None):
+                raise ConfigError(f"{wm}: give exactly one of fraction (share of the tier) or count (structures)")
+            if frac is not None and (isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1):
+                raise ConfigError(f"{wm}.fraction: give a number in (0, 1], got {frac!r}")
+            if cnt is not None and (isinstance(cnt, bool) or not isinstance(cnt, int) or cnt < 1):
+                raise ConfigError(f"{wm}.count: give a positive integer, got {cnt!r}")
+            mix.append(MixEntry(src, sampler, params, esize, float(frac) if frac is not None else None, cnt))
+        uses_fraction = [e.fraction is not None for e in mix]
+        if any(uses_fraction) and not all(uses_fraction):
+            raise ConfigError(f"{w}.mix: use fraction in every entry or count in every entry, not both")
+        if all(uses_fraction):
+            total = sum(e.fraction for e in mix)
+            if abs(total - 1.0) > 0.01:
+                raise ConfigError(f"{w}.mix: fractions add up to {total:.3f}; they must add up to 1")
+            if not tiers and count is None:
+                raise ConfigError(f"{w}: fractions need a total; give count or tiers")
+        elif tiers:
+            raise ConfigError(f"{w}.mix: tiers need fractions in the mix entries, not counts")
+        used = {e.source for e in mix}
+        unused = [n for n in src_specs if n not in used]
+        if unused:
+            raise ConfigError(f"{w}.sources.{unused[0]}: defined but used by no mix entry; use it or remove it")
+        cfg = cls(seed=int(seed), size=size, elements=elements, min_distance_factor=float(mdf), sources=src_specs,
+                  mix=mix, tiers=tiers, default_tier=str(default_tier) if default_tier is not None else None,
+                  count=count)
+        cfg.build_sources()  # deep checks: crystals, files, SMILES, feasibility of the size bounds
+        return cfg
+
+    # ------------------------------------------------------------------------------------
+    def total(self, tier: str | None = None) -> int:
+        """Number of structures for ``tier`` (or the default tier, or ``count``)."""
+        if tier is not None:
+            if str(tier) not in self.tiers:
+                raise ConfigError(f"tier '{tier}' unknown; this recipe has: {', '.join(self.tiers) or 'no tiers'}")
+            return self.tiers[str(tier)]
+        if self.mix[0].count is not None:
+            return sum(e.count for e in self.mix)
+        if self.default_tier is not None:
+            return self.tiers[self.default_tier]
+        if self.count is not None:
+            return self.count
+        return self.tiers[next(iter(self.tiers))]
+
+    def resolve_tier(self, tier: str | None) -> str | None:
+        """The tier a run uses: the one asked for, else the default tier (``None`` = ``count`` / counts)."""
+        if tier is not None:
+            self.total(tier)
+            return str(tier)
+        if self.mix[0].count is not None or not self.tiers:
+            return None
+        if self.default_tier is not None:
+            return self.default_tier
+        return None if self.count is not None else next(iter(self.tiers))
+
+    def counts(self, tier: str | None = None) -> list[int]:
+        """Structures per mix entry; fractions are turned into counts by largest remainder."""
+        if self.mix[0].count is not None:
+            if tier is not None:
+                raise ConfigError("this recipe's mix gives counts, not fractions; it has no tiers")
+            return [e.count for e in self.mix]
+        n = self.total(tier)
+        raw = [e.fraction / sum(x.fraction for x in self.mix) * n for e in self.mix]
+        out = [math.floor(r) for r in raw]
+        for k in sorted(range(len(raw)), key=lambda i: -(raw[i] - out[i]))[: n - sum(out)]:
+            out[k] += 1
+        return out
+
+    def build_sources(self, skips: SkipLog | None = None) -> list[Source]:
+        """One source object per mix entry (each with that entry's size range)."""
+        skips = skips if skips is not None else SkipLog()
+        built = []
+        for k, entry in enumerate(self.mix):
+            spec = self.sources[entry.source]
+            built.append(_make_source(entry.source, spec, entry.size, self, skips))
+        return built
+
+    @property
+    def needs_calculator(self) -> bool:
+        return any(e.needs_calculator for e in self.mix)
+
+
+def _make_source(name: str, spec: dict, size: SizeRange, cfg: GenerationConfig, skips: SkipLog) -> Source:
+    kind = spec["kind"]
+    ws = f"generation.sources.{name}"
+    els = cfg.elements
+    if kind == "molecules":
+        smiles = spec.get("smiles", "builtin" if "smiles_file" not in spec else None)
+        entries = []
+        if smiles == "builtin":
+            entries += mol.builtin_smiles()
+        elif isinstance(smiles, list):
+            if not all(isinstance(s, str) for s in smiles):
+                raise ConfigError(f"{ws}.smiles: give 'builtin' or a list of SMILES strings")
+            entries += [mol.MoleculeEntry(s, s) for s in smiles]
+        elif smiles is not None:
+            raise ConfigError(f"{ws}.smiles: give 'builtin' or a list of SMILES strings")
+        if "smiles_file" in spec:
+            entries += mol.read_smiles_file(spec["smiles_file"])
+        conf = spec.get("conformers", 4)
+        if isinstance(conf, bool) or not isinstance(conf, int) or conf < 1:
+            raise ConfigError(f"{ws}.conformers: give a positive integer, got {conf!r}")
+        opt = spec.get("optimizer", "mmff")
+        if opt not in mol.OPTIMIZERS:
+            raise ConfigError(f"{ws}.optimizer: '{opt}' unknown; allowed: {', '.join(mol.OPTIMIZERS)}")
+        return MoleculeSource(name, size, entries, conf, opt, els, cfg.seed, skips)
+    if kind == "bulk":
+        return BulkSource(name, size, spec.get("crystals", "all"), els)
+    if kind == "alloy":
+        return AlloySource(name, size, spec.get("elements"), spec.get("structure", "fcc"), spec.get("a"), els)
+    if kind == "file":
+        return FileSource(name, size, spec.get("paths"), spec.get("supercell", True), els)
+    if kind == "surface":
+        kw = {k: spec[k] for k in ("miller", "layers", "vacuum") if k in spec}
+        return SurfaceSource(name, size, spec.get("crystals", "all"), elements=els, **kw)
+    if kind == "cluster":
+        return ClusterSource(name, size, spec.get("elements"), spec.get("shapes", ("icosahedron", "decahedron",
+                                                                                   "octahedron")), allowed=els)
+    if kind == "liquid":
+        if "solvent" not in spec:
+            raise ConfigError(f"{ws}.solvent: missing; give the solvent SMILES, e.g. O for water")
+        solutes = spec.get("solutes") or []
+        if not isinstance(solutes, list):
+            raise ConfigError(f"{ws}.solutes: give a list of SMILES")
+        kw = {k: spec[k] for k in ("density", "tolerance", "max_attempts") if k in spec}
+        return LiquidSource(name, size, spec["solvent"], solutes, elements=els, seed=cfg.seed, skips=skips, **kw)
+    raise ConfigError(f"{ws}.kind: '{kind}' unknown; allowed: {', '.join(SOURCE_KINDS)}")  # pragma: no cover

@@ -1,0 +1,409 @@
+"""Samplers: how a root structure is perturbed and explored.
+
+Each sampler takes a root ``Atoms``, a ``numpy.random.Generator``, its parameters and (when
+it needs energies or forces) an ASE calculator, and returns a list of :class:`Sample`. A
+sample's ``parent`` is the index of the sample it was derived from in the same list, or
+``-1`` for the root. The generator turns these into file indices for the provenance.
+
+Units: A (displacements, stdev), K (temperatures), fs (time step), 1/fs (Langevin friction),
+eV/A (force thresholds). Parameters are validated by :func:`validate_params`.
+
+| sampler | needs a calculator | what it does |
+|---|---|---|
+| ``none`` | no | the root as built |
+| ``rattle`` | no | Gaussian displacements + random cell strain, minimum-distance rejection |
+| ``normal_modes`` | yes | relax, finite-difference Hessian, Boltzmann displacements along the modes at T |
+| ``md`` | yes | Langevin MD at one of several T, decorrelated snapshots |
+| ``rattle_relax`` | yes | trees of rattle -> short relaxation -> rattle ... |
+| ``high_energy`` | ``compress_md`` only | bond stretching, compression, hot compressed MD |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms, units
+
+from ..errors import ConfigError
+from .geometry import DEFAULT_MIN_DISTANCE_FACTOR, clean_copy, respects_min_distance
+
+
+@dataclass
+class Sample:
+    atoms: Atoms
+    parent: int  # index in the returned list, -1 = the root
+    params: dict
+
+
+# defaults per sampler; every key a recipe may set. per_root = samples taken from one root.
+SAMPLER_DEFAULTS: dict[str, dict] = {
+    "none": {"per_root": 1},
+    "rattle": {"per_root": 4, "stdev": [0.02, 0.12], "strain": 0.03, "max_tries": 20},
+    "normal_modes": {"per_root": 8, "temperatures": [300.0], "relax_steps": 100, "fmax": 0.05, "delta": 0.01,
+                     "max_tries": 20},
+    "md": {"per_root": 5, "temperatures": [300.0, 600.0], "timestep": 0.5, "friction": 0.02, "equil_steps": 50,
+           "interval": 20},
+    "rattle_relax": {"per_root": 6, "stdev": [0.05, 0.15], "relax_steps": 5, "fmax": 0.02, "branching": 2,
+                     "keep_rattled": False, "max_tries": 20},
+    "high_energy": {"per_root": 4, "methods": ["stretch", "compress"], "stretch": [1.3, 1.8],
+                    "compress": [0.82, 0.94], "temperature": 2000.0, "md_steps": 40, "timestep": 0.5,
+                    "stdev": [0.0, 0.05], "max_tries": 20},
+}
+SAMPLERS = tuple(SAMPLER_DEFAULTS)
+HIGH_ENERGY_METHODS = ("stretch", "compress", "compress_md")
+#: keys every sampler accepts in a recipe besides its own (handled by the generator)
+COMMON_KEYS = ("include_root", "min_distance_factor")
+
+
+def needs_calculator(sampler: str, params: dict) -> bool:
+    if sampler in ("normal_modes", "md", "rattle_relax"):
+        return True
+    if sampler == "high_energy":
+        return "compress_md" in params.get("methods", ())
+    return False
+
+
+def _range(value, where, positive=True) -> tuple[float, float]:
+    try:
+        lo, hi = (float(value), float(value)) if np.isscalar(value) else (float(value[0]), float(value[1]))
+        if isinstance(value, (list, tuple)) and len(value) != 2:
+            raise ValueError
+    except (TypeError, ValueError, IndexError):
+        raise ConfigError(f"{where}: give a number or [min, max]") from None
+    if lo > hi or (positive and lo < 0):
+        raise ConfigError(f"{where}: need 0 <= min <= max, got {value}")
+    return lo, hi
+
+
+def validate_params(sampler: str, params: dict | None, where: str) -> dict:
+    """Defaults filled in, types checked; ``ConfigError`` names the field and the allowed values."""
+    if sampler not in SAMPLER_DEFAULTS:
+        raise ConfigError(f"{where}.sampler: '{sampler}' unknown; allowed: {', '.join(SAMPLERS)}")
+    params = dict(params or {})
+    allowed = set(SAMPLER_DEFAULTS[sampler]) | set(COMMON_KEYS)
+    for key in params:
+        if key not in allowed:
+            raise ConfigError(f"{where}.params.{key}: unknown parameter for sampler '{sampler}'; allowed: "
+                              f"{', '.join(sorted(allowed))}")
+    out = {**SAMPLER_DEFAULTS[sampler], **params}
+    w = f"{where}.params"
+    for key in ("per_root", "max_tries", "relax_steps", "equil_steps", "interval", "branching", "md_steps"):
+        if key in out:
+            v = out[key]
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if key in ("relax_steps", "equil_steps") else 1):
+                raise ConfigError(f"{w}.{key}: give a positive integer, got {v!r}")
+    for key in ("stdev", "stretch", "compress"):
+        if key in out:
+            out[key] = list(_range(out[key], f"{w}.{key}"))
+    for key in ("strain", "fmax", "delta", "timestep", "friction", "temperature"):
+        if key in out:
+            v = out[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (key in ("delta", "timestep") and v == 0):
+                raise ConfigError(f"{w}.{key}: give a non-negative number, got {v!r}")
+            out[key] = float(v)
+    if "temperatures" in out:
+        t = out["temperatures"]
+        t = [t] if isinstance(t, (int, float)) and not isinstance(t, bool) else t
+        if not isinstance(t, list) or not t or any(isinstance(x, bool) or not isinstance(x, (int, float)) or x <= 0 for x in t):
+            raise ConfigError(f"{w}.temperatures: give a list of positive temperatures in K")
+        out["temperatures"] = [float(x) for x in t]
+    if "methods" in out:
+        m = out["methods"]
+        m = [m] if isinstance(m, str) else m
+        if not isinstance(m, list) or not m or any(x not in HIGH_ENERGY_METHODS for x in m):
+            raise ConfigError(f"{w}.methods: allowed: {', '.join(HIGH_ENERGY_METHODS)}")
+        out["methods"] = list(m)
+    if "min_distance_factor" in out:
+        v = out["min_distance_factor"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 2:
+            raise ConfigError(f"{w}.min_distance_factor: give a number in [0, 2)")
+    if "include_root" in out and not isinstance(out["include_root"], bool):
+        raise ConfigError(f"{w}.include_root: give true or false")
+    if "keep_rattled" in out and not isinstance(out["keep_rattled"], bool):
+        raise ConfigError(f"{w}.keep_rattled: give true or false")
+    return out
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def random_strain(atoms: Atoms, max_strain: float, rng: np.random.Generator) -> Atoms:
+    """Apply a random symmetric strain (entries uniform in +-max_strain) to a periodic cell."""
+    out = atoms.copy()
+    if max_strain > 0 and atoms.pbc.all():
+        eps = rng.uniform(-max_strain, max_strain, (3, 3))
+        eps = 0.5 * (eps + eps.T)
+        out.set_cell(atoms.cell.array @ (np.eye(3) + eps), scale_atoms=True)
+    return out
+
+
+def rattle_once(atoms: Atoms, stdev: float, strain: float, rng, factor: float, max_tries: int) -> Atoms | None:
+    """Gaussian displacements (``stdev`` A per component) + strain; ``None`` if every try is too close."""
+    for _ in range(max_tries):
+        out = random_strain(atoms, strain, rng)
+        out.positions = out.positions + rng.normal(0.0, stdev, out.positions.shape)
+        if respects_min_distance(out, factor):
+            return out
+    return None
+
+
+def _relax(atoms: Atoms, calc, steps: int, fmax: float) -> Atoms:
+    from ase.optimize import BFGS
+
+    work = clean_copy(atoms)
+    work.calc = calc
+    if steps > 0:
+        BFGS(work, logfile=None).run(fmax=fmax, steps=steps)
+    out = clean_copy(work)
+    work.calc = None
+    return out
+
+
+# ----------------------------------------------------------------------------------------- samplers
+def sample_none(root, rng, params, calc=None):
+    return [Sample(clean_copy(root), -1, {})]
+
+
+def sample_rattle(root, rng, params, calc=None):
+    """Gaussian rattle with a stdev drawn in ``params['stdev']`` plus a random cell strain."""
+    factor = params.get("min_distance_factor", DEFAULT_MIN_DISTANCE_FACTOR)
+    out = []
+    for _ in range(params["per_root"]):
+        stdev = float(rng.uniform(*params["stdev"]))
+        atoms = rattle_once(root, stdev, params["strain"], rng, factor, params["max_tries"])
+        if atoms is not None:
+            out.append(Sample(clean_copy(atoms), -1, {"stdev": round(stdev, 6), "strain": params["strain"]}))
+    return out
+
+
+def finite_difference_hessian(atoms: Atoms, calc, delta: float = 0.01) -> np.ndarray:
+    """Hessian (3N, 3N) in eV/A^2 from central differences of the forces (6N force calls), symmetrised."""
+    work = clean_copy(atoms)
+    work.calc = calc
+    x0 = work.positions.copy()
+    n = len(work)
+    hess = np.zeros((3 * n, 3 * n))
+    for i in range(n):
+        for a in range(3):
+            cols = []
+            for sign in (1.0, -1.0):
+                x = x0.copy()
+                x[i, a] += sign * delta
+                work.positions = x
+                cols.append(work.get_forces().reshape(-1))
+            hess[:, 3 * i + a] = -(cols[0] - cols[1]) / (2 * delta)
+    work.calc = None
+    return 0.5 * (hess + hess.T)
+
+
+def vibrational_modes(atoms: Atoms, hessian: np.ndarray):
+    """Mass-weighted normal modes without the rigid-body ones.
+
+    Returns ``(eigenvalues (eV/(A^2 amu)), vectors (3N, M))`` for the M positive modes after
+    dropping 3 (periodic), 5 (linear) or 6 (other) modes of smallest magnitude; imaginary
+    (negative) modes are dropped too.
+    """
+    masses = np.repeat(atoms.get_masses(), 3)
+    mw = hessian / np.sqrt(np.outer(masses, masses))
+    vals, vecs = np.linalg.eigh(mw)
+    n = len(atoms)
+    if atoms.pbc.any():
+        n_rigid = 3
+    elif n == 1:
+        n_rigid = 3
+    else:
+        inertia = atoms.get_moments_of_inertia()  # principal moments, amu A^2
+        n_rigid = 5 if inertia.min() < 1e-3 * max(inertia.max(), 1e-12) else 6
+    order = np.argsort(np.abs(vals))
+    keep = np.sort(order[n_rigid:])
+    keep = keep[vals[keep] > 1e-8]
+    return vals[keep], vecs[:, keep]
+
+
+def sample_normal_modes(root, rng, params, calc=None):
+    """Relax with the teacher, then Boltzmann-distributed displacements along the normal modes.
+
+    Mode k (eigenvalue w_k^2 of the mass-weighted Hessian) gets amplitude q_k ~ N(0, kT / w_k^2),
+    so in the harmonic limit the mean potential energy above the minimum is (3N-6) kT/2
+    (classical equipartition). T cycles over ``temperatures``.
+    """
+    factor = params.get("min_distance_factor", DEFAULT_MIN_DISTANCE_FACTOR)
+    relaxed = _relax(root, calc, params["relax_steps"], params["fmax"])
+    hess = finite_difference_hessian(relaxed, calc, params["delta"])
+    vals, vecs = vibrational_modes(relaxed, hess)
+    inv_sqrt_m = 1.0 / np.sqrt(np.repeat(relaxed.get_masses(), 3))
+    out = []
+    temps = params["temperatures"]
+    for k in range(params["per_root"]):
+        T = temps[int(rng.integers(len(temps)))]
+        kT = units.kB * T
+        for _ in range(params["max_tries"]):
+            q = rng.normal(0.0, 1.0, len(vals)) * np.sqrt(kT / vals)
+            dx = (vecs @ q) * inv_sqrt_m
+            atoms = relaxed.copy()
+            atoms.positions = relaxed.positions + dx.reshape(-1, 3)
+            if respects_min_distance(atoms, factor):
+                out.append(Sample(clean_copy(atoms), -1, {"T": T, "n_modes": int(len(vals)),
+                                                           "relax_steps": params["relax_steps"]}))
+                break
+    return out
+
+
+def _langevin(atoms, calc, T, timestep, friction, rng):
+    from ase.md.langevin import Langevin
+    from ase.md import velocitydistribution as vd
+
+    from ase.constraints import FixCom
+
+    atoms.calc = calc
+    if hasattr(vd, "thermalize_momenta"):  # ASE >= 3.28 name
+        vd.thermalize_momenta(atoms, temperature_K=T, rng=rng)
+    else:  # pragma: no cover - older ASE
+        vd.MaxwellBoltzmannDistribution(atoms, temperature_K=T, rng=rng)
+    vd.Stationary(atoms)
+    atoms.set_constraint(FixCom())  # no centre-of-mass drift; clean_copy drops the constraint
+    return Langevin(atoms, timestep * units.fs, temperature_K=T, friction=friction / units.fs, rng=rng,
+                    fixcm=False)
+
+
+def sample_md(root, rng, params, calc=None):
+    """Langevin MD at a temperature drawn from ``temperatures``: ``equil_steps`` of equilibration,
+    then a snapshot every ``interval`` steps (each snapshot's parent is the previous one).
+
+    Snapshots keep their momenta (``atoms.get_temperature()``); the pool stores positions only.
+    """
+    T = params["temperatures"][int(rng.integers(len(params["temperatures"])))]
+    atoms = clean_copy(root)
+    dyn = _langevin(atoms, calc, T, params["timestep"], params["friction"], rng)
+    if params["equil_steps"]:
+        dyn.run(params["equil_steps"])
+    out = []
+    for k in range(params["per_root"]):
+        dyn.run(params["interval"])
+        snap = clean_copy(atoms)
+        snap.set_momenta(atoms.get_momenta())
+        step = params["equil_steps"] + (k + 1) * params["interval"]
+        out.append(Sample(snap, k - 1, {"T": T, "step": step, "timestep": params["timestep"],
+                                        "friction": params["friction"]}))
+    atoms.calc = None
+    return out
+
+
+def sample_rattle_relax(root, rng, params, calc=None):
+    """Breadth-first trees: each node is rattled ``branching`` times and each rattled copy relaxed for
+    ``relax_steps`` BFGS steps; the relaxed structures (and the rattled ones if ``keep_rattled``) are
+    kept and become the next nodes. Stops at ``per_root`` structures."""
+    factor = params.get("min_distance_factor", DEFAULT_MIN_DISTANCE_FACTOR)
+    out: list[Sample] = []
+    frontier = [(root, -1, 0)]
+    while frontier and len(out) < params["per_root"]:
+        node, node_idx, depth = frontier.pop(0)
+        for _ in range(params["branching"]):
+            if len(out) >= params["per_root"]:
+                break
+            stdev = float(rng.uniform(*params["stdev"]))
+            rattled = rattle_once(node, stdev, 0.0, rng, factor, params["max_tries"])
+            if rattled is None:
+                continue
+            parent = node_idx
+            if params["keep_rattled"]:
+                out.append(Sample(clean_copy(rattled), node_idx, {"stdev": round(stdev, 6), "depth": depth + 1,
+                                                                  "stage": "rattled"}))
+                parent = len(out) - 1
+                if len(out) >= params["per_root"]:
+                    break
+            relaxed = _relax(rattled, calc, params["relax_steps"], params["fmax"])
+            out.append(Sample(relaxed, parent, {"stdev": round(stdev, 6), "depth": depth + 1,
+                                                "relax_steps": params["relax_steps"], "stage": "relaxed"}))
+            frontier.append((relaxed, len(out) - 1, depth + 1))
+    return out
+
+
+def _bonds(atoms: Atoms, scale: float = 1.25):
+    """Pairs (i < j, shift) closer than ``scale`` x sum of covalent radii."""
+    from ase.data import covalent_radii
+
+    from ..data.neighbors import edge_vectors, neighbor_list
+
+    radii = covalent_radii[atoms.numbers]
+    cell = atoms.cell.array if atoms.pbc.any() else None
+    ei, es = neighbor_list(atoms.positions, cell, atoms.pbc, float(scale * 2 * radii.max()))
+    vec = edge_vectors(atoms.positions, cell if cell is not None else np.zeros((3, 3)), ei, es)
+    d = np.linalg.norm(vec, axis=1)
+    keep = (d < scale * (radii[ei[0]] + radii[ei[1]])) & (ei[0] < ei[1])
+    return ei[:, keep], vec[keep]
+
+
+def stretch_bond(atoms: Atoms, rng, factor_range) -> tuple[Atoms, dict] | None:
+    """Pull a random bonded pair apart to ``f`` x its length (f uniform in the range), moving both
+    atoms by half the extension along the bond."""
+    ei, vec = _bonds(atoms)
+    if ei.shape[1] == 0:
+        return None
+    k = int(rng.integers(ei.shape[1]))
+    i, j = ei[:, k]
+    f = float(rng.uniform(*factor_range))
+    shift = 0.5 * (f - 1.0) * vec[k]
+    out = atoms.copy()
+    pos = out.positions
+    pos[i] -= shift
+    pos[j] += shift
+    out.positions = pos
+    return out, {"method": "stretch", "factor": round(f, 6), "pair": [int(i), int(j)]}
+
+
+def compress(atoms: Atoms, rng, factor_range) -> tuple[Atoms, dict]:
+    """Scale the cell (periodic) or the positions about the centroid (isolated) by ``f`` < 1."""
+    f = float(rng.uniform(*factor_range))
+    out = atoms.copy()
+    if atoms.pbc.all():
+        out.set_cell(atoms.cell.array * f, scale_atoms=True)
+    else:
+        c = atoms.positions.mean(axis=0)
+        out.positions = c + (atoms.positions - c) * f
+    return out, {"method": "compress", "factor": round(f, 6)}
+
+
+def sample_high_energy(root, rng, params, calc=None):
+    """High-energy configurations: bond stretching, compression (+ rattle), or hot compressed MD.
+
+    The method cycles over ``methods``. ``compress_md`` compresses, then runs ``md_steps`` of
+    Langevin MD at ``temperature`` K and keeps the last frame. The generator's minimum-distance
+    check still applies, so nothing enters the pool with overlapping atoms.
+    """
+    factor = params.get("min_distance_factor", DEFAULT_MIN_DISTANCE_FACTOR)
+    out = []
+    methods = params["methods"]
+    for k in range(params["per_root"]):
+        method = methods[(k + int(rng.integers(len(methods)))) % len(methods)]
+        for _ in range(params["max_tries"]):
+            if method == "stretch":
+                res = stretch_bond(root, rng, params["stretch"])
+                if res is None:
+                    method = "compress"
+                    continue
+                atoms, info = res
+            else:
+                atoms, info = compress(root, rng, params["compress"])
+                if method == "compress_md":
+                    work = clean_copy(atoms)
+                    dyn = _langevin(work, calc, params["temperature"], params["timestep"], 0.02, rng)
+                    dyn.run(params["md_steps"])
+                    work.calc = None
+                    atoms = work
+                    info = {**info, "method": "compress_md", "T": params["temperature"], "md_steps": params["md_steps"]}
+            stdev = float(rng.uniform(*params["stdev"]))
+            atoms.positions = atoms.positions + rng.normal(0.0, stdev, atoms.positions.shape)
+            if respects_min_distance(atoms, factor):
+                out.append(Sample(clean_copy(atoms), -1, info))
+                break
+    return out
+
+
+SAMPLER_FUNCTIONS = {
+    "none": sample_none,
+    "rattle": sample_rattle,
+    "normal_modes": sample_normal_modes,
+    "md": sample_md,
+    "rattle_relax": sample_rattle_relax,
+    "high_energy": sample_high_energy,
+}
