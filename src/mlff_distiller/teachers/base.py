@@ -197,7 +197,10 @@ class Teacher:
         digest = hashlib.sha256(_canonical_json(fp).encode()).hexdigest()[:12]
         model = fp.get("model")
         short = isinstance(model, str) and model != self.name and all(c.isalnum() or c in "._-" for c in model)
-        stem = f"{self.name}-{model}" if short and len(model) <= 40 else self.name
+        if short and len(model) <= 40:
+            stem = model if model.startswith(self.name) else f"{self.name}-{model}"
+        else:
+            stem = self.name
         return f"{stem}-{digest}"
 
     @property
