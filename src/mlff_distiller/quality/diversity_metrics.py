@@ -59,7 +59,7 @@ def _entropy(counts) -> float:
     if c.size == 0:
         return 0.0
     p = c / c.sum()
-    return float(-(p * np.log(p)).sum())
+    return max(0.0, float(-(p * np.log(p)).sum()))
 
 
 def formula(numbers) -> str:
