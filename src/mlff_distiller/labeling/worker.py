@@ -111,7 +111,7 @@ def probe(spec: dict | str, threads: int | None, atoms_list: list) -> dict:
 
 def too_close(atoms, min_distance: float) -> str | None:
     """Reason string when two atoms (periodic images included) are closer than ``min_distance`` A."""
-    if min_distance <= 0 or len(atoms) < 2:
+    if min_distance <= 0 or len(atoms) == 0 or (len(atoms) == 1 and not np.any(atoms.pbc)):
         return None
     from ..data.neighbors import neighbor_list
 

@@ -1,0 +1,235 @@
+"""Labeling on a real Dask LocalCluster: results equal a serial loop, failures are tabled,
+resume skips committed chunks, the hook sees every new chunk.
+
+One 2-worker LocalCluster is shared by the module (starting one costs seconds here); the
+engine's own LocalCluster start-up is exercised once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk, molecule
+
+from mlff_distiller.data.store import DatasetReader, DatasetWriter
+from mlff_distiller.labeling import label_pool
+from mlff_distiller.labeling.checkpoint import WorkDir
+from mlff_distiller.teachers import build_teacher
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _prov(k: int, parent: int = -1) -> dict:
+    return {"source": "bulk:Cu-fcc", "sampler": "rattle", "params": {"stdev": 0.05}, "parent": parent,
+            "group": f"g{k % 3}", "seed": k, "teacher": ""}
+
+
+def cu_structures(n: int, repeat=(2, 2, 2)) -> list[Atoms]:
+    """Rattled fcc Cu cells plus an isolated Cu cluster every 5th structure (no stress)."""
+    out = []
+    for k in range(n):
+        if k % 5 == 4:
+            a = bulk("Cu", "fcc", a=3.6, cubic=True)
+            a.pbc = False
+            a.cell = np.zeros((3, 3))
+        else:
+            a = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(repeat)
+        a.rattle(0.05, seed=k)
+        a.info["provenance"] = _prov(k, parent=0 if k else -1)
+        out.append(a)
+    return out
+
+
+def write_pool(path, atoms_list) -> str:
+    with DatasetWriter(path, label_fields=()) as w:
+        w.append(atoms_list)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                           env={"OMP_NUM_THREADS": "1"})
+    c = Client(cluster, set_as_default=False)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def serial_labels(spec, atoms_list):
+    teacher = build_teacher(spec)
+    return teacher, teacher.label(atoms_list)
+
+
+def assert_matches_serial(out_path, pool_atoms, results, teacher, atol=1e-6):
+    r = DatasetReader(out_path)
+    ok = [i for i, res in enumerate(results) if res.ok]
+    assert len(r) == len(ok)
+    assert sorted(i for i, _ in r.failures()) == [i for i, res in enumerate(results) if not res.ok]
+    for row, i in enumerate(ok):
+        got = r.get_atoms(row)
+        np.testing.assert_array_equal(got.numbers, pool_atoms[i].numbers)
+        np.testing.assert_allclose(got.positions, pool_atoms[i].positions, atol=0, rtol=0)
+        assert got.get_potential_energy() == pytest.approx(results[i].energy, abs=atol, rel=1e-7)
+        # forces are float32 on disk
+        np.testing.assert_allclose(got.get_forces(), results[i].forces, atol=max(atol, 2e-6), rtol=1e-5)
+        if results[i].stress is not None:
+            np.testing.assert_allclose(got.calc.results["stress"], results[i].stress, atol=atol, rtol=1e-6)
+        else:
+            assert "stress" not in got.calc.results
+        prov = r.provenance(row)
+        assert prov["teacher"] == teacher.fingerprint_id
+        assert prov["seed"] == pool_atoms[i].info["provenance"]["seed"]
+    assert r.attrs["teacher_fingerprint_id"] == teacher.fingerprint_id
+    return r
+
+
+def test_emt_local_cluster_equals_serial_loop(tmp_path):
+    """The engine starts its own 2-worker LocalCluster; labels equal a plain serial loop."""
+    atoms = cu_structures(14)
+    pool = write_pool(tmp_path / "pool.h5", atoms)
+    out = tmp_path / "data.h5"
+    seen = []
+    summary = label_pool(pool, "emt", out, n_workers=2, chunk_size=3, progress=False,
+                         on_chunk=lambda cid, al, fl: seen.append((cid, len(al), list(fl))))
+    assert summary.workers == 2
+    assert (summary.labelled, summary.failed, summary.skipped) == (14, 0, 0)
+    assert summary.n_chunks == 5 and summary.n_dataset == 14
+    assert sorted(c for c, _, _ in seen) == list(range(5))
+    assert sum(k for _, k, _ in seen) == 14
+    teacher, results = serial_labels("emt", atoms)
+    r = assert_matches_serial(out, atoms, results, teacher)
+    assert r.attrs["labeling_pool_sha256"]
+    assert r.attrs["teacher_fingerprint"]["teacher"] == "emt"
+    assert not WorkDir.for_output(out).exists(), "checkpoint directory must be removed after the merge"
+
+
+def test_chgnet_two_workers_equals_serial_loop(tmp_path, client):
+    si = bulk("Si", "diamond", a=5.43)
+    atoms = []
+    for k in range(6):
+        a = si.repeat((1, 1, 2)) if k % 2 else si.copy()
+        a.rattle(0.03, seed=k)
+        a.info["provenance"] = _prov(k)
+        atoms.append(a)
+    mol = molecule("H2O")
+    mol.info["provenance"] = _prov(6)
+    atoms.append(mol)
+    pool = write_pool(tmp_path / "pool.h5", atoms)
+    out = tmp_path / "data.h5"
+    summary = label_pool(pool, "chgnet", out, scheduler=client, chunk_size=3, progress=False)
+    assert (summary.labelled, summary.failed) == (7, 0)
+    teacher, results = serial_labels("chgnet", atoms)
+    assert all(res.ok for res in results)
+    # CHGNet runs float32 in batches; chunking changes batch composition -> tiny differences
+    assert_matches_serial(out, atoms, results, teacher, atol=1e-4)
+
+
+def test_planted_bad_structures_go_to_failures_table(tmp_path, client):
+    atoms = cu_structures(9)
+    bad_overlap = atoms[2].copy()
+    bad_overlap.positions[1] = bad_overlap.positions[0] + [0.05, 0.0, 0.0]  # two atoms 0.05 A apart
+    bad_element = atoms[5].copy()
+    bad_element.numbers[3] = 92  # uranium: not in EMT
+    # one atom in a 0.4 A periodic cube: it overlaps its own periodic image
+    image_overlap = Atoms("Cu", positions=[[0.1, 0.1, 0.1]], cell=np.eye(3) * 0.4, pbc=True)
+    atoms[2], atoms[5], atoms[7] = bad_overlap, bad_element, image_overlap
+    for k in (2, 5, 7):
+        atoms[k].info["provenance"] = _prov(k, parent=0)
+    atoms[8].info["provenance"] = _prov(8, parent=6)  # parent row shifts once 2 and 5 are dropped
+    pool = write_pool(tmp_path / "pool.h5", atoms)
+    out = tmp_path / "data.h5"
+    hook_failures = []
+    summary = label_pool(pool, "emt", out, scheduler=client, chunk_size=4, progress=False,
+                         on_chunk=lambda cid, al, fl: hook_failures.extend(fl))
+    assert (summary.labelled, summary.failed) == (6, 3)
+    r = DatasetReader(out)
+    fails = dict(r.failures())
+    assert sorted(fails) == [2, 5, 7]
+    assert "overlap" in fails[2] and "0.050 A" in fails[2]
+    assert "U" in fails[5] and "not supported" in fails[5]
+    assert "atoms 0 and 0 overlap" in fails[7] and "0.400 A" in fails[7]
+    assert sorted(i for i, _ in hook_failures) == [2, 5, 7]
+    seeds = [r.provenance(i)["seed"] for i in range(len(r))]
+    assert seeds == [0, 1, 3, 4, 6, 8]
+    # structure 8's parent was pool index 6 = dataset row 4 after dropping 2 and 5
+    assert r.provenance(5)["parent"] == 4
+    assert r.provenance(2)["parent"] == 0
+    for i in range(len(r)):
+        assert np.all(np.isfinite(r.get_atoms(i).get_forces()))
+
+
+def test_teacher_nan_goes_to_failures_table(tmp_path, client):
+    """With the geometry check off, coincident atoms make the real LJ teacher return NaN/inf."""
+    good = Atoms("Ar3", positions=[[0, 0, 0], [3.4, 0, 0], [0, 3.4, 0]])
+    coincident = Atoms("Ar3", positions=[[0, 0, 0], [0, 0, 0], [0, 3.4, 0]])
+    atoms = [good, coincident, good.copy()]
+    pool = write_pool(tmp_path / "pool.h5", atoms)
+    out = tmp_path / "data.h5"
+    summary = label_pool(pool, "lj", out, scheduler=client, chunk_size=2, min_distance=0.0, progress=False)
+    assert (summary.labelled, summary.failed) == (2, 1)
+    fails = dict(DatasetReader(out).failures())
+    assert list(fails) == [1]
+    assert "non-finite" in fails[1] or "nan" in fails[1].lower() or "inf" in fails[1].lower()
+
+
+class _StopAfter(Exception):
+    pass
+
+
+def test_resume_skips_committed_chunks_and_matches_uninterrupted(tmp_path, client):
+    atoms = cu_structures(12)
+    pool = write_pool(tmp_path / "pool.h5", atoms)
+    ref = tmp_path / "ref.h5"
+    label_pool(pool, "emt", ref, scheduler=client, chunk_size=2, progress=False)
+
+    out = tmp_path / "data.h5"
+    committed = []
+
+    def stop_after_two(cid, al, fl):
+        committed.append(cid)
+        if len(committed) == 2:
+            raise _StopAfter()
+
+    with pytest.raises(_StopAfter):
+        label_pool(pool, "emt", out, scheduler=client, chunk_size=2, progress=False, on_chunk=stop_after_two,
+                   max_in_flight=1)
+    assert not out.exists()
+    work = WorkDir.for_output(out)
+    assert sorted(work.committed(6)) == sorted(committed)
+    resumed = []
+    summary = label_pool(pool, "emt", out, scheduler=client, chunk_size=2, progress=False,
+                         on_chunk=lambda cid, al, fl: resumed.append(cid))
+    assert summary.resumed and summary.skipped == 4 and summary.labelled == 8
+    assert sorted(resumed) == sorted(set(range(6)) - set(committed)), "committed chunks must not be relabelled"
+    assert_same_dataset(ref, out)
+    # a third run finds the finished output and does nothing
+    again = label_pool(pool, "emt", out, scheduler=client, progress=False)
+    assert again.already_complete and again.skipped == 12 and again.labelled == 0
+
+
+def assert_same_dataset(a, b):
+    ra, rb = DatasetReader(a), DatasetReader(b)
+    assert len(ra) == len(rb)
+    assert ra.failures() == rb.failures()
+    for i in range(len(ra)):
+        xa, xb = ra.get_arrays(i), rb.get_arrays(i)
+        assert sorted(xa) == sorted(xb)
+        for k in xa:
+            np.testing.assert_array_equal(xa[k], xb[k], err_msg=f"structure {i} field {k}")
+        assert ra.provenance(i) == rb.provenance(i)
+    for key in ("teacher_fingerprint_id", "labeling_pool_sha256", "teacher_fingerprint"):
+        assert ra.attrs[key] == rb.attrs[key]
+
+
+def test_auto_chunk_size_from_probe(tmp_path, client):
+    atoms = cu_structures(10)
+    pool = write_pool(tmp_path / "pool.h5", atoms)
+    out = tmp_path / "data.h5"
+    summary = label_pool(pool, "emt", out, scheduler=client, progress=False)
+    # EMT is fast: the probe asks for big chunks, capped so each worker gets >= 2 chunks
+    assert summary.chunk_size == 3 and summary.n_chunks == 4
+    assert summary.labelled == 10
