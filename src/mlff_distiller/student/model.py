@@ -43,18 +43,20 @@ class _Message(nn.Module):
         super().__init__()
         self.num_features = num_features
         self.first = first
+        # The first layer has no neighbour vectors to weight: 2F channels (scalar, direction).
+        self.width = (2 if first else 3) * num_features
         self.phi = nn.Sequential(
-            nn.Linear(num_features, num_features), nn.SiLU(), nn.Linear(num_features, 3 * num_features)
+            nn.Linear(num_features, num_features), nn.SiLU(), nn.Linear(num_features, self.width)
         )
 
     def forward(self, s: Tensor, v: Tensor, filt: Tensor, direction: Tensor, i: Tensor, j: Tensor):
         f = self.num_features
-        x = self.phi(s).index_select(0, j) * filt  # (E, 3F)
-        ds, dv1, dv2 = torch.split(x, f, dim=1)
-        s = s.index_add(0, i, ds)
-        msg = dv2.unsqueeze(1) * direction.unsqueeze(2)  # (E, 3, F)
+        x = self.phi(s).index_select(0, j) * filt  # (E, 2F or 3F)
+        parts = torch.split(x, f, dim=1)
+        s = s.index_add(0, i, parts[0])
+        msg = parts[-1].unsqueeze(1) * direction.unsqueeze(2)  # (E, 3, F)
         if not self.first:
-            msg = torch.addcmul(msg, dv1.unsqueeze(1), v.index_select(0, j))
+            msg = torch.addcmul(msg, parts[1].unsqueeze(1), v.index_select(0, j))
         v = v.index_add(0, i, msg)
         return s, v
 
@@ -116,8 +118,9 @@ class StudentModel(nn.Module):
         self.register_buffer("rbf_freq", torch.arange(1, n_rbf + 1, dtype=torch.float64) * math.pi / self.cutoff)
 
         self.embedding = nn.Embedding(len(self.elements), f)
-        self.filter = nn.Linear(n_rbf, n_layers * 3 * f)
         self.messages = nn.ModuleList([_Message(f, first=(k == 0)) for k in range(n_layers)])
+        self.filter_widths: List[int] = [m.width for m in self.messages]
+        self.filter = nn.Linear(n_rbf, sum(self.filter_widths))
         self.updates = nn.ModuleList([_Update(f, last=(k == n_layers - 1)) for k in range(n_layers)])
         self.readout = nn.Sequential(nn.Linear(f, f // 2 if f >= 4 else f), nn.SiLU(), nn.Linear(f // 2 if f >= 4 else f, 1))
         self.to(_DTYPES[config.dtype])
@@ -185,14 +188,15 @@ class StudentModel(nn.Module):
         )
         direction = rvec / r_safe.unsqueeze(1)
         rbf = torch.sin(r_safe.unsqueeze(1) * self.rbf_freq.to(dtype)) / r_safe.unsqueeze(1)
-        filters = self.filter(rbf) * envelope.unsqueeze(1)  # (E, L*3F)
+        # One linear layer gives every layer's filter; split (not narrow) so that the backward
+        # pass is a single concatenation instead of one zero-filled (E, L*3F) tensor per layer.
+        filters = torch.split(self.filter(rbf) * envelope.unsqueeze(1), self.filter_widths, dim=1)
 
         f = self.num_features
         s = self.embedding(species)
         v = torch.zeros(s.shape[0], 3, f, dtype=dtype, device=s.device)
         for k, (message, update) in enumerate(zip(self.messages, self.updates)):
-            filt = filters.narrow(1, k * 3 * f, 3 * f)
-            s, v = message(s, v, filt, direction, i, j)
+            s, v = message(s, v, filters[k], direction, i, j)
             s, v = update(s, v)
 
         atom_energy = self.readout(s).squeeze(1) * self.energy_scale  # (N,) eV, model dtype
