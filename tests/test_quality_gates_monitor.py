@@ -1,0 +1,153 @@
+"""Go/no-go gates (narrow data fails, diverse data passes) and the per-chunk monitor."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+import pytest
+
+from mlff_distiller.data.store import DatasetWriter
+from mlff_distiller.errors import ConfigError
+from mlff_distiller.quality import ChunkMonitor, evaluate_gates
+from mlff_distiller.quality.synthetic import emt_dataset
+
+SMALL = {"diversity": {"subsample_atoms": 200, "repeats": 2, "pca_structures": 40, "curve_sizes": [50, 100, 200]}}
+DIVERSE = ("bulk:Cu-fcc", "cluster:Ag-ico13", "bulk:Ni-bcc", "bulk:CuAu-L12", "bulk:Al-fcc")
+
+
+@pytest.fixture(scope="module")
+def diverse_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gates") / "diverse.h5"
+    ds = emt_dataset(DIVERSE, n_per_source=5, amplitude=0.1, include_minimum=True)
+    with DatasetWriter(path, attrs={"teacher_fingerprint_id": "emt-test"}) as w:
+        w.append(ds)
+        w.record_failures([(1000, "teacher raised")])
+    return path
+
+
+@pytest.fixture(scope="module")
+def narrow_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gates") / "narrow.h5"
+    with DatasetWriter(path) as w:
+        w.append(emt_dataset(("bulk:Cu-fcc",), n_per_source=10, amplitude=0.005))
+    return path
+
+
+def test_diverse_dataset_passes_every_checkpoint(diverse_file):
+    for cp in ("1k", "10k", "full"):
+        gate = evaluate_gates(diverse_file, cp, SMALL)
+        assert gate.passed, gate.summary()
+        assert {v.metric for v in gate.verdicts} >= {"min_diversity_score", "max_flagged_fraction", "max_failure_rate"}
+    rate = {v.metric: v.value for v in gate.verdicts}["max_failure_rate"]
+    assert rate == pytest.approx(1 / 26)  # 25 labelled + 1 failure from the file's table
+
+
+def test_narrow_dataset_fails_the_gate(narrow_file):
+    gate = evaluate_gates(narrow_file, "1k", SMALL)
+    assert not gate.passed
+    failed = {v.metric for v in gate.failed}
+    assert {"min_diversity_score", "min_entropy_fraction", "min_compositions"} <= failed
+    assert "FAILED" in gate.summary() and "FAIL: diversity score" in gate.summary()
+    assert gate.to_dict()["passed"] is False
+
+
+def test_gate_thresholds_come_from_config(diverse_file, narrow_file):
+    loose = {**SMALL, "gates": {"1k": {"min_diversity_score": 0.0, "min_entropy_fraction": None,
+                                       "min_compositions": 1}}}
+    assert evaluate_gates(narrow_file, "1k", loose).passed
+    strict = {**SMALL, "gates": {"full": {"max_failure_rate": 0.0, "min_structures": 1000}}}
+    gate = evaluate_gates(diverse_file, "full", strict)
+    assert {v.metric for v in gate.failed} == {"max_failure_rate", "min_structures"}
+    with pytest.raises(ConfigError, match="unknown gate checkpoint '5k'"):
+        evaluate_gates(diverse_file, "5k", SMALL)
+
+
+def test_flagged_structures_fail_the_gate():
+    ds = emt_dataset(DIVERSE[:3], n_per_source=4, amplitude=0.1)
+    for a in ds[:2]:
+        a.calc.results["energy"] = 0.0  # sentinel energies from a failed code
+    gate = evaluate_gates(ds, "full", SMALL)
+    assert [v.metric for v in gate.failed] == ["max_flagged_fraction"]
+    assert gate.validation.flagged_indices("sentinel_energy") == [0, 1]
+
+
+# -- ChunkMonitor ---------------------------------------------------------------------------------
+
+MON = {"monitor": {"subsample_atoms": 150, "baseline_chunks": 2, "diversity_drop": 0.3,
+                   "max_failure_rate": 0.1, "max_flagged_fraction": 0.1}}
+
+
+@pytest.fixture(scope="module")
+def chunks():
+    good = [emt_dataset(DIVERSE[:3], n_per_source=2, amplitude=0.1, seed=s) for s in range(3)]
+    narrow = emt_dataset(("bulk:Cu-fcc",), n_per_source=6, amplitude=0.003, seed=9)
+    return good, narrow
+
+
+def test_monitor_steady_chunks_raise_no_alert(chunks, tmp_path):
+    good, _ = chunks
+    events = tmp_path / "events.jsonl"
+    mon = ChunkMonitor(MON, events_path=events)
+    for k, c in enumerate(good):
+        assert mon.on_chunk(k, c, []) == []
+    assert mon.events == [] and not events.exists()
+    s = mon.summary()
+    assert s["chunks"] == 3 and s["labelled"] == 18 and s["failed"] == 0 and s["alerts"] == []
+    assert 0.3 < s["entropy_fraction_median"] <= 1.0
+
+
+def test_monitor_alerts_on_diversity_drop_and_failure_rise(chunks, tmp_path, caplog):
+    good, narrow = chunks
+    events = tmp_path / "events.jsonl"
+    mon = ChunkMonitor(MON, events_path=events)
+    mon(0, good[0], [])
+    # a drop before ``baseline_chunks`` earlier chunks exist is not judged
+    assert mon.on_chunk(1, narrow[:2], []) == []
+    mon(2, good[1], [(100, "x")])  # 1 of 7 failed: 14 % > 10 %
+    assert [e.kind for e in mon.events] == ["failure_rate"]
+    with caplog.at_level(logging.WARNING, logger="mlff_distiller.quality"):
+        new = mon.on_chunk(3, narrow, [])
+    assert [e.kind for e in new] == ["diversity_drop"]
+    assert new[0].chunk_id == 3 and new[0].value < new[0].threshold
+    assert "structural diversity dropped" in caplog.text
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    assert [x["kind"] for x in lines] == [e.kind for e in mon.events]
+    assert mon.failure_rate == pytest.approx(1 / (len(good[0]) + 2 + len(good[1]) + 1 + 6))
+
+
+def test_monitor_alerts_on_flagged_structures():
+    bad = emt_dataset(DIVERSE[:3], n_per_source=2, amplitude=0.1, seed=7)
+    for a in bad[:2]:
+        a.calc.results["forces"][0] = [500.0, 0, 0]
+    mon = ChunkMonitor(MON)
+    new = mon.on_chunk(0, bad, [])
+    assert [e.kind for e in new] == ["flagged_fraction"]
+    assert mon.flagged_fraction == pytest.approx(2 / 6)
+
+
+def test_monitor_chunk_with_only_failures():
+    mon = ChunkMonitor(MON)
+    new = mon.on_chunk(0, [], [(0, "a"), (1, "b")])
+    assert [e.kind for e in new] == ["failure_rate"] and mon.failure_rate == 1.0
+
+
+@pytest.mark.slow
+def test_monitor_as_label_pool_hook(tmp_path):
+    """End to end with helper D's Dask labelling: the monitor sees every chunk."""
+    from mlff_distiller.labeling import label_pool
+
+    pool = tmp_path / "pool.h5"
+    structures = emt_dataset(DIVERSE[:3], n_per_source=4, amplitude=0.1)
+    for a in structures:
+        a.calc = None
+    with DatasetWriter(pool, label_fields=()) as w:
+        w.append(structures)
+    mon = ChunkMonitor(MON)
+    summary = label_pool(pool, "emt", tmp_path / "out.h5", n_workers=1, chunk_size=4, on_chunk=mon, progress=False)
+    assert summary.labelled == 12
+    assert len(mon.chunks) == 3 and mon.n_labelled == 12
+    assert evaluate_gates(tmp_path / "out.h5", "1k", SMALL).passed
