@@ -40,21 +40,21 @@ def dataset_statistics(reader_or_path, cutoff: float = 5.0, progress: bool = Fal
         energies_all = r.column(F.ENERGY)
         cells, pbcs = r.column(F.CELL), r.column(F.PBC)
         numbers_list, forces_list, energies, nb_counts = [], [], [], []
-        iterator = range(len(r))
+        bar = None
         if progress:
             from tqdm import tqdm
 
-            iterator = tqdm(iterator, desc="statistics", unit="struct")
+            bar = tqdm(total=len(r), desc="statistics", unit="struct")
         forces_blocks = r.iter_atom_blocks(F.FORCES) if F.FORCES in r.label_fields else None
         it_num = r.iter_atom_blocks(F.NUMBERS)
         it_pos = r.iter_atom_blocks(F.POSITIONS)
         gi = 0
-        bar = iter(iterator)
         for offsets, nums in it_num:
             _, pos = next(it_pos)
             frc = next(forces_blocks)[1] if forces_blocks is not None else None
             for j in range(len(offsets) - 1):
-                next(bar, None)
+                if bar is not None:
+                    bar.update(1)
                 i = gi + j
                 if not emask[i]:
                     continue
@@ -66,6 +66,8 @@ def dataset_statistics(reader_or_path, cutoff: float = 5.0, progress: bool = Fal
                 ei, _ = neighbor_list(pos[a:b].astype(np.float64), cells[i], pbcs[i], cutoff)
                 nb_counts.append(ei.shape[1])
             gi += len(offsets) - 1
+        if bar is not None:
+            bar.close()
         if not energies:
             raise DatasetError(f"{r.path} has no structure with an energy label; nothing to compute statistics from")
         return compute_statistics(numbers_list, np.asarray(energies), forces_list or None, nb_counts, cutoff=cutoff)

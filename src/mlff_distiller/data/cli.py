@@ -1,0 +1,187 @@
+"""``mlff-distill dataset info|import|export|stats|repack``: the dataset store on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("dataset", help="inspect, import, export and repack dataset files (HDF5)",
+                              description="Dataset files (HDF5, see docs/dataset-format.md). Units: eV, A, eV/A, eV/A^3.")
+    sub = p.add_subparsers(dest="dataset_command", metavar="ACTION")
+    sub.required = True
+
+    q = sub.add_parser("info", help="counts, elements, sizes, fields, units, provenance summary")
+    q.add_argument("file")
+    q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    q.set_defaults(func=_info)
+
+    q = sub.add_parser("import", help="read structures with ASE (extxyz, traj, ...) into a dataset file")
+    q.add_argument("inputs", nargs="+", help="structure files ASE can read")
+    q.add_argument("-o", "--output", required=True, help="dataset file to write (.h5)")
+    q.add_argument("--format", default=None, help="ASE format name (default: from the file name)")
+    q.add_argument("--index", default=":", help="ASE frame selection, e.g. ':' or '::10' (default ':')")
+    q.add_argument("--labels", default=None,
+                   help="comma-separated label fields to store (energy,forces,stress); default: what the input carries; "
+                        "'none' for an unlabelled pool")
+    q.add_argument("--append", action="store_true", help="append to an existing dataset instead of replacing it")
+    q.add_argument("--positions-dtype", choices=("float64", "float32"), default="float64")
+    q.set_defaults(func=_import)
+
+    q = sub.add_parser("export", help="write a dataset file as extxyz (or another format ASE writes)")
+    q.add_argument("file")
+    q.add_argument("-o", "--output", required=True)
+    q.add_argument("--format", default="extxyz", help="ASE format name (default extxyz, which keeps every field)")
+    q.set_defaults(func=_export)
+
+    q = sub.add_parser("stats", help="normalization statistics (reference energies, scales, neighbours); stored in the file")
+    q.add_argument("file")
+    q.add_argument("--cutoff", type=float, default=5.0, help="neighbour cutoff in A (default 5.0)")
+    q.add_argument("-o", "--output", default=None, help="also write the statistics as JSON here")
+    q.add_argument("--no-store", action="store_true", help="do not write the statistics into the dataset file")
+    q.set_defaults(func=_stats)
+
+    q = sub.add_parser("repack", help="merge the append journal into the compact read-optimised layout")
+    q.add_argument("file")
+    q.add_argument("-o", "--output", default=None, help="write here instead of in place")
+    q.add_argument("--positions-dtype", choices=("float64", "float32"), default=None,
+                   help="store positions in this precision (float32: ~5e-7 A error, smaller file)")
+    q.set_defaults(func=_repack)
+
+
+def summarize(path) -> dict:
+    """Summary of a dataset file as a plain dict (what ``dataset info`` prints)."""
+    import os
+
+    import numpy as np
+    from ase.data import chemical_symbols
+
+    from .. import fields as F
+    from .store import DatasetReader
+
+    with DatasetReader(path) as r:
+        counts: Counter = Counter()
+        for _, nums in r.iter_atom_blocks(F.NUMBERS):
+            zs, cs = np.unique(nums, return_counts=True)
+            counts.update({chemical_symbols[int(z)]: int(c) for z, c in zip(zs, cs)})
+        n_atoms = r.n_atoms
+        pbc = r.column(F.PBC)
+        labels = {name: int(r.column(name + "_mask").sum()) for name in r.label_fields}
+        out = {
+            "file": str(path),
+            "file_size_bytes": os.path.getsize(path),
+            "format_version": r.format_version,
+            "structures": len(r),
+            "atoms": int(n_atoms.sum()),
+            "atoms_per_structure": ({"min": int(n_atoms.min()), "median": float(np.median(n_atoms)),
+                                     "max": int(n_atoms.max())} if len(r) else {}),
+            "periodic_3d": int(pbc.all(axis=1).sum()) if len(r) else 0,
+            "non_periodic": int((~pbc.any(axis=1)).sum()) if len(r) else 0,
+            "elements": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+            "label_fields": list(r.label_fields),
+            "labelled_structures": labels,
+            "units": r.units,
+            "positions_dtype": r.positions_dtype.name,
+            "provenance": {
+                "sources": dict(Counter(r.column("source").tolist()).most_common(10)),
+                "n_sources": len(set(r.column("source").tolist())),
+                "samplers": dict(Counter(r.column("sampler").tolist())),
+                "teachers": dict(Counter(r.column("teacher").tolist())),
+                "groups": len(set(r.column("group").tolist()) - {""}),
+            },
+            "failures": len(r.failures()),
+            "unmerged_journal_segments": r.n_segments,
+            "attrs": r.attrs,
+        }
+    return out
+
+
+def _print_summary(s: dict) -> None:
+    def line(k, v):
+        print(f"{k:<22} {v}")
+
+    line("file", f"{s['file']} ({s['file_size_bytes'] / 2**20:.2f} MiB, format version {s['format_version']})")
+    line("structures", f"{s['structures']} ({s['periodic_3d']} periodic 3-D, {s['non_periodic']} non-periodic)")
+    a = s["atoms_per_structure"]
+    line("atoms", f"{s['atoms']}" + (f" ({a['min']}-{a['max']} per structure, median {a['median']:g})" if a else ""))
+    line("elements", " ".join(f"{el}:{c}" for el, c in s["elements"].items()) or "-")
+    lab = s["labelled_structures"]
+    line("labels", ", ".join(f"{k} ({v})" for k, v in lab.items()) if lab else "none (unlabelled pool)")
+    units = s["units"]
+    line("units", ", ".join(f"{k} {units[k]}" for k in ("positions", "energy", "forces", "stress") if k in units)
+         + f"; stress {units.get('stress_order', 'voigt')}")
+    line("positions dtype", s["positions_dtype"])
+    prov = s["provenance"]
+    line("sources", f"{prov['n_sources']}: " + ", ".join(f"{k or '-'} ({v})" for k, v in prov["sources"].items()))
+    line("samplers", ", ".join(f"{k or '-'} ({v})" for k, v in prov["samplers"].items()))
+    line("teachers", ", ".join(f"{k or '-'} ({v})" for k, v in prov["teachers"].items()))
+    line("groups", prov["groups"])
+    line("failures", s["failures"])
+    if s["unmerged_journal_segments"]:
+        line("journal", f"{s['unmerged_journal_segments']} unmerged segments (run `mlff-distill dataset repack`)")
+    for k, v in s["attrs"].items():
+        text = json.dumps(v, sort_keys=True) if not isinstance(v, str) else v
+        line(f"attr {k}", text if len(text) <= 100 else text[:97] + "...")
+
+
+def _info(args) -> int:
+    s = summarize(args.file)
+    if args.json:
+        print(json.dumps(s, indent=2, default=str))
+    else:
+        _print_summary(s)
+    return 0
+
+
+def _parse_labels(text):
+    from ..errors import DatasetError
+    from .store import LABEL_FIELDS
+
+    if text is None:
+        return None
+    if text.strip().lower() in ("none", ""):
+        return ()
+    fields = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [f for f in fields if f not in LABEL_FIELDS]
+    if bad:
+        raise DatasetError(f"--labels has unknown field {bad[0]!r}; use a comma-separated subset of {','.join(LABEL_FIELDS)} or 'none'")
+    return fields
+
+
+def _import(args) -> int:
+    from .io import import_structures
+
+    n = import_structures(args.inputs, args.output, format=args.format, index=args.index,
+                          label_fields=_parse_labels(args.labels), mode="a" if args.append else "w",
+                          positions_dtype=args.positions_dtype, progress=True)
+    print(f"imported {n} structures into {args.output}")
+    return 0
+
+
+def _export(args) -> int:
+    from .io import export_structures
+
+    n = export_structures(args.file, args.output, format=args.format, progress=True)
+    print(f"exported {n} structures to {args.output}")
+    return 0
+
+
+def _stats(args) -> int:
+    from .statistics import dataset_statistics, store_statistics
+
+    stats = dataset_statistics(args.file, cutoff=args.cutoff, progress=True)
+    text = stats.to_json(args.output)
+    if not args.no_store:
+        store_statistics(args.file, stats)
+    print(text)
+    return 0
+
+
+def _repack(args) -> int:
+    from .store import repack
+
+    out = repack(args.file, args.output, positions_dtype=args.positions_dtype)
+    print(f"repacked into {out}")
+    return 0

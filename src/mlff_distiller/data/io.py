@@ -1,0 +1,246 @@
+"""Import from extxyz (or any format ASE reads) into a dataset file, and export back.
+
+Labels travel on ASE's SinglePointCalculator (energy eV, forces eV/A, stress eV/A^3).
+In extxyz the provenance dict is flattened into info keys ``prov_source``,
+``prov_sampler``, ``prov_params`` (JSON text), ``prov_parent``, ``prov_group``,
+``prov_seed``, ``prov_teacher`` (plus ``prov_<key>`` for extra keys, JSON text); empty
+strings and defaults are left out. ``charge``, ``spin_multiplicity`` and other info keys
+are written as they are. The file attributes ride on the first frame as
+``dataset_attrs`` (JSON text). Round trip extxyz -> HDF5 -> extxyz keeps every one of
+these fields; forces pass through float32 storage (relative error below 1e-7).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .. import fields as F
+from ..errors import DatasetError
+from .store import LABEL_FIELDS, DatasetReader, DatasetWriter, default_provenance
+
+PROV_PREFIX = "prov_"
+ATTRS_KEY = "dataset_attrs"
+FAILURES_KEY = "dataset_failures"
+
+
+def flatten_provenance(atoms) -> None:
+    """In place: ``info["provenance"]`` -> ``prov_*`` info keys (for extxyz)."""
+    prov = atoms.info.pop("provenance", None)
+    if not prov:
+        return
+    defaults = default_provenance()
+    for key, value in prov.items():
+        if key in defaults and value == defaults[key]:
+            continue  # defaults are implied on import; empty strings break extxyz parsing
+        if key in ("source", "sampler", "group", "teacher"):
+            atoms.info[PROV_PREFIX + key] = str(value)
+        elif key in ("parent", "seed"):
+            atoms.info[PROV_PREFIX + key] = int(value)
+        else:  # params and any extra key: JSON text, so nested values survive
+            atoms.info[PROV_PREFIX + key] = json.dumps(value, sort_keys=True)
+
+
+def unflatten_provenance(atoms, default_source: str = "") -> None:
+    """In place: ``prov_*`` info keys -> ``info["provenance"]`` (defaults for missing keys)."""
+    prov = default_provenance()
+    found = False
+    for key in [k for k in atoms.info if k.startswith(PROV_PREFIX)]:
+        name = key[len(PROV_PREFIX):]
+        value = atoms.info.pop(key)
+        found = True
+        if name in ("source", "sampler", "group", "teacher"):
+            prov[name] = str(value)
+        elif name in ("parent", "seed"):
+            prov[name] = int(value)
+        else:
+            try:
+                prov[name] = json.loads(value) if isinstance(value, str) else _plain(value)
+            except json.JSONDecodeError:
+                prov[name] = value
+    if isinstance(atoms.info.get("provenance"), dict):
+        prov.update(atoms.info["provenance"])
+        found = True
+    if not found:
+        prov["source"] = default_source
+        prov["sampler"] = "none"
+    atoms.info["provenance"] = prov
+
+
+def _plain(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v
+
+
+def _iread(path: Path, format: str | None, index: str):
+    from ase.io import iread
+
+    if not path.exists():
+        raise DatasetError(f"input file not found: {path}; check the path")
+    try:
+        yield from iread(str(path), index=index, format=format)
+    except DatasetError:
+        raise
+    except Exception as err:  # ASE raises many types for unreadable input
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DatasetError(f"cannot read {path} with ASE (format {format or 'auto'}): {msg}; check the file and --format") from None
+
+
+def _carried_labels(atoms) -> set[str]:
+    res = atoms.calc.results if getattr(atoms, "calc", None) is not None else {}
+    out = {k for k in (F.ENERGY, F.FORCES) if k in res}
+    if F.STRESS in res and bool(np.all(atoms.pbc)):
+        out.add(F.STRESS)
+    return out
+
+
+def import_structures(sources: Sequence, out, format: str | None = None, index: str = ":",
+                      label_fields: Sequence[str] | None = None, mode: str = "w", positions_dtype: str = "float64",
+                      chunk: int = 500, progress: bool = False) -> int:
+    """Read structures with ASE and store them in dataset ``out``; returns how many.
+
+    ``label_fields=None`` takes every label (energy, forces, stress) that any structure
+    carries; a file without labels becomes an unlabelled pool. ``mode="w"`` replaces ``out``,
+    ``"a"`` appends (the label fields must match).
+    """
+    sources = [Path(s) for s in ([sources] if isinstance(sources, (str, os.PathLike)) else sources)]
+    if not sources:
+        raise DatasetError("no input files given; name at least one structure file to import")
+    for s in sources:
+        if not s.exists():
+            raise DatasetError(f"input file not found: {s}; check the path")
+    if Path(out).resolve() in [s.resolve() for s in sources]:
+        raise DatasetError(f"output {out} is also an input; choose another output path")
+    attrs: dict = {}
+    failures: list = []
+    carried: set[str] = set()
+    for s in sources:  # first pass: labels carried, attributes and failures of an exported dataset
+        for k, atoms in enumerate(_iread(s, format, index)):
+            carried |= _carried_labels(atoms)
+            if k == 0 and ATTRS_KEY in atoms.info:
+                attrs.update(_load_attrs(atoms.info[ATTRS_KEY], s))
+            if k == 0 and FAILURES_KEY in atoms.info:
+                failures += [tuple(f) for f in _load_attrs(atoms.info[FAILURES_KEY], s, list)]
+    if label_fields is None:
+        label_fields = tuple(f for f in LABEL_FIELDS if f in carried)
+    if not attrs:
+        attrs["imported_from"] = [str(s) for s in sources]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="import", unit="struct")
+    n = 0
+    with DatasetWriter(out, label_fields=label_fields, attrs=attrs, mode=mode, positions_dtype=positions_dtype) as w:
+        for s in sources:
+            buf = []
+            for atoms in _iread(s, format, index):
+                atoms.info.pop(ATTRS_KEY, None)
+                atoms.info.pop(FAILURES_KEY, None)
+                unflatten_provenance(atoms, default_source=f"file:{s.name}")
+                buf.append(atoms)
+                if len(buf) >= chunk:
+                    n += _append(w, buf, n, bar)
+                    buf = []
+            if buf:
+                n += _append(w, buf, n, bar)
+        if failures:
+            w.record_failures(failures)
+    if bar is not None:
+        bar.close()
+    return n
+
+
+def _load_attrs(text, source, kind=dict):
+    try:
+        d = json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        d = None
+    if not isinstance(d, kind):
+        raise DatasetError(f"{source}: the dataset_attrs/dataset_failures entry of the first frame is not JSON "
+                           f"{kind.__name__}; remove it or fix it")
+    return d
+
+
+def _append(w: DatasetWriter, buf, done: int, bar) -> int:
+    try:
+        w.append(buf)
+    except DatasetError as err:
+        # Name the structure by its position in the input, not in the appended chunk.
+        msg = str(err)
+        import re
+
+        m = re.match(r"structure (\d+) of the appended list", msg)
+        if m:
+            msg = msg.replace(m.group(0), f"input structure {done + int(m.group(1))}")
+        raise DatasetError(msg) from None
+    if bar is not None:
+        bar.update(len(buf))
+    return len(buf)
+
+
+def export_structures(path, out, format: str = "extxyz", indices: Iterable[int] | None = None,
+                      progress: bool = False) -> int:
+    """Write structures of dataset ``path`` to ``out`` with ASE (temp file + rename); returns how many."""
+    from ase.io import write
+
+    out = Path(out)
+    if out.exists() and Path(path).exists() and out.resolve() == Path(path).resolve():
+        raise DatasetError(f"output {out} is the dataset itself; choose another output path")
+    if not out.parent.is_dir():
+        raise DatasetError(f"directory {out.parent} does not exist; create it first")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    n = 0
+    with DatasetReader(path) as r:
+        idx = range(len(r)) if indices is None else [int(i) for i in indices]
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(idx), desc="export", unit="struct")
+        frames: list = []
+        stream = format == "extxyz"
+        try:
+            fh = open(tmp, "w") if stream else None
+            try:
+                for k, i in enumerate(idx):
+                    atoms = r.get_atoms(i)
+                    flatten_provenance(atoms)
+                    if k == 0 and r.attrs:
+                        atoms.info[ATTRS_KEY] = json.dumps(r.attrs, sort_keys=True)
+                    if k == 0 and r.failures():
+                        atoms.info[FAILURES_KEY] = json.dumps(r.failures())
+                    frames.append(atoms)
+                    n += 1
+                    if stream and len(frames) >= 1000:
+                        write(fh, frames, format="extxyz")
+                        frames = []
+                    if bar is not None:
+                        bar.update(1)
+                if stream:
+                    if frames:
+                        write(fh, frames, format="extxyz")
+                else:
+                    write(str(tmp), frames, format=format)
+            except DatasetError:
+                raise
+            except Exception as err:
+                raise DatasetError(f"ASE cannot write format {format!r} ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                                   "use extxyz or another multi-frame format ASE writes") from None
+            finally:
+                if fh is not None:
+                    fh.close()
+            os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+            if bar is not None:
+                bar.close()
+    return n
