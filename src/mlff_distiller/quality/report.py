@@ -33,7 +33,7 @@ from ..fields import UNIT_SYSTEM
 from ._data import Records, load_records
 from .checks import validate
 from .config import CHECKPOINTS, QualityConfig
-from .diversity_metrics import diversity
+from .diversity_metrics import diversity, sampler_category
 from .gates import evaluate_gates
 
 PLOTS = (
@@ -383,6 +383,13 @@ def _html(rec: Records, validation, div, gates: dict, plots: dict, config: Quali
         parts.append(_table(["composition", "structures", "compared", "mean", "median", "max"],
                             [[x["formula"], x["n_structures"], x["n_compared"], _fmt(x["mean"], 3),
                               _fmt(x["median"], 3), _fmt(x["max"], 3)] for x in s["rmsd"]["compositions"]]))
+
+    parts.append("<h2 id='provenance'>Counts per source and sampler</h2>")
+    n = len(rec)
+    parts.append(_table(["source", "structures"], Counter(rec.source(i) for i in range(n)).most_common()))
+    parts.append(_table(["sampler", "category", "structures"],
+                        [[s, sampler_category(s).replace("_", "-"), c]
+                         for s, c in Counter(rec.sampler(i) for i in range(n)).most_common()]))
 
     parts.append("<h2 id='plots'>Plots</h2>")
     for key, caption in PLOTS:
