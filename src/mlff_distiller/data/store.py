@@ -429,12 +429,18 @@ class _Part:
         return len(self.n_atoms)
 
     def preload(self):
-        self.preloaded = {name: ds[()] for name, ds in self.atom_ds.items()}
+        self.preloaded = {name: self.read_atoms(name) for name in self.atom_ds}
 
-    def read_atoms(self, name: str, a: int, b: int) -> np.ndarray:
+    def read_atoms(self, name: str, a: int | None = None, b: int | None = None) -> np.ndarray:
+        """Per-atom array ``name``, atoms ``a:b`` (all by default); DatasetError on damaged data."""
         if self.preloaded is not None:
             return self.preloaded[name][a:b]
-        return self.atom_ds[name][a:b]
+        try:
+            return self.atom_ds[name][a:b]
+        except OSError as err:
+            raise DatasetError(
+                f"{self.path} is corrupt: reading {name} failed ({str(err).splitlines()[0]}); restore it from a copy or re-create it"
+            ) from None
 
     def close(self):
         try:
@@ -664,7 +670,7 @@ class DatasetReader:
         for p in self._parts:
             if name not in p.atom_ds:
                 raise DatasetError(f"{self.path} has no per-atom array {name!r}")
-            yield p.offsets, (p.preloaded[name] if p.preloaded is not None else p.atom_ds[name][()])
+            yield p.offsets, p.read_atoms(name)
 
     def elements(self) -> list[int]:
         zs = set()
@@ -919,11 +925,11 @@ def _part_block(p: _Part, lo: int = 0, hi: int | None = None) -> _Block:
     hi = len(p) if hi is None else hi
     a, b = int(p.offsets[lo]), int(p.offsets[hi])
     blk = _Block(
-        numbers=p.atom_ds[F.NUMBERS][a:b], positions=p.atom_ds[F.POSITIONS][a:b], n_atoms=p.n_atoms[lo:hi].astype(np.int32),
+        numbers=p.read_atoms(F.NUMBERS, a, b), positions=p.read_atoms(F.POSITIONS, a, b), n_atoms=p.n_atoms[lo:hi].astype(np.int32),
         cell=p.small[F.CELL][lo:hi], pbc=p.small[F.PBC][lo:hi], charge=p.small[F.CHARGE][lo:hi], spin=p.small[F.SPIN][lo:hi],
     )
     for name in p.label_fields:
-        blk.labels[name] = p.atom_ds[name][a:b] if name == F.FORCES else p.small[name][lo:hi]
+        blk.labels[name] = p.read_atoms(name, a, b) if name == F.FORCES else p.small[name][lo:hi]
         blk.labels[name + "_mask"] = p.small[name + "_mask"][lo:hi]
     for key in _PROV_STR:
         table = p.tables[key]

@@ -1,0 +1,262 @@
+"""Dataset store: round trips, label masks, provenance, attrs, failures and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk, molecule
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from mlff_distiller.cli import main as cli_main
+from mlff_distiller.data.store import FORMAT_VERSION, DatasetReader, DatasetWriter, journal_dir, repack
+from mlff_distiller.errors import DatasetError
+
+
+def emt_labelled(atoms, seed=0, stdev=0.05):
+    atoms = atoms.copy()
+    atoms.rattle(stdev, seed=seed)
+    atoms.calc = EMT()
+    res = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+    if atoms.pbc.all():
+        res["stress"] = atoms.get_stress()
+    atoms.calc = SinglePointCalculator(atoms, **res)
+    atoms.info["provenance"] = {"source": f"test:{atoms.get_chemical_formula()}", "sampler": "rattle",
+                                "params": {"stdev": stdev, "nested": {"a": [1, 2]}}, "parent": -1,
+                                "group": f"g{seed % 3}", "seed": seed, "teacher": "emt"}
+    return atoms
+
+
+@pytest.fixture
+def mixed():
+    out = []
+    for k in range(6):
+        base = bulk("Cu", "fcc", a=3.6, cubic=True) * (1, 1, 2) if k % 2 else molecule("CH3OH")
+        out.append(emt_labelled(base, seed=k))
+    out[0].info["charge"] = -1
+    out[0].info["spin_multiplicity"] = 2
+    out[2].info["config_type"] = "mol"
+    return out
+
+
+def test_round_trip_labels_masks_provenance(tmp_path, mixed):
+    path = tmp_path / "d.h5"
+    with DatasetWriter(path, attrs={"teacher": {"name": "emt", "version": "3"}, "recipe": "x: 1"}) as w:
+        assert w.append(mixed[:2]) == [0, 1]
+        assert w.append(mixed[2:]) == [2, 3, 4, 5]
+    assert not journal_dir(path).exists()  # finalized into one compact file
+    with DatasetReader(path) as r:
+        assert len(r) == 6 and r.n_segments == 0
+        assert r.label_fields == ("energy", "forces", "stress")
+        assert r.attrs["teacher"] == {"name": "emt", "version": "3"} and r.attrs["recipe"] == "x: 1"
+        assert r.units["energy"] == "eV" and r.units["forces"] == "eV/A" and r.units["stress"] == "eV/A^3"
+        for i, a in enumerate(mixed):
+            b = r.get_atoms(i)
+            assert np.array_equal(a.numbers, b.numbers)
+            assert np.array_equal(a.positions, b.positions)  # float64: exact
+            assert np.array_equal(a.cell.array, b.cell.array) and np.array_equal(a.pbc, b.pbc)
+            assert b.get_potential_energy() == a.get_potential_energy()
+            np.testing.assert_allclose(b.get_forces(), a.get_forces(), rtol=1e-6, atol=1e-6)  # float32 storage
+            if a.pbc.all():
+                np.testing.assert_array_equal(b.get_stress(), a.get_stress())
+            else:
+                assert "stress" not in b.calc.results  # masked: stress only for 3-D periodic cells
+            assert b.info["provenance"] == a.info["provenance"] == r.provenance(i)
+        assert r.get_atoms(0).info["charge"] == -1 and r.get_atoms(0).info["spin_multiplicity"] == 2
+        assert "charge" not in r.get_atoms(1).info
+        assert r.get_atoms(2).info["config_type"] == "mol"
+        np.testing.assert_array_equal(r.column("stress_mask"), [False, True] * 3)
+
+
+def test_plain_h5py_reads_the_layout(tmp_path, mixed):
+    path = tmp_path / "d.h5"
+    with DatasetWriter(path) as w:
+        w.append(mixed)
+    with h5py.File(path, "r") as h5:
+        assert h5.attrs["format_version"] == FORMAT_VERSION
+        off = h5["offsets"][()]
+        assert off[-1] == h5["numbers"].shape[0] == sum(len(a) for a in mixed)
+        np.testing.assert_array_equal(h5["positions"][off[3]:off[4]], mixed[3].positions)
+        assert h5["positions"].compression == "gzip" and h5["positions"].shuffle
+        assert h5["forces"].dtype == np.float32 and h5["energy"].dtype == np.float64
+        table = h5["provenance/source_values"].asstr()[()]
+        assert table[h5["provenance/source"][1]] == mixed[1].info["provenance"]["source"]
+        assert json.loads(h5.attrs["label_fields"]) == ["energy", "forces", "stress"]
+
+
+def test_unlabelled_pool_and_failures(tmp_path, mixed):
+    path = tmp_path / "pool.h5"
+    bare = []
+    for a in mixed:
+        b = a.copy()
+        b.calc = None
+        bare.append(b)
+    with DatasetWriter(path, label_fields=()) as w:
+        w.append(bare)
+        w.record_failures([(3, "teacher\ncrashed"), (5, "nan energy")])
+    with DatasetReader(path) as r:
+        assert r.label_fields == () and len(r) == 6
+        assert r.get_atoms(0).calc is None
+        assert set(r.get_arrays(0)) == {"numbers", "positions", "cell", "pbc", "charge", "spin_multiplicity"}
+        assert r.failures() == [(3, "teacher crashed"), (5, "nan energy")]
+    # a labelled structure cannot go into the pool
+    with pytest.raises(DatasetError, match="carries labels .*energy.*unlabelled pool"):
+        with DatasetWriter(path, label_fields=()) as w:
+            w.append(mixed[:1])
+
+
+def test_append_mode_reopens_and_checks_label_fields(tmp_path, mixed):
+    path = tmp_path / "d.h5"
+    with DatasetWriter(path, label_fields=("energy", "forces")) as w:
+        w.append([emt_labelled(molecule("CH4"))])
+    with DatasetWriter(path, label_fields=("energy", "forces")) as w:
+        assert w.append([emt_labelled(molecule("C2H6"), seed=1)]) == [1]
+    assert len(DatasetReader(path)) == 2
+    with pytest.raises(DatasetError, match=r"stores label fields \(energy, forces\).*opened with \(energy, forces, stress\)"):
+        DatasetWriter(path, label_fields=("energy", "forces", "stress"))
+    # the file is untouched by the refused writer
+    with DatasetReader(path) as r:
+        assert len(r) == 2 and r.label_fields == ("energy", "forces")
+    # mode "w" starts over
+    with DatasetWriter(path, label_fields=("energy",), mode="w") as w:
+        assert len(w) == 0
+    assert len(DatasetReader(path)) == 0
+
+
+def test_journal_is_read_before_finalize_and_compacts(tmp_path, mixed, monkeypatch):
+    import mlff_distiller.data.store as store
+
+    monkeypatch.setattr(store, "MAX_JOURNAL_SEGMENTS", 3)
+    path = tmp_path / "d.h5"
+    w = DatasetWriter(path, attrs={"a": 1})
+    for a in mixed:
+        w.append([a])
+    w.update_attrs({"b": 2})
+    with DatasetReader(path) as r:  # unfinalized: main file is empty, data lives in the journal
+        assert len(r) == 6 and 1 <= r.n_segments <= 4
+        assert r.attrs["a"] == 1 and r.attrs["b"] == 2
+        assert r.get_atoms(5).info["provenance"] == mixed[5].info["provenance"]
+    with h5py.File(path, "r") as h5:
+        assert h5["numbers"].shape[0] == 0
+    w.close()
+    with DatasetReader(path) as r:
+        assert len(r) == 6 and r.n_segments == 0 and r.attrs["b"] == 2
+
+
+def test_writer_is_exclusive(tmp_path, mixed):
+    path = tmp_path / "d.h5"
+    with DatasetWriter(path) as w:
+        w.append(mixed[:1])
+        with pytest.raises(DatasetError, match="already open for writing"):
+            DatasetWriter(path)
+
+
+def test_repack_float32_positions_error_is_small(tmp_path, mixed):
+    path, small = tmp_path / "d.h5", tmp_path / "d32.h5"
+    with DatasetWriter(path) as w:
+        w.append(mixed)
+    repack(path, small, positions_dtype="float32")
+    with DatasetReader(path) as r, DatasetReader(small) as r32:
+        assert r32.positions_dtype == np.float32 and len(r32) == len(r)
+        for i in range(len(r)):
+            err = np.abs(r32.get_arrays(i)["positions"] - r.get_arrays(i)["positions"]).max()
+            assert 0 <= err < 1e-6  # float32 spacing at |x| < 16 A is below 2e-6
+            assert r32.provenance(i) == r.provenance(i)
+        assert r32.attrs == r.attrs
+
+
+# ---------------------------------------------------------------------------- bad input
+def _one(**kw):
+    a = Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    res = {"energy": -1.0, "forces": np.zeros((3, 3))}
+    res.update(kw)
+    a.calc = SinglePointCalculator(a, **res)
+    return a
+
+
+@pytest.mark.parametrize(
+    "bad, pattern",
+    [
+        (dict(energy=np.nan), r"structure 1 of the appended list .*NaN/inf energy"),
+        (dict(forces=np.full((3, 3), np.inf)), r"structure 1 .*NaN/inf forces"),
+        (dict(forces=np.zeros((2, 3))), r"structure 1 .*forces of shape \(2, 3\), expected \(3, 3\)"),
+    ],
+)
+def test_bad_labels_name_the_structure_and_write_nothing(tmp_path, bad, pattern):
+    path = tmp_path / "d.h5"
+    with DatasetWriter(path, label_fields=("energy", "forces")) as w:
+        w.append([_one()])
+        with pytest.raises(DatasetError, match=pattern) as err:
+            w.append([_one(), _one(**bad)])
+        assert "\n" not in str(err.value)
+        assert len(w) == 1
+    assert len(DatasetReader(path)) == 1
+
+
+def test_unknown_atomic_number_and_missing_labels(tmp_path):
+    path = tmp_path / "d.h5"
+    with DatasetWriter(path, label_fields=("energy", "forces")) as w:
+        a = _one()
+        a.numbers[1] = 0
+        with pytest.raises(DatasetError, match="unknown atomic number 0"):
+            w.append([a])
+        b = _one()
+        b.calc = None
+        with pytest.raises(DatasetError, match="no energy label"):
+            w.append([b])
+        c = _one()
+        c.calc = SinglePointCalculator(c, energy=1.0, forces=np.zeros((3, 3)), stress=np.zeros(6))
+        c.pbc = True
+        c.cell = np.eye(3) * 5
+        with pytest.raises(DatasetError, match=r"carries labels \(stress\)"):
+            w.append([c])
+    with pytest.raises(DatasetError, match="label_fields"):
+        DatasetWriter(tmp_path / "x.h5", label_fields=("energy", "dipole"))
+
+
+def test_missing_truncated_corrupt_and_other_version(tmp_path, mixed):
+    with pytest.raises(DatasetError, match="not found"):
+        DatasetReader(tmp_path / "nope.h5")
+    path = tmp_path / "d.h5"
+    with DatasetWriter(path) as w:
+        w.append(mixed)
+    data = path.read_bytes()
+    trunc = tmp_path / "trunc.h5"
+    trunc.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match="truncated or corrupt"):
+        DatasetReader(trunc)
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_bytes(b"not an hdf5 file at all" * 100)
+    with pytest.raises(DatasetError, match="not a readable dataset file"):
+        DatasetReader(garbage)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as h5:
+        h5["x"] = [1]
+    with pytest.raises(DatasetError, match="not an mlff-distiller dataset"):
+        DatasetReader(other)
+    with h5py.File(path, "a") as h5:
+        h5.attrs["format_version"] = FORMAT_VERSION + 1
+    with pytest.raises(DatasetError, match=f"format version {FORMAT_VERSION + 1}"):
+        DatasetReader(path)
+    with pytest.raises(DatasetError, match="format version"):
+        DatasetWriter(path)  # appending to it is refused the same way
+    # the CLI turns these into one line and exit status 2
+    assert cli_main(["dataset", "info", str(trunc)]) == 2
+
+
+def test_corrupt_data_chunk_is_a_dataset_error(tmp_path, mixed):
+    path = tmp_path / "d.h5"
+    with DatasetWriter(path) as w:
+        w.append(mixed * 40)
+    with h5py.File(path, "r") as h5:
+        off = h5["positions"].id.get_chunk_info(0).byte_offset
+    raw = bytearray(path.read_bytes())
+    raw[off:off + 64] = b"\x00" * 64  # clobber the gzip stream of the first positions chunk
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DatasetError, match="corrupt"):
+        with DatasetReader(path) as r:
+            r.get_arrays(0)
