@@ -7,21 +7,21 @@ import numpy as np
 VOIGT_PAIRS = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 
 
-def fd_forces(teacher, atoms, components, h):
-    """-dE/dx for the given (atom, axis) components, central differences, all in one label() call."""
+def fd_forces(teacher, atoms, components, h, batch_size=None):
+    """-dE/dx for the given (atom, axis) components, central differences, in one label() call."""
     displaced = []
     for a, k in components:
         for sign in (+1, -1):
             d = atoms.copy()
             d.positions[a, k] += sign * h
             displaced.append(d)
-    res = teacher.label(displaced)
+    res = teacher.label(displaced, batch_size=batch_size)
     assert all(r.ok for r in res), [r.error for r in res if not r.ok]
     e = np.array([r.energy for r in res]).reshape(-1, 2)
     return -(e[:, 0] - e[:, 1]) / (2 * h)
 
 
-def fd_stress(teacher, atoms, h):
+def fd_stress(teacher, atoms, h, batch_size=None):
     """ASE stress (1/V) dE/d(strain), Voigt, by central differences of symmetric strains."""
     strained = []
     for i, j in VOIGT_PAIRS:
@@ -36,7 +36,7 @@ def fd_stress(teacher, atoms, h):
             d.set_cell(atoms.cell.array @ deform, scale_atoms=False)
             d.positions = atoms.positions @ deform
             strained.append(d)
-    res = teacher.label(strained)
+    res = teacher.label(strained, batch_size=batch_size)
     assert all(r.ok for r in res), [r.error for r in res if not r.ok]
     e = np.array([r.energy for r in res]).reshape(6, 2)
     # d(eps_ij + eps_ji) counted once for shear: dE/d(gamma) with gamma = 2 eps_ij -> Voigt stress
