@@ -340,6 +340,11 @@ class DistillationTrainer:
         if dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
+            import warnings
+
+            # A (1, F) readout weight's gradient has strides (1, 1) instead of (F, 1): same memory
+            # order, harmless, but DDP warns on every step.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
         weights = (cfg.energy_weight, cfg.forces_weight, cfg.stress_weight)
