@@ -255,3 +255,19 @@ def test_chgnet_batch_equals_single_and_isolates_failures(chgnet):
 def test_chgnet_missing_weights_file():
     with pytest.raises(TeacherError, match="weights_path '/nonexistent/chgnet.pth.tar' does not exist"):
         build_teacher({"name": "chgnet", "weights_path": "/nonexistent/chgnet.pth.tar"})
+
+
+# -- GFN2-xTB through tblite ---------------------------------------------------------------
+def test_xtb_fd_forces_and_charge_from_info():
+    pytest.importorskip("tblite")
+    teacher = build_teacher("xtb")
+    mol = molecule("CH3OH")
+    mol.rattle(0.03, seed=1)
+    r = teacher.label([mol])[0]
+    comps = [(0, 0), (2, 1), (5, 2)]
+    np.testing.assert_allclose(fd_forces(teacher, mol, comps, 1e-3), [r.forces[a, k] for a, k in comps], atol=1e-4)
+    cation = mol.copy()
+    cation.info.update(charge=1, spin_multiplicity=2)
+    r_cat, r_again = teacher.label([cation, mol])
+    assert r_cat.ok and r_cat.energy > r.energy + 5.0  # ionisation costs several eV
+    assert r_again.energy == pytest.approx(r.energy, abs=1e-8)  # the charge did not leak to the next one

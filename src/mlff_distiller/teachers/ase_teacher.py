@@ -188,3 +188,13 @@ class XTBTeacher(ShorthandASETeacher):
         kwargs.setdefault("method", self._spec["method"])
         kwargs.setdefault("verbosity", 0)
         return short["calculator"], kwargs, short["elements"], short["conservative_forces"]
+
+    def _label_one(self, atoms: Atoms):
+        # total charge (e) and spin multiplicity 2S+1 per structure, from atoms.info (architecture.md keys)
+        charge = atoms.info.get("charge")
+        mult = atoms.info.get("spin_multiplicity")
+        self._calc.set(
+            charge=None if charge is None else int(round(float(charge))),
+            multiplicity=None if mult is None else int(round(float(mult))),
+        )
+        return super()._label_one(atoms)
