@@ -201,10 +201,11 @@ def _residual_z(rec: Records, usable: np.ndarray, min_scale: float) -> np.ndarra
     return z
 
 
-def validate(atoms_or_path, config: QualityConfig | dict | None = None) -> ValidationReport:
+def validate(atoms_or_path, config: QualityConfig | dict | None = None, *, progress: bool = False) -> ValidationReport:
     """Run every enabled check on a dataset path or a list of labelled ``ase.Atoms``.
 
-    Returns per-structure flags and values. Raises :class:`~mlff_distiller.errors.DatasetError`
+    Returns per-structure flags and values (``progress`` shows a tqdm bar for the
+    neighbour-list pass). Raises :class:`~mlff_distiller.errors.DatasetError`
     for an empty dataset or one without energy labels.
     """
     config = QualityConfig.from_dict(config) if not isinstance(config, QualityConfig) else config
@@ -234,7 +235,10 @@ def validate(atoms_or_path, config: QualityConfig | dict | None = None) -> Valid
 
     p = checks["min_distance"]
     if p["enabled"]:
-        md = np.array([_min_distance(rec, i, p) for i in range(n)]).reshape(n, 2)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(range(n), desc="closest contacts", unit="structure", disable=not progress, leave=False)
+        md = np.array([_min_distance(rec, i, p) for i in bar]).reshape(n, 2)
         flags["min_distance"] = (md[:, 0] < p["absolute"]) | (md[:, 1] < p["covalent_fraction"])
         values["min_distance"] = md[:, 0]
 

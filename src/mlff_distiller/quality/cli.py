@@ -43,7 +43,7 @@ def _validate(args: argparse.Namespace) -> int:
     from .gates import evaluate_gates
 
     config = _config(args)
-    gate = evaluate_gates(args.file, args.checkpoint, config)
+    gate = evaluate_gates(args.file, args.checkpoint, config, progress=True)
     print(gate.validation.summary())
     print(gate.diversity.summary())
     print(gate.summary())
@@ -58,7 +58,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    html_path, card_path = write_report(args.file, args.output, _config(args))
+    html_path, card_path = write_report(args.file, args.output, _config(args), progress=True)
     print(f"report: {html_path}")
     print(f"dataset card: {card_path}")
     return 0

@@ -271,9 +271,10 @@ def _rmsd_section(rec: Records, cfg: dict, rng: np.random.Generator) -> dict:
 # -- main entry --------------------------------------------------------------------------------
 
 
-def diversity(atoms_or_path, config: QualityConfig | dict | None = None) -> DiversityReport:
+def diversity(atoms_or_path, config: QualityConfig | dict | None = None, *, progress: bool = False) -> DiversityReport:
     """All diversity metrics and the single score of a dataset path or a list of ``ase.Atoms``.
 
+    ``progress`` shows a tqdm bar while descriptors for the PCA map are computed.
     Needs energy labels for the energetic part (forces if present). Raises
     :class:`~mlff_distiller.errors.DatasetError` for an empty or unlabelled dataset.
     """
@@ -381,7 +382,10 @@ def diversity(atoms_or_path, config: QualityConfig | dict | None = None) -> Dive
     # PCA of per-structure mean descriptors
     rng = np.random.default_rng([cfg["seed"], 1000])
     pca_idx = np.sort(rng.permutation(n)[: cfg["pca_structures"]])
-    feats = np.stack([desc(int(i)).mean(axis=0) for i in pca_idx])
+    from tqdm.auto import tqdm
+
+    bar = tqdm(pca_idx, desc="QUESTS descriptors", unit="structure", disable=not progress, leave=False)
+    feats = np.stack([desc(int(i)).mean(axis=0) for i in bar])
     coords, explained = _pca(feats)
     spread = float(np.sqrt(np.mean(np.sum((coords - coords.mean(axis=0)) ** 2, axis=1))))
 

@@ -98,7 +98,7 @@ def judge(metrics: dict, thresholds: dict) -> list[Verdict]:
 
 def evaluate_gates(path, checkpoint: str = "full", config: QualityConfig | dict | None = None, *,
                    validation: ValidationReport | None = None,
-                   diversity_report: DiversityReport | None = None) -> GateReport:
+                   diversity_report: DiversityReport | None = None, progress: bool = False) -> GateReport:
     """Evaluate the gate of ``checkpoint`` (``"1k"``, ``"10k"`` or ``"full"``) on a dataset.
 
     ``path`` is a dataset file or a list of labelled ``ase.Atoms``. Precomputed
@@ -109,8 +109,8 @@ def evaluate_gates(path, checkpoint: str = "full", config: QualityConfig | dict 
         raise ConfigError(f"unknown gate checkpoint {checkpoint!r}; allowed: {', '.join(CHECKPOINTS)}")
     config = QualityConfig.from_dict(config) if not isinstance(config, QualityConfig) else config
     rec = load_records(path)
-    validation = validation if validation is not None else validate(rec, config)
-    div = diversity_report if diversity_report is not None else diversity(rec, config)
+    validation = validation if validation is not None else validate(rec, config, progress=progress)
+    div = diversity_report if diversity_report is not None else diversity(rec, config, progress=progress)
     verdicts = judge(gate_metrics(rec, validation, div), config.gates[checkpoint])
     return GateReport(checkpoint=checkpoint, passed=all(v.passed for v in verdicts), verdicts=verdicts,
                       validation=validation, diversity=div)

@@ -399,7 +399,8 @@ def _html(rec: Records, validation, div, gates: dict, plots: dict, config: Quali
     return "\n".join(parts)
 
 
-def write_report(path, out_dir, config: QualityConfig | dict | None = None) -> tuple[Path, Path]:
+def write_report(path, out_dir, config: QualityConfig | dict | None = None, *,
+                 progress: bool = False) -> tuple[Path, Path]:
     """Write ``report.html``, ``dataset_card.md`` and ``quality.json`` for a dataset into ``out_dir``.
 
     ``path`` is a dataset file (or a list of labelled ``ase.Atoms``). Returns
@@ -411,8 +412,8 @@ def write_report(path, out_dir, config: QualityConfig | dict | None = None) -> t
     if out.exists() and not out.is_dir():
         raise UserError(f"report output {out} exists and is not a directory: choose another -o")
     rec = load_records(path)
-    validation = validate(rec, config)
-    div = diversity(rec, config)
+    validation = validate(rec, config, progress=progress)
+    div = diversity(rec, config, progress=progress)
     gates = {cp: evaluate_gates(rec, cp, config, validation=validation, diversity_report=div) for cp in CHECKPOINTS}
     plots = _plots(rec, div)
     out.mkdir(parents=True, exist_ok=True)
