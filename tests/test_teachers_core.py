@@ -271,3 +271,20 @@ def test_xtb_fd_forces_and_charge_from_info():
     r_cat, r_again = teacher.label([cation, mol])
     assert r_cat.ok and r_cat.energy > r.energy + 5.0  # ionisation costs several eV
     assert r_again.energy == pytest.approx(r.energy, abs=1e-8)  # the charge did not leak to the next one
+
+
+def test_teacher_pickles_as_its_spec():
+    import pickle
+
+    t = build_teacher({"name": "lj", "kwargs": {"sigma": 2.2}})
+    t2 = pickle.loads(pickle.dumps(t))
+    assert t2.fingerprint_id == t.fingerprint_id
+    atoms = _cu_cell()
+    assert t2.label([atoms])[0].energy == t.label([atoms])[0].energy
+
+
+def test_orb_model_names_are_aliases():
+    from mlff_distiller.teachers.registry import normalize_spec
+
+    assert normalize_spec("orb-v3-conservative-inf-omat") == {"name": "orb", "model": "orb-v3-conservative-inf-omat"}
+    assert normalize_spec({"name": "orb-v2", "weights_path": "w"}) == {"name": "orb", "model": "orb-v2", "weights_path": "w"}

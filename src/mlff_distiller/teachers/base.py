@@ -224,6 +224,12 @@ class Teacher:
             "dtype": "float64",
         }
 
+    def __reduce__(self):
+        # pickling (e.g. to a Dask worker) sends the spec; the worker rebuilds (once, cached)
+        from .registry import build_teacher
+
+        return (build_teacher, (self.spec,))
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.fingerprint_id}>"
 

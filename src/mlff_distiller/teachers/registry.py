@@ -31,10 +31,10 @@ DEFAULT_TEACHER = "chgnet"
 # name aliases: alias -> (teacher, extra options)
 _ALIASES: dict[str, tuple[str, dict]] = {
     "gfn2-xtb": ("xtb", {}),
-    "orb-v2": ("orb", {"model": "orb-v2"}),
-    "orb-v3-conservative": ("orb", {"model": "orb-v3-conservative"}),
-    "orb-v3-direct": ("orb", {"model": "orb-v3-direct"}),
 }
+# any other "orb-..." name is read as {"name": "orb", "model": <that name>} (checked against
+# the installed orb-models when the teacher is built)
+_ORB_PREFIXES = ("orb-", "separate-d")
 
 _CACHE: dict[str, Teacher] = {}
 _CACHE_LOCK = threading.Lock()
@@ -64,6 +64,9 @@ def normalize_spec(spec: Any) -> dict:
         target, extra = _ALIASES[name]
         spec = {**extra, **spec, "name": target}
         name = target
+    elif name not in _TEACHERS and name.startswith(_ORB_PREFIXES):
+        spec = {"model": name, **spec, "name": "orb"}
+        name = "orb"
     if name not in _TEACHERS:
         raise TeacherError(
             f"unknown teacher '{spec['name']}'; known teachers: {', '.join(known_teachers())} "
