@@ -260,3 +260,30 @@ def test_corrupt_data_chunk_is_a_dataset_error(tmp_path, mixed):
     with pytest.raises(DatasetError, match="corrupt"):
         with DatasetReader(path) as r:
             r.get_arrays(0)
+
+
+def test_round_mantissa_error_bound_and_repack(tmp_path, mixed):
+    from mlff_distiller.data.store import round_mantissa
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=100000) * 10.0 ** rng.uniform(-3, 2, size=100000)).astype(np.float32)
+    for bits in (10, 16, 23):
+        y = round_mantissa(x, bits)
+        assert y.dtype == np.float32
+        rel = np.abs(y.astype(np.float64) - x) / np.abs(x)
+        assert rel.max() <= 2.0 ** -(bits + 1) * (1 + 1e-6)
+        assert np.all(np.sign(y) == np.sign(x))
+        if bits == 23:
+            assert np.array_equal(x, y)
+    assert round_mantissa(np.float32([1.0, 0.0, -2.5]), 8).tolist() == [1.0, 0.0, -2.5]  # exact values stay
+    path, small = tmp_path / "d.h5", tmp_path / "s.h5"
+    with DatasetWriter(path) as w:
+        w.append(mixed)
+    repack(path, small, forces_mantissa_bits=12)
+    with DatasetReader(path) as r, DatasetReader(small) as rs:
+        assert rs.forces_mantissa_bits == 12 and r.forces_mantissa_bits == 23
+        for i in range(len(r)):
+            f, fs = r.get_arrays(i)["forces"], rs.get_arrays(i)["forces"]
+            assert np.all(np.abs(fs - f) <= np.abs(f) * 2.0**-13 * (1 + 1e-6))
+    with pytest.raises(DatasetError, match="forces_mantissa_bits"):
+        repack(path, small, forces_mantissa_bits=30)

@@ -27,7 +27,10 @@ def register(subparsers) -> None:
                    help="comma-separated label fields to store (energy,forces,stress); default: what the input carries; "
                         "'none' for an unlabelled pool")
     q.add_argument("--append", action="store_true", help="append to an existing dataset instead of replacing it")
-    q.add_argument("--positions-dtype", choices=("float64", "float32"), default="float64")
+    q.add_argument("--positions-dtype", choices=("float64", "float32"), default="float64",
+                   help="precision of stored positions (float32: ~5e-7 A error, smaller file)")
+    q.add_argument("--forces-mantissa-bits", type=int, default=None,
+                   help="keep this many float32 mantissa bits of forces (4-23; 16: relative error <= 7.6e-6, smaller file)")
     q.set_defaults(func=_import)
 
     q = sub.add_parser("export", help="write a dataset file as extxyz (or another format ASE writes)")
@@ -48,6 +51,8 @@ def register(subparsers) -> None:
     q.add_argument("-o", "--output", default=None, help="write here instead of in place")
     q.add_argument("--positions-dtype", choices=("float64", "float32"), default=None,
                    help="store positions in this precision (float32: ~5e-7 A error, smaller file)")
+    q.add_argument("--forces-mantissa-bits", type=int, default=None,
+                   help="keep this many float32 mantissa bits of forces (4-23; 16: relative error <= 7.6e-6)")
     q.set_defaults(func=_repack)
 
 
@@ -84,6 +89,7 @@ def summarize(path) -> dict:
             "labelled_structures": labels,
             "units": r.units,
             "positions_dtype": r.positions_dtype.name,
+            "forces_mantissa_bits": r.forces_mantissa_bits,
             "provenance": {
                 "sources": dict(Counter(r.column("source").tolist()).most_common(10)),
                 "n_sources": len(set(r.column("source").tolist())),
@@ -112,7 +118,7 @@ def _print_summary(s: dict) -> None:
     units = s["units"]
     line("units", ", ".join(f"{k} {units[k]}" for k in ("positions", "energy", "forces", "stress") if k in units)
          + f"; stress {units.get('stress_order', 'voigt')}")
-    line("positions dtype", s["positions_dtype"])
+    line("precision", f"positions {s['positions_dtype']}, forces float32 with {s['forces_mantissa_bits']} mantissa bits")
     prov = s["provenance"]
     line("sources", f"{prov['n_sources']}: " + ", ".join(f"{k or '-'} ({v})" for k, v in prov["sources"].items()))
     line("samplers", ", ".join(f"{k or '-'} ({v})" for k, v in prov["samplers"].items()))
@@ -155,7 +161,8 @@ def _import(args) -> int:
 
     n = import_structures(args.inputs, args.output, format=args.format, index=args.index,
                           label_fields=_parse_labels(args.labels), mode="a" if args.append else "w",
-                          positions_dtype=args.positions_dtype, progress=True)
+                          positions_dtype=args.positions_dtype, forces_mantissa_bits=args.forces_mantissa_bits,
+                          progress=True)
     print(f"imported {n} structures into {args.output}")
     return 0
 
@@ -182,6 +189,7 @@ def _stats(args) -> int:
 def _repack(args) -> int:
     from .store import repack
 
-    out = repack(args.file, args.output, positions_dtype=args.positions_dtype)
+    out = repack(args.file, args.output, positions_dtype=args.positions_dtype,
+                 forces_mantissa_bits=args.forces_mantissa_bits)
     print(f"repacked into {out}")
     return 0

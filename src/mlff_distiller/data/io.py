@@ -103,7 +103,7 @@ def _carried_labels(atoms) -> set[str]:
 
 def import_structures(sources: Sequence, out, format: str | None = None, index: str = ":",
                       label_fields: Sequence[str] | None = None, mode: str = "w", positions_dtype: str = "float64",
-                      chunk: int = 500, progress: bool = False) -> int:
+                      forces_mantissa_bits: int | None = None, chunk: int = 500, progress: bool = False) -> int:
     """Read structures with ASE and store them in dataset ``out``; returns how many.
 
     ``label_fields=None`` takes every label (energy, forces, stress) that any structure
@@ -138,7 +138,8 @@ def import_structures(sources: Sequence, out, format: str | None = None, index: 
 
         bar = tqdm(desc="import", unit="struct")
     n = 0
-    with DatasetWriter(out, label_fields=label_fields, attrs=attrs, mode=mode, positions_dtype=positions_dtype) as w:
+    with DatasetWriter(out, label_fields=label_fields, attrs=attrs, mode=mode, positions_dtype=positions_dtype,
+                       forces_mantissa_bits=forces_mantissa_bits) as w:
         for s in sources:
             buf = []
             for atoms in _iread(s, format, index):

@@ -49,6 +49,34 @@ CHUNK_STRUCTURES = 1024
 MAX_JOURNAL_SEGMENTS = 32  # compact the journal into one segment beyond this many
 
 
+FLOAT32_MANTISSA_BITS = 23
+
+
+def round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
+    """float32 values rounded (half to even) to ``bits`` explicit mantissa bits.
+
+    Relative error at most ``2**-(bits + 1)``; the zeroed low bits make shuffle+gzip
+    compress much better, and the result is still plain float32 for any HDF5 reader.
+    """
+    arr = np.ascontiguousarray(values, dtype=np.float32)
+    drop = FLOAT32_MANTISSA_BITS - int(bits)
+    if drop <= 0:
+        return arr
+    u = arr.view(np.uint32)
+    lsb = (u >> np.uint32(drop)) & np.uint32(1)
+    bias = np.uint32((1 << (drop - 1)) - 1) + lsb
+    mask = np.uint32((0xFFFFFFFF << drop) & 0xFFFFFFFF)
+    return ((u + bias) & mask).view(np.float32)
+
+
+def _check_bits(bits) -> int:
+    if bits is None:
+        return FLOAT32_MANTISSA_BITS
+    if not isinstance(bits, (int, np.integer)) or not 4 <= int(bits) <= FLOAT32_MANTISSA_BITS:
+        raise DatasetError(f"forces_mantissa_bits {bits!r} is not valid; use an integer 4-23 (23 = full float32)")
+    return int(bits)
+
+
 def default_provenance() -> dict:
     """Provenance of a structure that carries none (see docs/architecture.md)."""
     return {"source": "", "sampler": "", "params": {}, "parent": -1, "group": "", "seed": -1, "teacher": ""}
@@ -100,7 +128,8 @@ def _describe(k: int, atoms) -> str:
     return f"structure {k} of the appended list" + (f" (source {src!r})" if src else "")
 
 
-def _atoms_to_block(atoms_list: Sequence, label_fields: tuple, positions_dtype: np.dtype) -> _Block:
+def _atoms_to_block(atoms_list: Sequence, label_fields: tuple, positions_dtype: np.dtype,
+                    forces_bits: int = FLOAT32_MANTISSA_BITS) -> _Block:
     """Validate ``ase.Atoms`` and convert them into columns (DatasetError on bad input)."""
     numbers, positions, n_atoms, cells, pbcs, charges, spins, infos = [], [], [], [], [], [], [], []
     labels = {name: [] for name in label_fields}
@@ -225,6 +254,8 @@ def _atoms_to_block(atoms_list: Sequence, label_fields: tuple, positions_dtype: 
         if np.isfinite(arr).all() and fld.np_dtype == np.float32 and np.abs(arr).max(initial=0) > 3e38:
             raise DatasetError(f"{name} labels exceed the float32 range; check the units (eV/A expected)")
         blk.labels[name] = arr.astype(fld.np_dtype)
+        if name == F.FORCES:
+            blk.labels[name] = round_mantissa(blk.labels[name], forces_bits)
         blk.labels[name + "_mask"] = np.asarray(masks[name], bool)
     return blk
 
@@ -511,6 +542,7 @@ class DatasetReader:
         self.label_fields: tuple[str, ...] = main.label_fields
         self.format_version = int(main.meta["format_version"])
         self.positions_dtype = np.dtype(main.meta.get("positions_dtype", "float64"))
+        self.forces_mantissa_bits = int(main.meta.get("forces_mantissa_bits", FLOAT32_MANTISSA_BITS))
         attrs = json.loads(main.meta.get("attrs", "{}"))
         for part in self._parts[1:]:
             upd = part.meta.get("attrs_update")
@@ -682,7 +714,7 @@ class DatasetReader:
 # ----------------------------------------------------------------------------------------
 # Writer
 # ----------------------------------------------------------------------------------------
-def _base_meta(label_fields, attrs, positions_dtype, uuid, merged_through) -> dict:
+def _base_meta(label_fields, attrs, positions_dtype, uuid, merged_through, forces_bits=FLOAT32_MANTISSA_BITS) -> dict:
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -690,6 +722,7 @@ def _base_meta(label_fields, attrs, positions_dtype, uuid, merged_through) -> di
         "merged_through": int(merged_through),
         "label_fields": json.dumps(list(label_fields)),
         "positions_dtype": np.dtype(positions_dtype).name,
+        "forces_mantissa_bits": int(forces_bits),
         "units": json.dumps({**F.UNITS, "stress_order": "voigt xx yy zz yz xz xy"}),
         "unit_system": F.UNIT_SYSTEM,
         "attrs": _json(attrs),
@@ -709,7 +742,8 @@ class DatasetWriter:
     """
 
     def __init__(self, path, label_fields: Sequence[str] = LABEL_FIELDS, attrs: dict | None = None, mode: str = "a",
-                 positions_dtype: str = "float64", fsync: bool = True, finalize_on_close: bool = True):
+                 positions_dtype: str = "float64", forces_mantissa_bits: int | None = None, fsync: bool = True,
+                 finalize_on_close: bool = True):
         self.path = Path(path)
         label_fields = tuple(label_fields)
         bad = [f for f in label_fields if f not in LABEL_FIELDS]
@@ -720,6 +754,7 @@ class DatasetWriter:
             raise DatasetError(f"writer mode {mode!r} is not valid; use 'a' (append) or 'w' (new file)")
         if np.dtype(positions_dtype) not in (np.float64, np.float32):
             raise DatasetError(f"positions_dtype {positions_dtype!r} is not valid; use 'float64' or 'float32'")
+        self.forces_bits = _check_bits(forces_mantissa_bits)
         if not self.path.parent.is_dir():
             raise DatasetError(f"directory {self.path.parent} does not exist; create it first")
         self.fsync = fsync
@@ -761,6 +796,7 @@ class DatasetWriter:
                 self.uuid = main.uuid
                 self.merged_through = int(main.meta.get("merged_through", 0))
                 self.positions_dtype = np.dtype(main.meta.get("positions_dtype", "float64"))
+                self.forces_bits = r.forces_mantissa_bits
                 self._attrs = dict(r.attrs)
                 self._n = len(r)
                 live = {part.path for part in r._parts[1:]}
@@ -784,7 +820,7 @@ class DatasetWriter:
             self._attrs = attrs
             self._n = 0
             self._seq = 0
-            meta = _base_meta(label_fields, attrs, self.positions_dtype, self.uuid, 0)
+            meta = _base_meta(label_fields, attrs, self.positions_dtype, self.uuid, 0, self.forces_bits)
             _write_part(self.path, [], 0, 0, meta, [], compact=True, fsync=self.fsync)
             for p in self._jdir.iterdir():  # journal of a previous dataset at this path
                 if _SEG_RE.match(p.name) or p.name.endswith(".tmp"):
@@ -815,7 +851,7 @@ class DatasetWriter:
     # -- journal ------------------------------------------------------------------------
     def _commit_segment(self, blk: _Block | None, failures=(), attrs_update: dict | None = None) -> None:
         seq = self._seq + 1
-        meta = _base_meta(self.label_fields, {}, self.positions_dtype, self.uuid, 0)
+        meta = _base_meta(self.label_fields, {}, self.positions_dtype, self.uuid, 0, self.forces_bits)
         meta["segment"] = seq
         if attrs_update:
             meta["attrs_update"] = _json(attrs_update)
@@ -837,7 +873,7 @@ class DatasetWriter:
         atoms_list = list(atoms_list)
         if not atoms_list:
             return []
-        blk = _atoms_to_block(atoms_list, self.label_fields, self.positions_dtype)
+        blk = _atoms_to_block(atoms_list, self.label_fields, self.positions_dtype, self.forces_bits)
         self._commit_segment(blk)
         start = self._n
         self._n += len(blk)
@@ -869,7 +905,7 @@ class DatasetWriter:
             for p in parts:
                 if p.meta.get("attrs_update"):
                     attrs_update.update(json.loads(p.meta["attrs_update"]))
-            meta = _base_meta(self.label_fields, {}, self.positions_dtype, self.uuid, 0)
+            meta = _base_meta(self.label_fields, {}, self.positions_dtype, self.uuid, 0, self.forces_bits)
             meta["segment"] = last
             if attrs_update:
                 meta["attrs_update"] = _json(attrs_update)
@@ -891,7 +927,8 @@ class DatasetWriter:
         self._check_open()
         if not self._segments:
             return
-        _merge_into(self.path, self.path, self.positions_dtype, fsync=self.fsync, merged_through=self._seq)
+        _merge_into(self.path, self.path, self.positions_dtype, fsync=self.fsync, merged_through=self._seq,
+                    forces_bits=self.forces_bits)
         self.merged_through = self._seq
         for _, _, p in self._segments:
             p.unlink(missing_ok=True)
@@ -940,14 +977,15 @@ def _part_block(p: _Part, lo: int = 0, hi: int | None = None) -> _Block:
 
 
 def _merge_into(src: Path, dst: Path, positions_dtype=None, fsync: bool = True, merged_through: int | None = None,
-                indices: np.ndarray | None = None) -> None:
+                forces_bits: int | None = None) -> None:
     """Write the dataset at ``src`` (main + journal) as one compact file at ``dst`` (temp + rename)."""
     r = DatasetReader(src)
     try:
         main = r._parts[0]
         pdt = np.dtype(positions_dtype) if positions_dtype is not None else r.positions_dtype
+        bits = min(_check_bits(forces_bits), r.forces_mantissa_bits)  # precision lost once stays lost
         meta = _base_meta(r.label_fields, r.attrs, pdt, main.uuid if dst == src else _uuid.uuid4().hex,
-                          merged_through if merged_through is not None else 0)
+                          merged_through if merged_through is not None else 0, bits)
         if dst != src:
             meta["attrs"] = _json(r.attrs)
         step = 4096
@@ -957,6 +995,8 @@ def _merge_into(src: Path, dst: Path, positions_dtype=None, fsync: bool = True, 
                 for lo in range(0, len(part), step):
                     blk = _part_block(part, lo, min(len(part), lo + step))
                     blk.positions = blk.positions.astype(pdt)
+                    if F.FORCES in blk.labels:
+                        blk.labels[F.FORCES] = round_mantissa(blk.labels[F.FORCES], bits)
                     yield blk
 
         n_atoms = int(r.n_atoms.sum())
@@ -965,24 +1005,29 @@ def _merge_into(src: Path, dst: Path, positions_dtype=None, fsync: bool = True, 
         r.close()
 
 
-def repack(src, dst=None, positions_dtype: str | None = None, fsync: bool = True) -> Path:
+def repack(src, dst=None, positions_dtype: str | None = None, forces_mantissa_bits: int | None = None,
+           fsync: bool = True) -> Path:
     """Write the compact read-optimised layout of ``src`` to ``dst`` (default: in place).
 
-    In place, this is what :meth:`DatasetWriter.finalize` does; ``positions_dtype="float32"``
-    trades position precision (see docs/dataset-format.md) for file size.
+    In place, this is what :meth:`DatasetWriter.finalize` does. ``positions_dtype="float32"``
+    and ``forces_mantissa_bits < 23`` trade precision for file size (errors measured in
+    docs/dataset-format.md); by default the file keeps its current precision.
     """
+    if positions_dtype is not None and np.dtype(positions_dtype) not in (np.float64, np.float32):
+        raise DatasetError(f"positions_dtype {positions_dtype!r} is not valid; use 'float64' or 'float32'")
+    _check_bits(forces_mantissa_bits)
     src = Path(src)
     dst = Path(dst) if dst is not None else src
     if dst == src:
         with DatasetWriter(src, label_fields=_label_fields_of(src), fsync=fsync, finalize_on_close=False) as w:
-            _merge_into(src, src, positions_dtype, fsync=fsync, merged_through=w._seq)
+            _merge_into(src, src, positions_dtype, fsync=fsync, merged_through=w._seq, forces_bits=forces_mantissa_bits)
             for _, _, p in w._segments:
                 p.unlink(missing_ok=True)
             w._segments = []
     else:
         if dst.exists() and dst.resolve() == src.resolve():
             raise DatasetError(f"{dst} is the same file as {src}; omit the output to repack in place")
-        _merge_into(src, dst, positions_dtype, fsync=fsync)
+        _merge_into(src, dst, positions_dtype, fsync=fsync, forces_bits=forces_mantissa_bits)
         jd = journal_dir(dst)
         if jd.is_dir():  # journal of an older dataset at dst has another uuid: stale
             for p in jd.iterdir():
