@@ -288,3 +288,8 @@ def test_orb_model_names_are_aliases():
 
     assert normalize_spec("orb-v3-conservative-inf-omat") == {"name": "orb", "model": "orb-v3-conservative-inf-omat"}
     assert normalize_spec({"name": "orb-v2", "weights_path": "w"}) == {"name": "orb", "model": "orb-v2", "weights_path": "w"}
+
+
+def test_bad_batch_size_is_named():
+    with pytest.raises(ConfigError, match="teacher.batch_size"):
+        build_teacher({"name": "chgnet", "batch_size": 0})

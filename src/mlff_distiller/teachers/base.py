@@ -158,6 +158,10 @@ class Teacher:
         out = {"name": name}
         for key, default in cls.OPTIONS.items():
             out[key] = copy.deepcopy(spec.get(key, default))
+        if "batch_size" in out:
+            bs = out["batch_size"]
+            if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+                raise ConfigError(f"teacher.batch_size: must be a positive integer, got {bs!r}")
         try:
             _canonical_json(out)
             json.dumps(out)
