@@ -187,3 +187,15 @@ def test_builtin_systems_are_what_the_docs_say():
     d = w.get_all_distances(mic=True) + 10 * np.eye(len(w))
     assert d.min() > 0.9  # no overlapping molecules
     assert os.path.basename(load_system("aspirin").source) == "builtin"
+
+
+def test_default_systems_skip_what_the_models_cannot_run(tmp_path):
+    # a plain ASE calculator as the student, declared to cover H, C, O only
+    res = run_bench(EMT(), "emt", out_dir=str(tmp_path), progress=False, student_elements=[1, 6, 8],
+                    md=False, memory=False, n_rounds=1, n_calls=1, n_md_steps=1, warmup=0)
+    assert list(res["systems"]) == ["aspirin"]
+    assert set(res["skipped"]) == {"si-64", "si-512"}
+    assert "Si" in res["skipped"]["si-64"]
+    assert any("Al" in note for note in res["notes"])  # EMT also covers Al, Cu, ...: noted, not an error
+    text = (tmp_path / "bench.md").read_text()
+    assert "## Skipped" in text and "si-512" in text

@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--stability-temps", type=float, nargs="+", default=None, metavar="K",
                    help="Langevin stability temperatures in K (default 300 1000)")
     p.add_argument("--max-structures", type=int, default=None, help="evaluate at most this many held-out structures")
-    p.add_argument("--max-wall", type=float, default=None, help="wall-clock budget per MD run in s (default 900)")
+    p.add_argument("--max-wall", type=float, default=None, help="wall-clock budget per MD run in s (default 600)")
     p.add_argument("--no-md", action="store_true", help="skip MD fidelity (speed and accuracy only)")
     p.add_argument("--no-rdf", action="store_true", help="skip the teacher-vs-student RDF runs")
     p.add_argument("--config", default=None, help="YAML/JSON file with bench settings (the recipe's bench section)")

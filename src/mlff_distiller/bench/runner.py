@@ -50,7 +50,7 @@ class BenchConfig:
     rdf_ps: float = 2.0
     rdf_every: int = 10
     rdf_r_max: float = 6.0
-    max_wall_s: float = 900.0
+    max_wall_s: float = 600.0
     max_structures: int | None = None
     seed: int = 0
     plots: bool = True
