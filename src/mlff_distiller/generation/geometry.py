@@ -41,7 +41,7 @@ def closest_contact_ratio(atoms: Atoms, factor: float = DEFAULT_MIN_DISTANCE_FAC
 
     Returns ``inf`` when no pair is that close (the structure passes). Images count.
     """
-    if len(atoms) < 2 and not atoms.pbc.any():
+    if factor <= 0 or (len(atoms) < 2 and not atoms.pbc.any()):
         return math.inf
     radii = covalent_radii[atoms.numbers]
     cutoff = float(factor * 2.0 * radii.max()) + 1e-6

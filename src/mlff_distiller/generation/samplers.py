@@ -171,7 +171,8 @@ def sample_rattle(root, rng, params, calc=None):
         stdev = float(rng.uniform(*params["stdev"]))
         atoms = rattle_once(root, stdev, params["strain"], rng, factor, params["max_tries"])
         if atoms is not None:
-            out.append(Sample(clean_copy(atoms), -1, {"stdev": round(stdev, 6), "strain": params["strain"]}))
+            strain = params["strain"] if root.pbc.all() else 0.0  # only 3-D periodic cells are strained
+            out.append(Sample(clean_copy(atoms), -1, {"stdev": round(stdev, 6), "strain": strain}))
     return out
 
 
@@ -252,15 +253,14 @@ def _langevin(atoms, calc, T, timestep, friction, rng):
     from ase.md.langevin import Langevin
     from ase.md import velocitydistribution as vd
 
-    from ase.constraints import FixCom
-
     atoms.calc = calc
     if hasattr(vd, "thermalize_momenta"):  # ASE >= 3.28 name
         vd.thermalize_momenta(atoms, temperature_K=T, rng=rng)
     else:  # pragma: no cover - older ASE
         vd.MaxwellBoltzmannDistribution(atoms, temperature_K=T, rng=rng)
     vd.Stationary(atoms)
-    atoms.set_constraint(FixCom())  # no centre-of-mass drift; clean_copy drops the constraint
+    # fixcm=False: ASE deprecates fixcm=True, and a FixCom constraint upsets teachers that convert
+    # structures to pymatgen. The slow random walk of the centre of mass is harmless for sampling.
     return Langevin(atoms, timestep * units.fs, temperature_K=T, friction=friction / units.fs, rng=rng,
                     fixcm=False)
 

@@ -551,11 +551,17 @@ class LiquidSource(Source):
             n_solv -= 1
         while n_solute + n_solv * len(self.solvent) < self.size.min:
             n_solv += 1
+        # the box must hold the largest molecule plus a solvation shell, away from its own image
+        biggest = max(_extent(t) for t in ([solute] if solute is not None else []) + [self.solvent])
+        while True:
+            templates = ([solute] if solute is not None else []) + [self.solvent] * n_solv
+            mass = sum(atomic_masses[t.numbers].sum() for t in templates)
+            length = (mass * 1.66053906660 / self.density) ** (1.0 / 3.0)  # amu / (g/cm^3) -> A^3
+            if length >= biggest + self.tolerance + 2.0 or solute is None:
+                break
+            n_solv += 1
         if n_solute + n_solv * len(self.solvent) > self.size.max:
             return None
-        templates = ([solute] if solute is not None else []) + [self.solvent] * n_solv
-        mass = sum(atomic_masses[t.numbers].sum() for t in templates)
-        length = (mass * 1.66053906660 / self.density) ** (1.0 / 3.0)  # amu / (g/cm^3) -> A^3
         atoms = pack_molecules(templates, length, self.tolerance, rng, self.max_attempts,
                                center_first=solute is not None)
         if atoms is None:
@@ -564,39 +570,62 @@ class LiquidSource(Source):
         return Root(atoms, f"liquid:{label}", f"liquid:{label}/{index}")
 
 
+def _extent(atoms: Atoms) -> float:
+    """Diameter (A) of the sphere around the centroid that holds every atom."""
+    local = atoms.positions - atoms.positions.mean(axis=0)
+    return 2.0 * float(np.linalg.norm(local, axis=1).max()) if len(atoms) > 1 else 0.0
+
+
 def pack_molecules(templates: list[Atoms], length: float, tolerance: float, rng: np.random.Generator,
                    max_attempts: int = 640, center_first: bool = False) -> Atoms | None:
-    """Insert molecules one by one into a periodic cube of side ``length`` A.
+    """Insert rigid molecules one by one into a periodic cube of side ``length`` A.
 
-    Each molecule gets a random rotation and position; it is accepted when all its
-    minimum-image distances to atoms already placed are >= ``tolerance`` A. Returns ``None``
-    if a molecule finds no place in ``max_attempts`` tries.
+    Candidate placements (random orientation; centre on a free site of a jittered cubic grid
+    with one site per molecule, or uniformly random) are tested in vectorised batches; of
+    those whose minimum-image distances to every atom already placed are >= ``tolerance`` A,
+    the one farthest from its neighbours is taken, which leaves room for the molecules still
+    to come. Returns ``None`` if a molecule finds no place in ``max_attempts`` candidates.
     """
+    n_grid = max(1, math.ceil(len(templates) ** (1.0 / 3.0)))
+    spacing = length / n_grid
+    grid = (np.stack(np.meshgrid(*[np.arange(n_grid)] * 3, indexing="ij"), -1).reshape(-1, 3) + 0.5) * spacing
+    free = list(rng.permutation(len(grid)))
     placed_pos = np.zeros((0, 3))
     numbers = []
+    batch = 32  # candidate placements tested at once
     for k, tmpl in enumerate(templates):
         local = tmpl.positions - tmpl.positions.mean(axis=0)
         extent = np.linalg.norm(local, axis=1).max() * 2 if len(local) > 1 else 0.0
         if extent + tolerance > length:
             return None  # the molecule would touch its own image
         placed = False
-        batch = 32  # candidate placements tested at once (vectorised)
         for _start in range(0, max_attempts, batch):
             rots = random_rotations(rng, batch)
             if center_first and k == 0:
                 centers = np.full((batch, 3), length / 2)
+                site_of = np.full(batch, -1)
             else:
+                n_sites = min(len(free), batch // 2)
+                site_of = np.full(batch, -1)
+                if n_sites:
+                    pick = rng.choice(len(free), n_sites, replace=False)
+                    site_of[:n_sites] = pick
                 centers = rng.uniform(0, length, (batch, 3))
+                if n_sites:
+                    centers[:n_sites] = grid[[free[p] for p in pick]] + rng.uniform(-0.15, 0.15, (n_sites, 3)) * spacing
             trials = np.einsum("aj,bij->bai", local, rots) + centers[:, None, :]
             if len(placed_pos):
                 d = trials[:, :, None, :] - placed_pos[None, None, :, :]
                 d -= length * np.round(d / length)
-                ok = (np.einsum("bijk,bijk->bij", d, d) >= tolerance**2).all(axis=(1, 2))
+                closest = np.einsum("bijk,bijk->bij", d, d).min(axis=(1, 2))
             else:
-                ok = np.ones(batch, bool)
-            if ok.any():
-                placed_pos = np.vstack([placed_pos, trials[int(np.argmax(ok))]])
+                closest = np.full(batch, np.inf)
+            best = int(np.argmax(closest))
+            if closest[best] >= tolerance**2:
+                placed_pos = np.vstack([placed_pos, trials[best]])
                 numbers.extend(tmpl.numbers.tolist())
+                if site_of[best] >= 0:
+                    free.pop(int(site_of[best]))
                 placed = True
                 break
         if not placed:
