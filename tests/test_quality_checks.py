@@ -244,3 +244,20 @@ def test_config_list_form_and_yaml(tmp_path):
     bad.write_text("quality:\n  checks:\n    typo_check: {}\n")
     with pytest.raises(ConfigError, match="typo_check"):
         QualityConfig.from_yaml(bad)
+
+
+def test_robust_element_fit_ignores_a_wild_energy():
+    from mlff_distiller.data.stats import fit_element_energies
+    from mlff_distiller.quality.checks import robust_element_fit
+
+    rng = np.random.default_rng(0)
+    refs = {1: -3.4, 8: -5.1, 29: -4.0}
+    nums = [rng.choice([1, 8, 29], size=int(rng.integers(3, 12))) for _ in range(40)]
+    nums += [np.array([29] * 8) for _ in range(4)]  # Cu also in a few pure structures
+    e = np.array([sum(refs[int(z)] for z in x) for x in nums]) + rng.normal(0, 1e-3, len(nums))
+    clean = robust_element_fit(nums, e)
+    assert all(abs(clean[z] - refs[z]) < 5e-3 for z in refs)
+    e[-1] += 50.0  # one wild energy
+    robust, lsq = robust_element_fit(nums, e), fit_element_energies(nums, e)
+    assert all(abs(robust[z] - refs[z]) < 5e-3 for z in refs)
+    assert max(abs(lsq[z] - refs[z]) for z in refs) > 0.1  # least squares is dragged

@@ -61,7 +61,10 @@ class _Collect(HTMLParser):
 
 @pytest.fixture(scope="module")
 def report(dataset):
-    return write_report(dataset, dataset.parent / "rep", SMALL)
+    """The report written once through the CLI; the Python API is exercised below."""
+    out = dataset.parent / "rep"
+    assert main(["report", str(dataset), "-o", str(out), "--config", str(dataset.parent / "q.yaml")]) == 0
+    return out / "report.html", out / "dataset_card.md"
 
 
 def test_report_html_parses_and_embeds_every_plot(dataset, report):
@@ -108,11 +111,13 @@ def test_report_refuses_a_file_as_output_dir(dataset, tmp_path):
     assert f.read_text() == "x"
 
 
-def test_cli_report(dataset, tmp_path, capsys):
-    out = tmp_path / "cli-rep"
-    assert main(["report", str(dataset), "-o", str(out), "--config", str(dataset.parent / "q.yaml")]) == 0
-    assert (out / "report.html").exists() and (out / "dataset_card.md").exists()
-    assert "report:" in capsys.readouterr().out
+def test_write_report_api_and_atomic_rewrite(dataset, report, tmp_path):
+    out = tmp_path / "api"
+    html_path, card_path = write_report(emt_dataset(("bulk:Cu-fcc", "cluster:Ag-ico13"), n_per_source=3), out,
+                                        SMALL)
+    assert (html_path, card_path) == (out / "report.html", out / "dataset_card.md")
+    assert "in-memory dataset" in card_path.read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["dataset_card.md", "quality.json", "report.html"]  # no temp files
 
 
 def test_cli_validate_exit_codes(dataset, tmp_path, capsys):

@@ -104,12 +104,6 @@ def _from_file(path: str) -> Records:
         if close is not None:
             close()
     rec.path = str(path)
-    for i, prov in enumerate(rec.provenance):
-        if not prov:
-            try:
-                rec.provenance[i] = dict(reader.provenance(i))
-            except Exception:  # noqa: BLE001 - provenance is optional metadata
-                pass
     return rec
 
 
