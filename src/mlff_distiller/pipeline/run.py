@@ -139,17 +139,8 @@ def split_dataset(src: Path, train_path: Path, test_path: Path, test_fraction: f
                 if batch:
                     w.append(batch)
                 counts["test" if want_test else "train"] = len(w) if hasattr(w, "__len__") else None
-            _finalize_if_possible(tmp)
             tmp.replace(path)
     return {"n_total": n, "n_groups": len(uniq), "n_test_groups": len(test_groups), **counts}
-
-
-def _finalize_if_possible(path: Path) -> None:
-    from ..data import store
-
-    fin = getattr(store, "finalize", None)
-    if fin is not None:
-        fin(path)
 
 
 def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunResult:
@@ -227,10 +218,10 @@ def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunRe
         pool = tdir / "pool.h5"
         data = tdir / "dataset.h5"
         fp_gen = fingerprint(seed, recipe.get("generation"), recipe.get("teacher"), tier)
-        stage(f"generate:{tname}", fp_gen, lambda: _as_dict(generate(recipe, pool, tier=tier, progress=opts.progress)))
+        stage(f"generate:{tname}", fp_gen, lambda: _as_dict(generate(recipe, pool, tier=tier, progress=opts.progress, overwrite=True)))
         fp_lab = fingerprint(fp_gen, teacher_fp, recipe.get("labeling"))
         lab = recipe.get("labeling") or {}
-        monitor = ChunkMonitor(qcfg)
+        monitor = ChunkMonitor(qcfg, events_path=tdir / "monitor_events.jsonl")
 
         def _label():
             summary = label_pool(
