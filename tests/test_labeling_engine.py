@@ -233,3 +233,104 @@ def test_auto_chunk_size_from_probe(tmp_path, client):
     # EMT is fast: the probe asks for big chunks, capped so each worker gets >= 2 chunks
     assert summary.chunk_size == 3 and summary.n_chunks == 4
     assert summary.labelled == 10
+
+
+def test_teacher_that_cannot_load_fails_fast_with_worker_error(tmp_path, client):
+    import time
+
+    from mlff_distiller.errors import TeacherError
+
+    pool = write_pool(tmp_path / "pool.h5", cu_structures(3))
+    spec = {"name": "ase", "calculator": "no_such_module_xyz:Calc"}
+    t0 = time.perf_counter()
+    with pytest.raises(TeacherError) as info:
+        label_pool(pool, spec, tmp_path / "data.h5", scheduler=client, progress=False)
+    msg = str(info.value)
+    assert "on worker" in msg and "no_such_module_xyz" in msg
+    assert "\n" not in msg
+    assert time.perf_counter() - t0 < 60, "must fail fast, not hang"
+    assert not (tmp_path / "data.h5").exists()
+
+
+def _wait_for(pred, proc, timeout=120.0):
+    import time
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.005)
+    return False
+
+
+@pytest.mark.parametrize(
+    "moments",
+    [
+        pytest.param(("mid-run", "merge"), id="mid-run+merge"),
+        pytest.param(("start-up", "mid-run", "mid-run", "mid-run", "merge"), id="five-kills", marks=pytest.mark.slow),
+    ],
+)
+def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path, client, moments):
+    """``mlff-distill label`` is SIGKILLed at random moments (start-up, mid-run after a random
+    number of committed chunks, during the final merge) and restarted; the final dataset is
+    identical to an uninterrupted run's: nothing lost, nothing duplicated."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    n_chunks = 20
+    atoms = cu_structures(2 * n_chunks)
+    pool = write_pool(tmp_path / "pool.h5", atoms)
+    ref = tmp_path / "ref.h5"
+    label_pool(pool, "emt", ref, scheduler=client, chunk_size=2, progress=False)
+
+    out = tmp_path / "data.h5"
+    parts = WorkDir.for_output(out).path
+    # `python -m mlff_distiller.labeling` is `mlff-distill label` without importing the other stages
+    cmd = [sys.executable, "-m", "mlff_distiller.labeling", pool, "-o", str(out), "--teacher", "emt",
+           "--scheduler", client.scheduler.address, "--chunk-size", "2", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rng = random.Random(1234)
+    import time
+    T0 = time.monotonic()
+
+    def n_shards():
+        return len(list(parts.glob("chunk-*.npz"))) if parts.exists() else 0
+
+    kills = []
+    for moment in moments:
+        before = n_shards()
+        if moment == "merge":
+            pred = lambda: any(out.parent.glob(out.name + ".tmp-*"))  # noqa: E731
+        elif moment == "mid-run":
+            target = rng.randint(before + 1, before + max(1, (n_chunks - before) // 2))
+            pred = lambda target=target: n_shards() >= target  # noqa: E731
+        else:
+            pred = None
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if pred is None:
+            try:
+                proc.wait(timeout=rng.uniform(0.2, 2.0))
+            except subprocess.TimeoutExpired:
+                pass
+        else:
+            _wait_for(pred, proc)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills.append((moment, before, n_shards()))
+        else:
+            assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+        # a committed chunk is never lost: the shard count never goes down
+        assert n_shards() >= before or out.exists()
+    assert len(kills) >= len(moments) - 1, f"the process finished before the kills landed: {kills}"
+    final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert "labelled" in final.stdout
+    assert_same_dataset(ref, out)
+    assert not parts.exists()
+    assert not list(tmp_path.glob("data.h5.tmp-*"))

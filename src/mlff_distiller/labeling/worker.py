@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -53,7 +54,7 @@ def get_teacher(spec: dict | str, threads: int | None = None):
         teacher = _TEACHERS.get(key)
         if teacher is None:
             if threads:
-                _set_threads(int(threads))
+                os.environ["OMP_NUM_THREADS"] = str(int(threads))
             try:
                 from ..teachers import build_teacher
 
@@ -61,18 +62,18 @@ def get_teacher(spec: dict | str, threads: int | None = None):
             except Exception as err:  # noqa: BLE001 - reported to the client verbatim
                 msg = " ".join(f"{type(err).__name__}: {err}".split())
                 raise TeacherLoadError(f"teacher failed to load on worker {where()}: {msg}") from None
+            if threads:
+                _set_threads(int(threads))
             _TEACHERS[key] = teacher
     return teacher
 
 
 def _set_threads(n: int) -> None:
-    os.environ["OMP_NUM_THREADS"] = str(n)
-    try:
-        import torch
-
+    # Only when the teacher pulled torch in: importing it for an analytic teacher (EMT)
+    # would cost seconds per worker for nothing.
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != n:
         torch.set_num_threads(n)
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
 
 
 def warm_up(spec: dict | str, threads: int | None) -> str:
@@ -110,27 +111,27 @@ def probe(spec: dict | str, threads: int | None, atoms_list: list) -> dict:
 
 
 def too_close(atoms, min_distance: float) -> str | None:
-    """Reason string when two atoms (periodic images included) are closer than ``min_distance`` A."""
+    """Reason string when two atoms (periodic images included) are closer than ``min_distance`` A.
+
+    Uses ASE's neighbour list (numpy only): vesin would pull torch into every worker, which
+    costs seconds for analytic teachers that never need it.
+    """
     if min_distance <= 0 or len(atoms) == 0 or (len(atoms) == 1 and not np.any(atoms.pbc)):
         return None
-    from ..data.neighbors import neighbor_list
+    from ase.neighborlist import primitive_neighbor_list
 
     pos = atoms.get_positions()
     cell = np.asarray(atoms.cell.array, dtype=np.float64)
     pbc = np.asarray(atoms.pbc, dtype=bool)
-    if pbc.any() and abs(np.linalg.det(cell)) < 1e-8:
-        return None  # the teacher's own check reports the degenerate cell
     if not np.all(np.isfinite(pos)):
         return None  # reported by the teacher's pre-check
-    edge_index, shift = neighbor_list(pos, cell, pbc, float(min_distance))
-    if edge_index.shape[1] == 0:
+    if pbc.any() and abs(np.linalg.det(cell)) < 1e-8:
+        return None  # the teacher's own check reports the degenerate cell
+    i, j, d = primitive_neighbor_list("ijd", pbc, cell, pos, float(min_distance), self_interaction=False)
+    if len(d) == 0:
         return None
-    i, j = edge_index
-    d = np.linalg.norm(pos[j] - pos[i] + shift @ cell, axis=1)
     k = int(np.argmin(d))
-    return (
-        f"atoms {int(i[k])} and {int(j[k])} overlap: distance {d[k]:.3f} A < min_distance {min_distance:g} A"
-    )
+    return f"atoms {int(i[k])} and {int(j[k])} overlap: distance {d[k]:.3f} A < min_distance {min_distance:g} A"
 
 
 def label_chunk(
