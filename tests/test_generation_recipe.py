@@ -1,0 +1,257 @@
+"""Recipes and the generate() engine: validation errors that name the field, the tiny recipe end to
+end (EMT teacher), provenance, sizes, minimum distances, hydrogens, determinism, bad input, CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import yaml
+
+from mlff_distiller.cli import main
+from mlff_distiller.data.store import DatasetReader
+from mlff_distiller.errors import ConfigError, UserError
+from mlff_distiller.generation import builtin_recipes, generate, load_recipe, validate_recipe
+from mlff_distiller.generation.geometry import respects_min_distance
+from mlff_distiller.generation.molecules import expected_hydrogens
+
+PROVENANCE_KEYS = {"source", "sampler", "params", "parent", "group", "seed", "teacher"}
+
+
+def small_recipe(**generation_overrides) -> dict:
+    """A cheap teacher-free recipe for error and determinism checks."""
+    gen = {
+        "size": {"min": 5, "max": 40},
+        "elements": ["H", "C", "N", "O", "Cu", "Al"],
+        "count": 12,
+        "sources": {"mols": {"kind": "molecules", "smiles": ["CCO", "c1ccccc1", "CC(=O)N"], "conformers": 2},
+                    "metal": {"kind": "bulk", "crystals": ["Cu-fcc", "Al-fcc"]}},
+        "mix": [{"source": "mols", "sampler": "rattle", "fraction": 0.5},
+                {"source": "metal", "sampler": "rattle", "fraction": 0.5, "params": {"strain": 0.05}}],
+    }
+    gen.update(generation_overrides)
+    return {"name": "small", "seed": 3, "generation": gen}
+
+
+def read_pool(path):
+    r = DatasetReader(path)
+    try:
+        return [r.get_atoms(i) for i in range(len(r))], [r.provenance(i) for i in range(len(r))], dict(r.attrs)
+    finally:
+        r.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_pool(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "pool.h5"
+    summary = generate("tiny", out, progress=False)
+    atoms, prov, attrs = read_pool(out)
+    return out, summary, atoms, prov, attrs
+
+
+def test_builtin_recipes_validate_and_tiers_add_up():
+    assert {"tiny", "quickstart", "seed-m2"} <= set(builtin_recipes())
+    tiny = validate_recipe(load_recipe("tiny"))
+    assert 30 <= sum(tiny.counts()) <= 60
+    assert tiny.elements <= {"H", "C", "N", "O", "Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au"}  # EMT's elements
+    assert load_recipe("tiny")["teacher"] == {"name": "ase", "calculator": "ase.calculators.emt:EMT"}
+    qs = validate_recipe(load_recipe("quickstart"))
+    assert 500 <= sum(qs.counts()) <= 1500
+    kinds = {qs.sources[e.source]["kind"] for e in qs.mix}
+    assert {"molecules", "bulk"} <= kinds
+    m2 = validate_recipe(load_recipe("seed-m2"))
+    assert (m2.size.min, m2.size.max) == (10, 500)
+    assert [sum(m2.counts(t)) for t in ("1k", "10k", "full")] == [1000, 10000, 120000]
+    assert sum(m2.counts()) == 1000  # default tier
+    samplers = {e.sampler for e in m2.mix}
+    assert {"none", "rattle", "normal_modes", "md", "rattle_relax", "high_energy"} <= samplers
+
+
+def test_tiny_pool_provenance_sizes_distances(tiny_pool):
+    path, summary, atoms, prov, attrs = tiny_pool
+    assert len(atoms) == summary["n_structures"] == summary["requested"] == 40
+    assert attrs["generation_complete"] is True and attrs["recipe_name"] == "tiny"
+    groups_by_root = {}
+    for i, (a, p) in enumerate(zip(atoms, prov)):
+        assert set(p) == PROVENANCE_KEYS
+        assert p["teacher"] == "" and p["source"] and p["group"].startswith(p["source"].split(":")[0])
+        assert -1 <= p["parent"] < i
+        if p["parent"] >= 0:
+            assert prov[p["parent"]]["group"] == p["group"]
+        assert isinstance(p["seed"], int) and p["seed"] >= 0
+        assert json.loads(json.dumps(p["params"])) == p["params"]
+        assert 5 <= len(a) <= 60
+        assert respects_min_distance(a, 0.6)
+        assert a.calc is None
+        groups_by_root.setdefault(p["group"], set()).add(p["source"])
+    assert all(len(v) == 1 for v in groups_by_root.values())
+    samplers = Counter(p["sampler"] for p in prov)
+    assert set(samplers) == {"none", "rattle", "md", "rattle_relax", "normal_modes", "high_energy"}
+    sources = {p["source"].split(":")[0] for p in prov}
+    assert sources == {"smiles", "bulk", "alloy", "surface", "cluster", "liquid"}
+
+
+def test_tiny_pool_molecules_keep_every_hydrogen(tiny_pool):
+    _, _, atoms, prov, _ = tiny_pool
+    n_mol = 0
+    for a, p in zip(atoms, prov):
+        if p["source"].startswith("smiles:"):
+            smiles = p["source"][len("smiles:"):]
+            n_h = int((a.numbers == 1).sum())
+            assert n_h == expected_hydrogens(smiles)
+            assert a.info.get("charge") == 0
+            n_mol += n_h > 0
+    assert n_mol >= 10  # hydrogen-bearing molecules made it into the pool
+
+
+def test_same_seed_gives_identical_pool(tmp_path, tiny_pool):
+    path_a, _, atoms_a, prov_a, _ = tiny_pool
+    generate("tiny", tmp_path / "b.h5", progress=False)
+    atoms_b, prov_b, _ = read_pool(tmp_path / "b.h5")
+    assert prov_a == prov_b
+    for a, b in zip(atoms_a, atoms_b):
+        np.testing.assert_array_equal(a.numbers, b.numbers)
+        np.testing.assert_array_equal(a.positions, b.positions)
+        np.testing.assert_array_equal(a.cell.array, b.cell.array)
+
+
+def test_other_seed_gives_other_pool(tmp_path):
+    generate(small_recipe(), tmp_path / "a.h5", progress=False)
+    generate(small_recipe(), tmp_path / "b.h5", progress=False, seed=4)
+    a, pa, _ = read_pool(tmp_path / "a.h5")
+    b, pb, _ = read_pool(tmp_path / "b.h5")
+    assert len(a) == len(b) == 12
+    assert any(x.positions.shape != y.positions.shape or not np.allclose(x.positions, y.positions)
+               for x, y in zip(a, b))
+    assert pa[0]["seed"] != pb[0]["seed"]
+
+
+def test_invalid_smiles_is_skipped_named_and_counted(tmp_path, capsys):
+    recipe = small_recipe()
+    recipe["generation"]["sources"]["mols"]["smiles"] = ["CCO", "C1CC", "c1ccccc1", "XyZ"]
+    summary = generate(recipe, tmp_path / "p.h5", progress=True)
+    assert summary["n_structures"] == 12
+    assert summary["n_skipped_smiles"] == 2
+    skipped = " ".join(s["item"] for s in summary["skipped"])
+    assert "C1CC" in skipped and "XyZ" in skipped
+    err = capsys.readouterr().err
+    assert "skipped SMILES 'C1CC'" in err
+    _, prov, _ = read_pool(tmp_path / "p.h5")
+    assert {p["source"] for p in prov if p["source"].startswith("smiles")} == {"smiles:CCO", "smiles:c1ccccc1"}
+
+
+def _error(recipe) -> str:
+    with pytest.raises(ConfigError) as err:
+        validate_recipe(recipe)
+    msg = str(err.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_recipe_errors_name_the_field():
+    r = small_recipe()
+    r["genration"] = r.pop("generation")
+    assert "did you mean 'generation'" in _error(r)
+    r = small_recipe()
+    r["generation"]["sources"]["metal"]["crystal"] = ["Cu-fcc"]
+    assert "generation.sources.metal" in _error(r) and "crystals" in _error(r)
+    r = small_recipe(elements=["H", "C", "Qq"])
+    assert "unknown element 'Qq'" in _error(r)
+    r = small_recipe(size={"min": 50, "max": 20})
+    assert "impossible size bounds" in _error(r)
+    r = small_recipe(size={"min": 200, "max": 300})  # no molecule that large
+    assert "generation.sources.mols" in _error(r)
+    r = small_recipe()
+    r["generation"]["mix"][0]["sampler"] = "shake"
+    assert "allowed:" in _error(r) and "shake" in _error(r)
+    r = small_recipe()
+    r["generation"]["mix"][0]["fraction"] = 0.9
+    assert "add up to" in _error(r)
+    r = small_recipe()
+    r["generation"]["sources"]["x"] = {"kind": "crystal"}
+    assert "kind" in _error(r) and "bulk" in _error(r)
+    r = small_recipe()
+    r["generation"]["mix"][1]["source"] = "metals"
+    assert "not a defined source" in _error(r)
+    r = small_recipe()
+    r["seed"] = -1
+    assert "seed" in _error(r)
+
+
+def test_unknown_tier_and_existing_output(tmp_path):
+    recipe = small_recipe()
+    with pytest.raises(ConfigError, match="tier '1k' unknown"):
+        generate(recipe, tmp_path / "p.h5", tier="1k", progress=False)
+    target = tmp_path / "exists.h5"
+    target.write_bytes(b"precious")
+    with pytest.raises(UserError, match="already exists"):
+        generate(recipe, target, progress=False)
+    assert target.read_bytes() == b"precious"
+
+
+def test_recipe_file_with_relative_cif_and_bad_cif(tmp_path):
+    import ase.io
+    from ase.build import bulk
+
+    ase.io.write(tmp_path / "mgo.cif", bulk("MgO", "rocksalt", a=4.21, cubic=True))
+    recipe = {"name": "files", "seed": 1, "generation": {
+        "size": {"min": 8, "max": 70}, "count": 4,
+        "sources": {"mine": {"kind": "file", "paths": ["mgo.cif"]}},
+        "mix": [{"source": "mine", "sampler": "rattle", "fraction": 1.0}]}}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    summary = generate(str(path), tmp_path / "pool.h5", progress=False)
+    assert summary["n_structures"] == 4 and set(summary["elements"]) == {"Mg", "O"}
+    (tmp_path / "mgo.cif").write_text("data_broken\n_cell_length_a x\nloop_\n_atom_site_label\n")
+    with pytest.raises(ConfigError, match="mgo.cif"):
+        load_recipe(str(path))
+
+
+def test_yaml_errors_and_missing_recipe(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ngeneration: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_recipe(str(bad))
+    with pytest.raises(ConfigError, match="quickstart"):
+        load_recipe("quikstart")
+
+
+def test_mix_counts_per_tier_are_exact():
+    r = small_recipe(tiers={"a": 7, "b": 1001}, default_tier="b")
+    del r["generation"]["count"]
+    r["generation"]["mix"][0]["fraction"] = 1 / 3
+    r["generation"]["mix"][1]["fraction"] = 2 / 3
+    cfg = validate_recipe(r)
+    assert cfg.counts("a") in ([2, 5], [3, 4]) and sum(cfg.counts("a")) == 7
+    assert cfg.counts() == cfg.counts("b") and sum(cfg.counts("b")) == 1001
+
+
+def test_sampler_needing_teacher_without_teacher_is_an_error(tmp_path):
+    r = small_recipe()
+    r["generation"]["mix"][1]["sampler"] = "md"
+    r["generation"]["mix"][1]["params"] = {}
+    with pytest.raises(ConfigError, match="teacher"):
+        generate(r, tmp_path / "p.h5", progress=False)
+
+
+def test_cli_generate_and_one_line_errors(tmp_path, capsys):
+    recipe = small_recipe()
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "pool.h5"
+    assert main(["generate", str(path), "-o", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "wrote 12 of 12 structures" in text and "rattle" in text
+    assert len(DatasetReader(out)) == 12
+    # the output exists now: exit 2 with one line, file untouched
+    assert main(["generate", str(path), "-o", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mlff-distill: error:") and "already exists" in err and "\n" not in err
+    broken = copy.deepcopy(recipe)
+    broken["generation"]["size"] = {"min": 30, "max": 3}
+    path.write_text(yaml.safe_dump(broken))
+    assert main(["generate", str(path), "-o", str(tmp_path / "x.h5"), "--quiet"]) == 2
+    assert "impossible size bounds" in capsys.readouterr().err
