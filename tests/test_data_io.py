@@ -48,6 +48,9 @@ def structures(draw):
         a.info["spin_multiplicity"] = draw(st.integers(1, 3))
     if draw(st.booleans()):
         a.info["config_type"] = draw(text)
+    if draw(st.booleans()):  # extra per-atom arrays travel too
+        a.set_tags(rng.integers(0, 5, size=n))
+        a.set_momenta(np.round(rng.normal(size=(n, 3)), 6))
     return a
 
 
@@ -65,6 +68,9 @@ def _assert_same(a, b, forces_rtol=1e-6):
     if "stress" in ra:
         np.testing.assert_array_equal(ra["stress"], rb["stress"])
     assert a.info == b.info
+    assert set(a.arrays) == set(b.arrays)
+    for name in a.arrays:
+        np.testing.assert_array_equal(a.arrays[name], b.arrays[name])
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -117,9 +117,33 @@ class _Block:
     prov_str: dict = field(default_factory=dict)  # key -> list[str]
     prov_int: dict = field(default_factory=dict)  # key -> int64 array
     info: list = field(default_factory=list)  # JSON strings of extra info
+    extra: dict = field(default_factory=dict)  # per-atom array name -> (values (n_atoms, ...), mask (n,))
+
+    def extra_specs(self) -> dict:
+        return {k: _spec(v) for k, (v, _) in self.extra.items()}
 
     def __len__(self) -> int:
         return len(self.n_atoms)
+
+
+_BASE_ARRAYS = ("numbers", "positions")
+_EXTRA_KINDS = {"f": np.float64, "i": np.int64, "u": np.int64, "b": np.bool_}
+
+
+def _spec(values: np.ndarray) -> list:
+    """JSON-able description ``[dtype, trailing shape]`` of an extra per-atom array."""
+    return [np.dtype(values.dtype).name, list(values.shape[1:])]
+
+
+def _merge_specs(specs: Iterable[dict], where: str) -> dict:
+    out: dict = {}
+    for spec in specs:
+        for name, sp in spec.items():
+            if name in out and out[name] != list(sp):
+                raise DatasetError(f"per-atom array {name!r} has dtype/shape {sp} in {where} but {out[name]} elsewhere; "
+                                   "make it consistent or drop it (del atoms.arrays[name])")
+            out[name] = list(sp)
+    return out
 
 
 def _describe(k: int, atoms) -> str:
@@ -136,6 +160,8 @@ def _atoms_to_block(atoms_list: Sequence, label_fields: tuple, positions_dtype: 
     masks = {name: [] for name in label_fields}
     prov_str = {k: [] for k in _PROV_STR}
     prov_int = {k: [] for k in _PROV_INT}
+    extra_vals: dict[str, list] = {}
+    extra_present: list[set] = []
     for k, atoms in enumerate(atoms_list):
         what = _describe(k, atoms)
         if not hasattr(atoms, "numbers") or not hasattr(atoms, "get_positions"):
@@ -227,6 +253,20 @@ def _atoms_to_block(atoms_list: Sequence, label_fields: tuple, positions_dtype: 
             infos.append(_json(info) if info else "")
         except (TypeError, ValueError) as err:
             raise DatasetError(f"{what} has provenance/info that is not JSON-serialisable ({err}); use plain types") from None
+        present = set()
+        for name, values in atoms.arrays.items():
+            if name in _BASE_ARRAYS:
+                continue
+            arr = np.asarray(values)
+            if arr.dtype.kind not in _EXTRA_KINDS or arr.shape[:1] != (n,):
+                raise DatasetError(f"{what} has per-atom array {name!r} of dtype {arr.dtype} and shape {arr.shape}; "
+                                   "only numeric arrays with one row per atom are stored, drop it (del atoms.arrays[name])")
+            arr = arr.astype(_EXTRA_KINDS[arr.dtype.kind])
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise DatasetError(f"{what} has NaN/inf in per-atom array {name!r}; fix or drop it")
+            extra_vals.setdefault(name, []).append((len(numbers), arr))
+            present.add(name)
+        extra_present.append(present)
         numbers.append(z.astype(np.uint8))
         positions.append(pos)
         n_atoms.append(n)
@@ -244,6 +284,21 @@ def _atoms_to_block(atoms_list: Sequence, label_fields: tuple, positions_dtype: 
         prov_int={k: np.asarray(v, np.int64) for k, v in prov_int.items()},
         info=infos,
     )
+    sizes = np.asarray(n_atoms, np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    for name, items in extra_vals.items():
+        trailing = {a.shape[1:] for _, a in items}
+        kinds = {a.dtype for _, a in items}
+        if len(trailing) > 1 or len(kinds) > 1:
+            raise DatasetError(f"per-atom array {name!r} has different dtypes/shapes across the appended structures; "
+                               "make it consistent or drop it")
+        (tr,), (dt,) = trailing, kinds
+        vals = np.zeros((int(starts[-1]),) + tr, dtype=dt)
+        mask = np.zeros(len(sizes), bool)
+        for s_idx, a in items:
+            vals[starts[s_idx]:starts[s_idx + 1]] = a
+            mask[s_idx] = True
+        blk.extra[name] = (vals, mask)
     for name in label_fields:
         fld = F.FIELDS[name]
         vals = labels[name]
@@ -299,6 +354,10 @@ class _FileBuilder:
         for key in _PROV_STR:
             self.ds["provenance/" + key] = mk("provenance/" + key, n_structures, (), np.int32, cs)
         self.ds["info"] = mk("info", n_structures, (), np.int32, cs)
+        self.extra_specs = json.loads(h5.attrs.get("extra_arrays", "{}"))
+        for name, (dtype, trailing) in self.extra_specs.items():
+            self.ds["arrays/" + name] = mk("arrays/" + name, n_atoms, tuple(trailing), np.dtype(dtype), ca)
+            self.ds["arrays/" + name + "_mask"] = mk("arrays/" + name + "_mask", n_structures, (), bool, cs)
         self.offsets = np.zeros(n_structures + 1, np.int64)
         self.tables = {key: {} for key in (*_PROV_STR, "info")}
 
@@ -328,6 +387,10 @@ class _FileBuilder:
         for key in _PROV_STR:
             self.ds["provenance/" + key][s0:s1] = self._codes(key, blk.prov_str[key])
         self.ds["info"][s0:s1] = self._codes("info", blk.info)
+        for name, (vals, mask) in blk.extra.items():
+            if self.ds["arrays/" + name].shape[0]:
+                self.ds["arrays/" + name][a0:a1] = vals
+            self.ds["arrays/" + name + "_mask"][s0:s1] = mask  # absent arrays keep fill values 0 / False
         self.offsets[s0 + 1 : s1 + 1] = a0 + np.cumsum(blk.n_atoms, dtype=np.int64)
         self.s, self.a = s1, a1
 
@@ -454,6 +517,10 @@ class _Part:
         self.tables["info"] = list(h5["info_values"].asstr()[()])
         self.failures = list(zip(h5["failures/index"][()].tolist(), h5["failures/reason"].asstr()[()].tolist()))
         self.atom_ds = {name: h5[name] for name in (F.NUMBERS, F.POSITIONS) + ((F.FORCES,) if F.FORCES in self.label_fields else ())}
+        self.extra_specs = json.loads(self.meta.get("extra_arrays", "{}"))
+        self.extra_masks = {name: h5["arrays/" + name + "_mask"][()] for name in self.extra_specs}
+        for name in self.extra_specs:
+            self.atom_ds["arrays/" + name] = h5["arrays/" + name]
         self.preloaded: dict | None = None
 
     def __len__(self):
@@ -568,6 +635,7 @@ class DatasetReader:
             self._prov_codes[key] = np.concatenate(codes)
             self._tables[key] = list(table)
         self._prov_ints = {k: np.concatenate([p.prov[k] for p in self._parts]) for k in _PROV_INT}
+        self.extra_specs: dict = _merge_specs((p.extra_specs for p in self._parts), str(self.path))
         if preload:
             for p in self._parts:
                 p.preload()
@@ -652,6 +720,16 @@ class DatasetReader:
         text = self._tables["info"][self._prov_codes["info"][i]]
         return json.loads(text) if text else {}
 
+    def extra_arrays(self, i) -> dict[str, np.ndarray]:
+        """Per-atom arrays other than numbers/positions stored with structure ``i`` (e.g. momenta, tags)."""
+        i = self._index(i)
+        if not self.extra_specs:
+            return {}
+        part = self._parts[self._part_of[i]]
+        j = self._local[i]
+        a, b = int(part.offsets[j]), int(part.offsets[j + 1])
+        return {name: part.read_atoms("arrays/" + name, a, b) for name in part.extra_specs if part.extra_masks[name][j]}
+
     def get_atoms(self, i):
         """Structure ``i`` as ``ase.Atoms`` with labels on a SinglePointCalculator."""
         from ase import Atoms
@@ -660,6 +738,8 @@ class DatasetReader:
         arr = self.get_arrays(i)
         atoms = Atoms(numbers=arr[F.NUMBERS], positions=arr[F.POSITIONS], cell=arr[F.CELL], pbc=arr[F.PBC])
         atoms.info.update(self.info(i))
+        for name, values in self.extra_arrays(i).items():
+            atoms.new_array(name, values)
         atoms.info["provenance"] = self.provenance(i)
         for name in (F.CHARGE, F.SPIN):
             if name in arr:
@@ -727,6 +807,7 @@ def _base_meta(label_fields, attrs, positions_dtype, uuid, merged_through, force
         "unit_system": F.UNIT_SYSTEM,
         "attrs": _json(attrs),
         "code_version": f"mlff-distiller {__version__}",
+        "extra_arrays": "{}",
     }
 
 
@@ -797,6 +878,7 @@ class DatasetWriter:
                 self.merged_through = int(main.meta.get("merged_through", 0))
                 self.positions_dtype = np.dtype(main.meta.get("positions_dtype", "float64"))
                 self.forces_bits = r.forces_mantissa_bits
+                self._extra_specs = dict(r.extra_specs)
                 self._attrs = dict(r.attrs)
                 self._n = len(r)
                 live = {part.path for part in r._parts[1:]}
@@ -818,6 +900,7 @@ class DatasetWriter:
             self.positions_dtype = np.dtype(positions_dtype)
             attrs.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
             self._attrs = attrs
+            self._extra_specs = {}
             self._n = 0
             self._seq = 0
             meta = _base_meta(label_fields, attrs, self.positions_dtype, self.uuid, 0, self.forces_bits)
@@ -853,6 +936,8 @@ class DatasetWriter:
         seq = self._seq + 1
         meta = _base_meta(self.label_fields, {}, self.positions_dtype, self.uuid, 0, self.forces_bits)
         meta["segment"] = seq
+        if blk is not None:
+            meta["extra_arrays"] = json.dumps(blk.extra_specs(), sort_keys=True)
         if attrs_update:
             meta["attrs_update"] = _json(attrs_update)
         final = self._jdir / f"seg-{seq:010d}-{seq:010d}.h5"
@@ -874,7 +959,9 @@ class DatasetWriter:
         if not atoms_list:
             return []
         blk = _atoms_to_block(atoms_list, self.label_fields, self.positions_dtype, self.forces_bits)
+        specs = _merge_specs([self._extra_specs, blk.extra_specs()], "the appended structures")
         self._commit_segment(blk)
+        self._extra_specs = specs
         start = self._n
         self._n += len(blk)
         return list(range(start, self._n))
@@ -907,6 +994,7 @@ class DatasetWriter:
                     attrs_update.update(json.loads(p.meta["attrs_update"]))
             meta = _base_meta(self.label_fields, {}, self.positions_dtype, self.uuid, 0, self.forces_bits)
             meta["segment"] = last
+            meta["extra_arrays"] = json.dumps(_merge_specs((p.extra_specs for p in parts), "the journal"), sort_keys=True)
             if attrs_update:
                 meta["attrs_update"] = _json(attrs_update)
             final = self._jdir / f"seg-{first:010d}-{last:010d}.h5"
@@ -972,6 +1060,8 @@ def _part_block(p: _Part, lo: int = 0, hi: int | None = None) -> _Block:
         table = p.tables[key]
         blk.prov_str[key] = [table[c] for c in p.prov[key][lo:hi]]
     blk.info = [p.tables["info"][c] for c in p.prov["info"][lo:hi]]
+    for name in p.extra_specs:
+        blk.extra[name] = (p.read_atoms("arrays/" + name, a, b), p.extra_masks[name][lo:hi])
     blk.prov_int = {k: p.prov[k][lo:hi] for k in _PROV_INT}
     return blk
 
@@ -986,6 +1076,7 @@ def _merge_into(src: Path, dst: Path, positions_dtype=None, fsync: bool = True, 
         bits = min(_check_bits(forces_bits), r.forces_mantissa_bits)  # precision lost once stays lost
         meta = _base_meta(r.label_fields, r.attrs, pdt, main.uuid if dst == src else _uuid.uuid4().hex,
                           merged_through if merged_through is not None else 0, bits)
+        meta["extra_arrays"] = json.dumps(r.extra_specs, sort_keys=True)
         if dst != src:
             meta["attrs"] = _json(r.attrs)
         step = 4096
