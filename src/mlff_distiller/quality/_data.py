@@ -93,9 +93,18 @@ def _from_file(path: str) -> Records:
     except ImportError as err:  # pragma: no cover - store not installed
         raise DatasetError(f"cannot read {path}: the dataset store is unavailable ({err})") from None
     reader = DatasetReader(path)
+    rec = Records([], [], [], [], [], [], [], [])
     try:
-        atoms_list = [reader.get_atoms(i) for i in range(len(reader))]
-        rec = _from_atoms_list(atoms_list)
+        for i in range(len(reader)):
+            arr = reader.get_arrays(i)
+            rec.numbers.append(np.asarray(arr["numbers"], dtype=np.int64))
+            rec.positions.append(np.asarray(arr["positions"], dtype=np.float64))
+            rec.cells.append(np.asarray(arr["cell"], dtype=np.float64).reshape(3, 3))
+            rec.pbcs.append(np.asarray(arr["pbc"], dtype=bool).reshape(3))
+            rec.energy.append(float(arr["energy"]) if "energy" in arr else None)
+            rec.forces.append(np.asarray(arr["forces"], dtype=np.float64).reshape(-1, 3) if "forces" in arr else None)
+            rec.stress.append(np.asarray(arr["stress"], dtype=np.float64).reshape(6) if "stress" in arr else None)
+            rec.provenance.append(dict(reader.provenance(i)))
         rec.label_fields = tuple(reader.label_fields)
         rec.attrs = dict(reader.attrs)
         rec.failures = [tuple(x) for x in reader.failures()]
