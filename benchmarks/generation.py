@@ -1,0 +1,228 @@
+"""Generation benchmark: structures per second per source x sampler, and the element and size
+coverage of the ``seed-m2`` 1K tier.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/generation.py            # throughput + seed-m2 1k coverage
+    OMP_NUM_THREADS=1 python benchmarks/generation.py --quick    # throughput only
+
+Throughput: each (source, sampler) pair produces ``--n`` structures through the real engine
+(:func:`mlff_distiller.generation.iter_structures`, min-distance checks included). Teacher-free
+samplers need no calculator; teacher-driven ones run with EMT on Cu cells (analytic, cheap: the
+numbers measure the sampler's own cost and its number of teacher calls, not a teacher's speed)
+and, with ``--chgnet``, with CHGNet as well. Wall time and process CPU time are both reported:
+on a shared machine CPU time is the steadier figure.
+
+Coverage: ``generate("seed-m2", tier="1k")`` with the recipe's own teacher (CHGNet), then the
+elements present, the size histogram and the mix actually written.
+
+Writes ``benchmarks/results/generation.md`` and ``generation.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from mlff_distiller.generation import generate, iter_structures, validate_recipe  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "threads": int(os.environ.get("OMP_NUM_THREADS", "1")), "torch": torch.__version__,
+            "python": platform.python_version(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "load_average": os.getloadavg()[0]}
+
+
+def one_entry_recipe(source: dict, sampler: str, params: dict, n: int, size=(10, 120), elements="any") -> dict:
+    return {"name": "bench", "seed": 11, "generation": {
+        "size": {"min": size[0], "max": size[1]}, "elements": elements, "count": n,
+        "sources": {"src": source}, "mix": [{"source": "src", "sampler": sampler, "fraction": 1.0, "params": params}]}}
+
+
+def time_entry(recipe: dict, calculator=None) -> dict:
+    from mlff_distiller.generation.sources import MoleculeSource
+
+    MoleculeSource._cache.clear()  # every case pays for its own conformer embedding
+    cfg = validate_recipe(recipe)
+    MoleculeSource._cache.clear()
+    stats: list = []
+    w0, c0 = time.perf_counter(), time.process_time()
+    atoms = list(iter_structures(cfg, None, calculator, stats=stats))
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    n = len(atoms)
+    return {"n": n, "wall_s": wall, "cpu_s": cpu, "per_s_wall": n / wall if wall else float("inf"),
+            "cpu_ms_per_structure": 1000 * cpu / max(n, 1), "mean_atoms": float(np.mean([len(a) for a in atoms])),
+            "rejected": stats[0]["rejected"], "roots": stats[0]["roots"]}
+
+
+def throughput(n: int, chgnet: bool, tmp: Path) -> list[dict]:
+    import ase.io
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    ase.io.write(tmp / "gaas.cif", bulk("GaAs", "zincblende", a=5.65, cubic=True))
+    mols = {"kind": "molecules", "smiles": "builtin", "conformers": 2}
+    cases = [
+        ("molecules", mols, "none", {}),
+        ("molecules", mols, "rattle", {}),
+        ("molecules", mols, "high_energy", {"methods": ["stretch", "compress"]}),
+        ("bulk", {"kind": "bulk", "crystals": "all"}, "none", {}),
+        ("bulk", {"kind": "bulk", "crystals": "all"}, "rattle", {}),
+        ("alloy", {"kind": "alloy", "elements": ["Cu", "Ni", "Au"]}, "rattle", {}),
+        ("surface", {"kind": "surface", "crystals": ["Cu-fcc", "MgO-rocksalt", "Si-diamond"]}, "rattle", {}),
+        ("cluster", {"kind": "cluster", "elements": ["Cu", "Pt"]}, "rattle", {}),
+        ("liquid (water)", {"kind": "liquid", "solvent": "O"}, "rattle", {}),
+        ("liquid (solvated)", {"kind": "liquid", "solvent": "O", "solutes": ["CCO", "c1ccccc1O"]}, "rattle", {}),
+        ("file (CIF)", {"kind": "file", "paths": [str(tmp / "gaas.cif")]}, "rattle", {}),
+    ]
+    rows = []
+    for label, src, sampler, params in cases:
+        res = time_entry(one_entry_recipe(src, sampler, params, n))
+        rows.append({"source": label, "sampler": sampler, "teacher": "-", **res})
+        print_row(rows[-1])
+    teachers = [("EMT", EMT())]
+    if chgnet:
+        from mlff_distiller.teachers import build_teacher
+
+        teachers.append(("CHGNet", build_teacher("chgnet").calculator()))
+    cu = {"kind": "bulk", "crystals": ["Cu-fcc"]}
+    driven = [
+        ("normal_modes", {"per_root": 10, "relax_steps": 20}, (20, 40)),
+        ("md", {"per_root": 10, "equil_steps": 20, "interval": 10, "timestep": 2.0}, (20, 40)),
+        ("rattle_relax", {"per_root": 6, "relax_steps": 4}, (20, 40)),
+        ("high_energy", {"methods": ["compress_md"], "md_steps": 20, "per_root": 2}, (20, 40)),
+    ]
+    for tname, calc in teachers:
+        for sampler, params, size in driven:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = time_entry(one_entry_recipe(cu, sampler, params, n, size=size), calc)
+            rows.append({"source": "bulk Cu (20-40 atoms)", "sampler": sampler, "teacher": tname, **res})
+            print_row(rows[-1])
+    return rows
+
+
+def print_row(r: dict) -> None:
+    print(f"{r['source']:<24} {r['sampler']:<13} {r['teacher']:<7} {r['n']:>5} {r['mean_atoms']:>7.1f} "
+          f"{r['per_s_wall']:>9.2f} {r['cpu_ms_per_structure']:>10.1f}", flush=True)
+
+
+def coverage(tier: str, progress: bool, tmp: Path) -> dict:
+    out = tmp / "seed-m2.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        c0 = time.process_time()
+        summary = generate("seed-m2", out, tier=tier, progress=progress)
+        summary["cpu_seconds"] = time.process_time() - c0
+    from mlff_distiller.data.store import DatasetReader
+
+    r = DatasetReader(out)
+    sizes, structures_with, atoms_of, samplers, kinds = [], Counter(), Counter(), Counter(), Counter()
+    for i in range(len(r)):
+        a = r.get_atoms(i)
+        p = r.provenance(i)
+        sizes.append(len(a))
+        syms = a.get_chemical_symbols()
+        atoms_of.update(syms)
+        structures_with.update(set(syms))
+        samplers[p["sampler"]] += 1
+        kinds[p["source"].split(":")[0]] += 1
+    r.close()
+    edges = [10, 20, 35, 50, 75, 100, 150, 200, 300, 400, 501]
+    hist, _ = np.histogram(sizes, bins=edges)
+    return {"summary": summary, "n": len(sizes), "elements_structures": dict(structures_with.most_common()),
+            "elements_atoms": dict(atoms_of.most_common()), "size_edges": edges, "size_hist": hist.tolist(),
+            "size_min": int(min(sizes)), "size_max": int(max(sizes)), "size_median": float(np.median(sizes)),
+            "samplers": dict(samplers.most_common()), "source_kinds": dict(kinds.most_common())}
+
+
+def write_report(m: dict, rows: list[dict], cov: dict | None, n: int) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    lines = ["# Generation benchmark", "",
+             f"Machine: {m['cpu']}; {m['threads']} thread(s); torch {m['torch']}; Python {m['python']}; "
+             f"{m['date']}; load average at start {m['load_average']:.1f} (shared machine: wall times are noisy, "
+             "CPU ms per structure is the steadier figure).", "",
+             f"## Throughput per source x sampler ({n} structures each, through the full engine)", "",
+             "| source | sampler | teacher | structures | mean atoms | structures/s (wall) | CPU ms / structure |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['source']} | {r['sampler']} | {r['teacher']} | {r['n']} | {r['mean_atoms']:.1f} | "
+                     f"{r['per_s_wall']:.2f} | {r['cpu_ms_per_structure']:.1f} |")
+    lines += ["", "Teacher-free samplers cost milliseconds; teacher-driven ones cost teacher calls: normal modes "
+              "6N+relaxation calls per root (shared by `per_root` samples), MD `equil_steps + per_root*interval` "
+              "calls per root, rattle-relax `relax_steps`+1 per structure.", ""]
+    if cov:
+        s = cov["summary"]
+        lines += [f"## Coverage of the seed-m2 {s['tier']} tier", "",
+                  f"{cov['n']} of {s['requested']} structures in {s['seconds']:.0f} s wall / "
+                  f"{s['cpu_seconds']:.0f} s CPU, teacher CHGNet (the recipe's). Sizes {cov['size_min']}-"
+                  f"{cov['size_max']} atoms, median {cov['size_median']:.0f}.", "",
+                  f"Elements present ({len(cov['elements_structures'])}): structures containing each element "
+                  "(atoms in parentheses):", "",
+                  ", ".join(f"{el} {k} ({cov['elements_atoms'][el]})" for el, k in cov["elements_structures"].items()),
+                  "", "Size histogram (atoms per structure):", "", "| atoms | structures |", "|---|---|"]
+        e = cov["size_edges"]
+        for k, c in enumerate(cov["size_hist"]):
+            lines.append(f"| {e[k]}-{e[k + 1] - 1} | {c} |")
+        lines += ["", "Written per sampler: " + ", ".join(f"{k} {v}" for k, v in cov["samplers"].items()),
+                  "", "Written per source kind: " + ", ".join(f"{k} {v}" for k, v in cov["source_kinds"].items()),
+                  "", "Per mix entry:", "", "| source | sampler | written/requested | roots | rejected | failed | s |",
+                  "|---|---|---|---|---|---|---|"]
+        for st in s["entries"]:
+            lines.append(f"| {st['source']} | {st['sampler']} | {st['written']}/{st['requested']} | {st['roots']} | "
+                         f"{st['rejected']} | {st['failed']} | {st['seconds']:.1f} |")
+        if s["skipped"]:
+            lines += ["", "Warnings: " + "; ".join(x["reason"] for x in s["skipped"])]
+    (RESULTS / "generation.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "generation.json").write_text(json.dumps({"machine": m, "throughput": rows, "coverage": cov},
+                                                        indent=1, default=str))
+    print(f"wrote {RESULTS / 'generation.md'}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=20, help="structures per source x sampler")
+    ap.add_argument("--quick", action="store_true", help="skip the seed-m2 coverage run")
+    ap.add_argument("--chgnet", action="store_true", help="also time teacher-driven samplers with CHGNet")
+    ap.add_argument("--tier", default="1k", help="seed-m2 tier for the coverage run")
+    ap.add_argument("--progress", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    m = machine()
+    print(f"{'source':<24} {'sampler':<13} {'teacher':<7} {'n':>5} {'atoms':>7} {'struct/s':>9} {'CPU ms/st':>10}")
+    with tempfile.TemporaryDirectory() as d:
+        rows = throughput(args.n, args.chgnet, Path(d))
+        cov = None if args.quick else coverage(args.tier, args.progress, Path(d))
+    if cov:
+        print(f"seed-m2 {args.tier}: {cov['n']} structures, {len(cov['elements_structures'])} elements, sizes "
+              f"{cov['size_min']}-{cov['size_max']}, histogram {cov['size_hist']}")
+    write_report(m, rows, cov, args.n)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
