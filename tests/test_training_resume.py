@@ -89,11 +89,15 @@ def test_ctrl_c_mid_epoch_then_resume_is_bitwise_identical(dataset, reference_ru
     assert_same_run(reference_run, run)
 
 
-def test_crash_resumes_from_periodic_checkpoint(dataset, reference_run, tmp_path):
+@pytest.mark.parametrize("every, crash, saved", [(3, 11, 9), (4, 10, 8)])
+def test_crash_resumes_from_periodic_checkpoint(dataset, reference_run, tmp_path, every, crash, saved):
+    """Crash (no save on the way out) mid-epoch; with every=4 the checkpoint is the last batch of
+    epoch 1, taken before that epoch's validation row was written."""
     run = tmp_path / "run"
     with pytest.raises(Crash):
-        DistillationTrainer(dataset, cfg(), run, progress=False, callbacks=[stop_at(11, Crash)]).fit()
-    assert load_state(run)["state"]["step"] == 9  # the last periodic checkpoint
+        DistillationTrainer(dataset, cfg().replace(checkpoint_every=every), run, progress=False,
+                            callbacks=[stop_at(crash, Crash)]).fit()
+    assert load_state(run)["state"]["step"] == saved  # the last periodic checkpoint
     assert len(metric_rows(run)) == 2  # two epoch rows were written before the crash
     DistillationTrainer(dataset, cfg(), run, resume=True, progress=False).fit()
     assert_same_run(reference_run, run)

@@ -218,11 +218,22 @@ class DistillationTrainer:
                 "resume with the saved config (omit --config) or start a new run"
             )
 
-    def _load_graphs(self, cutoff: float):
-        """Read every structure, build its graph; return graphs, groups, label fields."""
+    def _load_graphs(self, scfg):
+        """Check labels and elements, read every structure, build its graph.
+
+        Returns graphs, provenance groups, label fields. Fills ``scfg.elements`` from the
+        dataset when it is empty.
+        """
         from ..data.store import DatasetReader
 
-        reader = DatasetReader(self.dataset_path)
+        reader = DatasetReader(self.dataset_path, preload=True)
+        try:
+            return self._read_graphs(reader, scfg)
+        finally:
+            reader.close()
+
+    def _read_graphs(self, reader, scfg):
+        cutoff = scfg.cutoff
         label_fields = tuple(reader.label_fields)
         cfg = self.config
         if F.ENERGY not in label_fields and cfg.energy_weight > 0:
@@ -240,6 +251,18 @@ class DistillationTrainer:
                 f"{self.dataset_path} has no stress labels but training.stress_weight = {cfg.stress_weight}: "
                 "label stress with the teacher, or set training.stress_weight: 0"
             )
+        elements = reader.elements()
+        missing = sorted(set(elements) - set(scfg.elements)) if scfg.elements else []
+        if missing:
+            from ase.data import chemical_symbols
+
+            names = ", ".join(chemical_symbols[z] for z in missing)
+            raise ConfigError(
+                f"the dataset holds element(s) {names} missing from training.student.elements: add them or leave "
+                "elements empty to take them from the dataset"
+            )
+        if not scfg.elements:
+            scfg.elements = list(elements)
         n = len(reader)
         graphs, groups = [], []
         bar = self._bar(total=n, desc="neighbour lists", unit="struct")
@@ -252,8 +275,6 @@ class DistillationTrainer:
                 bar.update(1)
         if bar is not None:
             bar.close()
-        if hasattr(reader, "close"):
-            reader.close()
         return graphs, groups, label_fields
 
     def _bar(self, **kw):
@@ -290,19 +311,7 @@ class DistillationTrainer:
         dtype = torch.float64 if scfg.dtype == "float64" else torch.float32
         self.dtype = dtype
 
-        graphs, groups, self.label_fields = self._load_graphs(scfg.cutoff)
-        elements = sorted({int(z) for g in graphs for z in np.unique(g[F.NUMBERS])})
-        missing = sorted(set(elements) - set(scfg.elements)) if scfg.elements else []
-        if missing:
-            from ase.data import chemical_symbols
-
-            names = ", ".join(chemical_symbols[z] for z in missing)
-            raise ConfigError(
-                f"the dataset holds element(s) {names} missing from training.student.elements: add them or leave "
-                "elements empty to take them from the dataset"
-            )
-        if not scfg.elements:
-            scfg.elements = elements
+        graphs, groups, self.label_fields = self._load_graphs(scfg)
         train_idx, val_idx, split_kind = grouped_split(groups, cfg.val_fraction, cfg.seed)
         stats = training_statistics([graphs[i] for i in train_idx], scfg.cutoff, scfg.elements)
         self.stats = stats
@@ -407,7 +416,10 @@ class DistillationTrainer:
                     state["done"], state["stopped"] = True, "max_epochs"
                 elif cfg.early_stopping_patience and state["bad_epochs"] >= cfg.early_stopping_patience:
                     state["done"], state["stopped"] = True, "early_stopping"
-                save_last()
+                if state["done"]:
+                    save_last()
+                # Otherwise the periodic checkpoints suffice: a resume from one mid-epoch (or
+                # before an epoch's validation) repeats the same steps and rewrites the same rows.
                 self._emit("epoch", row)
         except KeyboardInterrupt:
             # Between steps the state is consistent: keep it so that --resume loses nothing.
