@@ -52,7 +52,10 @@ def test_narrow_dataset_fails_the_gate(narrow_file):
     failed = {v.metric for v in gate.failed}
     assert {"min_diversity_score", "min_entropy_fraction", "min_compositions"} <= failed
     assert "FAILED" in gate.summary() and "FAIL: diversity score" in gate.summary()
-    assert gate.to_dict()["passed"] is False
+    d = gate.to_dict()
+    assert d["passed"] is False and d["diversity"]["score"] == gate.diversity.score
+    assert json.loads(json.dumps(d))["validation"]["n_structures"] == 10
+    assert [v.name for v in gate.failed] == [v.metric for v in gate.failed] and str(gate.failed[0]).startswith("FAIL")
 
 
 def test_gate_thresholds_come_from_config(diverse_file, narrow_file):

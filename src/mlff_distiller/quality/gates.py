@@ -32,6 +32,14 @@ class Verdict:
     passed: bool
 
     @property
+    def name(self) -> str:
+        """Alias of ``metric``."""
+        return self.metric
+
+    def __str__(self) -> str:
+        return self.message
+
+    @property
     def message(self) -> str:
         name = self.metric[4:].replace("_", " ")
         op = ">=" if self.metric.startswith("min_") else "<="
@@ -66,8 +74,17 @@ class GateReport:
         return "\n".join([head] + [f"  {v.message}" for v in self.verdicts])
 
     def to_dict(self) -> dict:
-        return {"checkpoint": self.checkpoint, "passed": self.passed,
-                "verdicts": [v.to_dict() for v in self.verdicts]}
+        out = {"checkpoint": self.checkpoint, "passed": self.passed,
+               "verdicts": [v.to_dict() for v in self.verdicts]}
+        if self.validation is not None:
+            out["validation"] = {"n_structures": self.validation.n_structures,
+                                 "n_flagged": self.validation.n_flagged, "counts": self.validation.counts}
+        if self.diversity is not None:
+            d = self.diversity
+            out["diversity"] = {"score": d.score, "components": d.components, "entropy": d.entropy,
+                                "diversity": d.diversity, "entropy_fraction": d.structural["entropy_fraction"],
+                                "warnings": list(d.warnings)}
+        return out
 
 
 def gate_metrics(rec, validation: ValidationReport, div: DiversityReport) -> dict:
