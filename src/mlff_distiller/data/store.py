@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import re
+import time
 import uuid as _uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -575,6 +576,10 @@ def _list_segments(jdir: Path, merged_through: int) -> tuple[list[tuple[int, int
     return live, stale
 
 
+class _SnapshotChanged(Exception):
+    """The dataset changed on disk while a reader was opening it."""
+
+
 class DatasetReader:
     """Read a dataset (main file plus committed journal segments).
 
@@ -591,21 +596,17 @@ class DatasetReader:
             raise DatasetError(f"dataset file not found: {self.path}; check the path")
         if self.path.is_dir():
             raise DatasetError(f"{self.path} is a directory, not a dataset file; give the .h5 file")
-        main = _Part(self.path)
-        self._parts = [main]
-        try:
-            segs, _ = _list_segments(journal_dir(self.path), int(main.meta.get("merged_through", 0)))
-            for _, _, p in segs:
-                part = _Part(p)
-                if part.uuid != main.uuid:  # left over from an earlier dataset at this path
-                    part.close()
-                    continue
-                if part.label_fields != main.label_fields:
-                    raise DatasetError(f"journal segment {p} has other label fields than {self.path}; delete the segment")
-                self._parts.append(part)
-        except BaseException:
-            self.close()
-            raise
+        # A writer may finalize or compact while we open: take a consistent snapshot by
+        # retrying until the main file is unchanged and every listed segment still exists.
+        for attempt in range(20):
+            try:
+                self._parts = self._open_snapshot()
+                break
+            except _SnapshotChanged:
+                time.sleep(0.01 * (attempt + 1))
+        else:
+            raise DatasetError(f"{self.path} kept changing while being opened (a busy writer?); try again")
+        main = self._parts[0]
         self.label_fields: tuple[str, ...] = main.label_fields
         self.format_version = int(main.meta["format_version"])
         self.positions_dtype = np.dtype(main.meta.get("positions_dtype", "float64"))
@@ -639,6 +640,38 @@ class DatasetReader:
         if preload:
             for p in self._parts:
                 p.preload()
+
+    def _open_snapshot(self) -> list:
+        before = os.stat(self.path).st_ino
+        main = _Part(self.path)
+        parts = [main]
+        try:
+            segs, _ = _list_segments(journal_dir(self.path), int(main.meta.get("merged_through", 0)))
+            for _, _, p in segs:
+                try:
+                    part = _Part(p)
+                except DatasetError:
+                    if not p.exists():  # merged and deleted by a writer meanwhile
+                        raise _SnapshotChanged() from None
+                    raise
+                if part.uuid != main.uuid:  # left over from an earlier dataset at this path
+                    part.close()
+                    continue
+                if part.label_fields != main.label_fields:
+                    part.close()
+                    raise DatasetError(f"journal segment {p} has other label fields than {self.path}; delete the segment")
+                parts.append(part)
+            try:
+                after = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                after = None
+            if after != before:
+                raise _SnapshotChanged()
+        except BaseException:
+            for part in parts:
+                part.close()
+            raise
+        return parts
 
     # -- basic access -------------------------------------------------------------------
     def __len__(self) -> int:
