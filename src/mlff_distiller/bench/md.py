@@ -134,8 +134,15 @@ def _prepare(atoms, calc, temperature_K, seed):
     return work
 
 
-def _drive(dyn, monitor, n_steps) -> tuple[str, str]:
+def _drive(dyn, monitor, n_steps, progress: str | None = None) -> tuple[str, str]:
+    """Run ``n_steps``; ``progress`` (a label) shows a tqdm bar with rate and ETA."""
     monitor.dyn = dyn
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_steps, desc=progress, unit="step", leave=False, dynamic_ncols=True, mininterval=0.5)
+        dyn.attach(lambda: bar.update(1) if dyn.nsteps > 0 else None, interval=1)
     try:
         dyn.run(n_steps)
     except _Stop as stop:
@@ -143,6 +150,9 @@ def _drive(dyn, monitor, n_steps) -> tuple[str, str]:
     except Exception as err:  # the model itself gave up on a geometry
         msg = " ".join(f"{type(err).__name__}: {err}".split())[:300]
         return "error", f"calculator failed at step {monitor.step}: {msg}"
+    finally:
+        if bar is not None:
+            bar.close()
     return "ok", ""
 
 
@@ -158,6 +168,7 @@ def nve_drift(
     excursion_limit: float = EXCURSION_LIMIT,
     explode_T: float | None = None,
     n_trace: int = 2000,
+    progress: str | None = None,
 ) -> dict:
     """NVE (VelocityVerlet) from Maxwell-Boltzmann velocities at ``temperature_K``.
 
@@ -173,7 +184,7 @@ def nve_drift(
     dyn = VelocityVerlet(work, timestep=timestep_fs * units.fs)
     dyn.attach(mon, interval=1)
     t0 = time.perf_counter()
-    status, reason = _drive(dyn, mon, n_steps)
+    status, reason = _drive(dyn, mon, n_steps, progress)
     wall = time.perf_counter() - t0
     n = len(work)
     t = np.asarray(mon.t_ps)
@@ -219,6 +230,7 @@ def langevin_run(
     explode_T: float | None = None,
     sample_every: int = 0,
     equilibrate_fraction: float = 0.2,
+    progress: str | None = None,
 ) -> tuple[dict, list]:
     """Langevin (NVT) run; returns ``(report, frames)``.
 
@@ -249,7 +261,7 @@ def langevin_run(
 
         dyn.attach(grab, interval=int(sample_every))
     t0 = time.perf_counter()
-    status, reason = _drive(dyn, mon, n_steps)
+    status, reason = _drive(dyn, mon, n_steps, progress)
     wall = time.perf_counter() - t0
     temps = 2.0 * np.asarray(mon.ekin) / (3.0 * len(work) * units.kB)
     tail = temps[len(temps) // 2 :]

@@ -156,6 +156,8 @@ def markdown(result: dict) -> str:
             for label in (s_lab, t_lab):
                 nve = md.get("nve", {}).get(label)
                 stab = md.get("stability", {}).get(label, [])
+                if not stab and (md.get("rdf") or {}).get("runs", {}).get(label):
+                    stab = [md["rdf"]["runs"][label]]  # the teacher's 300 K RDF run
                 if nve is None and not stab:
                     continue
                 stab_txt = ", ".join(

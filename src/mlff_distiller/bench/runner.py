@@ -250,24 +250,27 @@ def _md_fidelity(sys_, s_handle, t_handle, cfg, progress) -> dict:
         md["nve"][label] = nve_drift(
             h.make_calculator(), sys_.atoms, timestep_fs=dt, duration_ps=cfg.drift_ps,
             temperature_K=cfg.drift_temperature_K, seed=cfg.seed, max_wall_s=cfg.max_wall_s,
+            progress=f"NVE {sys_.name} {label}" if progress else None,
         )
     n_stab = max(1, int(round(cfg.stability_ps * 1000.0 / dt)))
     for T in cfg.stability_temperatures_K:
         rep, _ = langevin_run(
             s_handle.make_calculator(), sys_.atoms, float(T), timestep_fs=dt, n_steps=n_stab,
             seed=cfg.seed, max_wall_s=cfg.max_wall_s,
+            progress=f"stability {sys_.name} {T:g} K" if progress else None,
         )
         md["stability"][s_lab].append(rep)
     if cfg.rdf:
         n_rdf = max(1, int(round(cfg.rdf_ps * 1000.0 / dt)))
-        rdf = {}
+        rdf = {"runs": {}}  # label -> histogram (r, g, counts), plus the runs' reports
         for label, h in ((s_lab, s_handle), (t_lab, t_handle)):
             rep, frames = langevin_run(
                 h.make_calculator(), sys_.atoms, cfg.rdf_temperature_K, timestep_fs=dt, n_steps=n_rdf,
                 seed=cfg.seed, max_wall_s=cfg.max_wall_s, sample_every=cfg.rdf_every,
+                progress=f"RDF {sys_.name} {label}" if progress else None,
             )
             rdf[label] = pair_distance_histogram(frames, r_max=cfg.rdf_r_max) if frames else None
-            rdf[label + "_run"] = rep
+            rdf["runs"][label] = rep
         rdf["overlap"] = rdf_overlap(rdf[s_lab], rdf[t_lab]) if rdf[s_lab] and rdf[t_lab] else None
         md["rdf"] = rdf
     return md
