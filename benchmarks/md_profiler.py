@@ -116,13 +116,14 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="short MD (drift 1 ps, no RDF): a smoke run")
     p.add_argument("--skip-orb", action="store_true")
     p.add_argument("--skip-chgnet", action="store_true")
+    p.add_argument("--orb-systems", nargs="+", default=None, help="systems for the Orb run (default: --systems)")
     p.add_argument("--config", default=None, help="JSON with BenchConfig overrides for the CHGNet run")
     args = p.parse_args(argv)
 
     from mlff_distiller.bench import run_bench
 
     student = args.student or find_student()
-    if student is None:
+    if student is None and not (args.skip_chgnet and args.skip_orb):
         print("no student given and no quickstart run found: run `make demo` or pass --student", file=sys.stderr)
         return 2
     cfg = {"drift_ps": 10.0, "stability_ps": 1.0, "rdf_ps": 1.0, "timestep_fs": 0.5}
@@ -140,10 +141,20 @@ def main(argv=None) -> int:
     if not args.skip_orb:
         ckpt = random_orb_v2_checkpoint(args.orb_checkpoint)
         results["orb_v2_random"] = run_bench(
-            student, {"name": "orb", "model": "orb-v2", "weights_path": ckpt}, systems=args.systems,
+            student, {"name": "orb", "model": "orb-v2", "weights_path": ckpt}, systems=args.orb_systems or args.systems,
             out_dir=os.path.join(args.out, "bench_orb_v2_random"), threads=1,
-            config={"md": False, "timestep_fs": cfg["timestep_fs"]},
+            config={"md": False, **{k: cfg[k] for k in ("timestep_fs", "n_rounds", "n_calls", "n_md_steps") if k in cfg}},
         )
+    # the two runs may come from separate processes (run concurrently with --skip-*): read both back
+    for key, sub in (("chgnet", "bench_chgnet"), ("orb_v2_random", "bench_orb_v2_random")):
+        path = os.path.join(args.out, sub, "bench.json")
+        if key not in results and os.path.exists(path):
+            with open(path) as fh:
+                results[key] = json.load(fh)
+    results = {k: results[k] for k in ("chgnet", "orb_v2_random") if k in results}
+    if not results:
+        print("nothing to summarise", file=sys.stderr)
+        return 2
     text = summary_markdown(results)
     with open(os.path.join(args.out, "bench_summary.md"), "w") as fh:
         fh.write(text)
