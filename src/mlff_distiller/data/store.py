@@ -523,6 +523,7 @@ class _Part:
         for name in self.extra_specs:
             self.atom_ds["arrays/" + name] = h5["arrays/" + name]
         self.preloaded: dict | None = None
+        self._numbers: np.ndarray | None = None
 
     def __len__(self):
         return len(self.n_atoms)
@@ -534,6 +535,13 @@ class _Part:
         """Per-atom array ``name``, atoms ``a:b`` (all by default); DatasetError on damaged data."""
         if self.preloaded is not None:
             return self.preloaded[name][a:b]
+        if name == F.NUMBERS:
+            if self._numbers is None:  # 1 byte per atom: kept in RAM after the first read
+                self._numbers = self._read(name, None, None)
+            return self._numbers[a:b]
+        return self._read(name, a, b)
+
+    def _read(self, name, a, b) -> np.ndarray:
         try:
             return self.atom_ds[name][a:b]
         except OSError as err:
