@@ -104,6 +104,7 @@ class WorkDir:
             "fail_index": np.asarray([i for i, _ in fails], dtype=np.int64),
             "fail_reason": np.asarray([str(r) for _, r in fails] or [""], dtype=str)[: len(fails)],
         }
+        self.path.mkdir(parents=True, exist_ok=True)
         path = self.shard_path(cid)
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
         with open(tmp, "wb") as fh:
@@ -119,8 +120,12 @@ class WorkDir:
         line = json.dumps({"chunk": chunk_id, "labelled": labelled, "failed": failed, "shard": shard_name(chunk_id)})
         # No fsync: the shard (already durable) is the source of truth and a lost line is
         # re-logged by ``committed``; syncing here would add a disk flush per chunk.
-        with open(self.path / MANIFEST, "a") as fh:
-            fh.write(line + "\n")
+        with open(self.path / MANIFEST, "ab+") as fh:
+            if fh.tell() > 0:  # after a torn line (killed mid-append) start a fresh line
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    line = "\n" + line
+            fh.write((line + "\n").encode())
 
     def manifest(self) -> dict[int, dict]:
         """Manifest entries by chunk id; a torn last line (killed mid-append) is ignored."""
