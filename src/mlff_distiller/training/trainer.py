@@ -202,7 +202,9 @@ class DistillationTrainer:
             saved = load_train_config(rd / "config.yaml") if (rd / "config.yaml").is_file() else None
             if saved is not None:
                 self._check_resume_config(saved)
-        elif rd.is_dir() and any(rd.iterdir()):
+        elif rd.is_dir() and any(rd.iterdir()) and os.environ.get("RANK", "0") == "0":
+            # Under torchrun only process 0 checks: it may already be writing here when a
+            # slower process gets to this line (if the check fails there, torchrun stops all).
             raise UserError(f"run directory {rd} is not empty: pass --resume to continue it or choose another -o")
 
     def _check_resume_config(self, saved: TrainConfig) -> None:
