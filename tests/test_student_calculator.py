@@ -161,3 +161,16 @@ def test_bad_construction_arguments(tmp_path, model64):
         StudentCalculator(model64, skin=-1.0)
     with pytest.raises(UserError, match="does not exist"):
         StudentCalculator(tmp_path / "nope.pt")
+
+
+@pytest.mark.slow
+def test_compiled_calculator_matches_eager(model64):
+    """torch.compile path (minutes of compilation on a loaded CPU, hence slow)."""
+    atoms = si_crystal()
+    eager = StudentCalculator(model64)
+    compiled = StudentCalculator(model64, compile=True)
+    assert compiled.model is not model64 and model64._compiled is None
+    a, b = atoms.copy(), atoms.copy()
+    a.calc, b.calc = eager, compiled
+    np.testing.assert_allclose(b.get_forces(), a.get_forces(), atol=1e-9)
+    np.testing.assert_allclose(b.get_stress(), a.get_stress(), atol=1e-10)

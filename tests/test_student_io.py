@@ -159,3 +159,17 @@ def test_incompatible_checkpoint_through_the_cli_is_one_line_exit_2(tmp_path, ca
     assert code == 2
     assert err.startswith("mlff-distill: error:") and "format version 0" in err and "\n" not in err
     assert not (tmp_path / "ts.pt").exists()
+
+
+def test_compile_flag_does_not_leak_into_copies_or_exports(tmp_path, model):
+    import copy
+
+    model.enable_compile()  # lazy: nothing is compiled until the first call
+    try:
+        assert copy.deepcopy(model)._compiled is None
+        exported = load_exported(export_torchscript(model, tmp_path / "ts.pt"))
+        save_student(tmp_path / "ck.pt", model)
+        assert load_student(tmp_path / "ck.pt")._compiled is None
+        assert exported.cutoff == CUTOFF
+    finally:
+        model.disable_compile()

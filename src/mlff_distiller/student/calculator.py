@@ -11,6 +11,8 @@ so a reused list gives the same forces as a fresh one.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
@@ -29,12 +31,14 @@ class StudentCalculator(Calculator):
     :func:`~mlff_distiller.student.save_student`, a TorchScript file written by
     :func:`~mlff_distiller.student.export_torchscript`, or a :class:`StudentModel` in eval mode.
     ``device``: torch device string. ``skin`` (A): Verlet skin of the reused neighbour list
-    (0 rebuilds it at every call).
+    (0 rebuilds it at every call). ``compile``: run a Python model through ``torch.compile``
+    (a private copy; the first calls take minutes on a busy CPU, later calls were ~1.7x faster
+    on a 192-atom water box here and about equal on 64-atom Si; ignored for TorchScript files).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
-    def __init__(self, model, device: str = "cpu", skin: float = 0.5, **kwargs):
+    def __init__(self, model, device: str = "cpu", skin: float = 0.5, compile: bool = False, **kwargs):
         super().__init__(**kwargs)
         if skin < 0:
             raise UserError(f"StudentCalculator: skin must be >= 0 A, got {skin}")
@@ -47,6 +51,8 @@ class StudentCalculator(Calculator):
             if param.device != self.device:
                 raise UserError(f"StudentCalculator: the model is on {param.device}, not {self.device}; move it or pass device=")
             self.dtype = param.dtype
+            if compile:
+                self.model = copy.deepcopy(self.model).enable_compile()
         else:
             assert isinstance(self.model, ExportedStudent)
             self.dtype = torch.float64 if self.model.meta.get("dtype") == "float64" else torch.float32
