@@ -202,6 +202,7 @@ def test_file_source_reads_cif_and_extxyz(tmp_path):
     assert r1.source == "file:w.extxyz#0" and len(r1.atoms) == 12
 
 
+@pytest.mark.filterwarnings("ignore:Wrong number:UserWarning")  # ASE's CIF parser complains first
 def test_unreadable_cif_is_a_one_line_error(tmp_path):
     bad = tmp_path / "broken.cif"
     bad.write_text("data_x\n_cell_length_a 4.0\nloop_\n_atom_site_label\n_atom_site_fract_x\nthis is not a cif\n")

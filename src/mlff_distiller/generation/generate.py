@@ -70,6 +70,7 @@ def iter_structures(cfg: GenerationConfig, tier: str | None = None, calculator=N
         if want == 0:
             continue
         t0 = time.perf_counter()
+        source.set_order(np.random.default_rng(np.random.SeedSequence([cfg.seed, e, 2**32 - 1])), source.n_candidates)
         sampler = SAMPLER_FUNCTIONS[entry.sampler]
         factor = entry.params.get("min_distance_factor", cfg.min_distance_factor)
         include_root = entry.params.get("include_root", False) and entry.sampler != "none"

@@ -188,6 +188,24 @@ class Source:
     def make_root(self, index: int, rng: np.random.Generator) -> Root | None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    _order: np.ndarray | None = None
+
+    def set_order(self, rng: np.random.Generator, n: int) -> None:
+        """Visit the ``n`` candidates in a seeded random order (so an entry with fewer roots than
+        candidates still samples the whole list evenly, not its first lines)."""
+        self._order = rng.permutation(n)
+
+    def _pick(self, index: int, n: int) -> tuple[int, int]:
+        """(candidate, round) for root ``index``: every candidate once per round."""
+        k = index % n
+        if self._order is not None and len(self._order) == n:
+            k = int(self._order[k])
+        return k, index // n
+
+    @property
+    def n_candidates(self) -> int:
+        return 1
+
 
 class MoleculeSource(Source):
     """Molecules from SMILES (built-in library, a list, or a file), several conformers each."""
@@ -223,6 +241,10 @@ class MoleculeSource(Source):
     # for different mix entries of one run share them (and the same conformer is one group).
     _cache: dict = {}
 
+    @property
+    def n_candidates(self) -> int:
+        return len(self.entries)
+
     def conformers_of(self, smiles: str) -> list[Atoms] | None:
         key = (smiles, self.conformers, self.seed, self.optimizer)
         if key not in self._cache:
@@ -240,11 +262,12 @@ class MoleculeSource(Source):
         return [a.copy() for a in confs]
 
     def make_root(self, index, rng):
-        entry = self.entries[index % len(self.entries)]
+        i, rnd = self._pick(index, len(self.entries))
+        entry = self.entries[i]
         confs = self.conformers_of(entry.smiles)
         if not confs:
             return None
-        k = (index // len(self.entries)) % len(confs)
+        k = rnd % len(confs)
         return Root(confs[k].copy(), f"smiles:{entry.smiles}", f"smiles:{entry.smiles}/conf{k}")
 
 
@@ -265,8 +288,12 @@ class BulkSource(Source):
             raise ConfigError(f"generation.sources.{name}: every unit cell has more than {size.max} atoms; "
                               "raise generation.size.max")
 
+    @property
+    def n_candidates(self) -> int:
+        return len(self.items)
+
     def make_root(self, index, rng):
-        label, cell = self.items[index % len(self.items)]
+        label, cell = self.items[self._pick(index, len(self.items))[0]]
         reps = supercell_repeats(cell, self.size.draw(rng), self.size.min, self.size.max)
         if reps is None:
             return None
@@ -360,8 +387,12 @@ class FileSource(Source):
                 bare = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
                 self.items.append((f"{os.path.basename(str(p))}" + (f"#{k}" if len(frames) > 1 else ""), bare))
 
+    @property
+    def n_candidates(self) -> int:
+        return len(self.items)
+
     def make_root(self, index, rng):
-        label, atoms = self.items[index % len(self.items)]
+        label, atoms = self.items[self._pick(index, len(self.items))[0]]
         if self.supercell and atoms.pbc.all():
             reps = supercell_repeats(atoms, self.size.draw(rng), self.size.min, self.size.max)
             if reps is None:
@@ -404,11 +435,16 @@ class SurfaceSource(Source):
             raise ConfigError(f"{where}.vacuum: give a positive vacuum thickness in A")
         self.vacuum = float(vacuum)
 
+    @property
+    def n_candidates(self) -> int:
+        return len(self.cells) * len(self.miller)
+
     def make_root(self, index, rng):
         from ase.build import surface
 
-        label, cell = self.cells[index % len(self.cells)]
-        miller = self.miller[(index // len(self.cells)) % len(self.miller)]
+        k, _ = self._pick(index, len(self.cells) * len(self.miller))
+        label, cell = self.cells[k % len(self.cells)]
+        miller = self.miller[k // len(self.cells)]
         n_layers = int(rng.integers(self.layers[0], self.layers[1] + 1))
         slab = surface(cell, miller, n_layers, vacuum=self.vacuum, periodic=False)
         slab.pbc = (True, True, False)
