@@ -126,15 +126,15 @@ class _InMemory:
         out = {
             F.NUMBERS: self.atoms[F.NUMBERS][a:b].astype(np.int64),
             F.POSITIONS: self.atoms[F.POSITIONS][a:b].astype(np.float64),
-            F.CELL: cols[F.CELL][i],
-            F.PBC: cols[F.PBC][i],
+            F.CELL: cols[F.CELL][i].copy(),  # copies: callers may modify them in place
+            F.PBC: cols[F.PBC][i].copy(),
         }
         if F.ENERGY in self.label_fields and cols[F.ENERGY + "_mask"][i]:
             out[F.ENERGY] = np.float64(cols[F.ENERGY][i])
         if F.FORCES in self.label_fields and cols[F.FORCES + "_mask"][i]:
             out[F.FORCES] = self.atoms[F.FORCES][a:b].astype(np.float64)
         if F.STRESS in self.label_fields and cols[F.STRESS + "_mask"][i]:
-            out[F.STRESS] = cols[F.STRESS][i]
+            out[F.STRESS] = cols[F.STRESS][i].copy()
         return out
 
 

@@ -721,8 +721,8 @@ class DatasetReader:
         out = {
             F.NUMBERS: part.read_atoms(F.NUMBERS, a, b).astype(np.int64),
             F.POSITIONS: part.read_atoms(F.POSITIONS, a, b).astype(np.float64),
-            F.CELL: self._cols[F.CELL][i],
-            F.PBC: self._cols[F.PBC][i],
+            F.CELL: self._cols[F.CELL][i].copy(),  # copies: callers may modify them in place
+            F.PBC: self._cols[F.PBC][i].copy(),
         }
         cols = self._cols
         if F.ENERGY in self.label_fields and cols[F.ENERGY + "_mask"][i]:
@@ -730,7 +730,7 @@ class DatasetReader:
         if F.FORCES in self.label_fields and cols[F.FORCES + "_mask"][i]:
             out[F.FORCES] = part.read_atoms(F.FORCES, a, b).astype(np.float64)
         if F.STRESS in self.label_fields and cols[F.STRESS + "_mask"][i]:
-            out[F.STRESS] = cols[F.STRESS][i]
+            out[F.STRESS] = cols[F.STRESS][i].copy()
         for name in (F.CHARGE, F.SPIN):
             v = cols[name][i]
             if not np.isnan(v):
