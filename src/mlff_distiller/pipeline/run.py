@@ -159,8 +159,16 @@ def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunRe
     from ..training import TrainConfig
     from ..teachers import build_teacher
 
+    from ..bench.runner import BenchConfig
+
     qcfg = QualityConfig.from_dict(recipe.get("quality") or {})
     tcfg = TrainConfig.from_dict(recipe.get("training") or {})
+    bench_section = dict(recipe.get("bench") or {})
+    test_fraction = float(bench_section.pop("test_fraction", 0.1))
+    bench_systems = bench_section.pop("systems", None)
+    bcfg = BenchConfig.from_dict(bench_section)
+    if not 0.0 < test_fraction < 0.5:
+        raise ConfigError(f"bench.test_fraction = {test_fraction}: must be between 0 and 0.5")
     if "teacher" not in recipe:
         raise ConfigError(f"recipe '{name}' has no 'teacher' section; add e.g. 'teacher: chgnet'")
     teacher = build_teacher(recipe["teacher"])
@@ -265,7 +273,6 @@ def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunRe
     # -- split -> train -> export ----------------------------------------------------------
     train_h5, test_h5 = out / "data" / "train.h5", out / "data" / "test.h5"
     train_h5.parent.mkdir(exist_ok=True)
-    test_fraction = float((recipe.get("bench") or {}).get("test_fraction", 0.1))
     fp_split = fingerprint(upstream, test_fraction, seed)
     stage("split", fp_split, lambda: split_dataset(dataset_path, train_h5, test_h5, test_fraction, seed))
 
@@ -286,13 +293,21 @@ def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunRe
     if "bench" not in opts.skip:
         from ..bench import run_bench
 
-        bcfg = dict(recipe.get("bench") or {})
-        bcfg.pop("test_fraction", None)
-        fp_bench = fingerprint(fp_export, bcfg, teacher_fp)
+        fp_bench = fingerprint(fp_export, bench_section, bench_systems, teacher_fp)
         bench_info = stage(
             "bench",
             fp_bench,
-            lambda: _as_dict(run_bench(student=run_dir, teacher_spec=teacher.spec, dataset=test_h5, out_dir=out / "bench", **bcfg)),
+            lambda: _bench_summary(
+                run_bench(
+                    student=run_dir,
+                    teacher_spec=teacher.spec,
+                    systems=bench_systems,
+                    dataset=test_h5,
+                    out_dir=str(out / "bench"),
+                    config=bcfg,
+                    progress=opts.progress,
+                )
+            ),
         )
     report_info = {}
     if "report" not in opts.skip:
@@ -310,13 +325,23 @@ def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunRe
     return result
 
 
+def _bench_summary(res: dict) -> dict:
+    """Keep the bench result JSON-able and small enough for project.json."""
+    return json.loads(json.dumps(res, default=str))
+
+
 def _failed_names(rep) -> str:
-    verdicts = getattr(rep, "verdicts", None) or {}
-    if isinstance(verdicts, dict):
-        bad = [k for k, v in verdicts.items() if not (v.get("passed") if isinstance(v, dict) else getattr(v, "passed", v))]
-    else:
-        bad = [getattr(v, "name", str(v)) for v in verdicts if not getattr(v, "passed", True)]
-    return "failed: " + ", ".join(map(str, bad)) if bad else "see report"
+    verdicts = getattr(rep, "verdicts", None) or []
+    items = verdicts.values() if isinstance(verdicts, dict) else verdicts
+    bad = []
+    for v in items:
+        passed = v.get("passed") if isinstance(v, dict) else getattr(v, "passed", True)
+        if not passed:
+            metric = v.get("metric") if isinstance(v, dict) else getattr(v, "metric", str(v))
+            value = v.get("value") if isinstance(v, dict) else getattr(v, "value", None)
+            thr = v.get("threshold") if isinstance(v, dict) else getattr(v, "threshold", None)
+            bad.append(f"{metric} = {_fmt(value)} vs threshold {_fmt(thr)}")
+    return "; ".join(bad) if bad else "see report"
 
 
 def _as_dict(obj) -> dict:

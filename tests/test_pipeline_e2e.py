@@ -1,0 +1,208 @@
+"""End to end: ``mlff-distill run`` on a tiny EMT recipe, resume, interruption, gates, bad input.
+
+The teacher here is ASE's EMT (offline, analytic): this tests the pipeline, not a teacher.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlff_distiller.cli import main
+from mlff_distiller.generation.recipe import load_recipe
+
+TRAINING = {
+    "student": {"preset": "tiny"},
+    "max_epochs": 3,
+    "batch_size": 8,
+    "warmup_steps": 2,
+    "checkpoint_every": 2,
+}
+BENCH = {
+    "systems": ["cu-64"],
+    "n_rounds": 1,
+    "n_calls": 2,
+    "n_md_steps": 2,
+    "warmup": 1,
+    "drift_ps": 0.05,
+    "stability_ps": 0.02,
+    "stability_temperatures_K": [300.0],
+    "rdf": False,
+    "max_wall_s": 60.0,
+    "test_fraction": 0.2,
+}
+
+
+def _recipe(tmp_path: Path, **changes) -> Path:
+    recipe = load_recipe("tiny")
+    recipe["name"] = "tiny-test"
+    recipe["generation"]["count"] = 24
+    recipe["training"] = dict(TRAINING)
+    recipe["bench"] = dict(BENCH)
+    recipe["labeling"] = {"workers": 1}
+    # EMT is crude on organics: a few structures get flagged; the gate here tests plumbing.
+    recipe["quality"] = {"gates": {"full": {"max_flagged_fraction": 0.25}}}
+    for k, v in changes.items():
+        recipe[k] = v
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _stages(project: Path) -> dict:
+    return json.loads((project / "project.json").read_text())["stages"]
+
+
+@pytest.fixture(scope="module")
+def finished_project(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    recipe = _recipe(tmp)
+    project = tmp / "proj"
+    rc = main(["run", str(recipe), "-o", str(project), "--quiet"])
+    assert rc == 0
+    return recipe, project
+
+
+def test_outputs_exist_and_are_sane(finished_project):
+    recipe, project = finished_project
+    stages = _stages(project)
+    for name in ("generate:all", "label:all", "gate:all", "split", "train", "export", "bench", "report"):
+        assert stages[name]["status"] == "done", name
+    lab = stages["label:all"]["info"]
+    assert lab["labelled"] + lab["failed"] == 24
+    from mlff_distiller.data.store import DatasetReader
+
+    with DatasetReader(project / "tiers" / "all" / "dataset.h5") as r:
+        assert len(r) == lab["labelled"]
+        a = r.get_atoms(0)
+        assert a.get_forces().shape == (len(a), 3)
+    with DatasetReader(project / "data" / "train.h5") as tr, DatasetReader(project / "data" / "test.h5") as te:
+        assert len(tr) + len(te) == lab["labelled"] and len(te) > 0
+        train_groups = {tr.provenance(i)["group"] for i in range(len(tr))}
+        test_groups = {te.provenance(i)["group"] for i in range(len(te))}
+        assert not train_groups & test_groups  # grouped split: no root straddles train/test
+    metrics = (project / "train" / "metrics.csv").read_text().splitlines()
+    assert len(metrics) >= 2
+    assert (project / "student.pt").stat().st_size > 0
+    html = Path(stages["report"]["info"]["html"])
+    assert html.exists() and "<img" in html.read_text()
+    summary = (project / "summary.md").read_text()
+    assert "tier `all`: labelled" in summary and "GO" in summary
+
+
+def test_rerun_skips_every_stage(finished_project, capsys):
+    recipe, project = finished_project
+    before = _stages(project)
+    assert main(["run", str(recipe), "-o", str(project)]) == 0
+    out = capsys.readouterr().out
+    assert "[run ]" not in out and out.count("[skip]") >= 8
+    assert {k: v["fingerprint"] for k, v in _stages(project).items()} == {k: v["fingerprint"] for k, v in before.items()}
+
+
+def test_changed_recipe_is_reported_not_mixed(finished_project, tmp_path, capsys):
+    recipe, project = finished_project
+    changed = yaml.safe_load(recipe.read_text())
+    changed["generation"]["count"] = 30
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    assert main(["run", str(path), "-o", str(project)]) == 2
+    err = capsys.readouterr().err
+    assert "recipe changed since stage 'generate:all'" in err and "--restart-from" in err
+
+
+def test_failing_gate_stops_with_nonzero_exit_and_report(tmp_path, capsys):
+    recipe = _recipe(tmp_path, quality={"gates": {"full": {"min_structures": 10_000}}})
+    project = tmp_path / "proj"
+    assert main(["run", str(recipe), "-o", str(project), "--quiet"]) == 3
+    out = capsys.readouterr().out
+    assert "NO-GO" in out and "min_structures" in out
+    stages = _stages(project)
+    assert stages["gate:all"]["status"] == "failed"
+    assert "train" not in stages
+    assert list((project / "report").glob("no-go-all/*.html"))
+
+
+def test_bad_inputs_one_line_errors(tmp_path, capsys):
+    bad = yaml.safe_load(_recipe(tmp_path).read_text())
+    bad["trainig"] = {}
+    p = tmp_path / "typo.yaml"
+    p.write_text(yaml.safe_dump(bad))
+    assert main(["run", str(p), "-o", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "trainig" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists()  # nothing done before validation
+
+    bad = yaml.safe_load(_recipe(tmp_path).read_text())
+    bad["teacher"] = {"name": "ase", "calculator": "no_such_module:Calc"}
+    p.write_text(yaml.safe_dump(bad))
+    assert main(["run", str(p), "-o", str(tmp_path / "y")]) == 2
+    assert "no_such_module" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
+
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "keep.txt").write_text("x")
+    assert main(["run", str(_recipe(tmp_path)), "-o", str(tmp_path / "foreign")]) == 2
+    assert "holds no mlff-distill project" in capsys.readouterr().err
+
+
+def _run_cli(recipe: Path, project: Path) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlff_distiller.cli", "run", str(recipe), "-o", str(project), "--skip", "bench", "--skip", "report"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def _kill_when(proc: subprocess.Popen, marker: str, timeout: float = 300) -> None:
+    t0 = time.time()
+    for line in proc.stdout:
+        if marker in line:
+            time.sleep(1.0)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return
+        assert time.time() - t0 < timeout
+    raise AssertionError(f"run ended before {marker!r}")
+
+
+@pytest.mark.slow
+def test_sigkill_in_labeling_and_training_then_resume_matches(tmp_path):
+    """Kill -9 during labeling, then during training; the resumed run equals an uninterrupted one."""
+    recipe = _recipe(tmp_path)
+    ref = tmp_path / "ref"
+    assert subprocess.run(
+        [sys.executable, "-m", "mlff_distiller.cli", "run", str(recipe), "-o", str(ref), "--quiet", "--skip", "bench", "--skip", "report"],
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    ).returncode == 0
+    proj = tmp_path / "proj"
+    _kill_when(_run_cli(recipe, proj), "[run ] label:all")
+    _kill_when(_run_cli(recipe, proj), "[run ] train")
+    proc = _run_cli(recipe, proj)
+    out = proc.communicate()[0]
+    assert proc.returncode == 0, out
+
+    from mlff_distiller.data.store import DatasetReader
+    import numpy as np
+    import torch
+
+    with DatasetReader(ref / "tiers/all/dataset.h5") as a, DatasetReader(proj / "tiers/all/dataset.h5") as b:
+        assert len(a) == len(b)
+        for i in range(len(a)):
+            np.testing.assert_array_equal(a.get_atoms(i).get_forces(), b.get_atoms(i).get_forces())
+    wa = torch.load(ref / "train/checkpoints/last.pt", weights_only=True)
+    wb = torch.load(proj / "train/checkpoints/last.pt", weights_only=True)
+    sa, sb = wa.get("state_dict", wa.get("model")), wb.get("state_dict", wb.get("model"))
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=1e-6)
