@@ -163,6 +163,9 @@ def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunRe
 
     qcfg = QualityConfig.from_dict(recipe.get("quality") or {})
     tcfg = TrainConfig.from_dict(recipe.get("training") or {})
+    from ..labeling.config import LabelingConfig
+
+    lcfg = LabelingConfig.from_dict(recipe.get("labeling"))
     bench_section = dict(recipe.get("bench") or {})
     test_fraction = float(bench_section.pop("test_fraction", 0.1))
     bench_systems = bench_section.pop("systems", None)
@@ -228,7 +231,6 @@ def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunRe
         fp_gen = fingerprint(seed, recipe.get("generation"), recipe.get("teacher"), tier)
         stage(f"generate:{tname}", fp_gen, lambda: _as_dict(generate(recipe, pool, tier=tier, progress=opts.progress, overwrite=True)))
         fp_lab = fingerprint(fp_gen, teacher_fp, recipe.get("labeling"))
-        lab = recipe.get("labeling") or {}
         monitor = ChunkMonitor(qcfg, events_path=tdir / "monitor_events.jsonl")
 
         def _label():
@@ -236,10 +238,12 @@ def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunRe
                 pool,
                 teacher.spec,
                 data,
-                n_workers=opts.workers or int(lab.get("workers", 2)),
-                threads_per_worker=int(lab.get("threads_per_worker", 1)),
-                chunk_size=lab.get("chunk_size"),
-                scheduler=lab.get("scheduler"),
+                n_workers=opts.workers or lcfg.workers,
+                threads_per_worker=lcfg.threads_per_worker,
+                chunk_size=lcfg.chunk_size,
+                scheduler=lcfg.scheduler,
+                hpc=lcfg.hpc,
+                min_distance=lcfg.min_distance,
                 overwrite=True,
                 on_chunk=monitor,
                 progress=opts.progress,
