@@ -261,3 +261,14 @@ def test_robust_element_fit_ignores_a_wild_energy():
     robust, lsq = robust_element_fit(nums, e), fit_element_energies(nums, e)
     assert all(abs(robust[z] - refs[z]) < 5e-3 for z in refs)
     assert max(abs(lsq[z] - refs[z]) for z in refs) > 0.1  # least squares is dragged
+
+
+def test_high_energy_samplers_are_exempt_from_high_outliers(clean):
+    ds = _copy(clean)
+    plant_energy_outlier(ds)
+    ds[PLANT].info["provenance"]["sampler"] = "high_energy"
+    assert validate(ds).flagged_indices("energy_outlier") == []
+    strict = validate(ds, {"checks": {"energy_outlier": {"exempt_high_energy": False}}})
+    assert strict.flagged_indices("energy_outlier") == [PLANT]
+    _results(ds[PLANT])["energy"] -= 4.0 * len(ds[PLANT])  # now 2 eV/atom too low: still flagged
+    assert validate(ds).flagged_indices("energy_outlier") == [PLANT]

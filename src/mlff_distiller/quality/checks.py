@@ -22,7 +22,7 @@ CHECK_DESCRIPTIONS = {
     "labels_present": "a declared label (energy, forces, stress of 3-D periodic cells) is missing",
     "min_distance": "closest pair below {absolute} A or below {covalent_fraction} x sum of covalent radii",
     "max_force": "largest per-atom |F| above {max} eV/A",
-    "energy_outlier": "robust z-score (scale >= {min_scale} eV/atom) of residual energy per atom after the per-element fit above {z_max}",
+    "energy_outlier": "robust z-score (scale >= {min_scale} eV/atom) of residual energy per atom after the per-element fit above {z_max}{exempt_text}",
     "sentinel_energy": "energy equals a sentinel {values} eV (+-{tol}) or |E|/atom above {max_abs_per_atom} eV",
     "volume_per_atom": "3-D periodic cell with volume per atom outside [{min}, {max}] A^3",
     "net_force": "|sum of forces| above {max} eV/A{per_atom_text} (conservative teacher)",
@@ -45,6 +45,7 @@ CHECK_UNITS = {
 def describe_check(name: str, params: dict) -> str:
     p = dict(params)
     p["per_atom_text"] = " per atom" if p.get("per_atom") else ""
+    p["exempt_text"] = " (high-energy samplers: only too low)" if p.get("exempt_high_energy") else ""
     return CHECK_DESCRIPTIONS[name].format(**p)
 
 
@@ -268,7 +269,13 @@ def validate(atoms_or_path, config: QualityConfig | dict | None = None, *, progr
         z = _residual_z(rec, usable, p["min_scale"])
         if usable.sum() < 3:
             notes.append("energy_outlier skipped: fewer than 3 usable energies")
-        flags["energy_outlier"] = np.abs(np.nan_to_num(z)) > p["z_max"]
+        z0 = np.nan_to_num(z)
+        flags["energy_outlier"] = np.abs(z0) > p["z_max"]
+        if p["exempt_high_energy"]:
+            from .diversity_metrics import sampler_category
+
+            high = np.array([sampler_category(rec.sampler(i)) == "high_energy" for i in range(n)], dtype=bool)
+            flags["energy_outlier"] &= ~high | (z0 < -p["z_max"])
         values["energy_outlier"] = np.abs(z)
 
     p = checks["volume_per_atom"]

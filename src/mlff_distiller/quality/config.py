@@ -44,7 +44,9 @@ CHECK_DEFAULTS: dict[str, dict] = {
     # The MAD scale is floored at ``min_scale`` eV/atom so that a narrow dataset (one crystal,
     # small rattles) does not flag ordinary members; with the defaults a structure must sit
     # at least 0.5 eV/atom off the baseline. (A rattled CH4 next to metals sits ~0.1 off.)
-    "energy_outlier": {"z_max": 10.0, "min_scale": 0.05},
+    # Structures whose provenance sampler is a high-energy one are high on purpose; with
+    # ``exempt_high_energy`` they are flagged only when too *low*.
+    "energy_outlier": {"z_max": 10.0, "min_scale": 0.05, "exempt_high_energy": True},
     # Energy exactly a sentinel value (0 eV is what failed codes often write) or an absurd
     # magnitude per atom (above 1e3 eV/atom no teacher in eV is right).
     "sentinel_energy": {"values": [0.0], "tol": 1e-10, "max_abs_per_atom": 1000.0},
@@ -229,7 +231,7 @@ class QualityConfig:
             if not isinstance(params["enabled"], bool):
                 raise ConfigError(f"quality.checks.{name}.enabled must be true or false, got {params['enabled']!r}")
             for key, value in params.items():
-                if key in ("enabled", "per_atom"):
+                if key in ("enabled", "per_atom", "exempt_high_energy"):
                     if not isinstance(value, bool):
                         raise ConfigError(f"quality.checks.{name}.{key} must be true or false, got {value!r}")
                 elif key == "values":
