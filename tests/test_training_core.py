@@ -127,7 +127,7 @@ def test_ddp_batch_order_unions_to_single_process_batches():
         for k, batch in enumerate(s[:-1]):  # the last global batch holds a padding duplicate
             assert sorted(batch) == sorted(parts[0][k] + parts[1][k])
     assert single.epoch(0) != single.epoch(1)
-    with pytest.raises(DatasetError, match="divisible"):
+    with pytest.raises(ConfigError, match="batch_size = 5 is not divisible"):
         BatchOrder(10, 5, world=2, rank=0, seed=0)
 
 

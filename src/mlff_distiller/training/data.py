@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from .. import fields as F
 from ..data.stats import NormalizationStats, compute_statistics
-from ..errors import DatasetError
+from ..errors import ConfigError, DatasetError
 
 
 class GraphListDataset(Dataset):
@@ -103,8 +103,8 @@ class BatchOrder:
 
     def __init__(self, n: int, global_batch: int, world: int, rank: int, seed: int, shuffle: bool = True):
         if global_batch % world:
-            raise DatasetError(
-                f"batch_size {global_batch} is not divisible by the {world} DDP processes: "
+            raise ConfigError(
+                f"training.batch_size = {global_batch} is not divisible by the {world} DDP processes: "
                 f"use a multiple of {world}"
             )
         self.n = n

@@ -213,7 +213,11 @@ class DistillationTrainer:
         s_mine = mine.pop("student")
         s_saved = theirs.pop("student")
         diff = [k for k in mine if k not in RESUME_MUTABLE and mine[k] != theirs.get(k)]
-        diff += [f"student.{k}" for k, v in s_mine.items() if s_saved.get(k) != v and not (k == "elements" and not v)]
+        from ..student import StudentConfig
+
+        s_mine_resolved = StudentConfig.from_dict(s_mine).to_dict()
+        diff += [f"student.{k}" for k in s_mine if s_saved.get(k) != s_mine_resolved[k]
+                 and not (k == "elements" and not s_mine[k])]
         if diff:
             raise ConfigError(
                 f"resume config differs from {self.run_dir / 'config.yaml'} in {', '.join(diff)}; "
@@ -310,6 +314,8 @@ class DistillationTrainer:
         cfg, dist = self.config, self._dist
         device = dist.device
         scfg = StudentConfig.from_dict(cfg.student)
+        if cfg.batch_size % dist.world:
+            BatchOrder(1, cfg.batch_size, dist.world, dist.rank, cfg.seed)  # raises the ConfigError
         dtype = torch.float64 if scfg.dtype == "float64" else torch.float32
         self.dtype = dtype
 
