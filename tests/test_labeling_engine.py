@@ -7,6 +7,8 @@ engine's own LocalCluster start-up is exercised once.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -334,3 +336,47 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path
     assert_same_dataset(ref, out)
     assert not parts.exists()
     assert not list(tmp_path.glob("data.h5.tmp-*"))
+
+
+class ExitingEMT:
+    """EMT, except that a structure of exactly 3 atoms kills the worker process outright
+    (like a segfault in a compiled teacher). Importable by workers as
+    ``test_labeling_engine:ExitingEMT``."""
+
+    def __new__(cls, **kwargs):
+        from ase.calculators.emt import EMT
+
+        class _Exiting(EMT):
+            def calculate(self, atoms=None, properties=("energy",), system_changes=None):
+                if atoms is not None and len(atoms) == 3:
+                    os._exit(13)
+                return super().calculate(atoms, properties, system_changes or [])
+
+        return _Exiting(**kwargs)
+
+
+@pytest.mark.slow
+def test_worker_that_dies_is_retried_then_isolated(tmp_path):
+    """A structure that kills its worker: Dask restarts the worker and retries; after the
+    allowed failures the chunk is split and only that structure lands in the failures table."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    atoms = cu_structures(6)
+    killer = Atoms("Cu3", positions=[[0, 0, 0], [2.5, 0, 0], [0, 2.5, 0]])
+    killer.info["provenance"] = _prov(99)
+    atoms.insert(3, killer)
+    pool = write_pool(tmp_path / "pool.h5", atoms)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        c = Client(cluster, set_as_default=False)
+        try:
+            spec = {"name": "ase", "calculator": "test_labeling_engine:ExitingEMT",
+                    "elements": ["Cu"], "conservative_forces": True}
+            summary = label_pool(pool, spec, tmp_path / "data.h5", scheduler=c, chunk_size=4, progress=False)
+        finally:
+            c.close()
+            cluster.close()
+    assert (summary.labelled, summary.failed) == (6, 1)
+    fails = dict(DatasetReader(tmp_path / "data.h5").failures())
+    assert list(fails) == [3] and "worker process died" in fails[3]

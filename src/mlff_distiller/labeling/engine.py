@@ -392,14 +392,21 @@ def _complete_summary(out: Path, n: int, t_start: float) -> LabelSummary:
 
 
 def _run_probe(client, probe, spec, threads, atoms) -> dict:
+    from distributed.scheduler import KilledWorker
+
     from .worker import warm_up
 
     try:
         # Build the teacher on every worker now, in parallel: a teacher that cannot load
         # fails here with the worker's own error instead of on the first chunk.
         client.run(warm_up, spec, threads)
-        fut = client.submit(probe, spec, threads, atoms, pure=False)
-        return fut.result()
+        try:
+            return client.submit(probe, spec, threads, atoms, pure=False).result()
+        except KilledWorker:
+            # A probe structure kills workers: get the identity without timing; the chunk
+            # that holds the structure is isolated later, like any other.
+            log.warning("a probe structure killed its worker; sizing chunks without a timing")
+            return client.submit(probe, spec, threads, [], pure=False).result()
     except TeacherLoadError as err:
         raise TeacherError(str(err)) from None
     except UserError:
