@@ -940,6 +940,7 @@ class DatasetWriter:
             self.merged_through = 0
             self.positions_dtype = np.dtype(positions_dtype)
             attrs.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+            attrs.setdefault("code_version", f"mlff-distiller {__version__}")
             self._attrs = attrs
             self._extra_specs = {}
             self._n = 0
