@@ -7,7 +7,9 @@ For each student preset, side by side in one run (1 thread):
 * ``trainer step``: the wall time between consecutive optimizer steps inside
   ``DistillationTrainer.fit()`` (DataLoader + collate, label counts, gradient clipping,
   EMA update, progress bookkeeping, periodic checkpoints);
-* the ratio of the two, which is the trainer's overhead over the model's own cost;
+* the ratio of the two (timed in alternating rounds, so load drift on a shared machine
+  leaks into it), and the in-situ share of each trainer step spent outside forward /
+  backward / AdamW (measured inside the same step, so immune to drift);
 * the one-off set-up cost per structure (read from HDF5 + vesin neighbour list).
 
 Data: rattled, strained Cu fcc 2x2x2 cubic supercells (32 atoms, periodic) labelled with
@@ -101,15 +103,18 @@ def bare_steps(dataset: Path, preset: str, n_steps: int) -> list[float]:
     return times
 
 
-def trainer_steps(dataset: Path, preset: str, n_steps: int) -> tuple[list[float], float]:
-    """Seconds between consecutive optimizer steps inside fit(), and set-up seconds per structure."""
+def trainer_steps(dataset: Path, preset: str, n_steps: int) -> tuple[list[float], list[float], float]:
+    """Seconds between consecutive optimizer steps inside fit(), the share of each spent
+    outside the model's forward/backward/AdamW, and set-up seconds per structure."""
     from mlff_distiller.training import DistillationTrainer, TrainConfig
 
     stamps: list[float] = []
+    compute: list[float] = []
 
     def on_event(trainer, event, info):
         if event == "step":
             stamps.append(time.perf_counter())
+            compute.append(info["compute_s"])
 
     cfg = TrainConfig.from_dict({
         "student": {"preset": preset, "cutoff": CUTOFF}, "batch_size": BATCH, "max_steps": n_steps + 1,
@@ -127,9 +132,11 @@ def trainer_steps(dataset: Path, preset: str, n_steps: int) -> tuple[list[float]
         intervals = [b - a for a, b in zip(stamps, stamps[1:])]
         # an interval that spans an epoch end also holds a validation pass: drop those
         steps_per_epoch = -(-len(trainer.train_set) // BATCH)
-        intervals = [d for k, d in enumerate(intervals, start=1) if k % steps_per_epoch]
+        keep = [k for k in range(1, len(stamps)) if k % steps_per_epoch]
+        intervals = [intervals[k - 1] for k in keep]
+        outside = [1.0 - compute[k] / intervals[n] for n, k in enumerate(keep)]
         setup = max(first - statistics.median(intervals), 0.0) / n_struct
-        return intervals, setup
+        return intervals, outside, setup
     finally:
         shutil.rmtree(run.parent, ignore_errors=True)
 
@@ -165,22 +172,25 @@ def main(argv=None) -> int:
     dataset = make_dataset(CACHE / f"train_bench_cu32_{N_STRUCTURES}.h5", N_STRUCTURES)
     results = {"machine": machine(), "batch": BATCH, "atoms_per_structure": 32, "cutoff": CUTOFF, "presets": {}}
     for preset in args.presets:
-        bare, trained, setup = [], [], []
+        bare, trained, outside, setup = [], [], [], []
         for _ in range(args.rounds):  # interleave so that load changes hit both alike
             bare += bare_steps(dataset, preset, args.steps)
-            t, s = trainer_steps(dataset, preset, args.steps)
+            t, o, s = trainer_steps(dataset, preset, args.steps)
             trained += t
+            outside += o
             setup.append(s)
         b, t = statistics.median(bare), statistics.median(trained)
         results["presets"][preset] = {
             "bare_step_ms": 1e3 * b, "trainer_step_ms": 1e3 * t, "trainer_over_bare": t / b,
+            "loop_overhead_share": statistics.median(outside),
             "structures_per_s": BATCH / t, "atoms_per_s": BATCH * 32 / t,
             "setup_ms_per_structure": 1e3 * statistics.median(setup),
             "n_bare": len(bare), "n_trainer": len(trained),
         }
         r = results["presets"][preset]
         print(f"{preset:6s} bare {r['bare_step_ms']:8.1f} ms  trainer {r['trainer_step_ms']:8.1f} ms  "
-              f"ratio {r['trainer_over_bare']:5.2f}  {r['structures_per_s']:6.1f} struct/s  "
+              f"ratio {r['trainer_over_bare']:5.2f}  outside model {100 * r['loop_overhead_share']:4.1f}%  "
+              f"{r['structures_per_s']:6.1f} struct/s  "
               f"setup {r['setup_ms_per_structure']:.1f} ms/struct", flush=True)
 
     m = results["machine"]
@@ -196,15 +206,18 @@ def main(argv=None) -> int:
         "",
         "`bare step` = forward + loss + backward + AdamW on pre-collated batches; `trainer step` = time between "
         "optimizer steps inside `fit()` (DataLoader/collate, DDP-ready label counts, gradient clipping, EMA, "
-        "bookkeeping), epoch-end intervals (validation) excluded; `set-up` = reading + neighbour list per structure, "
-        "paid once per run.",
+        "bookkeeping), epoch-end intervals (validation) excluded; `outside model` = share of each trainer step spent "
+        "outside forward/backward/clipping/AdamW, timed inside that same step; `set-up` = reading + neighbour "
+        "list per structure, paid once per run.",
         "",
-        "| preset | bare step ms | trainer step ms | trainer / bare | structures / s | atoms / s | set-up ms / structure |",
-        "|---|---|---|---|---|---|---|",
+        "| preset | bare step ms | trainer step ms | trainer / bare | outside model | structures / s | atoms / s "
+        "| set-up ms / structure |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for preset, r in results["presets"].items():
         lines.append(
             f"| {preset} | {r['bare_step_ms']:.1f} | {r['trainer_step_ms']:.1f} | {r['trainer_over_bare']:.2f} | "
+            f"{100 * r['loop_overhead_share']:.1f}% | "
             f"{r['structures_per_s']:.1f} | {r['atoms_per_s']:.0f} | {r['setup_ms_per_structure']:.1f} |"
         )
     lines += ["", f"Medians over {args.rounds} rounds x {args.steps} steps per preset.", ""]

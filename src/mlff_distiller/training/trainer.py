@@ -172,7 +172,8 @@ class DistillationTrainer:
         Show a tqdm progress bar (process 0 only).
     callbacks:
         Functions ``cb(trainer, event, info)`` called on ``"step"`` (after each optimizer
-        step, ``info = {"step", "loss"}``) and ``"epoch"`` (after validation, ``info`` = the
+        step, ``info = {"step", "loss", "compute_s"}``, the last being the seconds spent in
+        forward, backward, clipping and the AdamW step) and ``"epoch"`` (after validation, ``info`` = the
         metrics row). A callback may raise ``KeyboardInterrupt`` to stop the run the way
         Ctrl-C does (the state after the last finished step is saved).
     """
@@ -386,6 +387,7 @@ class DistillationTrainer:
                     batch = to_device(batch, device)
                     lr = schedule.apply(state["step"])
                     counts = dist.all_sum(label_counts(batch))
+                    t_compute = time.perf_counter()
                     out = train_model(batch, compute_forces=cfg.forces_weight > 0, compute_stress=want_stress)
                     loss = distillation_loss(out, batch, weights, counts, dist.world)
                     optimizer.zero_grad(set_to_none=True)
@@ -395,6 +397,7 @@ class DistillationTrainer:
                     loss_value = float(loss.detach()) / dist.world
                     self._mutating = True
                     optimizer.step()
+                    t_compute = time.perf_counter() - t_compute
                     if ema is not None:
                         ema.update(model)
                     state["step"] += 1
@@ -405,7 +408,7 @@ class DistillationTrainer:
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(loss=f"{loss_value:.4g}", lr=f"{lr:.2e}")
-                    self._emit("step", {"step": state["step"], "loss": loss_value})
+                    self._emit("step", {"step": state["step"], "loss": loss_value, "compute_s": t_compute})
                     if state["step"] % cfg.checkpoint_every == 0:
                         save_last()
                     if cfg.max_steps and state["step"] >= cfg.max_steps:
