@@ -131,14 +131,23 @@ def print_row(r: dict) -> None:
           f"{r['per_s_wall']:>9.2f} {r['cpu_ms_per_structure']:>10.1f}", flush=True)
 
 
-def coverage(tier: str, progress: bool, tmp: Path) -> dict:
-    out = tmp / "seed-m2.h5"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        c0 = time.process_time()
-        summary = generate("seed-m2", out, tier=tier, progress=progress)
-        summary["cpu_seconds"] = time.process_time() - c0
+def coverage(tier: str, progress: bool, out: Path, analyze_only: bool = False) -> dict:
+    """Generate the seed-m2 tier into ``out`` (kept, so an interrupted run can still be analysed
+    with ``--analyze``) and measure what it covers."""
     from mlff_distiller.data.store import DatasetReader
+    from mlff_distiller.generation import validate_recipe as _validate
+    from mlff_distiller.generation.recipe import load_recipe
+
+    if analyze_only:
+        requested = sum(_validate(load_recipe("seed-m2")).counts(tier))
+        summary = {"tier": tier, "requested": requested, "seconds": float("nan"), "cpu_seconds": float("nan"),
+                   "entries": [], "skipped": [], "partial": True}
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            c0 = time.process_time()
+            summary = generate("seed-m2", out, tier=tier, progress=progress, overwrite=True)
+            summary["cpu_seconds"] = time.process_time() - c0
 
     r = DatasetReader(out)
     sizes, structures_with, atoms_of, samplers, kinds = [], Counter(), Counter(), Counter(), Counter()
@@ -177,10 +186,11 @@ def write_report(m: dict, rows: list[dict], cov: dict | None, n: int) -> None:
               "calls per root, rattle-relax `relax_steps`+1 per structure.", ""]
     if cov:
         s = cov["summary"]
+        timing = ("an interrupted run (the first structures of the mix, in recipe order)" if s.get("partial") else
+                  f"{s['seconds']:.0f} s wall / {s['cpu_seconds']:.0f} s CPU")
         lines += [f"## Coverage of the seed-m2 {s['tier']} tier", "",
-                  f"{cov['n']} of {s['requested']} structures in {s['seconds']:.0f} s wall / "
-                  f"{s['cpu_seconds']:.0f} s CPU, teacher CHGNet (the recipe's). Sizes {cov['size_min']}-"
-                  f"{cov['size_max']} atoms, median {cov['size_median']:.0f}.", "",
+                  f"{cov['n']} of {s['requested']} structures, {timing}, teacher CHGNet (the recipe's). "
+                  f"Sizes {cov['size_min']}-{cov['size_max']} atoms, median {cov['size_median']:.0f}.", "",
                   f"Elements present ({len(cov['elements_structures'])}): structures containing each element "
                   "(atoms in parentheses):", "",
                   ", ".join(f"{el} {k} ({cov['elements_atoms'][el]})" for el, k in cov["elements_structures"].items()),
@@ -210,13 +220,22 @@ def main(argv=None) -> int:
     ap.add_argument("--chgnet", action="store_true", help="also time teacher-driven samplers with CHGNet")
     ap.add_argument("--tier", default="1k", help="seed-m2 tier for the coverage run")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--pool", default=None, help="where to write the seed-m2 pool (default: a temporary file)")
+    ap.add_argument("--analyze", default=None, metavar="POOL",
+                    help="skip throughput and generation; report the coverage of an existing (possibly partial) pool")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     m = machine()
     print(f"{'source':<24} {'sampler':<13} {'teacher':<7} {'n':>5} {'atoms':>7} {'struct/s':>9} {'CPU ms/st':>10}")
     with tempfile.TemporaryDirectory() as d:
-        rows = throughput(args.n, args.chgnet, Path(d))
-        cov = None if args.quick else coverage(args.tier, args.progress, Path(d))
+        if args.analyze:
+            prev = json.loads((RESULTS / "generation.json").read_text()) if (RESULTS / "generation.json").exists() else {}
+            rows = prev.get("throughput", [])
+            cov = coverage(args.tier, False, Path(args.analyze), analyze_only=True)
+        else:
+            rows = throughput(args.n, args.chgnet, Path(d))
+            pool = Path(args.pool) if args.pool else Path(d) / "seed-m2.h5"
+            cov = None if args.quick else coverage(args.tier, args.progress, pool)
     if cov:
         print(f"seed-m2 {args.tier}: {cov['n']} structures, {len(cov['elements_structures'])} elements, sizes "
               f"{cov['size_min']}-{cov['size_max']}, histogram {cov['size_hist']}")

@@ -131,6 +131,8 @@ def test_clusters_sizes_and_shapes():
     assert seen == {"icosahedron", "decahedron", "octahedron"}
     with pytest.raises(ConfigError, match="fcc"):
         S.ClusterSource("c", S.SizeRange(), ["Si"])
+    with pytest.raises(ConfigError, match="no icosahedron cluster has between 14 and 20 atoms"):
+        S.ClusterSource("c", S.SizeRange(14, 20), ["Cu"], shapes=["icosahedron"])
 
 
 def _molecule_ids(templates):

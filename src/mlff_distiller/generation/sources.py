@@ -486,6 +486,9 @@ class ClusterSource(Source):
                 raise ConfigError(f"{where}.shapes: '{s}' unknown; allowed: {', '.join(CLUSTER_SHAPES)}")
         self.shapes = list(shapes)
         self._tables: dict = {}
+        if not any(self._table(s) for s in self.shapes):
+            raise ConfigError(f"{where}: no {'/'.join(self.shapes)} cluster has between {size.min} and {size.max} "
+                              "atoms; widen the size bounds (icosahedra have 13, 55, 147, 309 atoms)")
 
     def _table(self, shape):
         """(params, n_atoms) of each cluster of this shape, for the size range."""
