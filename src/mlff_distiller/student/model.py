@@ -24,6 +24,7 @@ No ASE, no file I/O and no printing here; the module is TorchScript-able.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Dict, List, Optional
 
 import torch
@@ -186,7 +187,9 @@ class StudentModel(nn.Module):
         """Run :meth:`atom_energies` through ``torch.compile`` in Python (not in the
         TorchScript export). The first calls compile (seconds); about 2x faster afterwards on
         CPU. Returns ``self``."""
-        self._compiled = torch.compile(self.atom_energies, dynamic=dynamic)
+        with warnings.catch_warnings():  # torch.compile touches the deprecated torch.jit API
+            warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
+            self._compiled = torch.compile(self.atom_energies, dynamic=dynamic)
         return self
 
     @torch.jit.unused
