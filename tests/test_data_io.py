@@ -18,7 +18,7 @@ from mlff_distiller.data.statistics import load_statistics
 from mlff_distiller.data.store import DatasetReader, DatasetWriter
 from mlff_distiller.errors import DatasetError
 
-text = st.text(alphabet="abcXYZ019:-_.+# ", min_size=1, max_size=12).filter(lambda s: s.strip() == s)
+text = st.text(alphabet="abceTFXYZ019:-_.+# ", min_size=1, max_size=12).filter(lambda s: s.strip() == s)
 json_leaf = st.one_of(st.integers(-1000, 1000), st.floats(-1e3, 1e3, allow_nan=False).map(lambda x: round(x, 6)), text)
 
 

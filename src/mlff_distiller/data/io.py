@@ -38,7 +38,7 @@ def flatten_provenance(atoms) -> None:
         if key in defaults and value == defaults[key]:
             continue  # defaults are implied on import; empty strings break extxyz parsing
         if key in ("source", "sampler", "group", "teacher"):
-            atoms.info[PROV_PREFIX + key] = str(value)
+            atoms.info[PROV_PREFIX + key] = _extxyz_safe(str(value))
         elif key in ("parent", "seed"):
             atoms.info[PROV_PREFIX + key] = int(value)
         else:  # params and any extra key: JSON text, so nested values survive
@@ -54,7 +54,7 @@ def unflatten_provenance(atoms, default_source: str = "") -> None:
         value = atoms.info.pop(key)
         found = True
         if name in ("source", "sampler", "group", "teacher"):
-            prov[name] = str(value)
+            prov[name] = _from_extxyz_safe(value)
         elif name in ("parent", "seed"):
             prov[name] = int(value)
         else:
@@ -69,6 +69,38 @@ def unflatten_provenance(atoms, default_source: str = "") -> None:
         prov["source"] = default_source
         prov["sampler"] = "none"
     atoms.info["provenance"] = prov
+
+
+_JSON_MARK = "json:"
+
+
+def _extxyz_safe(text: str) -> str:
+    """``text``, or ``json:"..."`` when extxyz would read it back as something else (``00``, ``T``, ``1 2``)."""
+    from ase.io.extxyz import key_val_dict_to_str, key_val_str_to_dict
+
+    def survives(t):
+        back = key_val_str_to_dict(key_val_dict_to_str({"k": t})).get("k")
+        return isinstance(back, str) and back == t
+
+    if survives(text) and not text.startswith(_JSON_MARK):
+        return text
+    encoded = _JSON_MARK + json.dumps(text)
+    if not survives(encoded):
+        raise DatasetError(f"provenance text {text!r} cannot be written to extxyz intact; avoid backslashes in provenance strings")
+    return encoded
+
+
+def _from_extxyz_safe(value) -> str:
+    if isinstance(value, str) and value.startswith(_JSON_MARK):
+        try:
+            decoded = json.loads(value[len(_JSON_MARK):])
+            if isinstance(decoded, str):
+                return decoded
+        except json.JSONDecodeError:
+            pass
+    if isinstance(value, (bool, np.bool_)):
+        return "T" if value else "F"
+    return str(_plain(value))
 
 
 def _plain(v):
