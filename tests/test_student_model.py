@@ -251,6 +251,8 @@ def test_presets_and_parameter_counts():
     assert sizes["tiny"] < sizes["small"] < sizes["base"]
     # elements default to those of the statistics
     assert build_student(StudentConfig(preset="tiny"), STATS).elements == [1, 6, 8, 14]
+    with pytest.raises(ConfigError, match="student.elements is empty"):
+        build_student({"preset": "tiny"}, NormalizationStats())
 
 
 def test_config_errors_name_the_field():

@@ -143,8 +143,8 @@ def student_from_dict(data: dict, where: str = "checkpoint") -> StudentModel:
 
 def load_student(path_or_run_dir, map_location="cpu") -> StudentModel:
     """Load a student (eval mode) from a checkpoint file or a run directory (its checkpoints/best.pt)."""
-    data = read_checkpoint(path_or_run_dir, map_location=map_location)
-    return student_from_dict(data, where=str(_resolve(path_or_run_dir)))
+    data = read_checkpoint(path_or_run_dir, map_location="cpu")
+    return student_from_dict(data, where=str(_resolve(path_or_run_dir))).to(map_location)
 
 
 # -- TorchScript export --------------------------------------------------------------------

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.stats import NormalizationStats
+from ..errors import ConfigError
 from .config import StudentConfig
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -95,7 +96,9 @@ class StudentModel(nn.Module):
         if not config.elements:
             config.elements = sorted(int(z) for z in stats.element_energies)
         if not config.elements:
-            raise ValueError("StudentModel: no elements in config and none in the normalization statistics")
+            raise ConfigError(
+                "student.elements is empty and the normalization statistics name no elements: list the elements"
+            )
         self.config = config
         self.stats = NormalizationStats.from_dict(stats.to_dict())
         f, n_layers, n_rbf = config.num_features, config.num_layers, config.num_rbf
