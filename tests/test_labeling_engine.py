@@ -380,3 +380,12 @@ def test_worker_that_dies_is_retried_then_isolated(tmp_path):
     assert (summary.labelled, summary.failed) == (6, 1)
     fails = dict(DatasetReader(tmp_path / "data.h5").failures())
     assert list(fails) == [3] and "worker process died" in fails[3]
+
+
+def test_empty_pool_gives_empty_dataset(tmp_path, client):
+    pool = write_pool(tmp_path / "pool.h5", [])
+    out = tmp_path / "data.h5"
+    summary = label_pool(pool, "emt", out, scheduler=client, progress=False)
+    assert (summary.labelled, summary.failed, summary.n_chunks) == (0, 0, 0)
+    r = DatasetReader(out)
+    assert len(r) == 0 and r.failures() == [] and r.attrs["teacher_fingerprint_id"].startswith("emt-")

@@ -255,3 +255,13 @@ def test_auto_chunk_size():
     assert _auto_chunk_size(5.0, 1000, 2, 2.0) == 1
     assert _auto_chunk_size(None, 10_000_000, 1, 2.0) == 10_000
     assert _auto_chunk_size(1e-4, 1, 4, 2.0) == 1
+
+
+def test_cli_unreachable_scheduler_is_one_line(tmp_path):
+    pool = _pool(tmp_path / "pool.h5")
+    res = subprocess.run([sys.executable, "-m", "mlff_distiller.labeling", str(pool), "-o", str(tmp_path / "o.h5"),
+                          "--teacher", "emt", "--scheduler", "tcp://127.0.0.1:9"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach Dask scheduler 'tcp://127.0.0.1:9'" in lines[0]

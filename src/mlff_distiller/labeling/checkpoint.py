@@ -154,6 +154,16 @@ class WorkDir:
         data["failures"] = [(int(i), str(r)) for i, r in zip(data["fail_index"], data["fail_reason"])]
         return data
 
+    def load_index(self, chunk_id: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
+        """Only the labelled pool indices and the failures of one shard."""
+        try:
+            with np.load(self.shard_path(chunk_id), allow_pickle=False) as z:
+                idx = z["indices"]
+                fails = [(int(i), str(r)) for i, r in zip(z["fail_index"], z["fail_reason"])]
+        except (OSError, KeyError, zipfile.BadZipFile, EOFError) as err:
+            raise ValueError(f"shard {shard_name(chunk_id)} is unreadable: {err}") from None
+        return idx, fails
+
     def committed(self, n_chunks: int) -> dict[int, dict]:
         """Scan and verify committed shards -> {chunk_id: {"labelled", "failed"}}.
 

@@ -520,12 +520,16 @@ def _merge(reader, work: WorkDir, plan: dict, out: Path, n_chunks: int, size: in
     """Shards -> one dataset file, in pool order; written to a temporary name, then renamed."""
     from ..data.store import DatasetWriter
 
-    shards = [work.load(c) for c in range(n_chunks)]
-    # Pool index -> dataset index, so provenance "parent" keeps pointing at the right row
-    # after failed structures are left out.
-    ok = np.concatenate([s["indices"] for s in shards]) if shards else np.zeros(0, dtype=np.int64)
+    # Pass 1, indices only: pool index -> dataset index, so provenance "parent" keeps
+    # pointing at the right row after failed structures are left out.
+    ok_parts, failures = [], []
+    for c in range(n_chunks):
+        idx, fails = work.load_index(c)
+        ok_parts.append(idx)
+        failures += fails
+    ok = np.concatenate(ok_parts) if ok_parts else np.zeros(0, dtype=np.int64)
     parent_map = {int(p): k for k, p in enumerate(ok)}
-    failures = sorted(f for s in shards for f in s["failures"])
+    failures.sort()
     caps = plan.get("teacher_capabilities") or {}
     label_fields = (F.ENERGY, F.FORCES, F.STRESS) if caps.get("stress", True) else (F.ENERGY, F.FORCES)
     pool_attrs = {}
@@ -551,7 +555,8 @@ def _merge(reader, work: WorkDir, plan: dict, out: Path, n_chunks: int, size: in
     try:
         with DatasetWriter(tmp, label_fields=label_fields, attrs=attrs) as w:
             batch: list = []
-            for s in shards:
+            for c in range(n_chunks):  # pass 2: one shard in memory at a time
+                s = work.load(c)
                 if len(s["indices"]):
                     batch += _labelled_atoms(_read_atoms(reader, s["indices"]), s, plan["teacher_fingerprint_id"], parent_map)
                 if len(batch) >= MERGE_BATCH:
