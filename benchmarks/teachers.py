@@ -194,7 +194,7 @@ def main() -> int:
             if tname == "gfn2-xtb" and not sys_name.startswith("aspirin"):
                 continue  # ~7 s per Si64 call: molecules only in practice
             atoms = variants.get(tname.split()[0], variants["default"])
-            batched = bool(teacher.capabilities["batched"])
+            batched = bool(teacher.capabilities["batched"])  # the backend can batch
             t_first = time_call(lambda: teacher.label([atoms]))  # warm-up / compile
             if batched:
                 time_call(lambda: teacher.label([atoms] * args.batch, batch_size=args.batch))

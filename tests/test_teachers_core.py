@@ -243,7 +243,8 @@ def test_chgnet_batch_equals_single_and_isolates_failures(chgnet):
     mol = molecule("H2O")
     slab = bulk("Si", "diamond", a=5.43, cubic=True)
     slab.pbc = (True, True, False)
-    batch = chgnet.label([si, slab, mol])
+    assert chgnet.capabilities["batched"] and chgnet.default_batch_size == 1  # CPU: one at a time by default
+    batch = chgnet.label([si, slab, mol], batch_size=3)
     assert [r.ok for r in batch] == [True, False, True]
     assert "partly periodic" in batch[1].error
     for atoms, r in zip([si, mol], [batch[0], batch[2]]):

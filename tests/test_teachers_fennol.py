@@ -51,6 +51,28 @@ def _si():
     return si
 
 
+def test_fennol_ten_sizes_without_a_recompilation_each(teacher):
+    """Runs first, on the freshly loaded model, so the count is the cold-start count."""
+    mols = [molecule(name) for name in TEN_SIZES]
+    assert len({len(m) for m in mols}) == 10
+    before = teacher.compiled_variants()
+    results = [teacher.label([m])[0] for m in mols]  # one at a time: the worst case for recompiles
+    first = teacher.compiled_variants() - before
+    again = [teacher.label([m])[0] for m in mols]
+    second = teacher.compiled_variants() - before - first
+    assert all(r.ok for r in results)
+    # padding buckets: fewer compilations than sizes (7 measured here, 19 without padding:
+    # benchmarks/results/teachers.md), and none at all once the buckets exist
+    assert first < len(mols), f"{first} compilations for {len(mols)} sizes"
+    assert second == 0
+    for a, b in zip(results, again):
+        assert a.energy == b.energy
+    batched = teacher.label(mols)
+    for b, s in zip(batched, results):
+        assert b.energy == pytest.approx(s.energy, abs=1e-4)
+        np.testing.assert_allclose(b.forces, s.forces, atol=1e-4)
+
+
 def test_fennol_matches_fennix_calculator_in_ev(teacher, fnx):
     from fennol.ase import FENNIXCalculator
 
@@ -83,20 +105,6 @@ def test_fennol_fd_forces_and_stress(teacher):
     np.testing.assert_allclose(fd_stress(teacher, si, 1e-3, batch_size=1), r.stress, atol=5e-6)
 
 
-def test_fennol_ten_sizes_without_a_recompilation_each(teacher):
-    mols = [molecule(name) for name in TEN_SIZES]
-    assert len({len(m) for m in mols}) == 10
-    before = teacher.compiled_variants()
-    results = [teacher.label([m])[0] for m in mols]  # one at a time: the worst case for recompiles
-    added = teacher.compiled_variants() - before
-    assert all(r.ok for r in results)
-    assert added <= 2, f"{added} recompilations for 10 sizes"  # padding buckets, not one per size
-    batched = teacher.label(mols)
-    for b, s in zip(batched, results):
-        assert b.energy == pytest.approx(s.energy, abs=1e-4)
-        np.testing.assert_allclose(b.forces, s.forces, atol=1e-4)
-
-
 def test_fennol_missing_and_bad_file(tmp_path):
     with pytest.raises(TeacherError, match="needs weights_path"):
         build_teacher("fennol")
@@ -106,3 +114,13 @@ def test_fennol_missing_and_bad_file(tmp_path):
     junk.write_bytes(b"not a model")
     with pytest.raises(TeacherError, match="cannot load"):
         build_teacher({"name": "fennol", "weights_path": str(junk)})
+
+
+def test_fennol_fingerprint_follows_weights_not_file_name(teacher, fnx, tmp_path):
+    import shutil
+
+    copy = tmp_path / "renamed.fnx"
+    shutil.copy(fnx, copy)
+    other = build_teacher({"name": "fennol", "weights_path": str(copy)}, cache=False)
+    assert other.fingerprint_id == teacher.fingerprint_id
+    assert other.fingerprint["file"] == "renamed.fnx"

@@ -130,7 +130,9 @@ class Teacher:
 
     #: spec keys this teacher accepts, with their defaults (``name`` is implicit)
     OPTIONS: dict[str, Any] = {}
-    #: ``label`` processes this many structures per backend call when it batches
+    #: the backend can evaluate several structures in one call
+    can_batch: bool = False
+    #: ``label`` sends this many structures per backend call unless the spec/caller says otherwise
     default_batch_size: int = 1
 
     def __init__(self, spec: dict):
@@ -158,7 +160,7 @@ class Teacher:
         out = {"name": name}
         for key, default in cls.OPTIONS.items():
             out[key] = copy.deepcopy(spec.get(key, default))
-        if "batch_size" in out:
+        if out.get("batch_size") is not None:
             bs = out["batch_size"]
             if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
                 raise ConfigError(f"teacher.batch_size: must be a positive integer, got {bs!r}")
@@ -179,7 +181,7 @@ class Teacher:
 
     # -- identity -----------------------------------------------------------------------
     def _fingerprint_parts(self) -> dict:
-        """Package name/version, model name, weights sha256: subclass specific."""
+        """Package name/version, model name, weights sha256 (``file``: informational): subclass specific."""
         return {}
 
     @property
@@ -198,6 +200,7 @@ class Teacher:
     @property
     def fingerprint_id(self) -> str:
         fp = self.fingerprint
+        fp.pop("file", None)  # informational: renaming a weights file does not change the teacher
         digest = hashlib.sha256(_canonical_json(fp).encode()).hexdigest()[:12]
         model = fp.get("model")
         short = isinstance(model, str) and model != self.name and all(c.isalnum() or c in "._-" for c in model)
@@ -221,7 +224,7 @@ class Teacher:
             "forces": True,
             "stress": True,
             "conservative_forces": None,
-            "batched": self.default_batch_size > 1,
+            "batched": self.can_batch,
             "molecules": True,
             "periodic": True,
             "device": "cpu",

@@ -47,6 +47,7 @@ def _find_species_order(obj):
 
 class FennolTeacher(Teacher):
     OPTIONS = {"weights_path": None, "batch_size": 8}
+    can_batch = True
     default_batch_size = 8
 
     @classmethod
@@ -92,8 +93,9 @@ class FennolTeacher(Teacher):
         return {
             "package": "fennol",
             "version": package_version("fennol"),
-            "model": os.path.basename(self._path),
+            "model": "fennix",
             "weights_sha256": sha256_file(self._path),
+            "file": os.path.basename(self._path),
         }
 
     def compiled_variants(self) -> int:

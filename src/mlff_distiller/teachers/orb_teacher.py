@@ -88,6 +88,7 @@ class OrbTeacher(Teacher):
         "compile": False,
         "batch_size": 8,
     }
+    can_batch = True
     default_batch_size = 8
     PRECISIONS = ("float32-high", "float32-highest", "float64")
 
@@ -195,6 +196,7 @@ class OrbTeacher(Teacher):
             "version": package_version("orb-models"),
             "model": self._spec["model"],
             "weights_sha256": sha256_file(self._weights_file),
+            "file": os.path.basename(self._weights_file),
         }
 
     # -- inference ----------------------------------------------------------------------
