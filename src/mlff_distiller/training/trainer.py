@@ -375,13 +375,13 @@ class DistillationTrainer:
             if dist.main:
                 self._save_last(model, optimizer, schedule, ema, state)
 
+        bar = self._bar(total=total_steps, initial=min(state["step"], total_steps), desc="training", unit="step")
         try:
             while not state["done"]:
                 epoch = state["epoch"]
                 batches = order.epoch(epoch)
                 start = state["batch_in_epoch"]
                 loader = self._loader(self.train_set, batches[start:])
-                bar = self._bar(total=len(batches), initial=start, desc=f"epoch {epoch}", unit="batch")
                 model.train()
                 for batch in loader:
                     batch = to_device(batch, device)
@@ -407,14 +407,12 @@ class DistillationTrainer:
                     self._mutating = False
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix(loss=f"{loss_value:.4g}", lr=f"{lr:.2e}")
+                        bar.set_postfix(epoch=epoch, loss=f"{loss_value:.4g}", lr=f"{lr:.2e}")
                     self._emit("step", {"step": state["step"], "loss": loss_value, "compute_s": t_compute})
                     if state["step"] % cfg.checkpoint_every == 0:
                         save_last()
                     if cfg.max_steps and state["step"] >= cfg.max_steps:
                         break
-                if bar is not None:
-                    bar.close()
                 finished_epoch = state["batch_in_epoch"] >= len(batches)
                 hit_max_steps = bool(cfg.max_steps) and state["step"] >= cfg.max_steps
                 row = self._end_epoch(state, schedule, ema, t_start)
@@ -431,12 +429,22 @@ class DistillationTrainer:
                     save_last()
                 # Otherwise the periodic checkpoints suffice: a resume from one mid-epoch (or
                 # before an epoch's validation) repeats the same steps and rewrites the same rows.
+                if bar is not None:
+                    bar.write(
+                        f"epoch {row['epoch']} step {row['step']}: val loss {row['val_loss']:.4g}, energy MAE "
+                        f"{1e3 * row['val_energy_mae_per_atom']:.3g} meV/atom, force MAE "
+                        f"{1e3 * row['val_force_mae']:.3g} meV/A (RMSE/RMS {row['val_force_rel_rmse']:.3g})"
+                        + (" *best*" if row["best"] else "")
+                    )
                 self._emit("epoch", row)
         except KeyboardInterrupt:
             # Between steps the state is consistent: keep it so that --resume loses nothing.
             if not self._mutating:
                 save_last()
             raise
+        finally:
+            if bar is not None:
+                bar.close()
         dist.barrier()
         if dist.main:
             self._parity_plot(ema)
