@@ -156,6 +156,7 @@ def machine() -> dict:
         "cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "python": platform.python_version(),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_average_1min": round(os.getloadavg()[0], 1),
     }
 
 
@@ -197,7 +198,8 @@ def main(argv=None) -> int:
     lines = [
         "# Training throughput: DistillationTrainer vs the bare optimisation step",
         "",
-        f"Machine: {m['cpu']}, {m['threads']} thread, torch {m['torch']}, Python {m['python']}, {m['date']}.",
+        f"Machine: {m['cpu']}, {m['threads']} thread, torch {m['torch']}, Python {m['python']}, {m['date']}; "
+        f"load average at start {m['load_average_1min']} on {os.cpu_count()} cores (shared).",
         f"Data: {N_STRUCTURES} rattled/strained Cu fcc supercells, 32 atoms, periodic, EMT energy+forces+stress; "
         f"batch {BATCH}; cutoff {CUTOFF} A; float32; loss weights energy 1, forces 10, stress 0.1 "
         "(forces and stress by autograd, so each step is a double backward).",
