@@ -115,7 +115,7 @@ def main(argv=None) -> int:
         startup = {}
         for nw in (1, 2):
             t0 = time.perf_counter()
-            cl = LocalCluster(n_workers=nw, threads_per_worker=1, processes=True, dashboard_address=None,
+            cl = LocalCluster(n_workers=nw, threads_per_worker=1, processes=True, dashboard_address=":0",
                               silence_logs=logging.ERROR, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
             c = Client(cl, set_as_default=False)
             c.wait_for_workers(nw)

@@ -53,7 +53,7 @@ def write_pool(path, atoms_list) -> str:
 def client():
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                            env={"OMP_NUM_THREADS": "1"})
     c = Client(cluster, set_as_default=False)
     yield c
@@ -368,7 +368,7 @@ def test_worker_that_dies_is_retried_then_isolated(tmp_path):
     atoms.insert(3, killer)
     pool = write_pool(tmp_path / "pool.h5", atoms)
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
         c = Client(cluster, set_as_default=False)
         try:
             spec = {"name": "ase", "calculator": "test_labeling_engine:ExitingEMT",

@@ -253,7 +253,7 @@ def test_auto_chunk_size():
     assert _auto_chunk_size(0.1, 1000, 2, 2.0) == 20
     assert _auto_chunk_size(0.1, 40, 2, 2.0) == 10
     assert _auto_chunk_size(5.0, 1000, 2, 2.0) == 1
-    assert _auto_chunk_size(None, 10_000_000, 1, 2.0) == 10_000
+    assert _auto_chunk_size(None, 10_000_000, 1, 2.0) == 2_000
     assert _auto_chunk_size(1e-4, 1, 4, 2.0) == 1
 
 

@@ -87,7 +87,7 @@ def _local_cluster(n_workers: int, threads_per_worker: int):
         n_workers=int(n_workers),
         threads_per_worker=1,  # one task at a time per process; the teacher gets the math threads
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",
         silence_logs=logging.ERROR,
         env=env,
     )

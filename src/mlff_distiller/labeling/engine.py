@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 FORMAT = "mlff-distiller-labeling/1"
 DEFAULT_MIN_DISTANCE = 0.5  # A; closer pairs are reported as overlapping atoms
 TARGET_CHUNK_SECONDS = 2.0  # a task should run ~1 s or more so Dask overhead stays small
-MAX_CHUNK = 10_000
+MAX_CHUNK = 2_000  # keeps a task message at a few MB (structures travel with the task)
 PROBE_STRUCTURES = 4
 MERGE_BATCH = 2048  # structures per DatasetWriter.append during the merge
 
@@ -229,138 +229,141 @@ def label_pool(
         raise UserError(f"output {out} is the pool itself; choose another -o path")
 
     reader = _open_pool(pool_p)
-    n = len(reader)
-    pool_sha = _sha256(pool_p)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        n = len(reader)
+        pool_sha = _sha256(pool_p)
+        out.parent.mkdir(parents=True, exist_ok=True)
 
-    # -- an existing output ------------------------------------------------------------------
-    existing = _existing_output(out)
-    if existing is not None and existing.get("labeling_pool_sha256") != pool_sha and not overwrite:
-        raise UserError(
-            f"output {out} exists and was labelled from another pool "
-            f"({existing.get('labeling_pool_path', 'unknown')}); pass --overwrite to replace it or choose another -o"
-        )
-    if (
-        existing is not None
-        and not overwrite
-        and existing.get("labeling_teacher_spec") == spec_key(spec)
-        and float(existing.get("labeling_min_distance", -1)) == float(min_distance)
-    ):
-        return _complete_summary(out, n, t_start)
-
-    work = WorkDir.for_output(out)
-    plan = work.read_plan() if work.exists() else None
-    if plan is not None and plan.get("pool_sha256") != pool_sha:
-        if not overwrite:
+        # -- an existing output ------------------------------------------------------------------
+        existing = _existing_output(out)
+        if existing is not None and existing.get("labeling_pool_sha256") != pool_sha and not overwrite:
             raise UserError(
-                f"checkpoint {work.path} belongs to another pool ({plan.get('pool_path')}); "
-                f"pass --overwrite to discard it or choose another -o"
+                f"output {out} exists and was labelled from another pool "
+                f"({existing.get('labeling_pool_path', 'unknown')}); pass --overwrite to replace it or choose another -o"
             )
-        work.remove()
-        plan = None
-
-    from .cluster import connect, n_workers_of
-    from .worker import label_chunk, probe
-
-    with connect(
-        scheduler,
-        n_workers=n_workers,
-        threads_per_worker=threads_per_worker,
-        hpc=hpc,
-        connect_timeout=connect_timeout,
-        worker_timeout=worker_timeout,
-    ) as client:
-        workers = n_workers_of(client)
-        probe_atoms = _read_atoms(reader, range(min(PROBE_STRUCTURES, n)))
-        info = _run_probe(client, probe, spec, threads_per_worker, probe_atoms)
-        teacher_id = info["fingerprint_id"]
-
-        if existing is not None and existing.get("labeling_pool_sha256") == pool_sha and not overwrite:
-            if existing.get("teacher_fingerprint_id") == teacher_id and float(
-                existing.get("labeling_min_distance", -1)
-            ) == float(min_distance):
-                return _complete_summary(out, n, t_start)
-            raise UserError(
-                f"output {out} exists and was labelled by teacher {existing.get('teacher_fingerprint_id')} "
-                f"(min_distance {existing.get('labeling_min_distance')}); pass --overwrite to relabel it with "
-                f"{teacher_id} or choose another -o"
-            )
-        if plan is not None and (
-            plan.get("teacher_fingerprint_id") != teacher_id
-            or float(plan.get("min_distance", -1)) != float(min_distance)
-            or plan.get("n_structures") != n
+        if (
+            existing is not None
+            and not overwrite
+            and existing.get("labeling_teacher_spec") == spec_key(spec)
+            and float(existing.get("labeling_min_distance", -1)) == float(min_distance)
         ):
+            return _complete_summary(out, n, t_start)
+
+        work = WorkDir.for_output(out)
+        plan = work.read_plan() if work.exists() else None
+        if plan is not None and plan.get("pool_sha256") != pool_sha:
             if not overwrite:
                 raise UserError(
-                    f"checkpoint {work.path} was made with teacher {plan.get('teacher_fingerprint_id')} "
-                    f"(min_distance {plan.get('min_distance')}); pass --overwrite to discard it or choose another -o"
+                    f"checkpoint {work.path} belongs to another pool ({plan.get('pool_path')}); "
+                    f"pass --overwrite to discard it or choose another -o"
                 )
             work.remove()
             plan = None
 
-        if plan is None:
-            size = chunk_size or _auto_chunk_size(info["seconds_per_structure"], n, workers, target_chunk_seconds)
-            plan = {
-                "format": FORMAT,
-                "pool_path": str(pool_p.resolve()),
-                "pool_sha256": pool_sha,
-                "n_structures": n,
-                "chunk_size": int(size),
-                "min_distance": float(min_distance),
-                "teacher_spec": info["spec"],
-                "teacher_spec_key": spec_key(spec),
-                "teacher_fingerprint": info["fingerprint"],
-                "teacher_fingerprint_id": teacher_id,
-                "teacher_capabilities": info["capabilities"],
-                "probe_seconds_per_structure": info["seconds_per_structure"],
-            }
-            work.write_plan(plan)
-        elif chunk_size and chunk_size != plan["chunk_size"]:
-            log.warning("resuming with the checkpoint's chunk size %d (ignoring %d)", plan["chunk_size"], chunk_size)
-        size = int(plan["chunk_size"])
-        n_chunks = math.ceil(n / size) if n else 0
-        done = work.committed(n_chunks)
-        skipped = sum(min(size, n - c * size) for c in done)
-        todo = [c for c in range(n_chunks) if c not in done]
-        if done:
-            log.info("resuming: %d of %d chunks already committed", len(done), n_chunks)
+        from .cluster import connect, n_workers_of
+        from .worker import label_chunk, probe
 
-        stats = _dispatch(
-            client,
-            label_chunk,
-            reader,
-            work,
-            spec,
-            threads_per_worker,
-            todo,
-            size,
-            n,
-            min_distance,
-            teacher_id,
-            on_chunk,
-            progress,
-            max_in_flight or max(2, 2 * workers),
+        with connect(
+            scheduler,
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            hpc=hpc,
+            connect_timeout=connect_timeout,
+            worker_timeout=worker_timeout,
+        ) as client:
+            workers = n_workers_of(client)
+            probe_atoms = _read_atoms(reader, range(min(PROBE_STRUCTURES, n)))
+            info = _run_probe(client, probe, spec, threads_per_worker, probe_atoms)
+            teacher_id = info["fingerprint_id"]
+
+            if existing is not None and existing.get("labeling_pool_sha256") == pool_sha and not overwrite:
+                if existing.get("teacher_fingerprint_id") == teacher_id and float(
+                    existing.get("labeling_min_distance", -1)
+                ) == float(min_distance):
+                    return _complete_summary(out, n, t_start)
+                raise UserError(
+                    f"output {out} exists and was labelled by teacher {existing.get('teacher_fingerprint_id')} "
+                    f"(min_distance {existing.get('labeling_min_distance')}); pass --overwrite to relabel it with "
+                    f"{teacher_id} or choose another -o"
+                )
+            if plan is not None and (
+                plan.get("teacher_fingerprint_id") != teacher_id
+                or float(plan.get("min_distance", -1)) != float(min_distance)
+                or plan.get("n_structures") != n
+            ):
+                if not overwrite:
+                    raise UserError(
+                        f"checkpoint {work.path} was made with teacher {plan.get('teacher_fingerprint_id')} "
+                        f"(min_distance {plan.get('min_distance')}); pass --overwrite to discard it or choose another -o"
+                    )
+                work.remove()
+                plan = None
+
+            if plan is None:
+                size = chunk_size or _auto_chunk_size(info["seconds_per_structure"], n, workers, target_chunk_seconds)
+                plan = {
+                    "format": FORMAT,
+                    "pool_path": str(pool_p.resolve()),
+                    "pool_sha256": pool_sha,
+                    "n_structures": n,
+                    "chunk_size": int(size),
+                    "min_distance": float(min_distance),
+                    "teacher_spec": info["spec"],
+                    "teacher_spec_key": spec_key(spec),
+                    "teacher_fingerprint": info["fingerprint"],
+                    "teacher_fingerprint_id": teacher_id,
+                    "teacher_capabilities": info["capabilities"],
+                    "probe_seconds_per_structure": info["seconds_per_structure"],
+                }
+                work.write_plan(plan)
+            elif chunk_size and chunk_size != plan["chunk_size"]:
+                log.warning("resuming with the checkpoint's chunk size %d (ignoring %d)", plan["chunk_size"], chunk_size)
+            size = int(plan["chunk_size"])
+            n_chunks = math.ceil(n / size) if n else 0
+            done = work.committed(n_chunks)
+            skipped = sum(min(size, n - c * size) for c in done)
+            todo = [c for c in range(n_chunks) if c not in done]
+            if done:
+                log.info("resuming: %d of %d chunks already committed", len(done), n_chunks)
+
+            stats = _dispatch(
+                client,
+                label_chunk,
+                reader,
+                work,
+                spec,
+                threads_per_worker,
+                todo,
+                size,
+                n,
+                min_distance,
+                teacher_id,
+                on_chunk,
+                progress,
+                max_in_flight or max(2, 2 * workers),
+            )
+
+        n_dataset, n_failures = _merge(reader, work, plan, out, n_chunks, size)
+        work.remove()
+        seconds = time.perf_counter() - t_start
+        return LabelSummary(
+            labelled=stats["labelled"],
+            failed=stats["failed"],
+            skipped=skipped,
+            n_pool=n,
+            n_dataset=n_dataset,
+            n_failures=n_failures,
+            n_chunks=n_chunks,
+            chunk_size=size,
+            seconds=seconds,
+            structures_per_second=(stats["labelled"] + stats["failed"]) / stats["seconds"] if stats["seconds"] > 0 else 0.0,
+            teacher=teacher_id,
+            out_path=str(out),
+            resumed=bool(done),
+            workers=workers,
         )
-
-    n_dataset, n_failures = _merge(reader, work, plan, out, n_chunks, size)
-    work.remove()
-    seconds = time.perf_counter() - t_start
-    return LabelSummary(
-        labelled=stats["labelled"],
-        failed=stats["failed"],
-        skipped=skipped,
-        n_pool=n,
-        n_dataset=n_dataset,
-        n_failures=n_failures,
-        n_chunks=n_chunks,
-        chunk_size=size,
-        seconds=seconds,
-        structures_per_second=(stats["labelled"] + stats["failed"]) / stats["seconds"] if stats["seconds"] > 0 else 0.0,
-        teacher=teacher_id,
-        out_path=str(out),
-        resumed=bool(done),
-        workers=workers,
-    )
+    finally:
+        reader.close()
 
 
 def _existing_output(out: Path) -> dict | None:
@@ -370,7 +373,8 @@ def _existing_output(out: Path) -> dict | None:
     from ..data.store import DatasetReader
 
     try:
-        return dict(DatasetReader(out).attrs)
+        with DatasetReader(out) as r:
+            return dict(r.attrs)
     except UserError:
         return {"labeling_pool_path": "an unreadable file"}
 
@@ -378,17 +382,17 @@ def _existing_output(out: Path) -> dict | None:
 def _complete_summary(out: Path, n: int, t_start: float) -> LabelSummary:
     from ..data.store import DatasetReader
 
-    r = DatasetReader(out)
-    return LabelSummary(
-        skipped=n,
-        n_pool=n,
-        n_dataset=len(r),
-        n_failures=len(r.failures()),
-        seconds=time.perf_counter() - t_start,
-        teacher=str(r.attrs.get("teacher_fingerprint_id", "")),
-        out_path=str(out),
-        already_complete=True,
-    )
+    with DatasetReader(out) as r:
+        return LabelSummary(
+            skipped=n,
+            n_pool=n,
+            n_dataset=len(r),
+            n_failures=len(r.failures()),
+            seconds=time.perf_counter() - t_start,
+            teacher=str(r.attrs.get("teacher_fingerprint_id", "")),
+            out_path=str(out),
+            already_complete=True,
+        )
 
 
 def _run_probe(client, probe, spec, threads, atoms) -> dict:
