@@ -230,3 +230,54 @@ def test_overfits_tiny_dataset(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
     assert float(rows[-1]["train_loss"]) < 1e-2 * float(rows[0]["train_loss"])
     assert f_rms > 0.3  # the rattled structures carry real forces
+
+
+# -- schedule, early stopping, divergence ----------------------------------------------------------
+def test_lr_schedule_warmup_cosine_and_plateau():
+    from mlff_distiller.training.schedule import LRSchedule
+
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    cos = LRSchedule(opt, 1e-2, "cosine", warmup_steps=4, total_steps=14, min_ratio=0.1)
+    lrs = [cos.apply(k) for k in range(15)]
+    assert lrs[:4] == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2])
+    assert lrs[4] == pytest.approx(1e-2) and lrs[9] == pytest.approx(1e-2 * (0.1 + 0.9 * 0.5))
+    assert lrs[14] == pytest.approx(1e-3) and all(a >= b for a, b in zip(lrs[3:], lrs[4:]))
+    assert opt.param_groups[0]["lr"] == lrs[-1]
+    pl = LRSchedule(opt, 1.0, "plateau", warmup_steps=0, total_steps=1, min_ratio=0.2, plateau_factor=0.5,
+                    plateau_patience=1)
+    for v in (1.0, 0.5, 0.6, 0.7):  # two epochs without improvement > patience 1 -> halve
+        pl.epoch_end(v)
+    assert pl.apply(0) == 0.5
+    for v in (0.6, 0.6, 0.6, 0.6, 0.6, 0.6):
+        pl.epoch_end(v)
+    assert pl.apply(0) == 0.2  # floored at min_ratio
+    state = pl.state_dict()
+    pl2 = LRSchedule(opt, 1.0, "plateau", 0, 1, 0.2, 0.5, 1)
+    pl2.load_state_dict(state)
+    assert pl2.apply(0) == 0.2 and pl2.plateau_best == 0.5
+
+
+def test_early_stopping(emt_dataset, tmp_path):
+    # lr 1e-12 cannot move float32 weights: the validation loss repeats, so no epoch after the
+    # first one improves and the run stops after `patience` such epochs.
+    cfg = small_config(lr=1e-12, ema_decay=0.0, early_stopping_patience=2, max_epochs=50, stress_weight=0.0)
+    summary = DistillationTrainer(emt_dataset, cfg, tmp_path / "run", progress=False).fit()
+    assert summary["stopped"] == "early_stopping" and summary["epochs"] == 3 and summary["best_epoch"] == 0
+
+
+def test_divergence_is_one_line_error_and_keeps_checkpoint(emt_dataset, tmp_path):
+    from mlff_distiller.training import TrainingDivergedError
+
+    run = tmp_path / "run"
+
+    def poison(trainer, event, info):
+        if event == "step" and info["step"] == 3:  # after the step-2 checkpoint
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+
+    with pytest.raises(TrainingDivergedError, match="diverged at step 4") as err:
+        DistillationTrainer(emt_dataset, small_config(), run, progress=False, callbacks=[poison]).fit()
+    assert "\n" not in str(err.value)
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["extra"]["train_state"]
+    assert last["state"]["step"] == 2
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())

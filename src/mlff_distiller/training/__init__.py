@@ -6,6 +6,6 @@
 """
 
 from .config import TrainConfig
-from .trainer import DistillationTrainer, load_train_config
+from .trainer import DistillationTrainer, TrainingDivergedError, load_train_config
 
-__all__ = ["TrainConfig", "DistillationTrainer", "load_train_config"]
+__all__ = ["TrainConfig", "DistillationTrainer", "TrainingDivergedError", "load_train_config"]

@@ -55,6 +55,10 @@ METRIC_COLUMNS = (
 RESUME_MUTABLE = ("max_epochs", "max_steps", "early_stopping_patience", "checkpoint_every", "num_workers", "device")
 
 
+class TrainingDivergedError(UserError):
+    """The loss became NaN or infinite."""
+
+
 # -- distributed helpers ------------------------------------------------------------------
 class _Dist:
     """The process group (or a single process)."""
@@ -394,7 +398,14 @@ class DistillationTrainer:
                     loss.backward()
                     if cfg.grad_clip > 0:
                         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    loss_value = float(loss.detach()) / dist.world
+                    # the global batch's loss (the same number on every process)
+                    loss_value = float(dist.all_sum(loss.detach().double().reshape(1).cpu() / dist.world))
+                    if not math.isfinite(loss_value):
+                        raise TrainingDivergedError(
+                            f"training diverged at step {state['step'] + 1} (loss {loss_value}); the last "
+                            f"checkpoint is untouched: lower training.lr (now {cfg.lr:g}) or set grad_clip, "
+                            "then start a new run"
+                        )
                     self._mutating = True
                     optimizer.step()
                     t_compute = time.perf_counter() - t_compute
@@ -402,7 +413,7 @@ class DistillationTrainer:
                         ema.update(model)
                     state["step"] += 1
                     state["batch_in_epoch"] += 1
-                    state["train_loss_sum"] += float(dist.all_sum(torch.tensor([loss_value], dtype=torch.float64)))
+                    state["train_loss_sum"] += loss_value
                     state["train_loss_n"] += 1
                     self._mutating = False
                     if bar is not None:
