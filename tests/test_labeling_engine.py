@@ -389,3 +389,16 @@ def test_empty_pool_gives_empty_dataset(tmp_path, client):
     assert (summary.labelled, summary.failed, summary.n_chunks) == (0, 0, 0)
     r = DatasetReader(out)
     assert len(r) == 0 and r.failures() == [] and r.attrs["teacher_fingerprint_id"].startswith("emt-")
+
+
+def test_quality_chunk_monitor_plugs_into_the_hook(tmp_path, client):
+    """The quality stage's ChunkMonitor, used as ``on_chunk``, sees every chunk and failure."""
+    from mlff_distiller.quality import ChunkMonitor
+
+    atoms = cu_structures(8)
+    atoms[1] = Atoms("U2", positions=[[0, 0, 0], [2.5, 0, 0]])  # not an EMT element
+    pool = write_pool(tmp_path / "pool.h5", atoms)
+    monitor = ChunkMonitor()
+    label_pool(pool, "emt", tmp_path / "data.h5", scheduler=client, chunk_size=4, on_chunk=monitor, progress=False)
+    s = monitor.summary()
+    assert s["chunks"] == 2 and s["labelled"] == 7 and s["failed"] == 1
