@@ -382,6 +382,10 @@ def _existing_output(out: Path) -> dict | None:
 def _complete_summary(out: Path, n: int, t_start: float) -> LabelSummary:
     from ..data.store import DatasetReader
 
+    # A run killed between the final rename and removing its checkpoint leaves the
+    # checkpoint behind; the output is complete, so it is no longer needed.
+    WorkDir.for_output(out).remove()
+
     with DatasetReader(out) as r:
         return LabelSummary(
             skipped=n,
