@@ -382,9 +382,17 @@ def _existing_output(out: Path) -> dict | None:
 def _complete_summary(out: Path, n: int, t_start: float) -> LabelSummary:
     from ..data.store import DatasetReader
 
+    with DatasetReader(out) as r:
+        attrs = dict(r.attrs)
     # A run killed between the final rename and removing its checkpoint leaves the
-    # checkpoint behind; the output is complete, so it is no longer needed.
-    WorkDir.for_output(out).remove()
+    # checkpoint behind; when it is the checkpoint of this very output, it is done with.
+    work = WorkDir.for_output(out)
+    plan = work.read_plan() if work.exists() else None
+    if plan is not None and all(
+        plan.get(k) == attrs.get(a)
+        for k, a in (("pool_sha256", "labeling_pool_sha256"), ("teacher_fingerprint_id", "teacher_fingerprint_id"))
+    ):
+        work.remove()
 
     with DatasetReader(out) as r:
         return LabelSummary(
