@@ -19,7 +19,8 @@ from mlff_distiller.quality.diversity_metrics import _smoothness, formula, rmsd,
 from mlff_distiller.quality.synthetic import emt_dataset
 
 SMALL = {"diversity": {"subsample_atoms": 200, "repeats": 2, "pca_structures": 40, "curve_sizes": [50, 100, 200]}}
-SOURCES4 = ("bulk:Cu-fcc", "cluster:Ag-ico13", "bulk:Ni-bcc", "bulk:CuAu-L12")
+# structurally distinct sources (QUESTS ignores elements: a second fcc lattice adds little)
+SOURCES4 = ("bulk:Cu-fcc", "cluster:Ag-ico13", "bulk:Ni-bcc", "smiles:C2H6")
 
 
 def _strictly_increasing(xs):
@@ -34,7 +35,8 @@ def by_amplitude():
 
 @pytest.fixture(scope="module")
 def by_sources():
-    return [diversity(emt_dataset(SOURCES4[:k], n_per_source=6, amplitude=0.05), SMALL) for k in range(1, 5)]
+    cfg = {"diversity": dict(SMALL["diversity"], repeats=3)}
+    return [diversity(emt_dataset(SOURCES4[:k], n_per_source=6, amplitude=0.05), cfg) for k in range(1, 5)]
 
 
 def test_metrics_rise_with_rattle_amplitude(by_amplitude):

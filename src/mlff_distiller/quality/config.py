@@ -69,6 +69,7 @@ DIVERSITY_DEFAULTS: dict = {
     # QUESTS on a fixed number of atomic environments so H and D compare across datasets.
     "subsample_atoms": 2000,
     "repeats": 3,  # independent subsamples; mean and std are reported
+    "env_per_structure": 8,  # at most this many environments of one structure per subsample
     "seed": 0,
     "bandwidth": 0.015,  # QUESTS default kernel bandwidth (1/A descriptor units)
     "k": 32,  # QUESTS nearest neighbours
@@ -245,7 +246,7 @@ class QualityConfig:
             raise ConfigError("quality.checks.volume_per_atom: min must be below max")
 
         div = _merge_section("diversity", d.get("diversity"), DIVERSITY_DEFAULTS, nested=True)
-        for key in ("subsample_atoms", "repeats", "k", "pca_structures", "rmsd_max_per_composition",
+        for key in ("subsample_atoms", "repeats", "env_per_structure", "k", "pca_structures", "rmsd_max_per_composition",
                     "rmsd_max_compositions", "elements_target", "compositions_target"):
             div[key] = _number("diversity", key, div[key], lo=1, integer=True)
         div["seed"] = _number("diversity", "seed", div["seed"], lo=0, integer=True)

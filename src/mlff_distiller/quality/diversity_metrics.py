@@ -166,22 +166,31 @@ class _Descriptors:
         return self.cache[i]
 
 
-def sample_environments(desc: _Descriptors, n_target: int, rng: np.random.Generator) -> np.ndarray:
-    """``n_target`` atomic environments drawn uniformly at random (fewer if the dataset is smaller).
+def sample_environments(desc: _Descriptors, n_target: int, rng: np.random.Generator,
+                        per_structure: int = 8) -> np.ndarray:
+    """``n_target`` atomic environments drawn at random (all of them if the dataset is smaller).
 
-    Structures are visited in random order until enough atoms are gathered, then the atoms
-    are subsampled; with the visit order random this is a uniform sample of environments
-    without computing descriptors for the whole dataset.
+    Structures are visited in random order and at most ``per_structure`` random atoms are
+    taken from each, so a subsample spans at least ``n_target / per_structure`` structures:
+    environments of one structure are strongly correlated, and drawing all atoms of a few
+    structures would make H depend on which structures were drawn. Descriptors are computed
+    only for the visited structures. When the cap cannot supply ``n_target`` environments
+    (a small dataset), whole structures are gathered and the atoms subsampled uniformly.
     """
     n_atoms = desc.rec.n_atoms
     order = rng.permutation(len(n_atoms))
-    gathered, total = [], 0
-    for i in order:
-        gathered.append(int(i))
-        total += int(n_atoms[i])
-        if total >= 2 * n_target:  # slack so the atom draw is not dominated by the last structure
-            break
-    x = np.concatenate([desc(i) for i in gathered])
+    capped = np.cumsum(np.minimum(n_atoms[order], per_structure))
+    if capped[-1] >= n_target:
+        k = int(np.searchsorted(capped, n_target)) + 1
+        rows = []
+        for i in order[:k]:
+            x = desc(int(i))
+            rows.append(x[rng.choice(len(x), size=min(per_structure, len(x)), replace=False)])
+        x = np.concatenate(rows)
+    else:
+        full = np.cumsum(n_atoms[order])
+        k = int(np.searchsorted(full, n_target)) + 1
+        x = np.concatenate([desc(int(i)) for i in order[:k]])
     if len(x) > n_target:
         x = x[rng.choice(len(x), size=n_target, replace=False)]
     return x
@@ -369,7 +378,7 @@ def diversity(atoms_or_path, config: QualityConfig | dict | None = None, *, prog
     hs, ds, samples = [], [], []
     for r in range(cfg["repeats"]):
         rng = np.random.default_rng([cfg["seed"], r])
-        x = sample_environments(desc, n_env, rng)
+        x = sample_environments(desc, n_env, rng, cfg["env_per_structure"])
         h, d = quests_metrics(x, cfg["bandwidth"])
         hs.append(h)
         ds.append(d)
