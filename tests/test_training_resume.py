@@ -145,3 +145,10 @@ def test_sigkill_then_resume_matches(dataset, reference_run, tmp_path):
     assert proc.wait() == -signal.SIGKILL  # it was still training when killed
     subprocess.run(cmd + ["--resume"], env=env, check=True)
     assert_same_run(reference_run, run)
+
+
+def test_streaming_from_file_with_workers_equals_in_memory(dataset, reference_run, tmp_path):
+    """in_memory=False reads structures lazily in 2 DataLoader workers: same batches, same run."""
+    run = tmp_path / "run"
+    DistillationTrainer(dataset, cfg().replace(in_memory=False, num_workers=2), run, progress=False).fit()
+    assert_same_run(reference_run, run)

@@ -62,6 +62,10 @@ class TrainConfig:
     seed: int = 0
     # Fraction of provenance groups held out for validation.
     val_fraction: float = 0.1
+    # Keep every structure's graph (with its neighbour list) in RAM, built once: fastest.
+    # False streams structures from the file and builds neighbour lists on the fly in
+    # ``num_workers`` DataLoader processes, for datasets larger than memory.
+    in_memory: bool = True
     num_workers: int = 0
     device: str = "auto"
 
@@ -135,6 +139,10 @@ def _coerce(name: str, value, type_name) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"training.{name} must be a mapping, got {value!r}")
         return dict(value)
+    if t == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"training.{name} must be true or false, got {value!r}")
+        return value
     if t == "str":
         if not isinstance(value, str):
             raise ConfigError(f"training.{name} must be a string, got {value!r}")

@@ -9,7 +9,7 @@ process run with the same global batch size.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -66,25 +66,27 @@ def grouped_split(groups: Sequence[str], val_fraction: float, seed: int) -> tupl
     return np.sort(perm[target:]), np.sort(perm[:target]), "random"
 
 
-def training_statistics(graphs: Sequence[dict], cutoff: float, elements: Sequence[int]) -> NormalizationStats:
-    """Normalization statistics of the given (training) graphs.
+def training_statistics(graphs: Iterable[dict], cutoff: float, elements: Sequence[int]) -> NormalizationStats:
+    """Normalization statistics of the given (training) graphs, in one pass.
 
     Reference energies are fitted on the structures with an energy label; an element of
-    ``elements`` absent from them gets a reference energy of 0 eV.
+    ``elements`` absent from them gets a reference energy of 0 eV. The mean neighbour
+    count is edges per atom of the graphs' neighbour lists.
     """
-    with_e = [g for g in graphs if F.ENERGY in g]
-    if not with_e:
+    numbers, energies, forces = [], [], []
+    n_atoms = n_edges = 0
+    for g in graphs:
+        n_atoms += len(g[F.NUMBERS])
+        n_edges += int(np.shape(g[F.EDGE_INDEX])[1])
+        if F.ENERGY in g:
+            numbers.append(np.asarray(g[F.NUMBERS]))
+            energies.append(float(g[F.ENERGY]))
+        if F.FORCES in g:
+            forces.append(np.asarray(g[F.FORCES], dtype=np.float64))
+    if not energies:
         raise DatasetError("the training split has no energy labels: label the dataset with a teacher first")
-    forces = [g[F.FORCES] for g in graphs if F.FORCES in g]
-    stats = compute_statistics(
-        [g[F.NUMBERS] for g in with_e],
-        np.array([float(g[F.ENERGY]) for g in with_e]),
-        forces=forces or None,
-        neighbor_counts=None,
-        cutoff=cutoff,
-    )
-    n_atoms = sum(len(g[F.NUMBERS]) for g in graphs)
-    n_edges = sum(g[F.EDGE_INDEX].shape[1] for g in graphs)
+    stats = compute_statistics(numbers, np.array(energies), forces=forces or None, neighbor_counts=None,
+                               cutoff=cutoff)
     stats.avg_num_neighbors = max(n_edges / max(n_atoms, 1), 1.0)
     for z in elements:
         stats.element_energies.setdefault(int(z), 0.0)

@@ -38,7 +38,7 @@ import torch
 
 from .. import __version__
 from .. import fields as F
-from ..data.graph import atoms_to_graph, collate
+from ..data.graph import collate
 from ..errors import ConfigError, DatasetError, UserError
 from .config import TrainConfig
 from .data import BatchOrder, GraphListDataset, grouped_split, to_device, training_statistics
@@ -52,7 +52,8 @@ METRIC_COLUMNS = (
     "val_force_mae", "val_force_rmse", "val_force_rel_rmse", "val_stress_mae", "best", "elapsed_s",
 )
 # Fields that may differ between the saved config and the one given on resume.
-RESUME_MUTABLE = ("max_epochs", "max_steps", "early_stopping_patience", "checkpoint_every", "num_workers", "device")
+RESUME_MUTABLE = ("max_epochs", "max_steps", "early_stopping_patience", "checkpoint_every", "num_workers", "device",
+                  "in_memory")
 
 
 class TrainingDivergedError(UserError):
@@ -229,22 +230,56 @@ class DistillationTrainer:
                 "resume with the saved config (omit --config) or start a new run"
             )
 
-    def _load_graphs(self, scfg):
-        """Check labels and elements, read every structure, build its graph.
+    def _open_data(self, scfg):
+        """Check labels and elements, split, and build the train / validation datasets.
 
-        Returns graphs, provenance groups, label fields. Fills ``scfg.elements`` from the
-        dataset when it is empty.
+        Fills ``scfg.elements`` from the dataset when it is empty. Returns
+        ``(train_set, val_set, train_idx, val_idx, split_kind)``; with ``in_memory`` the sets
+        hold ready graphs, otherwise they read the file and build neighbour lists per item.
         """
+        from ..data.dataset import MolecularDataset
         from ..data.store import DatasetReader
 
-        reader = DatasetReader(self.dataset_path, preload=True)
+        reader = DatasetReader(self.dataset_path)
         try:
-            return self._read_graphs(reader, scfg)
+            self.label_fields = self._check_dataset(reader, scfg)
+            groups = self._groups(reader)
         finally:
             reader.close()
+        train_idx, val_idx, split_kind = grouped_split(groups, self.config.val_fraction, self.config.seed)
+        full = MolecularDataset(self.dataset_path, scfg.cutoff, preload=self.config.in_memory)
+        if self.config.in_memory:
+            graphs = list(self._iter_items(full, "neighbour lists"))
+            train_set = GraphListDataset([graphs[i] for i in train_idx])
+            val_set = GraphListDataset([graphs[i] for i in val_idx])
+        else:
+            train_set = MolecularDataset(self.dataset_path, scfg.cutoff, indices=train_idx)
+            val_set = MolecularDataset(self.dataset_path, scfg.cutoff, indices=val_idx)
+        return train_set, val_set, train_idx, val_idx, split_kind
 
-    def _read_graphs(self, reader, scfg):
-        cutoff = scfg.cutoff
+    def _iter_items(self, dataset, desc: str):
+        """Items of ``dataset`` in order, built by ``num_workers`` processes, with a progress bar."""
+        loader = torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=_identity,
+                                             num_workers=self.config.num_workers)
+        bar = self._bar(total=len(dataset), desc=desc, unit="struct")
+        try:
+            for item in loader:
+                if bar is not None:
+                    bar.update(1)
+                yield item
+        finally:
+            if bar is not None:
+                bar.close()
+
+    @staticmethod
+    def _groups(reader) -> list[str]:
+        try:
+            col = reader.column("group")
+            return [str(g) if g else f"#{i}" for i, g in enumerate(col)]
+        except UserError:
+            return [str((reader.provenance(i) or {}).get("group") or f"#{i}") for i in range(len(reader))]
+
+    def _check_dataset(self, reader, scfg) -> tuple:
         label_fields = tuple(reader.label_fields)
         cfg = self.config
         if F.ENERGY not in label_fields and cfg.energy_weight > 0:
@@ -274,19 +309,7 @@ class DistillationTrainer:
             )
         if not scfg.elements:
             scfg.elements = list(elements)
-        n = len(reader)
-        graphs, groups = [], []
-        bar = self._bar(total=n, desc="neighbour lists", unit="struct")
-        for i in range(n):
-            atoms = reader.get_atoms(i)
-            graphs.append(atoms_to_graph(atoms, cutoff))
-            prov = reader.provenance(i) or {}
-            groups.append(str(prov.get("group") or f"#{i}"))
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-        return graphs, groups, label_fields
+        return label_fields
 
     def _bar(self, **kw):
         if not (self.progress and self._dist.main):
@@ -324,13 +347,12 @@ class DistillationTrainer:
         dtype = torch.float64 if scfg.dtype == "float64" else torch.float32
         self.dtype = dtype
 
-        graphs, groups, self.label_fields = self._load_graphs(scfg)
-        train_idx, val_idx, split_kind = grouped_split(groups, cfg.val_fraction, cfg.seed)
-        stats = training_statistics([graphs[i] for i in train_idx], scfg.cutoff, scfg.elements)
+        self.train_set, self.val_set, train_idx, val_idx, split_kind = self._open_data(scfg)
+        train_items = (self.train_set.graphs if isinstance(self.train_set, GraphListDataset)
+                       else self._iter_items(self.train_set, "statistics"))
+        stats = training_statistics(train_items, scfg.cutoff, scfg.elements)
         self.stats = stats
         self.student_config = scfg
-        self.train_set = GraphListDataset([graphs[i] for i in train_idx])
-        self.val_set = GraphListDataset([graphs[i] for i in val_idx])
 
         # Same initial weights on every process and in every (resumed) run.
         torch.manual_seed(cfg.seed)
@@ -655,6 +677,10 @@ class DistillationTrainer:
             "epochs": state["epoch"], "steps": state["step"], "stopped": state["stopped"],
             "run_dir": str(self.run_dir),
         }
+
+
+def _identity(item):
+    return item
 
 
 def _fmt(v) -> str:
