@@ -65,8 +65,8 @@ def test_fennol_ten_sizes_without_a_recompilation_each(teacher):
     # benchmarks/results/teachers.md), and none at all once the buckets exist
     assert first < len(mols), f"{first} compilations for {len(mols)} sizes"
     assert second == 0
-    for a, b in zip(results, again):
-        assert a.energy == b.energy
+    for a, b in zip(results, again):  # padded sizes may differ between passes: float32 rounding only
+        assert a.energy == pytest.approx(b.energy, abs=1e-5)
     batched = teacher.label(mols)
     for b, s in zip(batched, results):
         assert b.energy == pytest.approx(s.energy, abs=1e-4)
