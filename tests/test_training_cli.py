@@ -138,3 +138,13 @@ def test_elements_missing_from_student_config(data, tmp_path, capsys):
     conf = write_config(tmp_path / "c.yaml", {"student": {**TINY, "elements": ["Cu"]}})
     assert main(["train", str(data["full"]), "--config", str(conf), "-o", str(tmp_path / "run"), "--no-progress"]) == 2
     assert "Ni" in one_line_error(capsys)
+
+
+def test_tiny_dataset_and_missing_device_are_one_line_errors(data, tmp_path, capsys):
+    one = write_dataset(tmp_path / "one.h5", data["atoms"][:1])
+    assert main(["train", str(one), "-o", str(tmp_path / "r1"), "--no-progress"]) == 2
+    assert "at least 2" in one_line_error(capsys)
+    if not torch.cuda.is_available():
+        conf = write_config(tmp_path / "c.yaml", {"device": "cuda", "student": TINY})
+        assert main(["train", str(data["full"]), "--config", str(conf), "-o", str(tmp_path / "r2")]) == 2
+        assert "CUDA" in one_line_error(capsys)
