@@ -20,9 +20,9 @@ SMALL_FENNIX = dict(
     energy_unit="kcal/mol",  # not eV on purpose: the teacher must convert
     energy_terms=["energy"],
     modules=OrderedDict(
-        embedding={"module_name": "PAINN", "dim": 32, "nlayers": 2, "nchannels": 8,
-                   "message_hidden": [32], "update_hidden": [32]},
-        energy={"module_name": "NEURAL_NET", "neurons": [32, 1], "input_key": "embedding", "squeeze": True},
+        embedding={"module_name": "PAINN", "dim": 16, "nlayers": 1, "nchannels": 4,
+                   "message_hidden": [16], "update_hidden": [16]},
+        energy={"module_name": "NEURAL_NET", "neurons": [16, 1], "input_key": "embedding", "squeeze": True},
     ),
 )
 # ten molecules, ten different atom counts (2..12)
