@@ -10,8 +10,9 @@ Run directory written by :meth:`DistillationTrainer.fit` (process 0 only under D
     RUN/checkpoints/last.pt      the newest weights + the whole training state (for resume)
     RUN/parity.png               student vs teacher on the validation split (best weights)
 
-Every file is written under a temporary name and renamed, so a kill at any moment leaves
-either the previous or the new version. ``last.pt`` holds the raw weights, the AdamW
+Checkpoints, config, statistics, split and plot are written under a temporary name and
+renamed, so a kill at any moment leaves either the previous or the new version; metrics
+rows are appended and flushed to disk one by one. ``last.pt`` holds the raw weights, the AdamW
 state, the learning-rate schedule, the EMA, torch's RNG states and the position in the
 data order (epoch, batch), which is enough to continue bit for bit: a run interrupted
 and resumed reaches the same weights as one that was never interrupted.
@@ -120,12 +121,6 @@ class _Dist:
 
 
 # -- file helpers ----------------------------------------------------------------------------
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as fh:
@@ -587,12 +582,10 @@ class DistillationTrainer:
     def _save_best(self, state: dict, metrics: dict) -> None:
         from ..student import save_student
 
-        tmp = self.best_path.with_name("best.pt.tmp")
-        save_student(tmp, self.eval_model, extra={
+        save_student(self.best_path, self.eval_model, extra={  # atomic: temporary name + rename
             "epoch": int(state["epoch"]), "step": int(state["step"]),
             "val_metrics": {k: float(v) for k, v in metrics.items()},
         })
-        os.replace(tmp, self.best_path)
 
     def _save_last(self, model, optimizer, schedule, ema, state) -> None:
         from ..student import save_student
@@ -608,9 +601,7 @@ class DistillationTrainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "config": self.config.to_dict(),
         }
-        tmp = self.last_path.with_name("last.pt.tmp")
-        save_student(tmp, model, extra={"train_state": train_state})
-        os.replace(tmp, self.last_path)
+        save_student(self.last_path, model, extra={"train_state": train_state})  # atomic
 
     def _restore(self, model, optimizer, schedule, ema, state) -> dict:
         try:
