@@ -18,7 +18,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from mlff_distiller import fields as F
 from mlff_distiller.data.graph import atoms_to_graph, collate
 from mlff_distiller.data.store import DatasetWriter
-from mlff_distiller.errors import ConfigError, DatasetError, UserError
+from mlff_distiller.errors import ConfigError
 from mlff_distiller.training import DistillationTrainer, TrainConfig
 from mlff_distiller.training.data import BatchOrder, grouped_split
 from mlff_distiller.training.loss import MetricSums, distillation_loss, label_counts

@@ -89,7 +89,7 @@ def test_ctrl_c_mid_epoch_then_resume_is_bitwise_identical(dataset, reference_ru
     assert_same_run(reference_run, run)
 
 
-@pytest.mark.parametrize("every, crash, saved", [(3, 11, 9), (4, 10, 8)])
+@pytest.mark.parametrize("every, crash, saved", [pytest.param(3, 11, 9, marks=pytest.mark.slow), (4, 10, 8)])
 def test_crash_resumes_from_periodic_checkpoint(dataset, reference_run, tmp_path, every, crash, saved):
     """Crash (no save on the way out) mid-epoch; with every=4 the checkpoint is the last batch of
     epoch 1, taken before that epoch's validation row was written."""
