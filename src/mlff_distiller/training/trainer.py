@@ -148,8 +148,8 @@ def load_train_config(path) -> TrainConfig:
         d = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {p} is not valid YAML ({str(err).splitlines()[0]}): fix its syntax") from None
-    if isinstance(d, dict) and isinstance(d.get("training"), dict) and "name" in d:
-        d = d["training"]  # a whole recipe
+    if isinstance(d, dict) and isinstance(d.get("training"), dict):
+        d = d["training"]  # a whole recipe ("training" is not a TrainConfig key, so no ambiguity)
     return TrainConfig.from_dict(d)
 
 
