@@ -163,3 +163,12 @@ def test_single_element_warns_and_single_atom_errors():
         diversity([atom], SMALL)
     with pytest.raises(DatasetError, match="empty"):
         diversity([], SMALL)
+
+
+def test_nan_positions_and_flat_cells_do_not_break_descriptors():
+    ds = emt_dataset(("bulk:Cu-fcc", "cluster:Ag-ico13"), n_per_source=3, amplitude=0.05)
+    ds[0].positions[0] = np.nan
+    ds[1].cell[2] = [0.0, 0.0, 0.0]  # periodic but flat
+    r = diversity(ds, SMALL)
+    assert np.isfinite(r.entropy) and np.isfinite(r.score)
+    assert np.isfinite(r.structural["rmsd"]["mean"])

@@ -156,8 +156,13 @@ class _Descriptors:
             from quests.descriptor import get_descriptors
 
             atoms = self.rec.atoms(i)
-            if len(atoms) < 2:
-                x = np.zeros((len(atoms), 2 * self.k - 1))  # an isolated atom: no neighbours
+            if atoms.pbc.all() and abs(atoms.cell.volume) < 1e-9:
+                atoms.pbc = False  # a flat cell (the volume check reports it): describe as isolated
+            finite = np.all(np.isfinite(atoms.positions)) and np.all(np.isfinite(atoms.cell[:]))
+            if len(atoms) < 2 or not finite:
+                # an isolated atom has no neighbours; NaN coordinates (flagged by the finite
+                # check) must not reach the numba kernels
+                x = np.zeros((len(atoms), 2 * self.k - 1))
             else:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # numba type-safety chatter inside quests
@@ -261,6 +266,9 @@ def _rmsd_section(rec: Records, cfg: dict, rng: np.random.Generator) -> dict:
             for b in range(a + 1, m):
                 mat[a, b] = mat[b, a] = rmsd(rec, members[a], members[b])
         vals = mat[np.triu_indices(m, 1)]
+        vals = vals[np.isfinite(vals)]  # NaN coordinates are the finite check's business
+        if vals.size == 0:
+            continue
         all_vals.append(vals)
         out["compositions"].append({
             "formula": formula(rec.numbers[members[0]]),
