@@ -94,7 +94,10 @@ class OrbTeacher(Teacher):
 
     @classmethod
     def availability_note(cls) -> str | None:
-        return "needs weights_path: a local orb checkpoint such as orb-v2-20241011.ckpt (no download here)"
+        return (
+            "needs weights_path: a local orb checkpoint such as orb-v2-20241011.ckpt "
+            "(or network access to orb's model bucket)"
+        )
 
     def __init__(self, spec: dict):
         super().__init__(spec)
