@@ -294,3 +294,16 @@ def test_orb_model_names_are_aliases():
 def test_bad_batch_size_is_named():
     with pytest.raises(ConfigError, match="teacher.batch_size"):
         build_teacher({"name": "chgnet", "batch_size": 0})
+
+
+def test_chgnet_rotation_and_translation_invariance(chgnet):
+    from scipy.spatial.transform import Rotation
+
+    mol = molecule("CH3OH")
+    mol.rattle(0.03, seed=6)
+    rot = Rotation.from_euler("xyz", [30, 50, 70], degrees=True).as_matrix()
+    moved = mol.copy()
+    moved.positions = mol.positions @ rot.T + np.array([3.0, -2.0, 7.5])
+    r0, r1 = chgnet.label([mol, moved])
+    assert r1.energy == pytest.approx(r0.energy, abs=1e-4)
+    np.testing.assert_allclose(r1.forces, r0.forces @ rot.T, atol=1e-3)  # forces rotate with the molecule
