@@ -152,3 +152,21 @@ def test_streaming_from_file_with_workers_equals_in_memory(dataset, reference_ru
     run = tmp_path / "run"
     DistillationTrainer(dataset, cfg().replace(in_memory=False, num_workers=2), run, progress=False).fit()
     assert_same_run(reference_run, run)
+
+
+def test_resume_auto(dataset, reference_run, tmp_path):
+    """resume="auto": continue when last.pt exists, start afresh over an unstarted run's files."""
+    run = tmp_path / "run"
+    with pytest.raises(Crash):  # dies before the first checkpoint (step 3), after writing set-up files
+        DistillationTrainer(dataset, cfg(), run, progress=False, callbacks=[stop_at(2, Crash)]).fit()
+    assert (run / "config.yaml").is_file() and not (run / "checkpoints" / "last.pt").exists()
+    with pytest.raises(Crash):  # auto: starts again, dies after the step-9 checkpoint
+        DistillationTrainer(dataset, cfg(), run, resume="auto", progress=False, callbacks=[stop_at(10, Crash)]).fit()
+    DistillationTrainer(dataset, cfg(), run, resume="auto", progress=False).fit()
+    assert_same_run(reference_run, run)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="notes.txt"):
+        DistillationTrainer(dataset, cfg(), other, resume="auto")
+    assert (other / "notes.txt").read_text() == "keep me"

@@ -167,7 +167,9 @@ class DistillationTrainer:
     run_dir:
         Output directory. It must not hold a previous run unless ``resume=True``.
     resume:
-        Continue the run in ``run_dir`` from ``checkpoints/last.pt``.
+        ``True``: continue the run in ``run_dir`` from ``checkpoints/last.pt``. ``"auto"``:
+        continue it if ``last.pt`` exists, otherwise start afresh, first removing what a run
+        killed before its first checkpoint left (for drivers that re-run a command).
     progress:
         Show a tqdm progress bar (process 0 only).
     callbacks:
@@ -178,7 +180,7 @@ class DistillationTrainer:
         Ctrl-C does (the state after the last finished step is saved).
     """
 
-    def __init__(self, dataset_path, config: TrainConfig | dict, run_dir, *, resume: bool = False,
+    def __init__(self, dataset_path, config: TrainConfig | dict, run_dir, *, resume: bool | str = False,
                  progress: bool = True, callbacks: list[Callable] | None = None):
         self.dataset_path = Path(dataset_path)
         self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
@@ -197,6 +199,10 @@ class DistillationTrainer:
         rd = self.run_dir
         if rd.exists() and not rd.is_dir():
             raise UserError(f"run directory {rd} exists and is not a directory: choose another -o")
+        if self.resume == "auto":
+            self.resume = self.last_path.is_file()
+            if not self.resume and rd.is_dir() and os.environ.get("RANK", "0") == "0":
+                self._clear_unstarted_run()
         if self.resume:
             if not self.last_path.is_file():
                 raise UserError(f"cannot resume: {self.last_path} does not exist; start a new run without --resume")
@@ -207,6 +213,31 @@ class DistillationTrainer:
             # Under torchrun only process 0 checks: it may already be writing here when a
             # slower process gets to this line (if the check fails there, torchrun stops all).
             raise UserError(f"run directory {rd} is not empty: pass --resume to continue it or choose another -o")
+
+    def _clear_unstarted_run(self) -> None:
+        """Remove the files of a run killed before its first checkpoint (``resume="auto"``).
+
+        Only files this trainer writes are removed; anything else in the directory means it
+        is not a run directory, and it is left alone with an error.
+        """
+        rd = self.run_dir
+        ours = {"config.yaml", "normalization.json", "split.json", "metrics.csv", "parity.png", "checkpoints"}
+        names = {p.name for p in rd.iterdir()}
+        foreign = sorted(n for n in names if n not in ours and not n.endswith(".tmp"))
+        ckpts = sorted(p.name for p in self.ckpt_dir.iterdir()) if self.ckpt_dir.is_dir() else []
+        foreign += [f"checkpoints/{n}" for n in ckpts if n != "best.pt" and not n.startswith(".")]
+        if foreign:
+            raise UserError(
+                f"run directory {rd} holds files that are not from an unstarted run ({', '.join(foreign[:3])}): "
+                "choose another -o"
+            )
+        for n in ckpts:
+            (self.ckpt_dir / n).unlink()
+        for n in names:
+            if (rd / n).is_dir():
+                (rd / n).rmdir()
+            else:
+                (rd / n).unlink()
 
     def _check_resume_config(self, saved: TrainConfig) -> None:
         mine, theirs = self.config.to_dict(), saved.to_dict()
