@@ -107,11 +107,33 @@ def test_tiny_pool_molecules_keep_every_hydrogen(tiny_pool):
     assert n_mol >= 10  # hydrogen-bearing molecules made it into the pool
 
 
-def test_same_seed_gives_identical_pool(tmp_path, tiny_pool):
-    path_a, _, atoms_a, prov_a, _ = tiny_pool
-    generate("tiny", tmp_path / "b.h5", progress=False)
-    atoms_b, prov_b, _ = read_pool(tmp_path / "b.h5")
-    assert prov_a == prov_b
+def test_same_seed_gives_identical_pool(tmp_path):
+    """Every stochastic path at once: conformers, supercells, alloys, packing, rattles, normal modes,
+    Langevin MD and hot compressed MD (EMT as the teacher)."""
+    from ase.calculators.emt import EMT
+
+    recipe = small_recipe(count=None)
+    gen = recipe["generation"]
+    gen["sources"].update({"alloy": {"kind": "alloy", "elements": ["Cu", "Al"]},
+                           "water": {"kind": "liquid", "solvent": "O"}})
+    gen["size"] = {"min": 5, "max": 24}
+    gen["mix"] = [
+        {"source": "mols", "sampler": "rattle", "count": 3},
+        {"source": "mols", "sampler": "normal_modes", "count": 3, "params": {"relax_steps": 3, "per_root": 3}},
+        {"source": "alloy", "sampler": "md", "count": 3,
+         "params": {"per_root": 3, "equil_steps": 4, "interval": 3, "timestep": 2.0}},
+        {"source": "metal", "sampler": "high_energy", "count": 2,
+         "params": {"methods": ["compress_md"], "md_steps": 4, "per_root": 2}},
+        {"source": "metal", "sampler": "rattle_relax", "count": 2, "params": {"relax_steps": 2, "per_root": 2}},
+        {"source": "water", "sampler": "none", "count": 2},
+    ]
+    del gen["count"]
+    pools = []
+    for name in ("a.h5", "b.h5"):
+        generate(recipe, tmp_path / name, progress=False, calculator=EMT())
+        pools.append(read_pool(tmp_path / name))
+    (atoms_a, prov_a, _), (atoms_b, prov_b, _) = pools
+    assert len(atoms_a) == 15 and prov_a == prov_b
     for a, b in zip(atoms_a, atoms_b):
         np.testing.assert_array_equal(a.numbers, b.numbers)
         np.testing.assert_array_equal(a.positions, b.positions)

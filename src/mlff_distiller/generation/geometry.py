@@ -8,7 +8,6 @@ to H-H (0.62 A bond) as well as to I-I (2.66 A bond). Periodic images count.
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -87,17 +86,29 @@ def supercell_repeats(atoms: Atoms, target: int, n_min: int, n_max: int) -> tupl
         else:
             widths.append(np.linalg.norm(cell[k]) or 1.0)
     max_rep = max(1, n_max // n0)
-    ranges = [range(1, min(max_rep, 40) + 1) if atoms.pbc[k] else range(1, 2) for k in range(3)]
+    periodic = [bool(atoms.pbc[k]) for k in range(3)]
+    r1 = range(1, max_rep + 1) if periodic[0] else range(1, 2)
     best, best_cost = None, math.inf
-    for reps in itertools.product(*ranges):
-        n = n0 * reps[0] * reps[1] * reps[2]
-        if n < n_min or n > n_max:
-            continue
-        lengths = [widths[k] * reps[k] for k in range(3) if atoms.pbc[k]]
-        aniso = math.log(max(lengths) / min(lengths)) if lengths else 0.0
-        cost = abs(math.log(n / target)) + 0.25 * aniso
-        if cost < best_cost - 1e-12:
-            best, best_cost = reps, cost
+    for n1 in r1:
+        r2 = range(1, max_rep // n1 + 1) if periodic[1] else range(1, 2)
+        for n2 in r2:
+            if periodic[2]:
+                # only the n3 next to the target (and its neighbours, for shape) can win
+                t = target / (n0 * n1 * n2)
+                lo = max(1, math.floor(t) - 1)
+                n3s = range(lo, min(max_rep // (n1 * n2), math.ceil(t) + 1) + 1)
+            else:
+                n3s = range(1, 2)
+            for n3 in n3s:
+                reps = (n1, n2, n3)
+                n = n0 * n1 * n2 * n3
+                if n < n_min or n > n_max:
+                    continue
+                lengths = [widths[k] * reps[k] for k in range(3) if periodic[k]]
+                aniso = math.log(max(lengths) / min(lengths)) if lengths else 0.0
+                cost = abs(math.log(n / target)) + 0.25 * aniso
+                if cost < best_cost - 1e-12:
+                    best, best_cost = reps, cost
     return best
 
 

@@ -14,6 +14,7 @@ Units: Angstrom, g/cm^3 (liquid density).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -77,6 +78,11 @@ class SkipLog:
 # ----------------------------------------------------------------------------------------- crystals
 def builtin_crystals() -> dict[str, dict]:
     """Built-in prototype list (``generation/data/crystals.yaml``): name -> {formula, structure, a[, c]}."""
+    return {k: dict(v) for k, v in _crystal_table().items()}
+
+
+@functools.lru_cache(maxsize=1)
+def _crystal_table() -> dict[str, dict]:
     text = resources.files("mlff_distiller.generation").joinpath("data/crystals.yaml").read_text()
     return yaml.safe_load(text)
 
@@ -462,6 +468,27 @@ class SurfaceSource(Source):
 CLUSTER_SHAPES = ("icosahedron", "decahedron", "octahedron")
 
 
+@functools.lru_cache(maxsize=None)
+def _cluster_sizes(shape: str) -> tuple:
+    """All (shape parameters, atom count) pairs considered for a cluster shape (built once)."""
+    from ase.cluster import Decahedron, Octahedron
+
+    rows = []
+    if shape == "icosahedron":
+        for k in range(1, 9):
+            rows.append(((k,), (10 * k**3 - 15 * k**2 + 11 * k - 3) // 3))
+    elif shape == "decahedron":
+        for p in range(1, 7):
+            for q in range(1, 5):
+                for r in range(0, 3):
+                    rows.append(((p, q, r), len(Decahedron("Cu", p, q, r))))
+    else:
+        for length in range(2, 11):
+            for cut in range(0, (length - 1) // 2 + 1):
+                rows.append(((length, cut), len(Octahedron("Cu", length, cut))))
+    return tuple(rows)
+
+
 class ClusterSource(Source):
     """Nanoclusters from :mod:`ase.cluster` (icosahedra, Marks decahedra, truncated octahedra), no cell."""
 
@@ -491,28 +518,10 @@ class ClusterSource(Source):
                               "atoms; widen the size bounds (icosahedra have 13, 55, 147, 309 atoms)")
 
     def _table(self, shape):
-        """(params, n_atoms) of each cluster of this shape, for the size range."""
-        if shape in self._tables:
-            return self._tables[shape]
-        from ase.cluster import Decahedron, Octahedron
-
-        rows = []
-        if shape == "icosahedron":
-            for k in range(1, 9):
-                n = (10 * k**3 - 15 * k**2 + 11 * k - 3) // 3
-                rows.append(((k,), n))
-        elif shape == "decahedron":
-            for p in range(1, 7):
-                for q in range(1, 5):
-                    for r in range(0, 3):
-                        rows.append(((p, q, r), len(Decahedron("Cu", p, q, r))))
-        else:
-            for length in range(2, 11):
-                for cut in range(0, (length - 1) // 2 + 1):
-                    rows.append(((length, cut), len(Octahedron("Cu", length, cut))))
-        rows = [row for row in rows if self.size.contains(row[1])]
-        self._tables[shape] = rows
-        return rows
+        """(params, n_atoms) of each cluster of this shape within the size range."""
+        if shape not in self._tables:
+            self._tables[shape] = [row for row in _cluster_sizes(shape) if self.size.contains(row[1])]
+        return self._tables[shape]
 
     def make_root(self, index, rng):
         from ase.cluster import Decahedron, Icosahedron, Octahedron
