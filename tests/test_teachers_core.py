@@ -307,3 +307,17 @@ def test_chgnet_rotation_and_translation_invariance(chgnet):
     r0, r1 = chgnet.label([mol, moved])
     assert r1.energy == pytest.approx(r0.energy, abs=1e-4)
     np.testing.assert_allclose(r1.forces, r0.forces @ rot.T, atol=1e-3)  # forces rotate with the molecule
+
+
+def test_constraints_do_not_break_or_change_labels(chgnet):
+    from ase.constraints import FixAtoms, FixCom
+
+    for teacher in (chgnet, build_teacher("emt")):
+        atoms = _cu_cell() if teacher.name == "emt" else bulk("Si", "diamond", a=5.43, cubic=True)
+        plain = teacher.label([atoms])[0]
+        for constraint in (FixCom(), FixAtoms(indices=[0])):
+            held = atoms.copy()
+            held.set_constraint(constraint)
+            r = teacher.label([held])[0]
+            assert r.ok and r.energy == pytest.approx(plain.energy, abs=1e-6)
+            np.testing.assert_allclose(r.forces, plain.forces, atol=1e-6)  # raw forces, not projected

@@ -135,7 +135,12 @@ class CHGNetTeacher(Teacher):
     def _graph(self, atoms: Atoms):
         from pymatgen.io.ase import AseAtomsAdaptor
 
-        work = atoms if is_3d_periodic(atoms) else box_molecule(atoms, self._cutoff)
+        if is_3d_periodic(atoms):
+            work = atoms.copy()
+            work.calc = None
+        else:
+            work = box_molecule(atoms, self._cutoff)
+        work.set_constraint()  # constraints do not change the energy; pymatgen warns on FixCom etc.
         structure = AseAtomsAdaptor.get_structure(work)
         return self._model.graph_converter(structure)
 
