@@ -98,6 +98,7 @@ def test_bench_trained_student_against_emt(trained_student, cu32_file, tmp_path)
     assert 0.0 <= md["rdf"]["overlap"] <= 1.0
     # outputs
     data = json.loads((out / "bench.json").read_text())
+    assert data["complete"] is True
     assert data["systems"]["cu32"]["speed"]["ratio"]["md_step"] == pytest.approx(sp["ratio"]["md_step"])
     text = (out / "bench.md").read_text()
     assert "| cu32 | 32 |" in text and "Accuracy on the held-out set" in text and "MD fidelity" in text
@@ -199,3 +200,27 @@ def test_default_systems_skip_what_the_models_cannot_run(tmp_path):
     assert any("Al" in note for note in res["notes"])  # EMT also covers Al, Cu, ...: noted, not an error
     text = (tmp_path / "bench.md").read_text()
     assert "## Skipped" in text and "si-512" in text
+
+
+def test_interrupted_bench_keeps_what_was_measured(tmp_path):
+    class Interrupting(EMT):
+        """Works through the speed stage, then the user presses Ctrl-C during MD."""
+
+        calls = 0
+
+        def calculate(self, *args, **kwargs):
+            type(self).calls += 1
+            if type(self).calls > 5:  # speed stage: 2 (warm-up MD) + 1 call + 2 (MD start + step)
+                raise KeyboardInterrupt
+            super().calculate(*args, **kwargs)
+
+    a = bulk("Cu", "fcc", a=3.61, cubic=True)
+    a.info["name"] = "cu4"
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(Interrupting(), EMT(), systems=[a], out_dir=str(tmp_path), progress=False, memory=False,
+                  n_rounds=1, n_calls=1, n_md_steps=1, warmup=0, drift_ps=0.01, timestep_fs=1.0)
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["complete"] is False
+    assert data["systems"]["cu4"]["speed"]["ratio"]["force_call"] > 0
+    assert "md" not in data["systems"]["cu4"]
+    assert "Partial result" in (tmp_path / "bench.md").read_text()

@@ -91,6 +91,8 @@ def markdown(result: dict) -> str:
         "(ms); ratio = teacher / student.",
         "",
     ]
+    if result.get("complete") is False:
+        lines += ["**Partial result**: the bench was interrupted or is still running; missing rows were not measured.", ""]
     for note in result.get("notes", []):
         lines.append(f"- {note}")
     if result.get("notes"):

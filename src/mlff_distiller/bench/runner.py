@@ -196,6 +196,12 @@ def _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, stu
     }
     models = {t_lab: t_handle, s_lab: s_handle}
 
+    def checkpoint():
+        # partial results reach the disk after every stage: a crash or Ctrl-C keeps what was measured
+        if out_dir is not None:
+            result["complete"] = False
+            write_outputs(result, out_dir, plots=False)
+
     # 1. speed
     for sys_ in loaded:
         bar = _progress(2 * cfg.n_rounds * 2, f"speed {sys_.name}") if progress else None
@@ -210,6 +216,7 @@ def _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, stu
         result["systems"][sys_.name] = {
             "n_atoms": len(sys_.atoms), "formula": sys_.formula, "source": sys_.source, "speed": speed,
         }
+        checkpoint()
 
     # 2. accuracy
     parity = None
@@ -219,6 +226,7 @@ def _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, stu
         if bar:
             bar.close()
         result["accuracy"] = metrics
+        checkpoint()
 
     # 3. MD fidelity
     if cfg.md:
@@ -235,7 +243,9 @@ def _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, stu
                     result["systems"][s.name]["md_skipped"] = f"{len(s.atoms)} atoms > md_max_atoms {cfg.md_max_atoms}"
         for sys_ in md_targets:
             result["systems"][sys_.name]["md"] = _md_fidelity(sys_, s_handle, t_handle, cfg, progress)
+            checkpoint()
 
+    result["complete"] = True
     if out_dir is not None:
         result["outputs"] = write_outputs(result, out_dir, parity, plots=cfg.plots)
     return result
