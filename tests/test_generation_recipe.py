@@ -74,6 +74,7 @@ def test_tiny_pool_provenance_sizes_distances(tiny_pool):
     path, summary, atoms, prov, attrs = tiny_pool
     assert len(atoms) == summary["n_structures"] == summary["requested"] == 40
     assert attrs["generation_complete"] is True and attrs["recipe_name"] == "tiny"
+    assert attrs["recipe"] == load_recipe("tiny")  # the resolved recipe travels with the pool
     groups_by_root = {}
     for i, (a, p) in enumerate(zip(atoms, prov)):
         assert set(p) == PROVENANCE_KEYS

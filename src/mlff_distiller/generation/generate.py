@@ -10,6 +10,7 @@ rejected and counted. The same recipe, tier and seed give an identical pool.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import Counter
@@ -171,7 +172,8 @@ def generate(recipe, out_path, tier: str | None = None, progress: bool = True, c
     stats: list = []
     t0 = time.perf_counter()
     attrs = {"kind": "pool", "recipe_name": str(recipe.get("name", "")), "tier": tier or "", "seed": cfg.seed,
-             "units": "positions and cell in Angstrom", "generation_complete": False}
+             "units": "positions and cell in Angstrom", "generation_complete": False,
+             "recipe": json.loads(json.dumps(recipe, default=str))}  # the resolved recipe, for reproducibility
     n_atoms, elements = [], Counter()
     with DatasetWriter(out_path, label_fields=(), attrs=attrs, mode="w") as writer:
         buf = []
