@@ -74,7 +74,7 @@ def bare_loop(teacher, atoms, chunk: int) -> float:
     return len(atoms) / (time.perf_counter() - t0)
 
 
-def pipeline(pool: Path, spec, client, chunk: int, workdir: Path, tag: str) -> tuple[float, float]:
+def pipeline(pool: Path, spec, client, chunk: int, workdir: Path, tag: str) -> tuple[float, float, float]:
     from mlff_distiller.labeling import label_pool
 
     out = workdir / f"{tag}.h5"
@@ -82,7 +82,7 @@ def pipeline(pool: Path, spec, client, chunk: int, workdir: Path, tag: str) -> t
         out.unlink()
     s = label_pool(pool, spec, out, scheduler=client, chunk_size=chunk, progress=False)
     assert s.labelled == s.n_pool, s
-    return s.structures_per_second, s.seconds
+    return s.structures_per_second, s.seconds, s.worker_utilisation
 
 
 def main(argv=None) -> int:
@@ -105,6 +105,8 @@ def main(argv=None) -> int:
     try:
         pool = tmp / "pool.h5"
         atoms, _ = make_pool(pool, args.n, args.system)
+        warm_pool = tmp / "warm.h5"
+        make_pool(warm_pool, 2 * args.chunk, args.system)
         spec = args.teacher
         t0 = time.perf_counter()
         teacher = build_teacher(spec)
@@ -122,17 +124,19 @@ def main(argv=None) -> int:
             startup[nw] = time.perf_counter() - t0
             clusters[nw] = (cl, c)
             # first run builds the teacher on the workers (not timed as throughput)
-            pipeline(pool, spec, c, args.chunk, tmp, f"warm{nw}")
+            pipeline(warm_pool, spec, c, args.chunk, tmp, f"warm{nw}")
 
         rates = {"bare": [], "pipe1": [], "pipe2": []}
         walls = {"pipe1": [], "pipe2": []}
+        util = {"pipe1": [], "pipe2": []}
         load_before = os.getloadavg()
         for r in range(args.rounds):
             rates["bare"].append(bare_loop(teacher, atoms, args.chunk))
             for nw in (1, 2):
-                rate, wall = pipeline(pool, spec, clusters[nw][1], args.chunk, tmp, f"p{nw}-{r}")
+                rate, wall, busy = pipeline(pool, spec, clusters[nw][1], args.chunk, tmp, f"p{nw}-{r}")
                 rates[f"pipe{nw}"].append(rate)
                 walls[f"pipe{nw}"].append(wall)
+                util[f"pipe{nw}"].append(busy)
             print(f"round {r + 1}: bare {rates['bare'][-1]:.2f}/s, 1 worker {rates['pipe1'][-1]:.2f}/s, "
                   f"2 workers {rates['pipe2'][-1]:.2f}/s", flush=True)
         load_after = os.getloadavg()
@@ -177,6 +181,7 @@ def main(argv=None) -> int:
         "teacher_load_s_in_process": load_s,
         "cluster_startup_s": startup,
         "pipeline_wall_s_incl_probe_and_merge": walls,
+        "worker_utilisation": util,
         "machine": machine,
     }
     lines = [
@@ -194,6 +199,9 @@ def main(argv=None) -> int:
         f"| bare loop (in process) | {best['bare']:.2f} | {med['bare']:.2f} |",
         f"| pipeline, 1 worker | {best['pipe1']:.2f} | {med['pipe1']:.2f} |",
         f"| pipeline, 2 workers | {best['pipe2']:.2f} | {med['pipe2']:.2f} |",
+        "",
+        "Worker utilisation (time a worker spent inside a labelling task / labelling wall time, "
+        f"per worker; 1.0 = never idle): 1 worker {max(util['pipe1']):.2f}, 2 workers {max(util['pipe2']):.2f}.",
         "",
         f"Cluster start-up: 1 worker {startup[1]:.1f} s, 2 workers {startup[2]:.1f} s; teacher load in "
         f"process {load_s:.1f} s (neither is in the throughput).",

@@ -208,9 +208,13 @@ def test_resume_skips_committed_chunks_and_matches_uninterrupted(tmp_path, clien
     assert summary.resumed and summary.skipped == 4 and summary.labelled == 8
     assert sorted(resumed) == sorted(set(range(6)) - set(committed)), "committed chunks must not be relabelled"
     assert_same_dataset(ref, out)
-    # a third run finds the finished output and does nothing
+    # a third run finds the finished output and does nothing, except dropping the
+    # checkpoint a kill between the final rename and the clean-up would leave behind
+    attrs = DatasetReader(out).attrs
+    work.write_plan({"pool_sha256": attrs["labeling_pool_sha256"], "teacher_fingerprint_id": attrs["teacher_fingerprint_id"]})
     again = label_pool(pool, "emt", out, scheduler=client, progress=False)
     assert again.already_complete and again.skipped == 12 and again.labelled == 0
+    assert not work.exists()
 
 
 def assert_same_dataset(a, b):

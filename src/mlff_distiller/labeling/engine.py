@@ -63,6 +63,7 @@ class LabelSummary:
     resumed: bool = False
     already_complete: bool = False
     workers: int = 0
+    worker_utilisation: float = 0.0  # teacher time on workers / (labelling wall time x workers)
 
     def __str__(self) -> str:
         s = f"labelled {self.labelled}, failed {self.failed}, skipped {self.skipped}"
@@ -361,6 +362,7 @@ def label_pool(
             out_path=str(out),
             resumed=bool(done),
             workers=workers,
+            worker_utilisation=stats["busy"] / (stats["seconds"] * workers) if stats["seconds"] > 0 else 0.0,
         )
     finally:
         reader.close()
@@ -441,7 +443,7 @@ def _dispatch(client, label_chunk, reader, work, spec, threads, todo, size, n, m
     from tqdm.auto import tqdm
 
     total = sum(min(size, n - c * size) for c in todo)
-    stats = {"labelled": 0, "failed": 0, "seconds": 0.0}
+    stats = {"labelled": 0, "failed": 0, "seconds": 0.0, "busy": 0.0}
     bar = tqdm(total=total, unit="struct", desc="labelling", disable=not progress, dynamic_ncols=True, smoothing=0.1)
     pending: dict = {}  # future -> (chunk, sub-index or None)
     chunks: dict[int, _Chunk] = {}
@@ -473,6 +475,7 @@ def _dispatch(client, label_chunk, reader, work, spec, threads, todo, size, n, m
         labelled = _labelled_atoms([ch.atoms[pos[int(i)]] for i in result["indices"]], shard, teacher_id)
         stats["labelled"] += len(labelled)
         stats["failed"] += len(result["failures"])
+        stats["busy"] += float(result.get("seconds", 0.0))
         bar.update(len(ch.indices))
         stats["seconds"] = time.perf_counter() - t0
         if stats["failed"]:
@@ -529,6 +532,7 @@ def _combine(ch: _Chunk) -> dict:
         "stress": np.concatenate([np.asarray(p["stress"], dtype=np.float64).reshape(-1, 6) for p in parts]),
         "stress_mask": np.concatenate([np.asarray(p["stress_mask"], dtype=bool) for p in parts]),
         "failures": sorted(f for p in parts for f in p["failures"]),
+        "seconds": sum(float(p.get("seconds", 0.0)) for p in parts),
     }
 
 
