@@ -38,7 +38,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mlff_distiller.generation import generate, iter_structures, validate_recipe  # noqa: E402
+from ase.calculators.calculator import all_changes  # noqa: E402
+from ase.calculators.lj import LennardJones  # noqa: E402
+
+from mlff_distiller.generation import generate, iter_structures, load_recipe, validate_recipe  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -131,15 +134,50 @@ def print_row(r: dict) -> None:
           f"{r['per_s_wall']:>9.2f} {r['cpu_ms_per_structure']:>10.1f}", flush=True)
 
 
+class CountingLJ(LennardJones):
+    """Stand-in teacher that counts calls: ASE Lennard-Jones (any element) + a log of system sizes."""
+
+    def __init__(self):
+        super().__init__(sigma=2.0, epsilon=0.01, rc=5.0, smooth=True)
+        self.sizes: list[int] = []
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        self.sizes.append(len(atoms))
+        super().calculate(atoms, properties, system_changes)
+
+
+# CHGNet cost per call (ms, 1 thread) vs atoms, from /work/shared/notes/speed-anchors.md and
+# teachers-offline.md (40 ms aspirin-21, 95 ms Si-64, 1347 ms water-192, 1031 ms Si-512); water's
+# dense neighbourhood makes it the expensive row, so interpolating through it is an upper bound.
+CHGNET_ANCHORS = ([1, 21, 64, 192, 512], [25, 40, 95, 1347, 1031])
+
+
+def teacher_calls(recipe: str, tier) -> dict:
+    """How many teacher calls a recipe's generation makes, and what CHGNet would need for them.
+
+    The samplers run with a Lennard-Jones stand-in; MD steps and Hessian calls are fixed by the
+    recipe, relaxations can stop at a different step than with the real teacher."""
+    cfg = validate_recipe(load_recipe(recipe))
+    calc = CountingLJ()
+    stats: list = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        n = sum(1 for _ in iter_structures(cfg, tier, calc, stats=stats))
+    sizes = np.array(calc.sizes, dtype=float)
+    est = float(np.interp(sizes, *CHGNET_ANCHORS).sum() / 1000) if len(sizes) else 0.0
+    return {"recipe": recipe, "tier": tier, "structures": n, "teacher_calls": int(len(sizes)),
+            "mean_atoms_per_call": float(sizes.mean()) if len(sizes) else 0.0, "chgnet_seconds_estimate": est,
+            "teacher_free_fraction": sum(st["written"] for st in stats if st["sampler"] in ("none", "rattle") or
+                                         (st["sampler"] == "high_energy")) / max(n, 1)}
+
+
 def coverage(tier: str, progress: bool, out: Path, analyze_only: bool = False) -> dict:
     """Generate the seed-m2 tier into ``out`` (kept, so an interrupted run can still be analysed
     with ``--analyze``) and measure what it covers."""
     from mlff_distiller.data.store import DatasetReader
-    from mlff_distiller.generation import validate_recipe as _validate
-    from mlff_distiller.generation.recipe import load_recipe
 
     if analyze_only:
-        requested = sum(_validate(load_recipe("seed-m2")).counts(tier))
+        requested = sum(validate_recipe(load_recipe("seed-m2")).counts(tier))
         summary = {"tier": tier, "requested": requested, "seconds": float("nan"), "cpu_seconds": float("nan"),
                    "entries": [], "skipped": [], "partial": True}
     else:
@@ -169,7 +207,7 @@ def coverage(tier: str, progress: bool, out: Path, analyze_only: bool = False) -
             "samplers": dict(samplers.most_common()), "source_kinds": dict(kinds.most_common())}
 
 
-def write_report(m: dict, rows: list[dict], cov: dict | None, n: int) -> None:
+def write_report(m: dict, rows: list[dict], cov: dict | None, n: int, calls: list | None = None) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     lines = ["# Generation benchmark", "",
              f"Machine: {m['cpu']}; {m['threads']} thread(s); torch {m['torch']}; Python {m['python']}; "
@@ -184,6 +222,17 @@ def write_report(m: dict, rows: list[dict], cov: dict | None, n: int) -> None:
     lines += ["", "Teacher-free samplers cost milliseconds; teacher-driven ones cost teacher calls: normal modes "
               "6N+relaxation calls per root (shared by `per_root` samples), MD `equil_steps + per_root*interval` "
               "calls per root, rattle-relax `relax_steps`+1 per structure.", ""]
+    if calls:
+        lines += ["## Teacher work per recipe", "",
+                  "Teacher calls made by generation (counted with a Lennard-Jones stand-in; MD steps and Hessian "
+                  "calls are fixed by the recipe, relaxations may stop earlier or later with a real teacher) and the "
+                  "CHGNet time they imply at the single-thread per-call costs in the shared speed notes.", "",
+                  "| recipe | tier | structures | teacher calls | mean atoms / call | CHGNet estimate (s, 1 thread) |",
+                  "|---|---|---|---|---|---|"]
+        for c in calls:
+            lines.append(f"| {c['recipe']} | {c['tier'] or '-'} | {c['structures']} | {c['teacher_calls']} | "
+                         f"{c['mean_atoms_per_call']:.1f} | {c['chgnet_seconds_estimate']:.0f} |")
+        lines.append("")
     if cov:
         s = cov["summary"]
         timing = ("an interrupted run (the first structures of the mix, in recipe order)" if s.get("partial") else
@@ -208,8 +257,8 @@ def write_report(m: dict, rows: list[dict], cov: dict | None, n: int) -> None:
         if s["skipped"]:
             lines += ["", "Warnings: " + "; ".join(x["reason"] for x in s["skipped"])]
     (RESULTS / "generation.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / "generation.json").write_text(json.dumps({"machine": m, "throughput": rows, "coverage": cov},
-                                                        indent=1, default=str))
+    (RESULTS / "generation.json").write_text(json.dumps({"machine": m, "throughput": rows, "coverage": cov,
+                                                         "teacher_calls": calls}, indent=1, default=str))
     print(f"wrote {RESULTS / 'generation.md'}")
 
 
@@ -222,24 +271,36 @@ def main(argv=None) -> int:
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--pool", default=None, help="where to write the seed-m2 pool (default: a temporary file)")
     ap.add_argument("--analyze", default=None, metavar="POOL",
-                    help="skip throughput and generation; report the coverage of an existing (possibly partial) pool")
+                    help="skip generation; report the coverage of an existing (possibly partial) seed-m2 pool")
+    ap.add_argument("--sections", default="throughput,calls,coverage",
+                    help="comma-separated subset of throughput,calls,coverage; the others are kept from the "
+                    "previous results/generation.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     m = machine()
-    print(f"{'source':<24} {'sampler':<13} {'teacher':<7} {'n':>5} {'atoms':>7} {'struct/s':>9} {'CPU ms/st':>10}")
+    sections = set(args.sections.split(","))
+    if args.quick:
+        sections.discard("coverage")
+    prev = json.loads((RESULTS / "generation.json").read_text()) if (RESULTS / "generation.json").exists() else {}
+    rows, cov, calls = prev.get("throughput") or [], prev.get("coverage"), prev.get("teacher_calls")
     with tempfile.TemporaryDirectory() as d:
-        if args.analyze:
-            prev = json.loads((RESULTS / "generation.json").read_text()) if (RESULTS / "generation.json").exists() else {}
-            rows = prev.get("throughput", [])
-            cov = coverage(args.tier, False, Path(args.analyze), analyze_only=True)
-        else:
+        if "throughput" in sections:
+            print(f"{'source':<24} {'sampler':<13} {'teacher':<7} {'n':>5} {'atoms':>7} {'struct/s':>9} {'CPU ms/st':>10}")
             rows = throughput(args.n, args.chgnet, Path(d))
+        if "calls" in sections:
+            calls = [teacher_calls("quickstart", None), teacher_calls("seed-m2", args.tier)]
+            for c in calls:
+                print(f"{c['recipe']} {c['tier'] or ''}: {c['structures']} structures, {c['teacher_calls']} teacher calls "
+                      f"of {c['mean_atoms_per_call']:.1f} atoms, CHGNet ~{c['chgnet_seconds_estimate']:.0f} s")
+        if args.analyze:
+            cov = coverage(args.tier, False, Path(args.analyze), analyze_only=True)
+        elif "coverage" in sections:
             pool = Path(args.pool) if args.pool else Path(d) / "seed-m2.h5"
-            cov = None if args.quick else coverage(args.tier, args.progress, pool)
+            cov = coverage(args.tier, args.progress, pool)
     if cov:
         print(f"seed-m2 {args.tier}: {cov['n']} structures, {len(cov['elements_structures'])} elements, sizes "
               f"{cov['size_min']}-{cov['size_max']}, histogram {cov['size_hist']}")
-    write_report(m, rows, cov, args.n)
+    write_report(m, rows, cov, args.n, calls)
     return 0
 
 
