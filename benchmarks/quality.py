@@ -5,7 +5,7 @@ from nine sources (fcc/bcc/L1_2 crystals, icosahedral clusters, small molecules)
 amplitudes 0.02-0.2 A, written with ``DatasetWriter``. Then times, on one thread:
 
 1. reading the file, ``validate``, ``diversity`` (default config: 2,000 environments x 3
-   subsamples, PCA of 2,000 structures), ``evaluate_gates``, ``write_report``;
+   subsamples, PCA of 1,000 structures), ``evaluate_gates``, ``write_report``;
 2. QUESTS on subsamples of 250 ... 8,000 environments: descriptor time, entropy/diversity
    kernel time, H, and the spread of H over three subsamples.
 
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     stages = [
         ("read file (DatasetReader -> arrays)", t_read),
         ("validate (9 checks)", t_val),
-        ("diversity (QUESTS 2000 env x 3, PCA 2000, RMSD)", t_div),
+        ("diversity (QUESTS 2000 env x 3, PCA 1000, RMSD)", t_div),
         ("gates (reusing the two above)", t_gate),
         ("write_report (validate + diversity + plots)", t_rep),
     ]

@@ -75,7 +75,7 @@ DIVERSITY_DEFAULTS: dict = {
     "k": 32,  # QUESTS nearest neighbours
     "cutoff": 5.0,  # A, QUESTS descriptor cutoff
     "curve_sizes": [125, 250, 500, 1000, 2000],  # entropy vs sample size (report)
-    "pca_structures": 2000,  # structures projected on the PCA map
+    "pca_structures": 1000,  # structures projected on the PCA map
     "rmsd_max_per_composition": 40,  # structures per composition in the RMSD matrix
     "rmsd_max_compositions": 20,
     "size_bins": [10, 20, 35, 50, 75, 100, 150, 200, 300, 500],  # bin edges, atoms

@@ -398,7 +398,11 @@ def diversity(atoms_or_path, config: QualityConfig | dict | None = None, *, prog
 
     # PCA of per-structure mean descriptors
     rng = np.random.default_rng([cfg["seed"], 1000])
-    pca_idx = np.sort(rng.permutation(n)[: cfg["pca_structures"]])
+    # structures already described for the QUESTS subsamples (a random draw themselves) come
+    # first, then random others: the map stays a random sample at less descriptor cost
+    cached = [i for i in desc.cache]
+    rest = [int(i) for i in rng.permutation(n) if int(i) not in desc.cache]
+    pca_idx = np.sort(np.array((cached + rest)[: cfg["pca_structures"]], dtype=np.int64))
     from tqdm.auto import tqdm
 
     bar = tqdm(pca_idx, desc="QUESTS descriptors", unit="structure", disable=not progress, leave=False)
