@@ -1,10 +1,12 @@
-"""Generation benchmark: structures per second per source x sampler, and the element and size
-coverage of the ``seed-m2`` 1K tier.
+"""Generation benchmark: structures per second per source x sampler, teacher work per recipe,
+and the element and size coverage of the ``seed-m2`` 1K tier.
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/generation.py            # throughput + seed-m2 1k coverage
-    OMP_NUM_THREADS=1 python benchmarks/generation.py --quick    # throughput only
+    OMP_NUM_THREADS=1 python benchmarks/generation.py                       # everything, recipe teacher
+    OMP_NUM_THREADS=1 python benchmarks/generation.py --coverage-teacher lj \
+        --crosscheck seed-m2-chgnet.h5                                      # fast coverage + cross-check
+    OMP_NUM_THREADS=1 python benchmarks/generation.py --sections throughput # one section, others kept
 
 Throughput: each (source, sampler) pair produces ``--n`` structures through the real engine
 (:func:`mlff_distiller.generation.iter_structures`, min-distance checks included). Teacher-free
@@ -13,8 +15,14 @@ numbers measure the sampler's own cost and its number of teacher calls, not a te
 and, with ``--chgnet``, with CHGNet as well. Wall time and process CPU time are both reported:
 on a shared machine CPU time is the steadier figure.
 
-Coverage: ``generate("seed-m2", tier="1k")`` with the recipe's own teacher (CHGNet), then the
-elements present, the size histogram and the mix actually written.
+Teacher work: the number of teacher calls (and atoms per call) that generating ``quickstart``
+and the ``seed-m2`` 1K tier takes, and the CHGNet time that implies at the speed-note costs.
+
+Coverage: ``generate("seed-m2", tier="1k")``, then the elements present, the size histogram
+and the mix actually written. With ``--coverage-teacher lj`` the teacher-driven samplers use a
+Lennard-Jones stand-in (sizes and elements are properties of the root structures, not of the
+teacher); ``--crosscheck POOL`` compares, structure by structure, with a pool made with the
+recipe's real teacher.
 
 Writes ``benchmarks/results/generation.md`` and ``generation.json``.
 """
@@ -171,40 +179,57 @@ def teacher_calls(recipe: str, tier) -> dict:
                                          (st["sampler"] == "high_energy")) / max(n, 1)}
 
 
-def coverage(tier: str, progress: bool, out: Path, analyze_only: bool = False) -> dict:
-    """Generate the seed-m2 tier into ``out`` (kept, so an interrupted run can still be analysed
-    with ``--analyze``) and measure what it covers."""
+def _read_pool(path: Path):
     from mlff_distiller.data.store import DatasetReader
 
-    if analyze_only:
-        requested = sum(validate_recipe(load_recipe("seed-m2")).counts(tier))
-        summary = {"tier": tier, "requested": requested, "seconds": float("nan"), "cpu_seconds": float("nan"),
-                   "entries": [], "skipped": [], "partial": True}
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            c0 = time.process_time()
-            summary = generate("seed-m2", out, tier=tier, progress=progress, overwrite=True)
-            summary["cpu_seconds"] = time.process_time() - c0
+    r = DatasetReader(path)
+    try:
+        return [(r.get_atoms(i), r.provenance(i)) for i in range(len(r))]
+    finally:
+        r.close()
 
-    r = DatasetReader(out)
+
+def coverage(tier: str, progress: bool, out: Path, teacher: str = "recipe", crosscheck: Path | None = None) -> dict:
+    """Generate the seed-m2 tier into ``out`` and measure what it covers.
+
+    ``teacher="recipe"`` runs the teacher-driven samplers with the recipe's teacher (CHGNet);
+    ``"lj"`` with a Lennard-Jones stand-in (sizes and elements are properties of the roots, which
+    do not depend on the teacher; positions of MD / normal-mode / relaxed samples do).
+    ``crosscheck``: a pool of the same recipe and tier made with the real teacher (possibly
+    interrupted); its structures are compared one by one with this run's (atom count and species).
+    """
+    calc = CountingLJ() if teacher == "lj" else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        c0 = time.process_time()
+        summary = generate("seed-m2", out, tier=tier, progress=progress, overwrite=True, calculator=calc)
+        summary["cpu_seconds"] = time.process_time() - c0
+    summary["teacher"] = "Lennard-Jones stand-in" if teacher == "lj" else "CHGNet (the recipe's)"
+    pool = _read_pool(out)
     sizes, structures_with, atoms_of, samplers, kinds = [], Counter(), Counter(), Counter(), Counter()
-    for i in range(len(r)):
-        a = r.get_atoms(i)
-        p = r.provenance(i)
+    for a, p in pool:
         sizes.append(len(a))
         syms = a.get_chemical_symbols()
         atoms_of.update(syms)
         structures_with.update(set(syms))
         samplers[p["sampler"]] += 1
         kinds[p["source"].split(":")[0]] += 1
-    r.close()
     edges = [10, 20, 35, 50, 75, 100, 150, 200, 300, 400, 501]
     hist, _ = np.histogram(sizes, bins=edges)
-    return {"summary": summary, "n": len(sizes), "elements_structures": dict(structures_with.most_common()),
-            "elements_atoms": dict(atoms_of.most_common()), "size_edges": edges, "size_hist": hist.tolist(),
-            "size_min": int(min(sizes)), "size_max": int(max(sizes)), "size_median": float(np.median(sizes)),
-            "samplers": dict(samplers.most_common()), "source_kinds": dict(kinds.most_common())}
+    res = {"summary": summary, "n": len(sizes), "elements_structures": dict(structures_with.most_common()),
+           "elements_atoms": dict(atoms_of.most_common()), "size_edges": edges, "size_hist": hist.tolist(),
+           "size_min": int(min(sizes)), "size_max": int(max(sizes)), "size_median": float(np.median(sizes)),
+           "samplers": dict(samplers.most_common()), "source_kinds": dict(kinds.most_common())}
+    if crosscheck is not None and Path(crosscheck).exists():
+        real = _read_pool(Path(crosscheck))
+        k = min(len(real), len(pool))
+        same = sum(np.array_equal(real[i][0].numbers, pool[i][0].numbers) and
+                   real[i][1]["source"] == pool[i][1]["source"] and real[i][1]["group"] == pool[i][1]["group"]
+                   for i in range(k))
+        entries = Counter(f"{p['source'].split(':')[0]} x {p['sampler']}" for _, p in real[:k])
+        res["crosscheck"] = {"pool": str(crosscheck), "compared": k, "identical": int(same),
+                             "entries": dict(entries)}
+    return res
 
 
 def write_report(m: dict, rows: list[dict], cov: dict | None, n: int, calls: list | None = None) -> None:
@@ -235,11 +260,19 @@ def write_report(m: dict, rows: list[dict], cov: dict | None, n: int, calls: lis
         lines.append("")
     if cov:
         s = cov["summary"]
-        timing = ("an interrupted run (the first structures of the mix, in recipe order)" if s.get("partial") else
-                  f"{s['seconds']:.0f} s wall / {s['cpu_seconds']:.0f} s CPU")
         lines += [f"## Coverage of the seed-m2 {s['tier']} tier", "",
-                  f"{cov['n']} of {s['requested']} structures, {timing}, teacher CHGNet (the recipe's). "
-                  f"Sizes {cov['size_min']}-{cov['size_max']} atoms, median {cov['size_median']:.0f}.", "",
+                  f"{cov['n']} of {s['requested']} structures in {s['seconds']:.0f} s wall / {s['cpu_seconds']:.0f} s "
+                  f"CPU; teacher-driven samplers ran with: {s['teacher']}. Sizes {cov['size_min']}-"
+                  f"{cov['size_max']} atoms, median {cov['size_median']:.0f}.", ""]
+        if cov.get("crosscheck"):
+            c = cov["crosscheck"]
+            lines += [f"Cross-check against a run with the recipe's real teacher (CHGNet, interrupted on this "
+                      f"shared machine after {c['compared']} structures): {c['identical']} of {c['compared']} "
+                      "structures have the same source, group, atom count and species order as here "
+                      "(entries compared: " + ", ".join(f"{k} {v}" for k, v in c["entries"].items()) + ").", ""]
+        lines += [
+                  f"Elements present ({len(cov['elements_structures'])}): structures containing each element "
+                  "(atoms in parentheses):", "",
                   f"Elements present ({len(cov['elements_structures'])}): structures containing each element "
                   "(atoms in parentheses):", "",
                   ", ".join(f"{el} {k} ({cov['elements_atoms'][el]})" for el, k in cov["elements_structures"].items()),
@@ -270,8 +303,11 @@ def main(argv=None) -> int:
     ap.add_argument("--tier", default="1k", help="seed-m2 tier for the coverage run")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--pool", default=None, help="where to write the seed-m2 pool (default: a temporary file)")
-    ap.add_argument("--analyze", default=None, metavar="POOL",
-                    help="skip generation; report the coverage of an existing (possibly partial) seed-m2 pool")
+    ap.add_argument("--coverage-teacher", choices=("recipe", "lj"), default="recipe",
+                    help="teacher for the teacher-driven samplers of the coverage run: the recipe's (CHGNet) or a "
+                    "Lennard-Jones stand-in (fast; sizes and elements do not depend on it)")
+    ap.add_argument("--crosscheck", default=None, metavar="POOL",
+                    help="a seed-m2 pool made with the real teacher (may be partial) to compare structure by structure")
     ap.add_argument("--sections", default="throughput,calls,coverage",
                     help="comma-separated subset of throughput,calls,coverage; the others are kept from the "
                     "previous results/generation.json")
@@ -292,11 +328,10 @@ def main(argv=None) -> int:
             for c in calls:
                 print(f"{c['recipe']} {c['tier'] or ''}: {c['structures']} structures, {c['teacher_calls']} teacher calls "
                       f"of {c['mean_atoms_per_call']:.1f} atoms, CHGNet ~{c['chgnet_seconds_estimate']:.0f} s")
-        if args.analyze:
-            cov = coverage(args.tier, False, Path(args.analyze), analyze_only=True)
-        elif "coverage" in sections:
+        if "coverage" in sections:
             pool = Path(args.pool) if args.pool else Path(d) / "seed-m2.h5"
-            cov = coverage(args.tier, args.progress, pool)
+            cov = coverage(args.tier, args.progress, pool, args.coverage_teacher,
+                           Path(args.crosscheck) if args.crosscheck else None)
     if cov:
         print(f"seed-m2 {args.tier}: {cov['n']} structures, {len(cov['elements_structures'])} elements, sizes "
               f"{cov['size_min']}-{cov['size_max']}, histogram {cov['size_hist']}")
