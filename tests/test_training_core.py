@@ -281,3 +281,18 @@ def test_divergence_is_one_line_error_and_keeps_checkpoint(emt_dataset, tmp_path
     last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["extra"]["train_state"]
     assert last["state"]["step"] == 2
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+def test_tensorboard_scalars(emt_dataset, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    DistillationTrainer(emt_dataset, small_config(max_epochs=2, tensorboard=True), run, progress=False).fit()
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"train/loss", "train/lr", "val/loss", "val/force_mae", "val/force_rel_rmse"} <= set(tags)
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [e.value for e in acc.Scalars("val/loss")] == pytest.approx([float(r["val_loss"]) for r in rows], rel=1e-6)
+    assert len(acc.Scalars("train/loss")) == int(rows[-1]["step"])

@@ -68,6 +68,8 @@ class TrainConfig:
     in_memory: bool = True
     num_workers: int = 0
     device: str = "auto"
+    # Also log scalars to RUN/tensorboard (needs the optional ``tensorboard`` package).
+    tensorboard: bool = False
 
     # -- construction --------------------------------------------------------------
     @classmethod

@@ -54,7 +54,7 @@ METRIC_COLUMNS = (
 )
 # Fields that may differ between the saved config and the one given on resume.
 RESUME_MUTABLE = ("max_epochs", "max_steps", "early_stopping_patience", "checkpoint_every", "num_workers", "device",
-                  "in_memory")
+                  "in_memory", "tensorboard")
 
 
 class TrainingDivergedError(UserError):
@@ -368,6 +368,14 @@ class DistillationTrainer:
         cfg, dist = self.config, self._dist
         device = dist.device
         scfg = StudentConfig.from_dict(cfg.student)
+        if cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ConfigError(
+                    "training.tensorboard: true needs the tensorboard package: pip install tensorboard, "
+                    "or set tensorboard: false (metrics.csv is always written)"
+                ) from None
         if cfg.batch_size % dist.world:
             BatchOrder(1, cfg.batch_size, dist.world, dist.rank, cfg.seed)  # raises the ConfigError
         dtype = torch.float64 if scfg.dtype == "float64" else torch.float32
@@ -427,6 +435,10 @@ class DistillationTrainer:
             if dist.main:
                 self._save_last(model, optimizer, schedule, ema, state)
 
+        self._tb = None
+        if cfg.tensorboard and dist.main:
+            # purge_step drops events a killed run logged after the checkpoint we resume from
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=state["step"] or None)
         bar = self._bar(total=total_steps, initial=min(state["step"], total_steps), desc="training", unit="step")
         try:
             while not state["done"]:
@@ -467,6 +479,9 @@ class DistillationTrainer:
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(epoch=epoch, loss=f"{loss_value:.4g}", lr=f"{lr:.2e}")
+                    if self._tb is not None:
+                        self._tb.add_scalar("train/loss", loss_value, state["step"])
+                        self._tb.add_scalar("train/lr", lr, state["step"])
                     self._emit("step", {"step": state["step"], "loss": loss_value, "compute_s": t_compute})
                     if state["step"] % cfg.checkpoint_every == 0:
                         save_last()
@@ -504,6 +519,8 @@ class DistillationTrainer:
         finally:
             if bar is not None:
                 bar.close()
+            if self._tb is not None:
+                self._tb.close()
         dist.barrier()
         if dist.main:
             self._parity_plot(ema)
@@ -585,6 +602,10 @@ class DistillationTrainer:
         }
         if self._dist.main:
             self._append_metrics(row)
+            if getattr(self, "_tb", None) is not None:
+                for key in METRIC_COLUMNS[4:11]:
+                    if math.isfinite(row[key]):
+                        self._tb.add_scalar(key.replace("val_", "val/", 1), row[key], state["step"])
         state["rows"] += 1
         return row
 
