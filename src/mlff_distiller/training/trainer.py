@@ -438,7 +438,8 @@ class DistillationTrainer:
         self._tb = None
         if cfg.tensorboard and dist.main:
             # purge_step drops events a killed run logged after the checkpoint we resume from
-            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=state["step"] or None)
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"),
+                                     purge_step=state["step"] + 1 if state["step"] else None)
         bar = self._bar(total=total_steps, initial=min(state["step"], total_steps), desc="training", unit="step")
         try:
             while not state["done"]:
