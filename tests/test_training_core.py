@@ -209,6 +209,15 @@ def test_fit_writes_run_directory(emt_dataset, tmp_path):
 
     model = load_student(run)
     assert model.cutoff == 4.0
+    # best.pt holds the EMA weights (not the raw ones) of its epoch, here the last one
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert best["extra"]["epoch"] == summary["best_epoch"] == 2
+    ema = last["extra"]["train_state"]["ema"]["shadow"]
+    for k, v in best["state_dict"].items():
+        assert torch.equal(v, ema[k]), k
+    assert any(not torch.equal(v, last["state_dict"][k]) for k, v in best["state_dict"].items())
+    assert best["extra"]["val_metrics"]["loss"] == pytest.approx(float(rows[-1]["val_loss"]), rel=1e-6)
 
 
 def test_overfits_tiny_dataset(tmp_path):
