@@ -187,7 +187,7 @@ def test_slurm_cluster_kwargs_are_accepted_by_dask_jobqueue():
     cfg = HPCConfig.from_dict({"jobs": 2, "cores": 4, "processes": 2, "memory": "8GB", "walltime": "00:30:00",
                                "queue": "cpu", "account": "proj42",
                                "extra": {"job_extra_directives": ["--exclusive"]}})
-    cluster = SLURMCluster(**cfg.cluster_kwargs(), dashboard_address=None)
+    cluster = SLURMCluster(**cfg.cluster_kwargs(), scheduler_options={"dashboard_address": ":0"})
     try:
         script = cluster.job_script()
     finally:
