@@ -20,6 +20,7 @@ from mlff_distiller.student import (
     StudentFileError,
     build_student,
     export_torchscript,
+    load_any,
     load_exported,
     load_student,
     read_checkpoint,
@@ -73,6 +74,8 @@ def test_torchscript_export_matches_python_model(tmp_path, model):
     path = export_torchscript(model, tmp_path / "student_ts.pt")
     exported = load_exported(path)
     assert exported.cutoff == CUTOFF and exported.elements == [1, 6, 8, 14]
+    assert sum(p.numel() for p in exported.parameters()) == sum(p.numel() for p in model.parameters())
+    assert isinstance(load_any(path), type(exported)) and load_any(model) is model
     ref, out = outputs(model, structures()), outputs(exported, structures())
     tol = 1e-12 if model.config.dtype == "float64" else 1e-5
     for key in ("energy", "forces", "stress"):

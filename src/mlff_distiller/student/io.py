@@ -212,6 +212,10 @@ class ExportedStudent:
         self.module.eval()
         return self
 
+    def parameters(self):
+        """The scripted module's parameters (e.g. to count them)."""
+        return self.module.parameters()
+
     @property
     def training(self) -> bool:
         return bool(self.module.training)
