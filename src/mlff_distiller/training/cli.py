@@ -17,6 +17,8 @@ def register(subparsers) -> None:
         help="train a student on a labelled dataset",
         description="Distil the teacher labels in DATASET (HDF5) into a student; writes checkpoints, "
         "metrics.csv, normalization.json, config.yaml and parity.png to RUN. Units: eV, A, eV/A, eV/A^3.",
+        epilog="Several processes (DDP): torchrun --nproc_per_node P -m mlff_distiller.cli train DATASET ... "
+        "(batch_size is the global batch and must be divisible by P). Settings: docs/training.md.",
     )
     p.add_argument("dataset", help="labelled dataset file (HDF5, from `mlff-distill label`)")
     p.add_argument("--config", "-c", help="YAML with the training settings (or a recipe with a training: section); "
