@@ -60,7 +60,7 @@ class TrainConfig:
     # Write checkpoints/last.pt every N optimizer steps (and at each epoch end).
     checkpoint_every: int = 100
     seed: int = 0
-    # Fraction of provenance groups held out for validation.
+    # Fraction of the structures held out for validation, taken as whole provenance groups.
     val_fraction: float = 0.1
     # Keep every structure's graph (with its neighbour list) in RAM, built once: fastest.
     # False streams structures from the file and builds neighbour lists on the fly in
