@@ -39,8 +39,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     # Schedule: linear warmup over ``warmup_steps`` optimizer steps, then
     # ``cosine`` decay to ``lr * min_lr_ratio`` at the last step, ``plateau`` (multiply by
-    # ``plateau_factor`` after ``plateau_patience`` epochs without a better validation
-    # loss, never below ``lr * min_lr_ratio``), or ``constant``.
+    # ``plateau_factor`` once more than ``plateau_patience`` epochs in a row brought no
+    # better validation loss, never below ``lr * min_lr_ratio``), or ``constant``.
     schedule: str = "cosine"
     warmup_steps: int = 50
     min_lr_ratio: float = 0.01

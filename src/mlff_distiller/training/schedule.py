@@ -21,8 +21,8 @@ class LRSchedule:
     * ``cosine``: ``min_ratio + (1 - min_ratio) * (1 + cos(pi * t)) / 2`` with ``t`` the
       fraction of the post-warmup steps done (needs ``total_steps``);
     * ``plateau``: starts at 1, multiplied by ``plateau_factor`` whenever
-      :meth:`epoch_end` sees ``plateau_patience`` epochs in a row without a better
-      validation loss; never below ``min_ratio``;
+      :meth:`epoch_end` has seen more than ``plateau_patience`` epochs in a row without
+      a better validation loss (as torch's ``ReduceLROnPlateau``); never below ``min_ratio``;
     * ``constant``: 1.
     """
 
