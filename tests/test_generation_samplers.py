@@ -149,6 +149,13 @@ def test_rattle_rejects_overlaps():
     assert len(out) < 10 and all(respects_min_distance(s.atoms) for s in out)
 
 
+def test_non_finite_structures_never_pass_the_distance_check():
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
+    assert respects_min_distance(atoms)
+    atoms.positions[1, 0] = np.nan
+    assert not respects_min_distance(atoms) and not respects_min_distance(atoms, 0.0)
+
+
 def test_rattle_relax_tree_lowers_energy():
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
     params = smp.validate_params("rattle_relax", {"per_root": 9, "keep_rattled": True, "relax_steps": 5,

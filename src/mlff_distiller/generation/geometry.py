@@ -38,8 +38,11 @@ def _cell_or_none(atoms: Atoms):
 def closest_contact_ratio(atoms: Atoms, factor: float = DEFAULT_MIN_DISTANCE_FACTOR) -> float:
     """Smallest ``d_ij / (r_cov_i + r_cov_j)`` over pairs closer than ``factor`` times the sum.
 
-    Returns ``inf`` when no pair is that close (the structure passes). Images count.
+    Returns ``inf`` when no pair is that close (the structure passes), ``0`` when a position or
+    the cell is not finite (a teacher that blew up during MD or relaxation). Images count.
     """
+    if not (np.isfinite(atoms.positions).all() and np.isfinite(atoms.cell.array).all()):
+        return 0.0
     if factor <= 0 or (len(atoms) < 2 and not atoms.pbc.any()):
         return math.inf
     radii = covalent_radii[atoms.numbers]
@@ -55,8 +58,9 @@ def closest_contact_ratio(atoms: Atoms, factor: float = DEFAULT_MIN_DISTANCE_FAC
 
 
 def respects_min_distance(atoms: Atoms, factor: float = DEFAULT_MIN_DISTANCE_FACTOR) -> bool:
-    """True when every pair (with periodic images) is at least ``factor`` x covalent sum apart."""
-    return closest_contact_ratio(atoms, factor) >= factor
+    """True when every pair (with periodic images) is at least ``factor`` x covalent sum apart
+    (and every coordinate is finite)."""
+    return closest_contact_ratio(atoms, factor) >= max(factor, 1e-12)
 
 
 def min_pair_distance(atoms: Atoms, cutoff: float = 6.0) -> float:
