@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
+import numpy as np
 import pytest
 
 from mlff_distiller.cli import main
@@ -166,3 +167,25 @@ def test_cli_bad_dataset_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "no energy labels" in err and "\n" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_energy_only_labels_and_unwritable_output(tmp_path):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from mlff_distiller.errors import UserError
+    from mlff_distiller.quality import diversity, validate
+
+    ds = emt_dataset(("bulk:Cu-fcc", "cluster:Ag-ico13"), n_per_source=3, amplitude=0.05)
+    for a in ds:
+        a.calc = SinglePointCalculator(a, energy=a.calc.results["energy"])
+    v = validate(ds)
+    assert v.n_flagged == 0 and np.all(np.isnan(v.values["max_force"]))
+    d = diversity(ds, SMALL)
+    assert d.energetic["force_spread"] == 0.0 and d.energetic["force_magnitude_stats"] == {"n": 0}
+    html_path, card_path = write_report(ds, tmp_path / "ok", SMALL)
+    assert "label fields | energy |" in card_path.read_text() and html_path.exists()
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a parent directory should be")
+    with pytest.raises(UserError, match="cannot write the report") as err:
+        write_report(ds, blocker / "sub", SMALL)
+    assert "\n" not in str(err.value)

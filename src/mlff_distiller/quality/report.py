@@ -416,10 +416,9 @@ def write_report(path, out_dir, config: QualityConfig | dict | None = None, *,
     div = diversity(rec, config, progress=progress)
     gates = {cp: evaluate_gates(rec, cp, config, validation=validation, diversity_report=div) for cp in CHECKPOINTS}
     plots = _plots(rec, div)
-    out.mkdir(parents=True, exist_ok=True)
     html_path, card_path = out / "report.html", out / "dataset_card.md"
-    _atomic_write(html_path, _html(rec, validation, div, gates, plots, config))
-    _atomic_write(card_path, _card(rec, validation, div, gates, config))
+    html_text = _html(rec, validation, div, gates, plots, config)
+    card_text = _card(rec, validation, div, gates, config)
     payload = {
         "dataset": rec.path,
         "units": UNIT_SYSTEM,
@@ -429,5 +428,11 @@ def write_report(path, out_dir, config: QualityConfig | dict | None = None, *,
         "diversity": div.to_dict(),
         "gates": {cp: g.to_dict() for cp, g in gates.items()},
     }
-    _atomic_write(out / "quality.json", json.dumps(payload, indent=1, default=str) + "\n")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write(html_path, html_text)
+        _atomic_write(card_path, card_text)
+        _atomic_write(out / "quality.json", json.dumps(payload, indent=1, default=str) + "\n")
+    except OSError as err:
+        raise UserError(f"cannot write the report into {out} ({err.strerror or err}): choose a writable -o") from None
     return html_path, card_path
