@@ -27,7 +27,8 @@ ATTRS = {
                             "model": "ase.calculators.emt:EMT", "weights_sha256": "ab" * 32},
     "teacher_fingerprint_id": "emt-0123456789ab",
     "license": "CC-BY-4.0",
-    "pool_attrs": {"recipe": "quickstart", "seed": 7},
+    "pool_attrs": {"recipe_name": "quickstart", "tier": "1k", "seed": 7,
+                   "recipe": {"name": "quickstart", "seed": 7, "generation": {"count": 20}}},
 }
 
 
@@ -98,7 +99,7 @@ def test_dataset_card_fields(report):
     _, card_path = report
     card = card_path.read_text()
     for needle in ("## Teacher", "- name: emt", "ase 3.23.0", "ab" * 32, "emt-0123456789ab", "## Units", "eV/A",
-                   "recipe: quickstart", "recipe seed: 7", "| bulk:Cu-fcc | 5 |", "| rattle | 16 |", "| none | 4 |",
+                   "recipe: quickstart (tier 1k)", "recipe seed: 7", "```yaml", "count: 20", "| bulk:Cu-fcc | 5 |", "| rattle | 16 |", "| none | 4 |",
                    "## Splits", "## Code version", "mlff-distiller", "## License", "CC-BY-4.0",
                    "## Known limitations", "failed labelling attempts | 1", "1 structures are flagged"):
         assert needle in card, needle

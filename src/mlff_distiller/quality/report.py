@@ -213,8 +213,13 @@ def _card(rec: Records, validation, div, gates: dict, config: QualityConfig) -> 
     samplers = Counter(rec.sampler(i) for i in range(n))
     groups = {str(p.get("group", "")) for p in rec.provenance}
     seeds = sorted({int(p["seed"]) for p in rec.provenance if isinstance(p.get("seed"), (int, np.integer))})
-    recipe = _find(attrs, "recipe", "recipe_name", "name")
+    recipe_dict = _find(attrs, "recipe")
+    recipe_dict = recipe_dict if isinstance(recipe_dict, dict) else {}
+    recipe = _find(attrs, "recipe_name") or recipe_dict.get("name") or _find(attrs, "recipe")
+    tier = _find(attrs, "tier")
     recipe_seed = _find(attrs, "seed", "recipe_seed")
+    if recipe_seed is None:
+        recipe_seed = recipe_dict.get("seed")
     license_ = _find(attrs, "license")
     split = _find(attrs, "split", "splits")
     chem, size = div.chemical, div.size
@@ -246,11 +251,14 @@ def _card(rec: Records, validation, div, gates: dict, config: QualityConfig) -> 
         "",
         "## Recipe and seeds",
         "",
-        f"- recipe: {recipe if recipe is not None else 'not recorded in the file'}",
+        f"- recipe: {recipe if recipe is not None else 'not recorded in the file'}"
+        + (f" (tier {tier})" if tier else ""),
         f"- recipe seed: {recipe_seed if recipe_seed is not None else 'not recorded'}",
         f"- distinct per-structure sampler seeds: {len(seeds)}"
         + (f" (from {seeds[0]} to {seeds[-1]})" if seeds else ""),
         f"- provenance groups (root structures): {len(groups)}",
+        *(["", "Resolved recipe, as stored by generation:", "", "```yaml", _yaml(recipe_dict).rstrip(), "```"]
+          if recipe_dict else []),
         "",
         "## Counts per source",
         "",
@@ -295,6 +303,12 @@ def _card(rec: Records, validation, div, gates: dict, config: QualityConfig) -> 
         "",
     ]
     return "\n".join(lines)
+
+
+def _yaml(d: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(json.loads(json.dumps(d, default=str)), sort_keys=False, default_flow_style=None, width=100)
 
 
 def _limitations(rec, validation, div, teacher) -> list[str]:
