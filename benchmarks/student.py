@@ -276,9 +276,15 @@ def main(argv=None):
     parser.add_argument("--schnetpack-site", default=os.environ.get("SCHNETPACK_SITE", "/tmp/spk/site"),
                         help="folder holding an unpacked schnetpack wheel (see module docstring)")
     parser.add_argument("--presets", default=",".join(PRESETS))
+    parser.add_argument("--render-only", action="store_true", help="rewrite student.md from student.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     presets = [p for p in args.presets.split(",") if p]
+    if args.render_only:
+        results = json.loads((RESULTS / "student.json").read_text())
+        presets = list(results["training"])
+        (RESULTS / "student.md").write_text(render(results, presets, "not run" not in results["schnetpack"]))
+        return 0
     spk, why_not = import_schnetpack(args.schnetpack_site)
     import tempfile
 
@@ -315,7 +321,10 @@ def render(results, presets, with_spk):
         "CPU time (`time.thread_time`; torch runs on that one thread), which leaves out the time the "
         "thread waited for a core on this shared, overloaded machine; wall-clock medians are in "
         "student.json. Cache and memory-bandwidth contention still inflate them: read the ratios.",
-        f"schnetpack PaiNN: {results['schnetpack']}.",
+        f"schnetpack PaiNN: {results['schnetpack']}. schnetpack 2.1.1's metadata pins sympy <= 1.12 (torch 2.13 "
+        "needs newer) and its top-level `__init__` imports pytorch-lightning and hydra, so its model modules "
+        "(`representation.PaiNN`, `atomistic.Atomwise/Forces`, `nn`), which need only torch, are imported from "
+        "the unpacked wheel without that `__init__`; the peer gets the same neighbour list and autograd forces.",
         f"Machine load average at the start: {results.get('loadavg', '?')} (2 cores shared with other jobs).",
         "",
         "`student` = eager model on a prepared batch; `TS` = its TorchScript export; `calc` = one "
