@@ -218,6 +218,7 @@ def test_fit_writes_run_directory(emt_dataset, tmp_path):
         assert torch.equal(v, ema[k]), k
     assert any(not torch.equal(v, last["state_dict"][k]) for k, v in best["state_dict"].items())
     assert best["extra"]["val_metrics"]["loss"] == pytest.approx(float(rows[-1]["val_loss"]), rel=1e-6)
+    assert summary["val"]["force_mae"] == pytest.approx(float(rows[-1]["val_force_mae"]), rel=1e-6)
 
 
 def test_overfits_tiny_dataset(tmp_path):

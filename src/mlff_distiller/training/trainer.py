@@ -406,7 +406,7 @@ class DistillationTrainer:
         state = {
             "epoch": 0, "batch_in_epoch": 0, "step": 0, "best_val_loss": math.inf, "best_epoch": -1,
             "bad_epochs": 0, "done": False, "stopped": "", "elapsed_s": 0.0, "train_loss_sum": 0.0,
-            "train_loss_n": 0, "rows": 0,
+            "train_loss_n": 0, "rows": 0, "best_metrics": {},
         }
         if self.resume:
             state = self._restore(model, optimizer, schedule, ema, state)
@@ -584,6 +584,7 @@ class DistillationTrainer:
         if improved:
             state["best_val_loss"] = val_loss
             state["best_epoch"] = state["epoch"]
+            state["best_metrics"] = {k: float(v) for k, v in metrics.items()}
             state["bad_epochs"] = 0
             if self._dist.main:
                 self._save_best(state, metrics)
@@ -719,7 +720,7 @@ class DistillationTrainer:
         return {
             "best_val_loss": state["best_val_loss"], "best_epoch": state["best_epoch"],
             "epochs": state["epoch"], "steps": state["step"], "stopped": state["stopped"],
-            "run_dir": str(self.run_dir),
+            "val": dict(state.get("best_metrics") or {}), "run_dir": str(self.run_dir),
         }
 
 
