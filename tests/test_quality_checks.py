@@ -272,3 +272,17 @@ def test_high_energy_samplers_are_exempt_from_high_outliers(clean):
     assert strict.flagged_indices("energy_outlier") == [PLANT]
     _results(ds[PLANT])["energy"] -= 4.0 * len(ds[PLANT])  # now 2 eV/atom too low: still flagged
     assert validate(ds).flagged_indices("energy_outlier") == [PLANT]
+
+
+def test_net_force_skipped_for_a_direct_force_teacher(clean):
+    from mlff_distiller.quality._data import load_records
+
+    ds = _copy(clean)
+    plant_net_force(ds)
+    rec = load_records(ds)
+    rec.attrs = {"teacher_capabilities": {"conservative_forces": False}}
+    report = validate(rec)
+    assert "net_force" not in report.flags and any("net_force skipped" in n for n in report.notes)
+    assert {r["check"]: r["enabled"] for r in report.rows()}["net_force"] is False
+    rec.attrs = {"teacher_capabilities": {"conservative_forces": True}}
+    assert validate(rec).flagged_indices("net_force") == [PLANT]

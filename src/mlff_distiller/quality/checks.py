@@ -216,6 +216,7 @@ def validate(atoms_or_path, config: QualityConfig | dict | None = None, *, progr
     flags: dict[str, np.ndarray] = {}
     values: dict[str, np.ndarray] = {}
     notes: list[str] = []
+    skipped: list[str] = []  # enabled checks that do not apply to this file
 
     finite = np.array([_finite(rec, i) for i in range(n)])
     if checks["finite"]["enabled"]:
@@ -288,6 +289,12 @@ def validate(atoms_or_path, config: QualityConfig | dict | None = None, *, progr
         values["volume_per_atom"] = v
 
     p = checks["net_force"]
+    caps = (rec.attrs or {}).get("teacher_capabilities")
+    if p["enabled"] and isinstance(caps, dict) and caps.get("conservative_forces") is False:
+        notes.append("net_force skipped: the file says the teacher's forces are not conservative "
+                     "(teacher_capabilities.conservative_forces = false)")
+        p = dict(p, enabled=False)
+        skipped.append("net_force")
     if p["enabled"]:
         v = np.full(n, np.nan)
         for i, f in enumerate(rec.forces):
@@ -307,5 +314,7 @@ def validate(atoms_or_path, config: QualityConfig | dict | None = None, *, progr
 
     # A structure with non-finite numbers is reported by ``finite``; other checks on it
     # would only repeat that (NaN compares false), so nothing else to do here.
-    return ValidationReport(n_structures=n, flags=flags, values=values,
-                            params={k: dict(v) for k, v in checks.items()}, notes=notes)
+    params = {k: dict(v) for k, v in checks.items()}
+    for name in skipped:
+        params[name]["enabled"] = False
+    return ValidationReport(n_structures=n, flags=flags, values=values, params=params, notes=notes)
