@@ -284,7 +284,7 @@ def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunRe
 
     run_dir = out / "train"
     fp_train = fingerprint(fp_split, recipe.get("training"))
-    stage("train", fp_train, lambda: _as_dict(DistillationTrainer(train_h5, tcfg, run_dir).fit()))
+    stage("train", fp_train, lambda: _as_dict(DistillationTrainer(train_h5, tcfg, run_dir, resume="auto", progress=opts.progress).fit()))
 
     from ..student import export_torchscript, load_student
 
