@@ -185,6 +185,12 @@ def test_energy_only_labels_and_unwritable_output(tmp_path):
     assert d.energetic["force_spread"] == 0.0 and d.energetic["force_magnitude_stats"] == {"n": 0}
     html_path, card_path = write_report(ds, tmp_path / "ok", SMALL)
     assert "label fields | energy |" in card_path.read_text() and html_path.exists()
+    from mlff_distiller.quality import evaluate_gates
+
+    gate = evaluate_gates(ds, "1k", SMALL)
+    reused, _ = write_report(ds, tmp_path / "reuse", SMALL, validation=gate.validation,
+                             diversity_report=gate.diversity)
+    assert f"{gate.diversity.entropy:.3f}" in reused.read_text()
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where a parent directory should be")
     with pytest.raises(UserError, match="cannot write the report") as err:

@@ -413,21 +413,23 @@ def _html(rec: Records, validation, div, gates: dict, plots: dict, config: Quali
     return "\n".join(parts)
 
 
-def write_report(path, out_dir, config: QualityConfig | dict | None = None, *,
-                 progress: bool = False) -> tuple[Path, Path]:
+def write_report(path, out_dir, config: QualityConfig | dict | None = None, *, progress: bool = False,
+                 validation=None, diversity_report=None) -> tuple[Path, Path]:
     """Write ``report.html``, ``dataset_card.md`` and ``quality.json`` for a dataset into ``out_dir``.
 
     ``path`` is a dataset file (or a list of labelled ``ase.Atoms``). Returns
-    ``(html_path, card_path)``. Raises :class:`~mlff_distiller.errors.DatasetError` for an
-    empty or unlabelled dataset and :class:`UserError` when ``out_dir`` is a file.
+    ``(html_path, card_path)``. ``validation`` / ``diversity_report`` computed earlier on the
+    same data with the same config (e.g. ``GateReport.validation``) are reused when given.
+    Raises :class:`~mlff_distiller.errors.DatasetError` for an empty or unlabelled dataset and
+    :class:`UserError` when ``out_dir`` is a file or cannot be written.
     """
     config = QualityConfig.from_dict(config) if not isinstance(config, QualityConfig) else config
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"report output {out} exists and is not a directory: choose another -o")
     rec = load_records(path)
-    validation = validate(rec, config, progress=progress)
-    div = diversity(rec, config, progress=progress)
+    validation = validation if validation is not None else validate(rec, config, progress=progress)
+    div = diversity_report if diversity_report is not None else diversity(rec, config, progress=progress)
     gates = {cp: evaluate_gates(rec, cp, config, validation=validation, diversity_report=div) for cp in CHECKPOINTS}
     plots = _plots(rec, div)
     html_path, card_path = out / "report.html", out / "dataset_card.md"
