@@ -157,7 +157,7 @@ def load_atoms(npz: Path):
     from ase import Atoms
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    d = np.load(npz)
+    d = dict(np.load(npz))  # NpzFile re-reads an array on every access: load once
     offsets = np.concatenate([[0], np.cumsum(d["n_atoms"])])
     out = []
     for i in range(len(d["energy"])):
