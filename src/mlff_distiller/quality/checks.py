@@ -239,7 +239,9 @@ def validate(atoms_or_path, config: QualityConfig | dict | None = None, *, progr
     if p["enabled"]:
         from tqdm.auto import tqdm
 
-        bar = tqdm(range(n), desc="closest contacts", unit="structure", disable=not progress, leave=False)
+        # disable=None: a bar on a terminal only, nothing in logs
+        bar = tqdm(range(n), desc="closest contacts", unit="structure", disable=None if progress else True,
+                   leave=False)
         md = np.array([_min_distance(rec, i, p) for i in bar]).reshape(n, 2)
         flags["min_distance"] = (md[:, 0] < p["absolute"]) | (md[:, 1] < p["covalent_fraction"])
         values["min_distance"] = md[:, 0]

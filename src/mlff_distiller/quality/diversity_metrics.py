@@ -405,7 +405,8 @@ def diversity(atoms_or_path, config: QualityConfig | dict | None = None, *, prog
     pca_idx = np.sort(np.array((cached + rest)[: cfg["pca_structures"]], dtype=np.int64))
     from tqdm.auto import tqdm
 
-    bar = tqdm(pca_idx, desc="QUESTS descriptors", unit="structure", disable=not progress, leave=False)
+    bar = tqdm(pca_idx, desc="QUESTS descriptors", unit="structure", disable=None if progress else True,
+               leave=False)
     feats = np.stack([desc(int(i)).mean(axis=0) for i in bar])
     coords, explained = _pca(feats)
     spread = float(np.sqrt(np.mean(np.sum((coords - coords.mean(axis=0)) ** 2, axis=1))))
