@@ -101,6 +101,7 @@ def test_monitor_steady_chunks_raise_no_alert(chunks, tmp_path):
     s = mon.summary()
     assert s["chunks"] == 3 and s["labelled"] == 18 and s["failed"] == 0 and s["alerts"] == []
     assert 0.3 < s["entropy_fraction_median"] <= 1.0
+    assert s["elements"] == {"Ag": 3 * 2 * 13, "Cu": 3 * 2 * 32, "Ni": 3 * 2 * 54} and s["n_compositions"] == 3
 
 
 def test_monitor_alerts_on_diversity_drop_and_failure_rise(chunks, tmp_path, caplog):

@@ -66,6 +66,8 @@ class ChunkMonitor:
         self.n_labelled = 0
         self.n_failed = 0
         self.n_flagged = 0
+        self.element_atoms: dict[str, int] = {}  # running atoms per element
+        self.compositions: set[str] = set()
 
     # the hook signature of labeling.label_pool
     def on_chunk(self, chunk_id: int, atoms: list, failures: list) -> list[AlertEvent]:
@@ -79,6 +81,12 @@ class ChunkMonitor:
         flagged_fraction = 0.0
         entropy_fraction = float("nan")
         if n_ok:
+            from .diversity_metrics import formula
+
+            for a in atoms:
+                for sym in a.get_chemical_symbols():
+                    self.element_atoms[sym] = self.element_atoms.get(sym, 0) + 1
+                self.compositions.add(formula(a.numbers))
             flagged_fraction = self._flagged_fraction(atoms)
             entropy_fraction = self._entropy_fraction(chunk_id, atoms)
         stats = ChunkStats(int(chunk_id), n_ok, n_bad, failure_rate, flagged_fraction, entropy_fraction)
@@ -130,6 +138,8 @@ class ChunkMonitor:
             "failure_rate": self.failure_rate,
             "flagged_fraction": self.flagged_fraction,
             "entropy_fraction_median": float(np.median(ent)) if ent else None,
+            "elements": dict(sorted(self.element_atoms.items())),
+            "n_compositions": len(self.compositions),
             "alerts": [e.to_dict() for e in self.events],
         }
 
