@@ -19,7 +19,8 @@ from mlff_distiller.errors import ConfigError, UserError
 
 # settings small enough for the default test run; MD fidelity still runs every stage
 FAST = dict(n_rounds=2, n_calls=2, n_md_steps=2, warmup=1, timestep_fs=2.0, drift_ps=0.1,
-            stability_temperatures_K=[300.0, 1200.0], stability_ps=0.04, rdf_ps=0.06, rdf_every=5, rdf_r_max=4.0)
+            stability_temperatures_K=[300.0, 1200.0], stability_ps=0.04, rdf_ps=0.06, rdf_every=5, rdf_r_max=4.0,
+            memory=False)
 
 
 def labelled_cu(n, seed, size=(1, 1, 1)):
@@ -66,7 +67,8 @@ def cu32_file(tmp_path_factory):
 def test_bench_trained_student_against_emt(trained_student, cu32_file, tmp_path):
     run, held = trained_student
     out = tmp_path / "bench"
-    res = run_bench(str(run), "emt", systems=[cu32_file], dataset=str(held), out_dir=str(out), progress=False, **FAST)
+    res = run_bench(str(run), "emt", systems=[cu32_file], dataset=str(held), out_dir=str(out), progress=False,
+                    **{**FAST, "memory": True})
     s_lab, t_lab = res["student"]["label"], res["teacher"]["label"]
     assert res["student"]["elements"] == frozenset({29})
     sysres = res["systems"]["cu32"]
@@ -75,6 +77,11 @@ def test_bench_trained_student_against_emt(trained_student, cu32_file, tmp_path)
     assert sp["ratio"]["force_call"] == sp[t_lab]["force_call_ms"]["median"] / sp[s_lab]["force_call_ms"]["median"]
     assert sp["ratio"]["md_step"] == sp[t_lab]["md_step_ms"]["median"] / sp[s_lab]["md_step_ms"]["median"]
     assert res["meta"]["torch_threads"] == 1
+    # memory: each model rebuilt and measured in a fresh process
+    for lab in (s_lab, t_lab):
+        mem = sp[lab]["memory"]
+        assert mem["isolated"] is True and "error" not in mem, mem
+        assert mem["rss_peak_mb"] > mem["rss_peak_increase_mb"] >= 0
     # accuracy equals a direct recomputation with the student calculator
     from ase.io import read
 

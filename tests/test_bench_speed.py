@@ -85,3 +85,14 @@ def test_set_threads_reports_what_is_in_effect():
         assert set_threads(1)["torch_threads"] == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_memory_child_failure_is_reported_not_raised():
+    # the success path (student and teacher rebuilt in fresh processes) is covered end to end in
+    # test_bench_run.py; here a spec that fails in the child must come back as an entry, not hang
+    from mlff_distiller.bench.speed import memory_isolated
+
+    bad = ModelHandle("bad", EMT, rebuild=("teacher", {"name": "no-such-teacher"}))
+    out = memory_isolated(bad, small_cu(), timeout_s=120)
+    assert out["isolated"] is True
+    assert "unknown teacher" in out["error"]

@@ -31,6 +31,9 @@ class ModelHandle:
     make_calculator: Callable[[], Any]
     elements: frozenset[int] | None = None
     info: dict = field(default_factory=dict)
+    #: ``("student", path)`` or ``("teacher", spec)``: how a fresh process rebuilds this model
+    #: (for memory measured in isolation); ``None`` for calculator objects.
+    rebuild: tuple | None = None
 
     def missing(self, zs) -> frozenset[int]:
         """Elements among ``zs`` this model does not support (empty if unknown)."""
@@ -94,7 +97,8 @@ def resolve_student(student, elements=None, label: str = "student") -> ModelHand
 
         t = build_teacher({"name": "ase", "calculator": path})
         return ModelHandle(label, _calc_factory(t.calculator()), _as_elements(elements) if elements is not None
-                           else (frozenset(t.elements) if t.elements is not None else None), {"kind": path})
+                           else (frozenset(t.elements) if t.elements is not None else None), {"kind": path},
+                           rebuild=("student", path))
     if not os.path.exists(path):
         raise UserError(f"student {path} does not exist; give a training run directory or an exported model file")
     try:
@@ -109,7 +113,7 @@ def resolve_student(student, elements=None, label: str = "student") -> ModelHand
         info["n_parameters"] = int(sum(p.numel() for p in model.parameters()))
     except Exception:  # a TorchScript export or foreign object may not expose parameters
         pass
-    return ModelHandle(label, lambda: StudentCalculator(model), elems, info)
+    return ModelHandle(label, lambda: StudentCalculator(model), elems, info, rebuild=("student", path))
 
 
 def resolve_teacher(teacher, elements=None) -> ModelHandle:
@@ -136,7 +140,9 @@ def resolve_teacher(teacher, elements=None) -> ModelHandle:
     fid = getattr(t, "fingerprint_id", None)
     if fid:
         info["fingerprint_id"] = fid
-    return ModelHandle(str(getattr(t, "name", "teacher")), _calc_factory(calc), elems, info)
+    spec = getattr(t, "spec", None)
+    return ModelHandle(str(getattr(t, "name", "teacher")), _calc_factory(calc), elems, info,
+                       rebuild=("teacher", spec) if spec is not None else None)
 
 
 def check_coverage(student: ModelHandle, teacher: ModelHandle, systems) -> list[str]:

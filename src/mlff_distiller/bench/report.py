@@ -69,13 +69,26 @@ def _atomic_write(path: str, text: str):
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are meant to be shared
     os.replace(tmp, path)
 
 
-def _f(x, fmt="{:.3g}"):
+def _f(x, fmt=None):
+    """Numbers for tables: ``fmt`` if given, else 3 significant digits without exponents
+    for 0.01 <= |x| < 1e6 (``1361``, ``68.0``, ``0.433``)."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
-    return fmt.format(x)
+    if fmt is not None:
+        return fmt.format(x)
+    ax = abs(x)
+    if ax == 0:
+        return "0"
+    if 0.01 <= ax < 1e6:
+        digits = max(0, 2 - int(math.floor(math.log10(ax))))
+        return f"{x:.{digits}f}"
+    return f"{x:.2e}"
 
 
 def markdown(result: dict) -> str:
@@ -101,7 +114,7 @@ def markdown(result: dict) -> str:
         "## Speed",
         "",
         "| system | atoms | teacher ms/call | student ms/call | ratio | teacher ms/step | student ms/step "
-        "| ratio | student ns/day | teacher ns/day | student RSS +MB | teacher RSS +MB |",
+        "| ratio | student ns/day | teacher ns/day | student MB (model + calls) | teacher MB (model + calls) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, sysres in result["systems"].items():
@@ -109,13 +122,18 @@ def markdown(result: dict) -> str:
         if not sp:
             continue
         t, s, r = sp[t_lab], sp[s_lab], sp["ratio"]
-        mem_s = s.get("memory", {}).get("rss_peak_increase_mb")
-        mem_t = t.get("memory", {}).get("rss_peak_increase_mb")
+        def mem(m):
+            if not m or "rss_peak_increase_mb" not in m:
+                return "-"
+            calls = f"{m['rss_peak_increase_mb']:.0f}"
+            return f"{m['rss_model_mb']:.0f} + {calls}" if "rss_model_mb" in m else f"? + {calls}"
+
+        mem_s, mem_t = mem(s.get("memory")), mem(t.get("memory"))
         lines.append(
             f"| {name} | {sysres['n_atoms']} | {_f(t['force_call_ms']['median'])} | {_f(s['force_call_ms']['median'])} "
             f"| **{_f(r['force_call'], '{:.1f}')}x** | {_f(t['md_step_ms']['median'])} | {_f(s['md_step_ms']['median'])} "
             f"| **{_f(r['md_step'], '{:.1f}')}x** | {_f(s['ns_per_day'])} | {_f(t['ns_per_day'])} "
-            f"| {_f(mem_s, '{:.0f}')} | {_f(mem_t, '{:.0f}')} |"
+            f"| {mem_s} | {mem_t} |"
         )
     acc = result.get("accuracy")
     if acc:

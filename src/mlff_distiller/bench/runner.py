@@ -208,7 +208,7 @@ def _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, stu
         speed = profile_speed(
             models, sys_.atoms, timestep_fs=cfg.timestep_fs, n_rounds=cfg.n_rounds, n_calls=cfg.n_calls,
             n_md_steps=cfg.n_md_steps, warmup=cfg.warmup, memory=cfg.memory, seed=cfg.seed,
-            progress=(bar.update if bar else None),
+            progress=(bar.update if bar else None), threads=thread_info["torch_threads"],
         )
         if bar:
             bar.close()

@@ -14,12 +14,16 @@ speed-up ``ratio`` is exactly ``teacher median / student median``.
 ``ns_per_day`` is simulated time per wall-clock day at the stated timestep:
 ``timestep_fs * 1e-6 * 86400 / (md_step_ms / 1000)``.
 
-Memory (a separate pass after timing, so tracing does not slow the timed calls):
-``rss_peak_increase_mb`` is the highest resident set size seen by a 1 ms sampler while
-the model runs a few calls and MD steps, minus the RSS just before; ``python_peak_mb`` is
-the ``tracemalloc`` peak of Python-level allocations over the same calls (torch's CPU
-tensor memory is not visible to ``tracemalloc``, hence both). Both models share one
-process, so memory freed by one and reused by the other can make the second number low.
+Memory (a separate pass after timing, so tracing does not slow the timed calls), measured
+for each model in a **fresh spawned process** when the model can be rebuilt there (a
+student path, a teacher spec): ``rss_model_mb`` is the RSS that building the model adds,
+``rss_peak_increase_mb`` the highest resident set size seen by a 1 ms sampler during its
+first force calls and MD steps minus the RSS just before, ``rss_peak_mb`` that peak
+(absolute, with the Python + torch runtime), ``python_peak_mb`` the ``tracemalloc`` peak of
+Python-level allocations over the same calls (torch's CPU tensors are invisible to
+``tracemalloc``, hence both). Calculator objects cannot be sent to another process: they
+are measured in this one (``isolated: false``), where memory freed by one model and reused
+by the other can make the numbers low.
 """
 
 from __future__ import annotations
@@ -156,6 +160,65 @@ def measure_memory(runner: _Runner, n_calls: int = 2, n_steps: int = 2) -> dict:
     }
 
 
+def _memory_child(conn, kind, spec, atoms, threads, timestep_fs, seed):
+    """Runs in a fresh process: build one model, then measure its calls (see memory_isolated)."""
+    try:
+        import psutil
+
+        set_threads(threads)
+        proc = psutil.Process()
+        gc.collect()
+        before = proc.memory_info().rss
+        from .models import resolve_student, resolve_teacher
+
+        handle = resolve_student(spec) if kind == "student" else resolve_teacher(spec)
+        runner = _Runner(handle, atoms, timestep_fs, seed)
+        gc.collect()
+        loaded = proc.memory_info().rss
+        mem = measure_memory(runner)
+        mem["rss_model_mb"] = max(0, loaded - before) / 2**20
+        mem["isolated"] = True
+        conn.send(("ok", mem))
+    except BaseException as err:  # report, never leave the parent waiting
+        conn.send(("error", " ".join(f"{type(err).__name__}: {err}".split())[:300]))
+    finally:
+        conn.close()
+
+
+def memory_isolated(handle, atoms, threads: int = 1, timestep_fs: float = 0.5, seed: int = 0,
+                    timeout_s: float = 900.0) -> dict:
+    """Memory of one model measured in a fresh (spawned) process, so that the other model's
+    allocations cannot hide or inflate it.
+
+    ``rss_model_mb``: RSS added by building the model and its calculator; ``rss_peak_increase_mb``:
+    highest RSS during the first force calls and MD steps minus the RSS before them;
+    ``rss_peak_mb``: that peak, absolute (includes the Python + torch runtime); ``python_peak_mb``:
+    the ``tracemalloc`` peak of those calls. Falls back to an ``error`` entry after ``timeout_s``.
+    """
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    kind, spec = handle.rebuild
+    proc = ctx.Process(target=_memory_child, args=(child, kind, spec, atoms, threads, timestep_fs, seed), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        if parent.poll(timeout_s):
+            status, payload = parent.recv()
+        else:
+            status, payload = "error", f"memory measurement timed out after {timeout_s:.0f} s"
+    except EOFError:
+        status, payload = "error", "the memory-measuring process died"
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+        proc.join(10)
+    if status == "ok":
+        return payload
+    return {"error": payload, "isolated": True}
+
+
 def profile_speed(
     models: dict,
     atoms,
@@ -167,6 +230,8 @@ def profile_speed(
     memory: bool = True,
     seed: int = 0,
     progress=None,
+    isolate_memory: bool = True,
+    threads: int = 1,
 ) -> dict:
     """Time every model in ``models`` (label -> :class:`ModelHandle`) on ``atoms``, interleaved.
 
@@ -199,7 +264,10 @@ def profile_speed(
         }
     if memory:
         for label, r in runners.items():
-            out[label]["memory"] = measure_memory(r)
+            if isolate_memory and r.handle.rebuild is not None:
+                out[label]["memory"] = memory_isolated(r.handle, atoms, threads, timestep_fs, seed)
+            else:
+                out[label]["memory"] = {**measure_memory(r), "isolated": False}
     return out
 
 
