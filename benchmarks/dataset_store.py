@@ -68,7 +68,7 @@ def make_root(rng: np.random.Generator, k: int):
     for reps in ((1, 1, 1), (2, 1, 1), (2, 2, 1), (2, 2, 2), (3, 2, 2), (3, 3, 2), (3, 3, 3), (4, 3, 3), (4, 4, 3),
                  (4, 4, 4), (5, 4, 4), (5, 5, 4)):
         n = len(unit) * int(np.prod(reps))
-        if n <= 200 and (best is None or abs(n - target) < abs(len(unit) * np.prod(best) - target)):
+        if 5 <= n <= 200 and (best is None or abs(n - target) < abs(len(unit) * np.prod(best) - target)):
             best = reps
     atoms = unit * best
     n_vac = int(rng.integers(0, min(3, len(atoms) - 5) + 1)) if len(atoms) > 6 else 0
@@ -83,20 +83,40 @@ def make_root(rng: np.random.Generator, k: int):
 
 
 def generate(n_target: int, seed: int = 0) -> Path:
-    """EMT-labelled structures, cached as plain numpy arrays (npz)."""
-    from ase.calculators.emt import EMT
-    from tqdm import tqdm
-
+    """EMT-labelled structures (5-200 atoms), cached as plain numpy arrays (npz)."""
     out = CACHE / f"emt_structures_{n_target}_{seed}.npz"
     if out.exists():
-        return out
-    CACHE.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+        d = dict(np.load(out))
+        small = d["n_atoms"] < 5
+        if not small.any():
+            return out
+        # A cache from an earlier generator version held a few 4-atom cells: drop them
+        # (whole groups: rattled copies share their root's size) and label replacements.
+        keep = ~small
+        remap = np.cumsum(keep) - 1
+        atom_keep = np.repeat(keep, d["n_atoms"])
+        kept = {k: (v[atom_keep] if k in ("numbers", "positions", "forces") else v[keep]) for k, v in d.items()}
+        kept["parent"] = np.where(kept["parent"] >= 0, remap[np.maximum(kept["parent"], 0)], -1)
+        roots = max(int(g[4:]) for g in kept["group"]) + 1
+        extra = _label(int(small.sum()), np.random.default_rng(seed + 1), roots)
+        extra["parent"] = np.where(extra["parent"] >= 0, extra["parent"] + len(kept["energy"]), -1)
+        arrays = {k: np.concatenate([kept[k], extra[k]]) for k in kept}
+    else:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        arrays = _label(n_target, np.random.default_rng(seed), 0)
+    tmp = out.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, out)
+    return out
+
+
+def _label(n_target: int, rng: np.random.Generator, root_id: int) -> dict:
+    from ase.calculators.emt import EMT
+    from tqdm import tqdm
     cols = {k: [] for k in ("numbers", "positions", "forces", "n_atoms", "energy", "stress", "stress_mask", "cell", "pbc",
                             "source", "params", "group", "parent", "seed")}
     calc = EMT()
     bar = tqdm(total=n_target, desc="EMT labels", unit="struct")
-    root_id = 0
     while len(cols["energy"]) < n_target:
         root, source = make_root(rng, root_id)
         first = len(cols["energy"])
@@ -147,10 +167,7 @@ def generate(n_target: int, seed: int = 0) -> Path:
         "parent": np.array(cols["parent"], np.int64),
         "seed": np.array(cols["seed"], np.int64),
     }
-    tmp = out.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, out)
-    return out
+    return arrays
 
 
 def load_atoms(npz: Path):

@@ -397,13 +397,30 @@ class _FileBuilder:
 
     def close(self, failures: list[tuple[int, str]]):
         h5 = self.h5
-        h5.create_dataset("offsets", data=self.offsets)
-        sdt = h5py.string_dtype("utf-8")
+        h5.create_dataset("offsets", data=self.offsets, **_compression(len(self.offsets), CHUNK_STRUCTURES))
         for key, table in self.tables.items():
             name = ("provenance/" if key != "info" else "") + key + "_values"
-            h5.create_dataset(name, data=np.array(list(table), dtype=object), dtype=sdt)
+            _write_strings(h5, name, list(table))
         h5.create_dataset("failures/index", data=np.array([int(i) for i, _ in failures], np.int64))
-        h5.create_dataset("failures/reason", data=np.array([str(r) for _, r in failures], dtype=object), dtype=sdt)
+        _write_strings(h5, "failures/reason", [str(r) for _, r in failures])
+
+
+def _compression(n: int, chunk: int, trailing=()) -> dict:
+    if n == 0:
+        return {}
+    return dict(chunks=(min(n, chunk),) + tuple(trailing), compression="gzip", compression_opts=4, shuffle=True)
+
+
+def _write_strings(h5: h5py.File, name: str, values: list[str]) -> None:
+    """A 1-D UTF-8 string dataset: fixed-length and gzip-compressed when the padding stays
+    small (vlen strings live in an uncompressed heap), variable-length otherwise."""
+    raw = [v.encode("utf-8") for v in values]
+    width = max([1] + [len(b) for b in raw])
+    if width * len(raw) <= 8 * 2**20:
+        dt = h5py.string_dtype("utf-8", width)
+        h5.create_dataset(name, data=np.array(raw, dtype=dt), **_compression(len(raw), max(1, 2**16 // width)))
+    else:
+        h5.create_dataset(name, data=np.array(values, dtype=object), dtype=h5py.string_dtype("utf-8"))
 
 
 def _write_part(final_path: Path, blocks: Iterable[_Block], n_structures: int, n_atoms: int, meta: dict,
