@@ -287,3 +287,19 @@ def test_round_mantissa_error_bound_and_repack(tmp_path, mixed):
             assert np.all(np.abs(fs - f) <= np.abs(f) * 2.0**-13 * (1 + 1e-6))
     with pytest.raises(DatasetError, match="forces_mantissa_bits"):
         repack(path, small, forces_mantissa_bits=30)
+
+
+def test_bad_stress_shape_and_corrupt_journal_segment(tmp_path, mixed):
+    path = tmp_path / "d.h5"
+    w = DatasetWriter(path, finalize_on_close=False)
+    cu = mixed[1].copy()
+    cu.calc = SinglePointCalculator(cu, energy=1.0, forces=np.zeros((len(cu), 3)), stress=np.zeros(5))
+    with pytest.raises(DatasetError, match=r"stress of shape \(5,\), expected \(6,\) Voigt or \(3, 3\)"):
+        w.append([cu])
+    w.append(mixed[:2])
+    w.close()
+    segs = sorted(journal_dir(path).glob("seg-*.h5"))
+    assert len(segs) == 1 and len(DatasetReader(path)) == 2
+    segs[0].write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)  # damaged by something outside the writer
+    with pytest.raises(DatasetError, match=r"seg-0000000001-0000000001\.h5 is not a readable dataset file"):
+        DatasetReader(path)
