@@ -11,6 +11,8 @@ from ase import Atoms
 from ase.build import bulk, molecule
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mlff_distiller.cli import main as cli_main
 from mlff_distiller.data.store import FORMAT_VERSION, DatasetReader, DatasetWriter, journal_dir, repack
@@ -303,3 +305,73 @@ def test_bad_stress_shape_and_corrupt_journal_segment(tmp_path, mixed):
     segs[0].write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)  # damaged by something outside the writer
     with pytest.raises(DatasetError, match=r"seg-0000000001-0000000001\.h5 is not a readable dataset file"):
         DatasetReader(path)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(st.tuples(st.sampled_from(["append", "finalize", "reopen", "fail", "attrs"]),
+                              st.integers(0, 4)), min_size=1, max_size=14))
+def test_random_operation_sequences_match_a_model(tmp_path_factory, ops):
+    """Appends, failures, attrs, finalize and reopen in any order, with journal compaction
+    after 3 segments, read back exactly what a plain list model holds."""
+    import mlff_distiller.data.store as store
+
+    path = tmp_path_factory.mktemp("ops") / "d.h5"
+    old = store.MAX_JOURNAL_SEGMENTS
+    store.MAX_JOURNAL_SEGMENTS = 3
+    model, failures, attrs = [], [], {}
+    try:
+        w = DatasetWriter(path, label_fields=("energy", "forces", "stress"), finalize_on_close=False)
+        for op, k in ops:
+            if op == "append":
+                batch = []
+                for j in range(k):
+                    idx = len(model) + j
+                    a = _random_structure(idx)
+                    batch.append(a)
+                assert w.append(batch) == list(range(len(model), len(model) + k))
+                model += batch
+            elif op == "finalize":
+                w.finalize()
+            elif op == "reopen":
+                w.close(finalize=False)
+                w = DatasetWriter(path, label_fields=("energy", "forces", "stress"), finalize_on_close=False)
+                assert len(w) == len(model)
+            elif op == "fail":
+                w.record_failures([(100 + k, f"reason {k}")])
+                failures.append((100 + k, f"reason {k}"))
+            else:
+                w.update_attrs({f"k{k}": k})
+                attrs[f"k{k}"] = k
+            with DatasetReader(path) as r:
+                assert len(r) == len(model) and r.failures() == failures
+                assert {key: r.attrs[key] for key in attrs} == attrs
+        w.close(finalize=True)
+    finally:
+        store.MAX_JOURNAL_SEGMENTS = old
+    with DatasetReader(path) as r:
+        assert r.n_segments == 0 and len(r) == len(model) and r.failures() == failures
+        for i, a in enumerate(model):
+            b = r.get_atoms(i)
+            assert np.array_equal(a.positions, b.positions) and np.array_equal(a.numbers, b.numbers)
+            assert b.get_potential_energy() == a.get_potential_energy()
+            assert ("stress" in b.calc.results) == bool(a.pbc.all())
+            assert b.info["provenance"]["seed"] == i
+            assert set(a.arrays) == set(b.arrays)
+            if "tags" in a.arrays:
+                assert np.array_equal(a.get_tags(), b.get_tags())
+
+
+def _random_structure(i):
+    rng = np.random.default_rng(i)
+    n = 1 + i % 4
+    periodic = i % 3 == 0
+    a = Atoms(numbers=rng.integers(1, 80, size=n), positions=rng.normal(size=(n, 3)) * 2,
+              cell=np.eye(3) * 6 if periodic else None, pbc=periodic)
+    res = {"energy": float(rng.normal()), "forces": rng.normal(size=(n, 3))}
+    if periodic:
+        res["stress"] = rng.normal(size=6)
+    a.calc = SinglePointCalculator(a, **res)
+    if i % 2:
+        a.set_tags(np.arange(n))
+    a.info["provenance"] = {"source": f"s{i % 3}", "seed": i}
+    return a
