@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -208,8 +209,6 @@ def _append(w: DatasetWriter, buf, done: int, bar) -> int:
     except DatasetError as err:
         # Name the structure by its position in the input, not in the appended chunk.
         msg = str(err)
-        import re
-
         m = re.match(r"structure (\d+) of the appended list", msg)
         if m:
             msg = msg.replace(m.group(0), f"input structure {done + int(m.group(1))}")
