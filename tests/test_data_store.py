@@ -375,3 +375,28 @@ def _random_structure(i):
         a.set_tags(np.arange(n))
     a.info["provenance"] = {"source": f"s{i % 3}", "seed": i}
     return a
+
+
+def test_write_failure_is_one_line_and_keeps_committed_data(tmp_path, mixed, monkeypatch):
+    import errno
+
+    import mlff_distiller.data.store as store
+
+    path = tmp_path / "d.h5"
+    w = DatasetWriter(path)
+    w.append(mixed[:2])
+    real = store.h5py.File
+
+    def full_disk(name, mode="r", *args, **kwargs):
+        if mode == "w":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(name, mode, *args, **kwargs)
+
+    monkeypatch.setattr(store.h5py, "File", full_disk)
+    with pytest.raises(DatasetError, match="No space left on device.*everything committed before is intact"):
+        w.append(mixed[2:])
+    monkeypatch.setattr(store.h5py, "File", real)
+    assert not list(tmp_path.rglob("*.tmp"))
+    w.close()
+    with DatasetReader(path) as r:
+        assert len(r) == 2

@@ -447,6 +447,11 @@ def _write_part(final_path: Path, blocks: Iterable[_Block], n_structures: int, n
         os.replace(tmp, final_path)
         if fsync:
             _fsync_dir(final_path.parent)
+    except OSError as err:  # disk full, permissions, quota: nothing committed is touched
+        raise DatasetError(
+            f"writing {final_path} failed ({str(err).splitlines()[0] if str(err) else type(err).__name__}); check free disk "
+            "space and permissions, everything committed before is intact"
+        ) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -900,8 +905,11 @@ class DatasetWriter:
         self.finalize_on_close = finalize_on_close
         self._closed = False
         self._jdir = journal_dir(self.path)
-        self._jdir.mkdir(exist_ok=True)
-        self._lock_fh = open(self._jdir / "writer.lock", "a+")
+        try:
+            self._jdir.mkdir(exist_ok=True)
+            self._lock_fh = open(self._jdir / "writer.lock", "a+")
+        except OSError as err:
+            raise DatasetError(f"cannot write next to {self.path} ({err.strerror or err}); check the directory's permissions") from None
         try:
             fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
