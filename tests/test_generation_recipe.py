@@ -260,6 +260,24 @@ def test_sampler_needing_teacher_without_teacher_is_an_error(tmp_path):
         generate(r, tmp_path / "p.h5", progress=False)
 
 
+def test_failing_teacher_stops_with_one_line_and_leaves_no_pool(tmp_path):
+    from ase.calculators.calculator import Calculator
+
+    class Broken(Calculator):
+        implemented_properties = ("energy", "forces")
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+            raise RuntimeError("model exploded")
+
+    r = small_recipe()
+    r["generation"]["mix"][1]["sampler"] = "md"
+    r["generation"]["mix"][1]["params"] = {"equil_steps": 2, "interval": 2}
+    with pytest.raises(UserError, match="model exploded") as err:
+        generate(r, tmp_path / "p.h5", progress=False, calculator=Broken())
+    assert "mix[1]" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "p.h5").exists() and not (tmp_path / "p.h5.journal").exists()
+
+
 def test_cli_generate_and_one_line_errors(tmp_path, capsys):
     recipe = small_recipe()
     path = tmp_path / "small.yaml"

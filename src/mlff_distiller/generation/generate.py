@@ -175,21 +175,26 @@ def generate(recipe, out_path, tier: str | None = None, progress: bool = True, c
              "units": "positions and cell in Angstrom", "generation_complete": False,
              "recipe": json.loads(json.dumps(recipe, default=str))}  # the resolved recipe, for reproducibility
     n_atoms, elements = [], Counter()
-    with DatasetWriter(out_path, label_fields=(), attrs=attrs, mode="w") as writer:
-        buf = []
-        bar = tqdm(total=total, disable=not progress, unit="struct", desc="generate", dynamic_ncols=True)
-        for atoms in iter_structures(cfg, tier, calculator, skips, stats):
-            buf.append(atoms)
-            n_atoms.append(len(atoms))
-            elements.update(set(atoms.get_chemical_symbols()))
-            bar.update(1)
-            if len(buf) >= FLUSH_EVERY:
+    try:
+        with DatasetWriter(out_path, label_fields=(), attrs=attrs, mode="w") as writer:
+            buf = []
+            bar = tqdm(total=total, disable=not progress, unit="struct", desc="generate", dynamic_ncols=True)
+            for atoms in iter_structures(cfg, tier, calculator, skips, stats):
+                buf.append(atoms)
+                n_atoms.append(len(atoms))
+                elements.update(set(atoms.get_chemical_symbols()))
+                bar.update(1)
+                if len(buf) >= FLUSH_EVERY:
+                    writer.append(buf)
+                    buf = []
+            if buf:
                 writer.append(buf)
-                buf = []
-        if buf:
-            writer.append(buf)
-        bar.close()
-        writer.update_attrs({"generation_complete": True})
+            bar.close()
+            writer.update_attrs({"generation_complete": True})
+    except UserError:
+        # a configuration or teacher problem (found before or while sampling): leave no half pool behind
+        _remove_pool(out_path)
+        raise
     sizes = np.array(n_atoms) if n_atoms else np.zeros(1, int)
     summary = {
         "path": str(out_path),
@@ -208,6 +213,15 @@ def generate(recipe, out_path, tier: str | None = None, progress: bool = True, c
         "seconds": time.perf_counter() - t0,
     }
     return summary
+
+
+def _remove_pool(path: Path) -> None:
+    import shutil
+
+    from ..data.store import journal_dir
+
+    path.unlink(missing_ok=True)
+    shutil.rmtree(journal_dir(path), ignore_errors=True)
 
 
 def format_summary(summary: dict) -> str:
