@@ -3,9 +3,32 @@
 
 ``load_recipe(name_or_path) -> dict`` and ``generate(recipe, out_path, tier=None) -> summary``
 are the entry points; see docs/generation.md and docs/recipes.md. Units: Angstrom, K, fs.
+
+The names below are imported on first use, so that ``mlff-distill --help`` (which imports the
+``generation.cli`` module) does not pay for RDKit, ASE and friends.
 """
 
-from .generate import generate, iter_structures
-from .recipe import GenerationConfig, builtin_recipes, load_recipe, validate_recipe
+from __future__ import annotations
 
-__all__ = ["GenerationConfig", "builtin_recipes", "generate", "iter_structures", "load_recipe", "validate_recipe"]
+import importlib
+
+_EXPORTS = {
+    "generate": "engine",
+    "iter_structures": "engine",
+    "GenerationConfig": "recipe",
+    "builtin_recipes": "recipe",
+    "load_recipe": "recipe",
+    "validate_recipe": "recipe",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
-    from .generate import format_summary, generate
+    from .engine import format_summary, generate
 
     if args.seed is not None and args.seed < 0:
         from ..errors import UserError
