@@ -118,7 +118,20 @@ def main(argv=None) -> int:
     p.add_argument("--skip-chgnet", action="store_true")
     p.add_argument("--orb-systems", nargs="+", default=None, help="systems for the Orb run (default: --systems)")
     p.add_argument("--config", default=None, help="JSON with BenchConfig overrides for the CHGNet run")
+    p.add_argument("--rerender", action="store_true",
+                   help="only rewrite bench.md files and the summary from the existing bench.json files")
     args = p.parse_args(argv)
+    if args.rerender:
+        from mlff_distiller.bench.report import markdown
+
+        for sub in ("bench_chgnet", "bench_orb_v2_random"):
+            path = os.path.join(args.out, sub, "bench.json")
+            if os.path.exists(path):
+                with open(path) as fh:
+                    data = json.load(fh)
+                with open(os.path.join(args.out, sub, "bench.md"), "w") as fh:
+                    fh.write(markdown(data))
+        args.skip_chgnet = args.skip_orb = True
 
     from mlff_distiller.bench import run_bench
 
