@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import logging
 import os
 import platform
 import shutil
@@ -93,7 +92,9 @@ def pipeline(pool: Path, spec, client, chunk: int, workdir: Path, tag: str) -> t
 def run_one(args) -> tuple[dict, list[str]]:
 
     import torch
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from mlff_distiller.labeling.cluster import local_cluster
 
     from mlff_distiller.teachers import build_teacher
 
@@ -114,8 +115,7 @@ def run_one(args) -> tuple[dict, list[str]]:
         startup = {}
         for nw in (1, 2):
             t0 = time.perf_counter()
-            cl = LocalCluster(n_workers=nw, threads_per_worker=1, processes=True, dashboard_address=":0",
-                              silence_logs=logging.ERROR, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+            cl = local_cluster(nw, 1)  # the cluster label_pool starts by default
             c = Client(cl, set_as_default=False)
             c.wait_for_workers(nw)
             startup[nw] = time.perf_counter() - t0

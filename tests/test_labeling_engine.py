@@ -51,10 +51,11 @@ def write_pool(path, atoms_list) -> str:
 
 @pytest.fixture(scope="module")
 def client():
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           env={"OMP_NUM_THREADS": "1"})
+    from mlff_distiller.labeling.cluster import local_cluster
+
+    cluster = local_cluster(2, 1)
     c = Client(cluster, set_as_default=False)
     yield c
     c.close()
