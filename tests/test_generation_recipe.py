@@ -296,3 +296,14 @@ def test_cli_generate_and_one_line_errors(tmp_path, capsys):
     path.write_text(yaml.safe_dump(broken))
     assert main(["generate", str(path), "-o", str(tmp_path / "x.h5"), "--quiet"]) == 2
     assert "impossible size bounds" in capsys.readouterr().err
+
+
+def test_cli_module_import_is_light():
+    """``mlff-distill --help`` imports generation.cli: it must not drag in RDKit, ASE or torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mlff_distiller.generation.cli, mlff_distiller.generation as g; "
+            "print(sorted(m for m in ('rdkit', 'ase', 'torch', 'yaml') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
