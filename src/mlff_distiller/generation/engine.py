@@ -78,6 +78,7 @@ def iter_structures(cfg: GenerationConfig, tier: str | None = None, calculator=N
         max_roots = 100 + 20 * want
         r = 0
         last_error = None
+        sampler_errors = 0  # roots the sampler (teacher) failed on; unbuildable roots count apart
         while st["written"] < want and r < max_roots:
             seed = root_seed(cfg.seed, e, r)
             rng = np.random.default_rng(seed)
@@ -95,10 +96,11 @@ def iter_structures(cfg: GenerationConfig, tier: str | None = None, calculator=N
                 raise
             except Exception as err:  # a teacher that fails on one structure must not stop the run
                 st["failed"] += 1
+                sampler_errors += 1
                 last_error = f"{err.__class__.__name__}: {' '.join(str(err).split())[:200]}"
-                if st["failed"] >= MAX_LEADING_FAILURES and st["written"] == 0:
+                if sampler_errors >= MAX_LEADING_FAILURES and st["written"] == 0:
                     raise TeacherError(f"generation.mix[{e}] ({entry.source} x {entry.sampler}): the first "
-                                       f"{st['failed']} roots failed, last with {last_error}; check that the teacher "
+                                       f"{sampler_errors} roots failed, last with {last_error}; check that the teacher "
                                        "supports these elements or change the sampler") from None
                 continue
             st["roots"] += 1
