@@ -42,6 +42,10 @@ def machine_info(threads: dict | None = None) -> dict:
         "mlff_distiller": __version__,
         "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+    try:
+        info["load_average_1min"] = round(os.getloadavg()[0], 2)  # others' work on a shared machine
+    except OSError:
+        pass
     if threads:
         info.update(threads)
     return info
@@ -99,7 +103,8 @@ def markdown(result: dict) -> str:
         f"# Bench: {s_lab} vs teacher ({t_lab})",
         "",
         f"Machine: {m['cpu']}, {m.get('torch_threads', '?')} thread(s), torch {m['torch']}, "
-        f"ASE {m['ase']}, Python {m['python']}, {m['date_utc']}.",
+        f"ASE {m['ase']}, Python {m['python']}, {m['date_utc']}"
+        + (f", load average {m['load_average_1min']} at the start." if m.get("load_average_1min") is not None else "."),
         f"Timestep {result['config']['timestep_fs']} fs. Times are medians of interleaved calls "
         "(ms); ratio = teacher / student.",
         "",
