@@ -3,7 +3,6 @@ is started here (every case fails or finishes before one would be)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from mlff_distiller.data.store import DatasetReader, DatasetWriter
+from mlff_distiller.data.store import DatasetWriter
 from mlff_distiller.errors import ConfigError, DatasetError, UserError
 from mlff_distiller.labeling import HPCConfig, LabelingConfig, label_pool, parse_teacher_spec
 from mlff_distiller.labeling.checkpoint import MANIFEST, WorkDir, shard_name
