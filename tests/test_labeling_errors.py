@@ -264,3 +264,14 @@ def test_cli_unreachable_scheduler_is_one_line(tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach Dask scheduler 'tcp://127.0.0.1:9'" in lines[0]
+
+
+def test_unknown_teacher_fails_before_any_cluster(tmp_path):
+    from mlff_distiller.errors import TeacherError
+
+    pool = _pool(tmp_path / "pool.h5")
+    t0 = time.perf_counter()
+    with pytest.raises(TeacherError) as info:
+        label_pool(pool, "chgnett", tmp_path / "out.h5", progress=False)
+    assert "chgnett" in _one_line(info.value) and "known teachers" in str(info.value)
+    assert time.perf_counter() - t0 < 10
