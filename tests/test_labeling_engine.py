@@ -413,3 +413,19 @@ def test_quality_chunk_monitor_plugs_into_the_hook(tmp_path, client):
     label_pool(pool, "emt", tmp_path / "data.h5", scheduler=client, chunk_size=4, on_chunk=monitor, progress=False)
     s = monitor.summary()
     assert s["chunks"] == 2 and s["labelled"] == 7 and s["failed"] == 1
+
+
+def test_overwrite_replaces_output_from_another_pool(tmp_path, client):
+    from mlff_distiller.errors import UserError
+
+    pool_a = write_pool(tmp_path / "a.h5", cu_structures(4))
+    pool_b = write_pool(tmp_path / "b.h5", cu_structures(6))
+    out = tmp_path / "data.h5"
+    label_pool(pool_a, "emt", out, scheduler=client, progress=False)
+    with pytest.raises(UserError, match="another pool"):
+        label_pool(pool_b, "emt", out, scheduler=client, progress=False)
+    assert len(DatasetReader(out)) == 4
+    summary = label_pool(pool_b, "emt", out, scheduler=client, progress=False, overwrite=True)
+    assert summary.labelled == 6
+    r = DatasetReader(out)
+    assert len(r) == 6 and r.attrs["labeling_pool_path"].endswith("b.h5")
