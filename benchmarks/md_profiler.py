@@ -63,7 +63,7 @@ def find_student() -> str | None:
     return None
 
 
-def summary_markdown(results: dict) -> str:
+def summary_markdown(results: dict, out_dir: str = RESULTS) -> str:
     first = next(iter(results.values()))
     m = first["meta"]
     lines = [
@@ -73,6 +73,8 @@ def summary_markdown(results: dict) -> str:
         f"{m.get('torch_threads')} thread, torch {m['torch']}, ASE {m['ase']}, Python {m['python']}, {m['date_utc']}.",
         f"Student: `{first['student'].get('path', first['student']['label'])}`"
         + (f" ({first['student']['n_parameters']:,} parameters)." if first["student"].get("n_parameters") else "."),
+        *(["How this student was made: `bench_student/README.md`."]
+          if os.path.exists(os.path.join(out_dir, "bench_student", "README.md")) else []),
         "The Orb-v2 row uses the exact Orb-v2 architecture (25.2M parameters) with **random weights**: "
         "no pretrained checkpoint is reachable here; random weights cost the same per call, so only "
         "its speed is reported.",
@@ -168,7 +170,7 @@ def main(argv=None) -> int:
     if not results:
         print("nothing to summarise", file=sys.stderr)
         return 2
-    text = summary_markdown(results)
+    text = summary_markdown(results, args.out)
     with open(os.path.join(args.out, "bench_summary.md"), "w") as fh:
         fh.write(text)
     print(text)
