@@ -231,3 +231,16 @@ def test_interrupted_bench_keeps_what_was_measured(tmp_path):
     assert data["systems"]["cu4"]["speed"]["ratio"]["force_call"] > 0
     assert "md" not in data["systems"]["cu4"]
     assert "Partial result" in (tmp_path / "bench.md").read_text()
+
+
+def test_bench_torchscript_export_of_the_student(trained_student, cu32_file, tmp_path):
+    # `mlff-distill run` benches the exported student.pt: same numbers path as the run directory
+    from mlff_distiller.student import export_torchscript, load_student
+
+    ts = tmp_path / "student_ts.pt"
+    export_torchscript(load_student(str(trained_student[0])), ts)
+    res = run_bench(str(ts), "emt", systems=[cu32_file], out_dir=None, progress=False,
+                    **{**FAST, "md": False})
+    assert res["student"]["elements"] == frozenset({29})
+    sp = res["systems"]["cu32"]["speed"]
+    assert sp["ratio"]["md_step"] == sp["emt"]["md_step_ms"]["median"] / sp["student"]["md_step_ms"]["median"]

@@ -105,6 +105,7 @@ def _run(args: argparse.Namespace) -> int:
         args.student, parse_teacher(args.teacher), systems=args.systems, dataset=args.dataset,
         out_dir=args.out, threads=args.threads, config=cfg,
     )
-    print(open(result["outputs"]["markdown"]).read())
+    with open(result["outputs"]["markdown"]) as fh:
+        print(fh.read())
     print(f"wrote {result['outputs']['json']} and {result['outputs']['markdown']}")
     return 0
