@@ -176,7 +176,7 @@ def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunRe
         raise ConfigError(f"recipe '{name}' has no 'teacher' section; add e.g. 'teacher: chgnet'")
     teacher = build_teacher(recipe["teacher"])
     elements = (recipe.get("generation") or {}).get("elements")
-    if elements and teacher.elements is not None:
+    if isinstance(elements, (list, tuple)) and teacher.elements is not None:
         from ase.data import atomic_numbers, chemical_symbols
 
         zs = [atomic_numbers[e] if isinstance(e, str) else int(e) for e in elements]
