@@ -244,3 +244,19 @@ def test_bench_torchscript_export_of_the_student(trained_student, cu32_file, tmp
     assert res["student"]["elements"] == frozenset({29})
     sp = res["systems"]["cu32"]["speed"]
     assert sp["ratio"]["md_step"] == sp["emt"]["md_step_ms"]["median"] / sp["student"]["md_step_ms"]["median"]
+
+
+def test_teacher_nve_and_md_systems_selection():
+    a = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 1, 1))
+    a.info["name"] = "cu8"
+    b = bulk("Cu", "fcc", a=3.61, cubic=True)
+    b.info["name"] = "cu4"
+    res = run_bench(EMT(), EMT(), systems=[a, b], out_dir=None, progress=False,
+                    **{**FAST, "md_systems": ["cu4"], "teacher_nve": True, "rdf": False, "drift_ps": 0.02})
+    assert "md" not in res["systems"]["cu8"]
+    nve = res["systems"]["cu4"]["md"]["nve"]
+    assert set(nve) == {"student", "teacher"}
+    # the same calculator as student and teacher, same seed: identical trajectories
+    assert nve["student"]["drift_ev_per_atom_per_ps"] == pytest.approx(nve["teacher"]["drift_ev_per_atom_per_ps"])
+    with pytest.raises(UserError, match="md_systems names cu9"):
+        run_bench(EMT(), EMT(), systems=[b], out_dir=None, progress=False, **{**FAST, "md_systems": ["cu9"]})

@@ -182,6 +182,20 @@ def _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, stu
                 "evaluate on a dataset of the student's elements"
             )
 
+    md_targets = []
+    if cfg.md:  # checked before anything runs
+        if cfg.md_systems is not None:
+            wanted = set(cfg.md_systems)
+            unknown = wanted - {s.name for s in loaded}
+            if unknown:
+                raise UserError(
+                    f"md_systems names {', '.join(sorted(unknown))} not among the benched systems "
+                    f"({', '.join(s.name for s in loaded)}); name benched systems"
+                )
+            md_targets = [s for s in loaded if s.name in wanted]
+        else:
+            md_targets = [s for s in loaded if len(s.atoms) <= cfg.md_max_atoms]
+
     s_lab, t_lab = s_handle.label, t_handle.label
     result = {
         "meta": machine_info(thread_info),
@@ -230,17 +244,12 @@ def _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, stu
 
     # 3. MD fidelity
     if cfg.md:
-        if cfg.md_systems is not None:
-            wanted = set(cfg.md_systems)
-            unknown = wanted - {s.name for s in loaded}
-            if unknown:
-                raise UserError(f"md_systems names {', '.join(sorted(unknown))} not among the benched systems")
-            md_targets = [s for s in loaded if s.name in wanted]
-        else:
-            md_targets = [s for s in loaded if len(s.atoms) <= cfg.md_max_atoms]
-            for s in loaded:
-                if len(s.atoms) > cfg.md_max_atoms:
-                    result["systems"][s.name]["md_skipped"] = f"{len(s.atoms)} atoms > md_max_atoms {cfg.md_max_atoms}"
+        for s in loaded:
+            if not any(s is t for t in md_targets):
+                result["systems"][s.name]["md_skipped"] = (
+                    "not in md_systems" if cfg.md_systems is not None
+                    else f"{len(s.atoms)} atoms > md_max_atoms {cfg.md_max_atoms}"
+                )
         for sys_ in md_targets:
             result["systems"][sys_.name]["md"] = _md_fidelity(sys_, s_handle, t_handle, cfg, progress)
             checkpoint()
