@@ -44,10 +44,10 @@ class BenchConfig:
     drift_temperature_K: float = 300.0
     teacher_nve: bool = False
     stability_temperatures_K: list = field(default_factory=lambda: [300.0, 1000.0])
-    stability_ps: float = 2.0
+    stability_ps: float = 1.0
     rdf: bool = True
     rdf_temperature_K: float = 300.0
-    rdf_ps: float = 2.0
+    rdf_ps: float = 1.0
     rdf_every: int = 10
     rdf_r_max: float = 6.0
     max_wall_s: float = 600.0
