@@ -260,3 +260,20 @@ def test_teacher_nve_and_md_systems_selection():
     assert nve["student"]["drift_ev_per_atom_per_ps"] == pytest.approx(nve["teacher"]["drift_ev_per_atom_per_ps"])
     with pytest.raises(UserError, match="md_systems names cu9"):
         run_bench(EMT(), EMT(), systems=[b], out_dir=None, progress=False, **{**FAST, "md_systems": ["cu9"]})
+
+
+@pytest.mark.slow
+def test_bench_against_chgnet_on_aspirin(tmp_path):
+    """The default teacher end to end (CHGNet boxes the molecule itself); an untrained student."""
+    pytest.importorskip("chgnet")
+    from mlff_distiller.data.stats import NormalizationStats
+    from mlff_distiller.student import StudentConfig, build_student, save_student
+
+    stats = NormalizationStats(element_energies={1: -3.0, 6: -8.0, 8: -6.0}, avg_num_neighbors=10.0, cutoff=4.0)
+    save_student(tmp_path / "s.pt", build_student(StudentConfig(preset="tiny", cutoff=4.0, elements=[1, 6, 8]), stats))
+    res = run_bench(str(tmp_path / "s.pt"), "chgnet", systems=["aspirin"], out_dir=str(tmp_path / "out"),
+                    progress=False, **{**FAST, "timestep_fs": 0.5, "memory": True})
+    sp = res["systems"]["aspirin"]["speed"]
+    assert sp["chgnet"]["memory"]["isolated"] and "error" not in sp["chgnet"]["memory"]
+    assert sp["ratio"]["force_call"] > 1.0  # a 32-feature PaiNN beats CHGNet on any machine
+    assert "rdf" in res["systems"]["aspirin"]["md"]
