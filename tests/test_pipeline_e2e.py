@@ -85,7 +85,9 @@ def test_outputs_exist_and_are_sane(finished_project):
         a = r.get_atoms(0)
         assert a.get_forces().shape == (len(a), 3)
     with DatasetReader(project / "data" / "train.h5") as tr, DatasetReader(project / "data" / "test.h5") as te:
-        assert len(tr) + len(te) == lab["labelled"] and len(te) > 0
+        split = stages["split"]["info"]
+        assert len(tr) + len(te) == lab["labelled"] - split["n_excluded"] and len(te) > 0
+        assert split["n_excluded"] <= 0.25 * lab["labelled"]  # the gate's allowance
         train_groups = {tr.provenance(i)["group"] for i in range(len(tr))}
         test_groups = {te.provenance(i)["group"] for i in range(len(te))}
         assert not train_groups & test_groups  # grouped split: no root straddles train/test

@@ -111,10 +111,16 @@ def check_disk(path: Path, needed: int) -> None:
         )
 
 
-def split_dataset(src: Path, train_path: Path, test_path: Path, test_fraction: float, seed: int) -> dict:
-    """Grouped split of a labelled dataset file into train/test files (by provenance group)."""
+def split_dataset(
+    src: Path, train_path: Path, test_path: Path, test_fraction: float, seed: int, exclude=()
+) -> dict:
+    """Grouped split of a labelled dataset file into train/test files (by provenance group).
+
+    ``exclude``: indices left out of both files (structures flagged by validation).
+    """
     from ..data.store import DatasetReader, DatasetWriter
 
+    excluded = {int(i) for i in exclude}
     with DatasetReader(src) as r:
         n = len(r)
         groups = [str((r.provenance(i) or {}).get("group", i)) for i in range(n)]
@@ -131,7 +137,7 @@ def split_dataset(src: Path, train_path: Path, test_path: Path, test_fraction: f
             with DatasetWriter(tmp, label_fields=tuple(r.label_fields), attrs={**attrs, "split": "test" if want_test else "train", "split_source": str(src)}) as w:
                 batch = []
                 for i in range(n):
-                    if (groups[i] in test_groups) == want_test:
+                    if i not in excluded and (groups[i] in test_groups) == want_test:
                         batch.append(r.get_atoms(i))
                         if len(batch) >= 256:
                             w.append(batch)
@@ -140,7 +146,7 @@ def split_dataset(src: Path, train_path: Path, test_path: Path, test_fraction: f
                     w.append(batch)
                 counts["test" if want_test else "train"] = len(w) if hasattr(w, "__len__") else None
             tmp.replace(path)
-    return {"n_total": n, "n_groups": len(uniq), "n_test_groups": len(test_groups), **counts}
+    return {"n_total": n, "n_excluded": len(excluded), "n_groups": len(uniq), "n_test_groups": len(test_groups), **counts}
 
 
 def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunResult:
@@ -278,7 +284,16 @@ def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunRe
     train_h5, test_h5 = out / "data" / "train.h5", out / "data" / "test.h5"
     train_h5.parent.mkdir(exist_ok=True)
     fp_split = fingerprint(upstream, test_fraction, seed)
-    stage("split", fp_split, lambda: split_dataset(dataset_path, train_h5, test_h5, test_fraction, seed))
+
+    def _split():
+        # Structures flagged by validation (overlaps, extreme forces, energy outliers) are
+        # kept in the dataset file and the report, but neither trained on nor tested on.
+        from ..quality import validate
+
+        flagged = validate(dataset_path, qcfg).flagged_indices()
+        return split_dataset(dataset_path, train_h5, test_h5, test_fraction, seed, exclude=flagged)
+
+    stage("split", fp_split, _split)
 
     from ..training import DistillationTrainer
 
