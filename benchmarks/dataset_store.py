@@ -207,14 +207,9 @@ def numpy_baseline(d, path: Path) -> int:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from mlff_distiller.bench.report import cpu_model
+
+    cpu = cpu_model()
     import h5py
     import torch
 

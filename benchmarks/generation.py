@@ -57,14 +57,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from mlff_distiller.bench.report import cpu_model
+
+    cpu = cpu_model()
     return {"cpu": cpu, "threads": int(os.environ.get("OMP_NUM_THREADS", "1")), "torch": torch.__version__,
             "python": platform.python_version(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "load_average": os.getloadavg()[0]}

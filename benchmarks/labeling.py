@@ -36,14 +36,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from mlff_distiller.bench.report import cpu_model  # noqa: E402  (one definition, shared)
 
 
 def make_pool(path: Path, n: int, system: str):

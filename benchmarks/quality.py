@@ -36,14 +36,7 @@ HERE = Path(__file__).resolve().parent
 CACHE = Path(tempfile.gettempdir()) / "mlff_quality_bench"
 
 
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from mlff_distiller.bench.report import cpu_model  # noqa: E402  (one definition, shared)
 
 
 def build_dataset(n: int, seed: int = 0) -> Path:

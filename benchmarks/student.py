@@ -166,14 +166,9 @@ class SpkPaiNNPotential(torch.nn.Module):
 
 # -- timing helpers --------------------------------------------------------------------------
 def machine():
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from mlff_distiller.bench.report import cpu_model
+
+    cpu = cpu_model()
     return {
         "cpu": cpu,
         "threads": torch.get_num_threads(),

@@ -146,14 +146,9 @@ def fennol_recompilations(fnx: Path) -> dict:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from mlff_distiller.bench.report import cpu_model
+
+    cpu = cpu_model()
     import torch
 
     import mlff_distiller

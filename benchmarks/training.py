@@ -144,14 +144,9 @@ def trainer_steps(dataset: Path, preset: str, n_steps: int) -> tuple[list[float]
 def machine() -> dict:
     import torch
 
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from mlff_distiller.bench.report import cpu_model
+
+    cpu = cpu_model()
     return {
         "cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "python": platform.python_version(),

@@ -17,17 +17,21 @@ from datetime import datetime, timezone
 import numpy as np
 
 
-def machine_info(threads: dict | None = None) -> dict:
-    """CPU model, core count, library versions and the UTC date, for every result file."""
-    cpu = platform.processor() or "unknown"
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (or ``platform.processor()``)."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
                 if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or "unknown"
+
+
+def machine_info(threads: dict | None = None) -> dict:
+    """CPU model, core count, library versions and the UTC date, for every result file."""
+    cpu = cpu_model()
     import ase
     import torch
 
