@@ -62,3 +62,19 @@ def test_disk_estimate_scales_and_refuses(tmp_path):
     check_disk(tmp_path, small)  # fits
     with pytest.raises(UserError, match="not enough disk for the planned dataset"):
         check_disk(tmp_path, big)
+
+
+def test_grouped_split_keeps_one_of_a_kind_chemistry_in_training():
+    from mlff_distiller.training.data import grouped_split
+
+    # 10 molecule groups sharing one element set, and one crystal group of its own chemistry.
+    groups = [f"mol{k}" for k in range(10) for _ in range(3)] + ["SiC"] * 12
+    chem = ["1-6-8"] * 30 + ["6-14"] * 12
+    for seed in range(20):
+        train, val, kind = grouped_split(groups, 0.3, seed, chem)
+        assert kind == "grouped"
+        assert not {groups[i] for i in train} & {groups[i] for i in val}
+        assert all(groups[i] != "SiC" for i in val)  # never held out: nothing else has Si-C
+        assert len(val) >= round(0.3 * len(groups))
+    # without the chemistry rule some seed does hold SiC out
+    assert any(any(groups[i] == "SiC" for i in grouped_split(groups, 0.3, s)[1]) for s in range(20))

@@ -124,11 +124,20 @@ def split_dataset(
     with DatasetReader(src) as r:
         n = len(r)
         groups = [str((r.provenance(i) or {}).get("group", i)) for i in range(n)]
-        uniq = sorted(set(groups))
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(len(uniq))
-        n_test_groups = max(1, int(round(test_fraction * len(uniq)))) if len(uniq) > 1 else 0
-        test_groups = {uniq[k] for k in order[:n_test_groups]}
+        # Same rule as the trainer's validation split: whole provenance groups, and a group
+        # is held out only if its element set stays represented in training.
+        from ..training.data import chemistry_keys, grouped_split
+
+        keep = [i for i in range(n) if i not in excluded]
+        sub_groups = [groups[i] for i in keep]
+        chem = chemistry_keys(r)
+        if len(set(sub_groups)) > 1:
+            _, test_local, _ = grouped_split(sub_groups, test_fraction, seed, [chem[i] for i in keep])
+            test_idx = {keep[k] for k in test_local}
+        else:
+            test_idx = set()
+        uniq = sorted(set(sub_groups))
+        test_groups = {groups[i] for i in test_idx}
         counts = {"train": 0, "test": 0}
         attrs = dict(r.attrs)
         for path, want_test in ((train_path, False), (test_path, True)):
@@ -137,7 +146,7 @@ def split_dataset(
             with DatasetWriter(tmp, label_fields=tuple(r.label_fields), attrs={**attrs, "split": "test" if want_test else "train", "split_source": str(src)}) as w:
                 batch = []
                 for i in range(n):
-                    if i not in excluded and (groups[i] in test_groups) == want_test:
+                    if i not in excluded and (i in test_idx) == want_test:
                         batch.append(r.get_atoms(i))
                         if len(batch) >= 256:
                             w.append(batch)

@@ -42,7 +42,7 @@ from .. import fields as F
 from ..data.graph import collate
 from ..errors import ConfigError, DatasetError, UserError
 from .config import TrainConfig
-from .data import BatchOrder, GraphListDataset, grouped_split, to_device, training_statistics
+from .data import BatchOrder, GraphListDataset, chemistry_keys, grouped_split, to_device, training_statistics
 from .loss import MetricSums, distillation_loss, label_counts
 from .schedule import EMA, LRSchedule
 
@@ -270,9 +270,10 @@ class DistillationTrainer:
         try:
             self.label_fields = self._check_dataset(reader, scfg)
             groups = self._groups(reader)
+            chemistry = chemistry_keys(reader)
         finally:
             reader.close()
-        train_idx, val_idx, split_kind = grouped_split(groups, self.config.val_fraction, self.config.seed)
+        train_idx, val_idx, split_kind = grouped_split(groups, self.config.val_fraction, self.config.seed, chemistry)
         full = MolecularDataset(self.dataset_path, scfg.cutoff, preload=self.config.in_memory)
         if self.config.in_memory:
             graphs = list(self._iter_items(full, "neighbour lists"))
