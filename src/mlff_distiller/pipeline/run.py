@@ -308,7 +308,18 @@ def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunRe
 
     run_dir = out / "train"
     fp_train = fingerprint(fp_split, recipe.get("training"))
-    stage("train", fp_train, lambda: _as_dict(DistillationTrainer(train_h5, tcfg, run_dir, resume="auto", progress=opts.progress).fit()))
+
+    prev_train = dict(project.stage("train") or {})
+
+    def _train():
+        # Resume only a training run this stage started and did not finish (killed); a stage
+        # that is new, forgotten (--restart-from) or whose inputs changed starts afresh.
+        resumable = prev_train.get("status") == "running" and prev_train.get("fingerprint") == fp_train
+        if not resumable and run_dir.exists():
+            shutil.rmtree(run_dir)
+        return _as_dict(DistillationTrainer(train_h5, tcfg, run_dir, resume="auto", progress=opts.progress).fit())
+
+    stage("train", fp_train, _train)
 
     from ..student import export_torchscript, load_student
 
