@@ -208,3 +208,18 @@ def test_sigkill_in_labeling_and_training_then_resume_matches(tmp_path):
     sa, sb = wa.get("state_dict", wa.get("model")), wb.get("state_dict", wb.get("model"))
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=1e-6)
+
+
+def test_restart_from_train_retrains_from_scratch(finished_project, capsys):
+    """--restart-from train must not 'resume' the finished run left in train/."""
+    recipe, project = finished_project
+    rows_before = (project / "train" / "metrics.csv").read_text().splitlines()
+    mtime = (project / "train" / "metrics.csv").stat().st_mtime_ns
+    assert main(["run", str(recipe), "-o", str(project), "--restart-from", "train", "--skip", "bench", "--skip", "report"]) == 0
+    out = capsys.readouterr().out
+    assert "[run ] train" in out and "[skip] split" in out
+    info = _stages(project)["train"]["info"]
+    assert info["steps"] > 0 and info["epochs"] == TRAINING["max_epochs"]
+    rows_after = (project / "train" / "metrics.csv").read_text().splitlines()
+    assert (project / "train" / "metrics.csv").stat().st_mtime_ns != mtime
+    assert len(rows_after) == len(rows_before)  # a fresh run of the same length, not appended
