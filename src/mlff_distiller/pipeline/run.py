@@ -365,8 +365,24 @@ def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunRe
 
 
 def _bench_summary(res: dict) -> dict:
-    """Keep the bench result JSON-able and small enough for project.json."""
-    return json.loads(json.dumps(res, default=str))
+    """Headline numbers of a bench result (the full result is ``bench/bench.json``)."""
+    res = json.loads(json.dumps(res, default=str))
+    acc = res.get("accuracy") or {}
+    out = {
+        "accuracy": {k: acc.get(k) for k in ("n_structures", "energy_mae_per_atom", "force_mae", "force_rmse_relative", "force_angle_mean_deg")},
+        "systems": {},
+    }
+    for name, sysres in (res.get("systems") or {}).items():
+        speed = sysres.get("speed") or {}
+        entry = {"n_atoms": sysres.get("n_atoms"), "ratio": speed.get("ratio")}
+        student = speed.get("student") or {}
+        entry["student_md_step_ms"] = (student.get("md_step_ms") or {}).get("median")
+        nve = ((sysres.get("md") or {}).get("nve") or {}).get("student") or {}
+        if nve:
+            entry["nve_drift_ev_per_atom_per_ps"] = nve.get("drift_ev_per_atom_per_ps")
+            entry["nve_status"] = nve.get("status")
+        out["systems"][name] = entry
+    return out
 
 
 def _failed_names(rep) -> str:
@@ -430,8 +446,25 @@ def _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run
     if train:
         keys = [k for k in train if any(s in k for s in ("mae", "rmse"))]
         lines.append("- student validation: " + ", ".join(f"{k} = {_fmt(train[k])}" for k in keys[:6]))
+    if bench_info and "meta" in bench_info:  # a full bench result: keep the headline numbers
+        bench_info = _bench_summary(bench_info)
     if bench_info:
-        lines.append(f"- bench: see `bench/` ({', '.join(sorted(bench_info)[:8])})")
+        acc = bench_info.get("accuracy") or {}
+        if acc.get("n_structures"):
+            lines.append(
+                f"- student vs teacher on {acc['n_structures']} held-out structures: energy MAE "
+                f"{1000 * acc['energy_mae_per_atom']:.1f} meV/atom, force MAE {1000 * acc['force_mae']:.0f} meV/A, "
+                f"force RMSE / teacher RMS {acc['force_rmse_relative']:.3f}, mean force angle {acc['force_angle_mean_deg']:.1f} deg"
+            )
+        for name, e in (bench_info.get("systems") or {}).items():
+            r = e.get("ratio") or {}
+            drift = e.get("nve_drift_ev_per_atom_per_ps")
+            lines.append(
+                f"- {name} ({e.get('n_atoms')} atoms): student {_fmt(e.get('student_md_step_ms'))} ms per MD step, "
+                f"speed-up vs teacher {_fmt(r.get('md_step'))}x per MD step, {_fmt(r.get('force_call'))}x per force call"
+                + (f"; NVE drift {drift:.2e} eV/atom/ps ({e.get('nve_status')})" if drift is not None else "")
+            )
+        lines.append("- full bench tables and plots: `bench/bench.md`")
     if report_info:
         lines.append(f"- report: `{report_info.get('html')}`; dataset card: `{report_info.get('card')}`")
     lines.append(f"- student run directory: `{run_dir}`; TorchScript: `{out / 'student.pt'}`")
