@@ -443,9 +443,13 @@ def _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run
             f"gate: {'GO' if gate.get('status') == 'done' else gate.get('status', '?')}"
         )
     train = stages.get("train", {}).get("info", {})
-    if train:
-        keys = [k for k in train if any(s in k for s in ("mae", "rmse"))]
-        lines.append("- student validation: " + ", ".join(f"{k} = {_fmt(train[k])}" for k in keys[:6]))
+    val = train.get("val") or {}
+    if val:
+        lines.append(
+            f"- student validation (best epoch {train.get('best_epoch')} of {train.get('epochs')}): "
+            + ", ".join(f"{k} = {_fmt(val[k])}" for k in ("energy_mae_per_atom", "force_mae", "force_rmse", "force_rel_rmse") if k in val)
+            + " (eV/atom, eV/A)"
+        )
     if bench_info and "meta" in bench_info:  # a full bench result: keep the headline numbers
         bench_info = _bench_summary(bench_info)
     if bench_info:
