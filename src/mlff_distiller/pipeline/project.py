@@ -8,6 +8,8 @@ that invalidates a finished stage is reported, never silently mixed with old out
 
 from __future__ import annotations
 
+from ..fileio import atomic_write_text
+
 import hashlib
 import json
 import os
@@ -26,13 +28,7 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+_atomic_write_text = atomic_write_text  # one implementation: mlff_distiller.fileio
 
 
 class Project:

@@ -15,6 +15,8 @@ Files are written under a temporary name and renamed, so a crash never leaves a 
 
 from __future__ import annotations
 
+from ..fileio import atomic_write_text
+
 import base64
 import datetime as _dt
 import html
@@ -47,13 +49,7 @@ PLOTS = (
 )
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+_atomic_write = atomic_write_text  # one implementation: mlff_distiller.fileio
 
 
 def _png(fig) -> str:

@@ -24,6 +24,8 @@ the trainer joins the process group (gloo on CPU, nccl on CUDA), wraps the model
 
 from __future__ import annotations
 
+from ..fileio import atomic_write_text
+
 import copy
 import csv
 import json
@@ -121,13 +123,7 @@ class _Dist:
 
 
 # -- file helpers ----------------------------------------------------------------------------
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+_atomic_write = atomic_write_text  # one implementation: mlff_distiller.fileio
 
 
 def _dump_yaml(d: dict) -> str:
