@@ -122,6 +122,12 @@ class _Dist:
             dist.destroy_process_group()
 
 
+def _worker_context(num_workers: int):
+    """DataLoader workers start from a fork server, not a plain fork: a fork of a process
+    that has already started threads (JAX, a Dask client, OpenMP pools) can deadlock."""
+    return "forkserver" if num_workers > 0 else None
+
+
 # -- file helpers ----------------------------------------------------------------------------
 _atomic_write = atomic_write_text  # one implementation: mlff_distiller.fileio
 
@@ -283,7 +289,8 @@ class DistillationTrainer:
     def _iter_items(self, dataset, desc: str):
         """Items of ``dataset`` in order, built by ``num_workers`` processes, with a progress bar."""
         loader = torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=_identity,
-                                             num_workers=self.config.num_workers)
+                                             num_workers=self.config.num_workers,
+                                             multiprocessing_context=_worker_context(self.config.num_workers))
         bar = self._bar(total=len(dataset), desc=desc, unit="struct")
         try:
             for item in loader:
@@ -533,6 +540,7 @@ class DistillationTrainer:
             batch_sampler=batches,
             collate_fn=partial(collate, dtype=self.dtype),
             num_workers=self.config.num_workers,
+            multiprocessing_context=_worker_context(self.config.num_workers),
         )
 
     def _weights_for_eval(self, ema) -> torch.nn.Module:
