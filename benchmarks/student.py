@@ -56,15 +56,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 # -- systems -----------------------------------------------------------------------------------
 def aspirin():
-    from ase import Atoms
-    from rdkit import Chem
-    from rdkit.Chem import AllChem
+    """The bench's built-in aspirin (RDKit ETKDG + MMFF, seed 7), 21 atoms."""
+    from mlff_distiller.bench.systems import load_system
 
-    mol = Chem.AddHs(Chem.MolFromSmiles("CC(=O)OC1=CC=CC=C1C(=O)O"))
-    AllChem.EmbedMolecule(mol, randomSeed=7)
-    AllChem.MMFFOptimizeMolecule(mol)
-    pos = mol.GetConformer().GetPositions()
-    return Atoms(numbers=[a.GetAtomicNum() for a in mol.GetAtoms()], positions=pos)
+    return load_system("aspirin").atoms
 
 
 def si_diamond(reps):

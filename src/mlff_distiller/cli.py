@@ -49,12 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+def run_handler(args: argparse.Namespace) -> int:
+    """Call ``args.func``; a :class:`UserError` prints one line and gives exit status 2."""
     try:
         return int(args.func(args) or 0)
     except UserError as err:
@@ -63,6 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mlff-distill: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return run_handler(args)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import UserError
+from ..cli import run_handler
 from . import cli
 
 
@@ -15,14 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     cli.register(sub)
     args = parser.parse_args(["label", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except UserError as err:
-        print(f"mlff-distill: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("mlff-distill: interrupted", file=sys.stderr)
-        return 130
+    return run_handler(args)
 
 
 if __name__ == "__main__":
