@@ -229,7 +229,7 @@ def test_training_mode_forces_are_differentiable_wrt_weights():
     loss.backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None for g in grads)
-    assert model.filter.weight.grad.abs().sum() > 0
+    assert model.filters[0].weight.grad.abs().sum() > 0
     assert model.messages[1].phi[0].weight.grad.abs().sum() > 0
 
 

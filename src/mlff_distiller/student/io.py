@@ -3,7 +3,7 @@
 A checkpoint is a plain dict written with ``torch.save`` and read with
 ``torch.load(..., weights_only=True)``, so opening one cannot run code::
 
-    {"format": "mlff-distiller-student", "format_version": 1, "code_version": "0.1.0",
+    {"format": "mlff-distiller-student", "format_version": 2, "code_version": "0.1.0",
      "units": ..., "config": StudentConfig dict, "stats": NormalizationStats dict,
      "state_dict": {name: tensor}, "extra": {...} (trainer's own plain data)}
 
@@ -33,7 +33,7 @@ from .config import StudentConfig
 from .model import StudentModel
 
 FORMAT = "mlff-distiller-student"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-layer bias-free radial filters (1: one shared filter layer)
 EXPORT_FORMAT = "mlff-distiller-student-torchscript"
 EXPORT_META = "mlff_distiller.json"
 

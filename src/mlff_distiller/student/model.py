@@ -10,9 +10,9 @@ structures that are not periodic in all three directions).
 Design for speed (most of the time of such models goes into elementwise work on
 per-edge tensors and its backward pass):
 
-* every layer's radial filter comes from ONE linear layer on the radial basis, computed
-  once per call, with the cutoff envelope and ``1/avg_num_neighbors`` folded into a
-  single per-edge factor;
+* each layer's radial filter is a bias-free linear map of the radial basis, and the
+  cutoff envelope and ``1/avg_num_neighbors`` multiply the (E, num_rbf) basis once, not
+  the (E, 3F) filters of every layer (forward and backward);
 * the first layer has no vector features yet, so its vector message is only the
   direction term (no gather of neighbour vectors);
 * the last layer does not update vector features nobody reads;
@@ -58,7 +58,8 @@ class _Message(nn.Module):
         s = s.index_add(0, i, parts[0])
         msg = parts[-1].unsqueeze(1) * direction.unsqueeze(2)  # (E, 3, F)
         if not self.first:
-            msg = torch.addcmul(msg, parts[1].unsqueeze(1), v.index_select(0, j))
+            # mul + in-place add: addcmul's backward would spend an extra (E, 3, F) pass
+            msg = msg.add_(parts[1].unsqueeze(1) * v.index_select(0, j))
         v = v.index_add(0, i, msg)
         return s, v
 
@@ -123,8 +124,8 @@ class StudentModel(nn.Module):
 
         self.embedding = nn.Embedding(len(self.elements), f)
         self.messages = nn.ModuleList([_Message(f, first=(k == 0)) for k in range(n_layers)])
-        self.filter_widths: List[int] = [m.width for m in self.messages]
-        self.filter = nn.Linear(n_rbf, sum(self.filter_widths))
+        # Bias-free, so that the envelope can multiply the basis instead of the filters.
+        self.filters = nn.ModuleList([nn.Linear(n_rbf, m.width, bias=False) for m in self.messages])
         self.updates = nn.ModuleList([_Update(f, last=(k == n_layers - 1)) for k in range(n_layers)])
         self.readout = nn.Sequential(nn.Linear(f, f // 2 if f >= 4 else f), nn.SiLU(), nn.Linear(f // 2 if f >= 4 else f, 1))
         self._compiled = None  # set by enable_compile(); Python-only
@@ -167,16 +168,14 @@ class StudentModel(nn.Module):
             inside, (0.5 * self.edge_norm) * (torch.cos(r_safe * (math.pi / self.cutoff)) + 1.0), torch.zeros_like(r)
         )
         direction = rvec / r_safe.unsqueeze(1)
-        rbf = torch.sin(r_safe.unsqueeze(1) * self.rbf_freq.to(dtype)) / r_safe.unsqueeze(1)
-        # One linear layer gives every layer's filter; split (not narrow) so that the backward
-        # pass is a single concatenation instead of one zero-filled (E, L*3F) tensor per layer.
-        filters = torch.split(self.filter(rbf) * envelope.unsqueeze(1), self.filter_widths, dim=1)
+        # Radial basis times envelope (E, num_rbf); each layer maps it to its own filter.
+        rbf = torch.sin(r_safe.unsqueeze(1) * self.rbf_freq.to(dtype)) * (envelope / r_safe).unsqueeze(1)
 
         f = self.num_features
         s = self.embedding(species)
         v = torch.zeros(s.shape[0], 3, f, dtype=dtype, device=s.device)
-        for k, (message, update) in enumerate(zip(self.messages, self.updates)):
-            s, v = message(s, v, filters[k], direction, i, j)
+        for message, update, radial in zip(self.messages, self.updates, self.filters):
+            s, v = message(s, v, radial(rbf), direction, i, j)
             s, v = update(s, v)
 
         return self.readout(s).squeeze(1) * self.energy_scale  # (N,) eV, model dtype
