@@ -53,9 +53,9 @@ def si_crystal(triclinic=True):
     return a
 
 
-@pytest.fixture(scope="module")
-def model64():
-    return make_model("float64")
+@pytest.fixture(scope="module", params=[False, True], ids=["full", "scalar-last-message"])
+def model64(request):
+    return make_model("float64", scalar_last_message=request.param)
 
 
 def test_forces_match_finite_differences_molecule_and_crystal(model64):

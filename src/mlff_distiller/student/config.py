@@ -34,6 +34,9 @@ class StudentConfig:
     * ``energy_scale``: which statistic scales the per-atom network output (``force_rms``,
       eV/A, or ``energy_std``, eV/atom).
     * ``dtype``: ``float32`` (default) or ``float64``.
+    * ``scalar_last_message``: the last interaction layer passes scalar messages only (its
+      update still reads the vector features of the layer before). Saves the per-edge vector
+      work of one layer: about 1/L of the cost (see docs/student.md for the accuracy trade).
     """
 
     preset: str = "small"
@@ -44,6 +47,7 @@ class StudentConfig:
     num_rbf: int | None = None
     energy_scale: str = "force_rms"
     dtype: str = "float32"
+    scalar_last_message: bool = False
 
     def __post_init__(self):
         self.validate()
@@ -65,6 +69,8 @@ class StudentConfig:
             raise ConfigError(f"student.cutoff: must be a number of Angstrom, got {self.cutoff!r}") from None
         if not (0.5 <= self.cutoff <= 20.0):
             raise ConfigError(f"student.cutoff: {self.cutoff} A is out of range; use 0.5 to 20 A (typical: 4-6 A)")
+        if not isinstance(self.scalar_last_message, bool):
+            raise ConfigError(f"student.scalar_last_message: must be true or false, got {self.scalar_last_message!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"student.dtype: unknown dtype {self.dtype!r}; allowed: {', '.join(DTYPES)}")
         if self.energy_scale not in ENERGY_SCALES:

@@ -15,7 +15,8 @@ per-edge tensors and its backward pass):
   the (E, 3F) filters of every layer (forward and backward);
 * the first layer has no vector features yet, so its vector message is only the
   direction term (no gather of neighbour vectors);
-* the last layer does not update vector features nobody reads;
+* the last layer does not update vector features nobody reads, and with
+  ``scalar_last_message`` its message is scalar-only (no per-edge vector work at all);
 * sums over neighbours are ``index_add`` into the node tensor itself (no extra add).
 
 No ASE, no file I/O and no printing here; the module is TorchScript-able.
@@ -41,12 +42,14 @@ class _Message(nn.Module):
     """Continuous-filter message: scalars from neighbours' scalars, vectors from
     neighbours' vectors and from the pair direction (rotation-equivariant)."""
 
-    def __init__(self, num_features: int, first: bool):
+    def __init__(self, num_features: int, first: bool, scalar_only: bool = False):
         super().__init__()
         self.num_features = num_features
         self.first = first
-        # The first layer has no neighbour vectors to weight: 2F channels (scalar, direction).
-        self.width = (2 if first else 3) * num_features
+        self.scalar_only = scalar_only
+        # The first layer has no neighbour vectors to weight: 2F channels (scalar, direction);
+        # a scalar-only message has F channels and leaves the vector features as they are.
+        self.width = (1 if scalar_only else 2 if first else 3) * num_features
         self.phi = nn.Sequential(
             nn.Linear(num_features, num_features), nn.SiLU(), nn.Linear(num_features, self.width)
         )
@@ -56,6 +59,8 @@ class _Message(nn.Module):
         x = self.phi(s).index_select(0, j) * filt  # (E, 2F or 3F)
         parts = torch.split(x, f, dim=1)
         s = s.index_add(0, i, parts[0])
+        if self.scalar_only:
+            return s, v
         msg = parts[-1].unsqueeze(1) * direction.unsqueeze(2)  # (E, 3, F)
         if not self.first:
             # mul + in-place add: addcmul's backward would spend an extra (E, 3, F) pass
@@ -123,7 +128,12 @@ class StudentModel(nn.Module):
         self.register_buffer("rbf_freq", torch.arange(1, n_rbf + 1, dtype=torch.float64) * math.pi / self.cutoff)
 
         self.embedding = nn.Embedding(len(self.elements), f)
-        self.messages = nn.ModuleList([_Message(f, first=(k == 0)) for k in range(n_layers)])
+        self.messages = nn.ModuleList(
+            [
+                _Message(f, first=(k == 0), scalar_only=(config.scalar_last_message and k == n_layers - 1 and k > 0))
+                for k in range(n_layers)
+            ]
+        )
         # Bias-free, so that the envelope can multiply the basis instead of the filters.
         self.filters = nn.ModuleList([nn.Linear(n_rbf, m.width, bias=False) for m in self.messages])
         self.updates = nn.ModuleList([_Update(f, last=(k == n_layers - 1)) for k in range(n_layers)])
