@@ -109,6 +109,8 @@ def test_emt_local_cluster_equals_serial_loop(tmp_path, capsys):
     r = assert_matches_serial(out, atoms, results, teacher)
     assert r.attrs["labeling_pool_sha256"]
     assert r.attrs["teacher_fingerprint"]["teacher"] == "emt"
+    caps = r.attrs["teacher_capabilities"]  # read by quality's net-force check
+    assert caps["forces"] is True and caps["conservative_forces"] == teacher.capabilities["conservative_forces"]
     assert not WorkDir.for_output(out).exists(), "checkpoint directory must be removed after the merge"
 
 

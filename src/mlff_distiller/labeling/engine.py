@@ -565,6 +565,8 @@ def _merge(reader, work: WorkDir, plan: dict, out: Path, n_chunks: int, size: in
         "teacher_fingerprint_id": plan["teacher_fingerprint_id"],
         "teacher_fingerprint": plan["teacher_fingerprint"],
         "teacher_spec": plan["teacher_spec"],
+        # quality's net-force check reads conservative_forces from here (skipped for direct-force teachers)
+        "teacher_capabilities": json.loads(json.dumps(caps, default=str)),
         "labeling_teacher_spec": plan["teacher_spec_key"],
         "labeling_pool_path": plan["pool_path"],
         "labeling_pool_sha256": plan["pool_sha256"],
