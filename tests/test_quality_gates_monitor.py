@@ -155,3 +155,28 @@ def test_monitor_as_label_pool_hook(tmp_path):
     assert summary.labelled == 12
     assert len(mon.chunks) == 3 and mon.n_labelled == 12
     assert evaluate_gates(tmp_path / "out.h5", "1k", SMALL).passed
+
+
+def test_monitor_compares_a_chunk_with_earlier_chunks_of_its_own_kind(chunks):
+    """Pools are written entry by entry: a narrow chunk of another source/sampler is not judged
+    against a baseline of other kinds, only against earlier chunks of its own kind."""
+    good, narrow = chunks
+
+    def as_kind(atoms, source, sampler):
+        out = []
+        for a in atoms:
+            b = a.copy()
+            b.calc = a.calc  # keep the labels
+            b.info["provenance"] = dict(a.info.get("provenance") or {}, source=source, sampler=sampler)
+            out.append(b)
+        return out
+
+    mon = ChunkMonitor(MON)
+    for k, c in enumerate(good):
+        mon(k, as_kind(c, "smiles:CCO", "rattle"), [])
+    assert mon.on_chunk(3, as_kind(narrow, "liquid:O", "md"), []) == []  # first of its kind
+    assert mon.chunks[-1].kind == "liquid/md"
+    mon(4, as_kind(good[0], "liquid:O", "md"), [])
+    mon(5, as_kind(good[1], "liquid:O", "md"), [])
+    new = mon.on_chunk(6, as_kind(narrow, "liquid:O", "md"), [])
+    assert [e.kind for e in new] == ["diversity_drop"] and "(liquid/md)" in new[0].message

@@ -12,7 +12,11 @@ structures and its failures. It keeps running totals and, per chunk, computes
 An alert (a logged warning and an :class:`AlertEvent` appended to ``events``, and to the
 JSON-lines file ``events_path`` when given) is raised when a chunk's failure rate or flagged
 fraction exceeds its threshold, or when its entropy fraction drops below
-``(1 - diversity_drop)`` times the median of the previous chunks (after ``baseline_chunks``).
+``(1 - diversity_drop)`` times the median of the previous chunks of the same kind (after
+``baseline_chunks`` of them). A chunk's kind is the most common ``source kind/sampler`` of its
+structures' provenance (e.g. ``bulk/rattle``): pools are written entry by entry, so a chunk of
+rattled water is compared with earlier chunks of rattled water, not with a chunk of organic
+molecules whose environments are naturally more varied.
 """
 
 from __future__ import annotations
@@ -53,6 +57,20 @@ class ChunkStats:
     failure_rate: float
     flagged_fraction: float
     entropy_fraction: float  # NaN when the chunk had fewer than two atoms in total
+    kind: str = "unknown"  # most common "source kind/sampler" of the chunk's structures
+
+
+def _chunk_kind(atoms: list) -> str:
+    """The most common ``source kind/sampler`` among the structures' provenance records."""
+    counts: dict[str, int] = {}
+    for a in atoms:
+        prov = a.info.get("provenance") if hasattr(a, "info") else None
+        if isinstance(prov, dict):
+            key = f"{str(prov.get('source', '?')).split(':')[0]}/{prov.get('sampler', '?')}"
+        else:
+            key = "unknown"
+        counts[key] = counts.get(key, 0) + 1
+    return max(sorted(counts), key=counts.get) if counts else "unknown"
 
 
 class ChunkMonitor:
@@ -89,7 +107,8 @@ class ChunkMonitor:
                 self.compositions.add(formula(a.numbers))
             flagged_fraction = self._flagged_fraction(atoms)
             entropy_fraction = self._entropy_fraction(chunk_id, atoms)
-        stats = ChunkStats(int(chunk_id), n_ok, n_bad, failure_rate, flagged_fraction, entropy_fraction)
+        kind = _chunk_kind(atoms)
+        stats = ChunkStats(int(chunk_id), n_ok, n_bad, failure_rate, flagged_fraction, entropy_fraction, kind)
 
         new: list[AlertEvent] = []
         if failure_rate > mon["max_failure_rate"]:
@@ -100,15 +119,15 @@ class ChunkMonitor:
             new.append(self._event(chunk_id, "flagged_fraction", flagged_fraction, mon["max_flagged_fraction"],
                                    f"chunk {chunk_id}: {100 * flagged_fraction:.1f} % of structures flagged by "
                                    f"validation checks (> {100 * mon['max_flagged_fraction']:.1f} %)"))
-        past = [c.entropy_fraction for c in self.chunks if math.isfinite(c.entropy_fraction)]
+        past = [c.entropy_fraction for c in self.chunks if c.kind == kind and math.isfinite(c.entropy_fraction)]
         if math.isfinite(entropy_fraction) and len(past) >= mon["baseline_chunks"]:
             baseline = float(np.median(past))
             floor = (1.0 - mon["diversity_drop"]) * baseline
             if entropy_fraction < floor:
                 new.append(self._event(chunk_id, "diversity_drop", entropy_fraction, floor,
-                                       f"chunk {chunk_id}: structural diversity dropped (QUESTS H/ln n "
+                                       f"chunk {chunk_id} ({kind}): structural diversity dropped (QUESTS H/ln n "
                                        f"{entropy_fraction:.3f} < {floor:.3f} = {1 - mon['diversity_drop']:.2f} x "
-                                       f"median of earlier chunks {baseline:.3f})"))
+                                       f"median of {len(past)} earlier {kind} chunks {baseline:.3f})"))
         self.chunks.append(stats)
         for ev in new:
             log.warning(ev.message)
