@@ -1,7 +1,7 @@
 """Student speed: energy + forces per call against the vesin neighbour-list time (1 thread).
 
 For each system (aspirin 21 atoms, Si diamond 64, water 192, Si diamond 512; cutoff 5 A)
-and each size preset (tiny / small / base) it times, interleaved in one run:
+and each model variant it times, interleaved in one run:
 
 * ``NL``      -- the vesin full neighbour list (the floor any model call pays);
 * ``student`` -- the student's energy + forces on a prepared batch (eager PyTorch);
@@ -10,6 +10,11 @@ and each size preset (tiny / small / base) it times, interleaved in one run:
 * ``spk``     -- schnetpack 2.1.1's PaiNN (Gaussian RBF, cosine cutoff, Atomwise, autograd
   forces) at the same width / depth / radial functions on the same neighbour list, when
   its module files can be imported (see ``--schnetpack-site``).
+
+Variants (see ``VARIANTS``): each size preset with plain PaiNN layers (``tiny`` / ``small`` /
+``base``, ``scalar_last_message: false``, the like-for-like comparison with schnetpack), the same
+presets with the default scalar-only last message (``+sl``), and the quickstart recipe's student
+(``small-2L+sl``: 64 features, 2 layers). The peer runs at each variant's width / depth.
 
 It also measures training throughput (forward + force-loss backward + AdamW step,
 structures per second) for each preset on batches of 8 structures.
@@ -51,6 +56,16 @@ from mlff_distiller.data.stats import NormalizationStats
 from mlff_distiller.student import PRESETS, StudentCalculator, StudentConfig, build_student, export_torchscript, load_exported
 
 CUTOFF = 5.0
+#: label -> StudentConfig keyword arguments
+VARIANTS = {
+    "tiny": {"preset": "tiny", "scalar_last_message": False},
+    "small": {"preset": "small", "scalar_last_message": False},
+    "base": {"preset": "base", "scalar_last_message": False},
+    "tiny+sl": {"preset": "tiny"},
+    "small+sl": {"preset": "small"},
+    "base+sl": {"preset": "base"},
+    "small-2L+sl": {"preset": "small", "num_layers": 2},
+}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -197,7 +212,8 @@ def bench_system(name, atoms, presets, spk, repeats, tmpdir):
     n_edges = int(batch["edge_index"].shape[1])
     runners = {"NL": lambda: neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, CUTOFF)}
     for preset in presets:
-        model = build_student(StudentConfig(preset=preset, cutoff=CUTOFF), stats).eval()
+        config = StudentConfig(cutoff=CUTOFF, **VARIANTS[preset])
+        model = build_student(config, stats).eval()
         ts_path = export_torchscript(model, Path(tmpdir) / f"{preset}.pt")
         exported = load_exported(ts_path)
         md_atoms = atoms.copy()
@@ -212,8 +228,7 @@ def bench_system(name, atoms, presets, spk, repeats, tmpdir):
         runners[f"{preset}/ts"] = lambda e=exported: e(batch, compute_forces=True)
         runners[f"{preset}/calc"] = calc_step
         if spk is not None:
-            p = PRESETS[preset]
-            peer = SpkPaiNNPotential(spk, p["num_features"], p["num_layers"], p["num_rbf"], CUTOFF).eval()
+            peer = SpkPaiNNPotential(spk, config.num_features, config.num_layers, config.num_rbf, CUTOFF).eval()
             runners[f"{preset}/spk"] = lambda m=peer: m(batch)
     for fn in runners.values():  # warm-up (TorchScript profiling runs, allocator)
         for _ in range(3):
@@ -243,7 +258,7 @@ def bench_training(presets, repeats):
     out = {}
     for preset in presets:
         torch.manual_seed(0)
-        model = build_student(StudentConfig(preset=preset, cutoff=CUTOFF), stats).train()
+        model = build_student(StudentConfig(cutoff=CUTOFF, **VARIANTS[preset]), stats).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
         def step():
@@ -265,11 +280,14 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer repeats, skip the 512-atom system, write no result files")
     parser.add_argument("--schnetpack-site", default=os.environ.get("SCHNETPACK_SITE", "/tmp/spk/site"),
                         help="folder holding an unpacked schnetpack wheel (see module docstring)")
-    parser.add_argument("--presets", default=",".join(PRESETS))
+    parser.add_argument("--presets", default=",".join(VARIANTS), help="comma-separated labels of VARIANTS")
     parser.add_argument("--render-only", action="store_true", help="rewrite student.md from student.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     presets = [p for p in args.presets.split(",") if p]
+    unknown = [p for p in presets if p not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     if args.render_only:
         results = json.loads((RESULTS / "student.json").read_text())
         presets = list(results["training"])
@@ -322,10 +340,12 @@ def render(results, presets, with_spk):
         "`student` = eager model on a prepared batch; `TS` = its TorchScript export; `calc` = one "
         "StudentCalculator step (Verlet-skin neighbour list + model); `spk` = schnetpack PaiNN at the same "
         "width/depth/radial functions on the same neighbour list; `/NL` = student time over the vesin "
-        "neighbour-list time.",
+        "neighbour-list time. Variants without `+sl` are plain PaiNN layer stacks "
+        "(`scalar_last_message: false`, like for like with `spk`); `+sl` is the default scalar-only last "
+        "message, which does less work than the peer by design.",
         "",
     ]
-    header = "| system | edges | NL ms | preset | student ms | /NL | TS ms | calc ms |"
+    header = "| system | edges | NL ms | variant | student ms | /NL | TS ms | calc ms |"
     sep = "|---|---|---|---|---|---|---|---|"
     if with_spk:
         header += " spk ms | spk / student |"
@@ -342,12 +362,13 @@ def render(results, presets, with_spk):
                 row += f" {sp:.2f} | {sp / st:.2f}x |"
             lines.append(row)
     lines += ["", "## Training throughput (batch of 8 Si-64 structures, forward + force loss backward + AdamW)", "",
-              "| preset | ms / step | structures / s |", "|---|---|---|"]
+              "| variant | ms / step | structures / s |", "|---|---|---|"]
     for preset, r in results["training"].items():
         lines.append(f"| {preset} | {r['ms_per_step']:.1f} | {r['structures_per_s']:.1f} |")
     p = PRESETS
     lines += ["", "Presets: " + "; ".join(f"{k}: {v['num_features']} features, {v['num_layers']} layers, "
-                                          f"{v['num_rbf']} radial functions" for k, v in p.items()) + ".", ""]
+                                          f"{v['num_rbf']} radial functions" for k, v in p.items()) + ".",
+              "Variants: " + "; ".join(f"`{k}` = {v}" for k, v in VARIANTS.items() if k in presets) + ".", ""]
     return "\n".join(lines)
 
 
