@@ -371,25 +371,27 @@ class ExitingEMT:
 @pytest.mark.slow
 def test_worker_that_dies_is_retried_then_isolated(tmp_path):
     """A structure that kills its worker: Dask restarts the worker and retries; after the
-    allowed failures the chunk is split and only that structure lands in the failures table."""
-    import dask
-    from distributed import Client, LocalCluster
+    allowed failures (2 deaths on the labelling cluster) the chunk is split and only that
+    structure lands in the failures table."""
+    from distributed import Client
+
+    from mlff_distiller.labeling.cluster import local_cluster
 
     atoms = cu_structures(6)
     killer = Atoms("Cu3", positions=[[0, 0, 0], [2.5, 0, 0], [0, 2.5, 0]])
     killer.info["provenance"] = _prov(99)
     atoms.insert(3, killer)
     pool = write_pool(tmp_path / "pool.h5", atoms)
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
-        c = Client(cluster, set_as_default=False)
-        try:
-            spec = {"name": "ase", "calculator": "test_labeling_engine:ExitingEMT",
-                    "elements": ["Cu"], "conservative_forces": True}
-            summary = label_pool(pool, spec, tmp_path / "data.h5", scheduler=c, chunk_size=4, progress=False)
-        finally:
-            c.close()
-            cluster.close()
+    cluster = local_cluster(2, 1)
+    c = Client(cluster, set_as_default=False)
+    try:
+        assert cluster.scheduler.allowed_failures == 1
+        spec = {"name": "ase", "calculator": "test_labeling_engine:ExitingEMT",
+                "elements": ["Cu"], "conservative_forces": True}
+        summary = label_pool(pool, spec, tmp_path / "data.h5", scheduler=c, chunk_size=4, progress=False)
+    finally:
+        c.close()
+        cluster.close()
     assert (summary.labelled, summary.failed) == (6, 1)
     fails = dict(DatasetReader(tmp_path / "data.h5").failures())
     assert list(fails) == [3] and "worker process died" in fails[3]

@@ -87,6 +87,13 @@ def local_cluster(n_workers: int, threads_per_worker: int = 1):
     teacher are mapped and unmapped on every call: measured here, CHGNet ran 2.5x slower
     in a worker than in a plain process. Labelling workers keep glibc's adaptive defaults
     (a value set in the environment still wins).
+
+    A structure too large for the teacher should cost one worker death, soon: the workers
+    keep their memory limit (the nanny terminates a worker at 95 % of it) but do not spill or
+    pause (a paused worker near its limit runs garbage collection over and over, and a
+    teacher call then crawls for many minutes before the limit is reached), and the
+    scheduler gives up on a task after 2 worker deaths instead of 4 (a chunk that dies twice
+    is split into one task per structure; a structure that dies twice is a failure).
     """
     import dask
     from distributed import LocalCluster
@@ -94,7 +101,14 @@ def local_cluster(n_workers: int, threads_per_worker: int = 1):
     threads = str(int(threads_per_worker))
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
     # Read once, in each Nanny's __init__, so it also holds for workers restarted later.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    settings = {
+        "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+        "distributed.worker.memory.target": False,
+        "distributed.worker.memory.spill": False,
+        "distributed.worker.memory.pause": False,
+        "distributed.scheduler.allowed-failures": 1,
+    }
+    with dask.config.set(settings):
         return LocalCluster(
             n_workers=int(n_workers),
             threads_per_worker=1,  # one task at a time per process; the teacher gets the math threads
