@@ -174,3 +174,32 @@ def test_compiled_calculator_matches_eager(model64):
     a.calc, b.calc = eager, compiled
     np.testing.assert_allclose(b.get_forces(), a.get_forces(), atol=1e-9)
     np.testing.assert_allclose(b.get_stress(), a.get_stress(), atol=1e-10)
+
+
+def test_check_state_sees_every_change_that_matters(model64):
+    """The exact-comparison check_state: cached results for an unchanged structure, a new
+    calculation after any change of positions, numbers, cell, pbc or initial charges."""
+    from ase.calculators.calculator import compare_atoms
+
+    atoms = si_crystal()
+    calc = StudentCalculator(model64, skin=0.0)
+    atoms.calc = calc
+    e0 = atoms.get_potential_energy()
+    assert calc.check_state(atoms) == [] and atoms.get_potential_energy() == e0
+    atoms.set_momenta(np.ones((len(atoms), 3)))  # MD velocities do not change the energy
+    assert calc.check_state(atoms) == []
+    edits = {
+        "positions": lambda a: a.positions.__setitem__((0, 0), a.positions[0, 0] + 1e-9),
+        "numbers": lambda a: a.numbers.__setitem__(0, 6),
+        "cell": lambda a: a.set_cell(a.cell.array * 1.01, scale_atoms=False),
+        "pbc": lambda a: a.set_pbc([True, True, False]),
+        "initial_charges": lambda a: a.set_initial_charges(np.full(len(a), 0.1)),
+    }
+    for name, edit in edits.items():
+        changed = atoms.copy()
+        edit(changed)
+        got = calc.check_state(changed)
+        assert name in got, (name, got)
+        assert set(got) <= set(compare_atoms(calc.atoms, changed)) | {name}
+    atoms.positions[3] += 0.05
+    assert atoms.get_potential_energy() != e0  # recalculated

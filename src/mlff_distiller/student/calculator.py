@@ -102,7 +102,31 @@ class StudentCalculator(Calculator):
             edge_index, edge_shift = edge_index[:, keep], edge_shift[keep]
         return edge_index, edge_shift, cell, pbc
 
-    # -- ASE entry point ----------------------------------------------------------------------
+    # -- ASE entry points ---------------------------------------------------------------------
+    def check_state(self, atoms, tol=1e-15):
+        """What changed since the last calculation, as ASE's ``check_state`` but with exact
+        array comparisons: ASE's ``compare_atoms`` runs ``np.isclose`` over every array, which
+        cost ~8 % of a 21-atom MD step here. Energy depends on positions, numbers, cell and
+        pbc; initial charges and magnetic moments are compared too (the student ignores them,
+        but another calculator swapped in would not)."""
+        old = self.atoms
+        if old is None:
+            return list(all_changes)
+        changes = []
+        if not np.array_equal(old.positions, atoms.positions):
+            changes.append("positions")
+        if not np.array_equal(old.numbers, atoms.numbers):
+            changes.append("numbers")
+        if not np.array_equal(old.cell.array, atoms.cell.array):
+            changes.append("cell")
+        if not np.array_equal(old.pbc, atoms.pbc):
+            changes.append("pbc")
+        for name in ("initial_charges", "initial_magmoms"):
+            a, b = old.arrays.get(name), atoms.arrays.get(name)
+            if (a is None) != (b is None) or (a is not None and not np.array_equal(a, b)):
+                changes.append(name)
+        return changes
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
