@@ -97,7 +97,7 @@ def test_outputs_exist_and_are_sane(finished_project):
     html = Path(stages["report"]["info"]["html"])
     assert html.exists() and "<img" in html.read_text()
     summary = (project / "summary.md").read_text()
-    assert "tier `all`: labelled" in summary and "GO" in summary
+    assert f"tier `all`: labelled {lab['n_dataset']}, failed {lab['n_failures']}; gate: GO" in summary
 
 
 def test_rerun_skips_every_stage(finished_project, capsys):
@@ -203,6 +203,9 @@ def test_sigkill_in_labeling_and_training_then_resume_matches(tmp_path):
         assert len(a) == len(b)
         for i in range(len(a)):
             np.testing.assert_array_equal(a.get_atoms(i).get_forces(), b.get_atoms(i).get_forces())
+        # the summary gives the file's totals, not the count of the resumed labelling call
+        n_fail = len(b.failures())
+        assert f"tier `all`: labelled {len(b)}, failed {n_fail};" in (proj / "summary.md").read_text()
     wa = torch.load(ref / "train/checkpoints/last.pt", weights_only=True)
     wb = torch.load(proj / "train/checkpoints/last.pt", weights_only=True)
     sa, sb = wa.get("state_dict", wa.get("model")), wb.get("state_dict", wb.get("model"))

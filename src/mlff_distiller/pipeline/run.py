@@ -439,7 +439,10 @@ def _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run
         lab = stages.get(f"label:{tname}", {}).get("info", {})
         gate = stages.get(f"gate:{tname}", {})
         lines.append(
-            f"- tier `{tname}`: labelled {lab.get('labelled', '?')}, failed {lab.get('failed', '?')}; "
+            # n_dataset / n_failures are the file's totals; labelled / failed count only the
+            # last (possibly resumed) labelling call
+            f"- tier `{tname}`: labelled {lab.get('n_dataset', lab.get('labelled', '?'))}, "
+            f"failed {lab.get('n_failures', lab.get('failed', '?'))}; "
             f"gate: {'GO' if gate.get('status') == 'done' else gate.get('status', '?')}"
         )
     train = stages.get("train", {}).get("info", {})
