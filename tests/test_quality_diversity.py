@@ -172,3 +172,24 @@ def test_nan_positions_and_flat_cells_do_not_break_descriptors():
     r = diversity(ds, SMALL)
     assert np.isfinite(r.entropy) and np.isfinite(r.score)
     assert np.isfinite(r.structural["rmsd"]["mean"])
+
+
+def test_quests_runs_without_the_openblas_openmp_warning():
+    """QUESTS's numba-parallel loops call BLAS: with two BLAS threads (as on any multi-core
+    machine without OMP_NUM_THREADS=1) OpenBLAS used to print 'Detect OpenMP Loop and this
+    application may hang' once per call (every labelling chunk of the quickstart)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from mlff_distiller.quality.diversity_metrics import quests_metrics\n"
+        "x = np.random.default_rng(0).normal(size=(300, 40))\n"
+        "h, d = quests_metrics(x, 0.015)\n"
+        "assert h > 0\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    env["OPENBLAS_NUM_THREADS"] = "2"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Detect OpenMP Loop" not in proc.stderr

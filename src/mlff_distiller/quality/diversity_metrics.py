@@ -22,6 +22,7 @@ composition entropy against targets), ``size`` (coverage and smoothness), ``ener
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections import Counter
@@ -205,7 +206,17 @@ def quests_metrics(x: np.ndarray, bandwidth: float) -> tuple[float, float]:
     """QUESTS (entropy H, diversity D) in nats of descriptor rows ``x``."""
     from quests.entropy import get_all_metrics
 
-    with warnings.catch_warnings():
+    # QUESTS runs numba-parallel loops that call BLAS; a multi-threaded OpenBLAS inside them
+    # prints "Detect OpenMP Loop and this application may hang". One BLAS thread per loop, in
+    # numpy's and in scipy's own OpenBLAS (loaded first, so that the limit reaches it).
+    try:
+        import scipy.linalg  # noqa: F401
+        from threadpoolctl import threadpool_limits
+
+        limits = threadpool_limits(limits=1, user_api="blas")
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        limits = contextlib.nullcontext()
+    with limits, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         h, d, _ = get_all_metrics(np.ascontiguousarray(x), h=bandwidth)
     return float(h), float(d)
