@@ -95,3 +95,12 @@ def matrix_to_voigt(m: np.ndarray) -> np.ndarray:
     m = np.asarray(m)
     s = 0.5 * (m + np.swapaxes(m, -1, -2))
     return np.stack([s[..., 0, 0], s[..., 1, 1], s[..., 2, 2], s[..., 1, 2], s[..., 0, 2], s[..., 0, 1]], -1)
+
+
+def source_kind(atoms) -> str | None:
+    """The kind part of a structure's provenance source (``"bulk"`` for ``"bulk:Si-diamond"``),
+    or ``None`` when the structure carries no provenance source."""
+    prov = atoms.info.get("provenance")
+    if isinstance(prov, dict) and prov.get("source"):
+        return str(prov["source"]).split(":")[0]
+    return None

@@ -26,10 +26,12 @@ import logging
 import math
 import os
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..fields import source_kind
 from ._data import load_records
 from .config import QualityConfig
 
@@ -62,15 +64,12 @@ class ChunkStats:
 
 def _chunk_kind(atoms: list) -> str:
     """The most common ``source kind/sampler`` among the structures' provenance records."""
-    counts: dict[str, int] = {}
-    for a in atoms:
-        prov = a.info.get("provenance") if hasattr(a, "info") else None
-        if isinstance(prov, dict):
-            key = f"{str(prov.get('source', '?')).split(':')[0]}/{prov.get('sampler', '?')}"
-        else:
-            key = "unknown"
-        counts[key] = counts.get(key, 0) + 1
-    return max(sorted(counts), key=counts.get) if counts else "unknown"
+    keys = Counter(
+        f"{source_kind(a) or '?'}/{a.info['provenance'].get('sampler', '?')}"
+        if isinstance(a.info.get("provenance"), dict) else "unknown"
+        for a in atoms
+    )
+    return max(sorted(keys), key=keys.get) if keys else "unknown"
 
 
 class ChunkMonitor:

@@ -106,7 +106,7 @@ class StudentCalculator(Calculator):
     def check_state(self, atoms, tol=1e-15):
         """What changed since the last calculation, as ASE's ``check_state`` but with exact
         array comparisons: ASE's ``compare_atoms`` runs ``np.isclose`` over every array, which
-        cost ~8 % of a 21-atom MD step here. Energy depends on positions, numbers, cell and
+        cost ~6 % of a 21-atom MD step here. Energy depends on positions, numbers, cell and
         pbc; initial charges and magnetic moments are compared too (the student ignores them,
         but another calculator swapped in would not)."""
         old = self.atoms

@@ -20,6 +20,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from ..errors import UserError
+from ..fields import source_kind
 
 
 def parse_teacher_arg(text: str) -> Any:
@@ -104,13 +105,6 @@ def structure_type(atoms: Atoms) -> str:
     if pbc.all():
         return "periodic"
     return "molecule" if not pbc.any() else "slab/wire"
-
-
-def source_kind(atoms: Atoms) -> str | None:
-    prov = atoms.info.get("provenance")
-    if isinstance(prov, dict) and prov.get("source"):
-        return str(prov["source"]).split(":")[0]
-    return None
 
 
 def _stats(diff: np.ndarray) -> dict:
