@@ -1,0 +1,421 @@
+"""CPU inference kernel for the student: energy, forces and virial in one compiled call.
+
+Why: on a 21-atom molecule a forward + autograd backward of the torch model is ~260 small
+aten operators, and their per-call overhead (not arithmetic) is most of an MD step. This
+module runs the same network with the forward pass and its hand-derived backward pass
+(gradient of the energy with respect to the edge vectors) written as Numba-compiled loops:
+gathers, filter products and neighbour sums of each message are one fused loop over edges,
+and no autograd graph is built.
+
+It is inference only (no gradients with respect to the weights, so not for training) and
+it gives the torch model's numbers: the tests compare energy, forces and stress against
+:class:`~mlff_distiller.student.model.StudentModel` for every layer layout (first layer,
+vector layers, scalar-only last message), for float32 and float64 and for periodic cells.
+
+Units: positions and cell in A; energy eV, forces eV/A, virial eV (``dE/d strain``);
+stress = ``virial / volume`` in eV/A^3.
+
+The first call per dtype compiles (a few seconds; cached on disk by Numba afterwards).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+try:  # numba comes with quests (a dependency); keep the torch path usable without it
+    import numba
+
+    _njit = numba.njit(cache=True, fastmath=False, error_model="numpy")
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    numba = None
+    HAVE_NUMBA = False
+
+    def _njit(fn):
+        return fn
+
+
+@_njit
+def _silu_and_grad(z):
+    """silu(z) and its derivative, elementwise, in z's dtype (z C-contiguous)."""
+    y = np.empty_like(z)
+    dy = np.empty_like(z)
+    zf = z.ravel()
+    yf = y.ravel()
+    dyf = dy.ravel()
+    for k in range(zf.shape[0]):
+        x = zf[k]
+        sig = 1.0 / (1.0 + np.exp(-x))
+        yf[k] = x * sig
+        dyf[k] = sig * (1.0 + x * (1.0 - sig))
+    return y, dy
+
+
+@_njit
+def _student_energy_forces(
+    pos, species, ii, jj, shift, emb, rbf_freq, layers, flags, readout, params
+):
+    """Energy (float64, network part), forces (N, 3) and virial (3, 3) of one structure.
+
+    ``layers[k]`` = (WfT, Wf, W1T, W1, b1, W2T, W2, b2, WuvT, Wuv, Wm1T, Wm1, bm1, Wm2T, Wm2,
+    bm2) with ``xT`` the C-contiguous transpose of torch's ``Linear.weight``; ``flags[k]`` =
+    (first, scalar_only, last); ``readout`` = (Wr1T, Wr1, br1, wr2, br2); ``params`` = (cutoff,
+    envelope prefactor, pi / cutoff, 1e-8, energy scale, 0) in the model's dtype.
+    """
+    cutoff = params[0]
+    k_env = params[1]
+    w_env = params[2]
+    eps = params[3]
+    energy_scale = params[4]
+    zero = params[5]
+    one = params[5] + 1
+    n = pos.shape[0]
+    n_edges = ii.shape[0]
+    n_layers = flags.shape[0]
+    f = emb.shape[1]
+    n_rbf = rbf_freq.shape[0]
+
+    # -- edge geometry ------------------------------------------------------------------
+    rvec = np.empty((n_edges, 3), dtype=pos.dtype)
+    r = np.empty(n_edges, dtype=pos.dtype)
+    d = np.zeros((n_edges, 3), dtype=pos.dtype)
+    env = np.zeros(n_edges, dtype=pos.dtype)
+    rbf = np.zeros((n_edges, n_rbf), dtype=pos.dtype)
+    inside = np.zeros(n_edges, dtype=np.bool_)
+    sin_k = np.zeros((n_edges, n_rbf), dtype=pos.dtype)
+    cos_k = np.zeros((n_edges, n_rbf), dtype=pos.dtype)
+    for e in range(n_edges):
+        a = ii[e]
+        b = jj[e]
+        rr = zero
+        for c in range(3):
+            x = pos[b, c] - pos[a, c] + shift[e, c]
+            rvec[e, c] = x
+            rr += x * x
+        rr = np.sqrt(rr)
+        r[e] = rr
+        if rr < cutoff:
+            inside[e] = True
+            # rbf_freq[k] = (k + 1) pi / cutoff: sin((k+1) t) and cos((k+1) t) by the
+            # Chebyshev recurrence from one sin and one cos of t = pi r / cutoff
+            t = np.float64(rr) * np.float64(w_env)  # the recurrence runs in float64
+            c1 = np.cos(t)
+            s1 = np.sin(t)
+            env[e] = k_env * (c1 + 1.0)
+            for c in range(3):
+                d[e, c] = rvec[e, c] / rr
+            scale = env[e] / rr
+            c2 = c1 + c1
+            sk, ck = s1, c1
+            sp, cp = 0.0, 1.0
+            for k in range(n_rbf):
+                sin_k[e, k] = sk
+                cos_k[e, k] = ck
+                rbf[e, k] = sk * scale
+                sk, sp = c2 * sk - sp, sk
+                ck, cp = c2 * ck - cp, ck
+
+    # -- forward, keeping what the backward pass needs ------------------------------------
+    s = emb[species].copy()
+    v = np.zeros((n, 3, f), dtype=pos.dtype)
+    w3 = 3 * f
+    s_in = np.empty((n_layers, n, f), dtype=pos.dtype)
+    v_in = np.empty((n_layers, n, 3, f), dtype=pos.dtype)
+    z1_h = np.empty((n_layers, n, f), dtype=pos.dtype)
+    phi_h = np.zeros((n_layers, n, w3), dtype=pos.dtype)
+    filt_h = np.zeros((n_layers, n_edges, w3), dtype=pos.dtype)
+    uw_h = np.empty((n_layers, n, 3, 2 * f), dtype=pos.dtype)
+    wn_h = np.empty((n_layers, n, f), dtype=pos.dtype)
+    zm_h = np.empty((n_layers, n, f), dtype=pos.dtype)
+    a_h = np.empty((n_layers, n, w3), dtype=pos.dtype)
+    p_h = np.empty((n_layers, n, f), dtype=pos.dtype)
+
+    for layer in range(n_layers):
+        (WfT, Wf, W1T, W1, b1, W2T, W2, b2, WuvT, Wuv, Wm1T, Wm1, bm1, Wm2T, Wm2, bm2) = layers[layer]
+        first = flags[layer, 0] != 0
+        scalar_only = flags[layer, 1] != 0
+        last = flags[layer, 2] != 0
+        width = W2.shape[0]
+        c0 = width - f  # the direction block is the last f channels
+        s_in[layer] = s
+        v_in[layer] = v
+        filt = np.dot(rbf, WfT)  # (E, width)
+        z1 = np.dot(s, W1T) + b1
+        h1, _ = _silu_and_grad(z1)
+        phi = np.dot(h1, W2T) + b2  # (N, width)
+        z1_h[layer] = z1
+        phi_h[layer, :, :width] = phi
+        filt_h[layer, :, :width] = filt
+
+        s_mid = s.copy()
+        v_mid = v.copy()
+        for e in range(n_edges):
+            if not inside[e]:
+                continue
+            a = ii[e]
+            b = jj[e]
+            for q in range(f):
+                s_mid[a, q] += phi[b, q] * filt[e, q]
+            if not scalar_only:
+                for q in range(f):
+                    xl = phi[b, c0 + q] * filt[e, c0 + q]
+                    for c in range(3):
+                        v_mid[a, c, q] += xl * d[e, c]
+                if not first:
+                    for q in range(f):
+                        xm = phi[b, f + q] * filt[e, f + q]
+                        for c in range(3):
+                            v_mid[a, c, q] += xm * v[b, c, q]
+
+        # gated update
+        uw = np.dot(v_mid.reshape(n * 3, f), WuvT).reshape(n, 3, 2 * f)
+        uw_h[layer] = uw
+        inp = np.empty((n, 2 * f), dtype=pos.dtype)
+        pv = np.zeros((n, f), dtype=pos.dtype)
+        for at in range(n):
+            for q in range(f):
+                ww = eps
+                pp = zero
+                for c in range(3):
+                    wq = uw[at, c, f + q]
+                    ww += wq * wq
+                    pp += uw[at, c, q] * wq
+                wn_h[layer, at, q] = np.sqrt(ww)
+                pv[at, q] = pp
+                inp[at, q] = s_mid[at, q]
+                inp[at, f + q] = wn_h[layer, at, q]
+        zm = np.dot(inp, Wm1T) + bm1
+        hm, _ = _silu_and_grad(zm)
+        av = np.dot(hm, Wm2T) + bm2  # (N, 3F): a_vv, a_sv, a_ss
+        zm_h[layer] = zm
+        a_h[layer] = av
+        p_h[layer] = pv
+        s = np.empty((n, f), dtype=pos.dtype)
+        for at in range(n):
+            for q in range(f):
+                s[at, q] = s_mid[at, q] + av[at, 2 * f + q] + av[at, f + q] * pv[at, q]
+        if not last:
+            v = v_mid.copy()
+            for at in range(n):
+                for c in range(3):
+                    for q in range(f):
+                        v[at, c, q] += av[at, q] * uw[at, c, q]
+
+    Wr1T, Wr1, br1, wr2, br2 = readout
+    zr = np.dot(s, Wr1T) + br1
+    hr, dhr = _silu_and_grad(zr)
+    atom_e = np.dot(hr, wr2) + br2[0]
+    energy = 0.0
+    for at in range(n):
+        energy += float(atom_e[at] * energy_scale)
+
+    # -- backward: d energy / d (edge vectors) ---------------------------------------------
+    gs = np.dot(dhr * (wr2 * energy_scale), Wr1)  # (N, F)
+    gv = np.zeros((n, 3, f), dtype=pos.dtype)
+    g_rbf = np.zeros((n_edges, n_rbf), dtype=pos.dtype)
+    g_d = np.zeros((n_edges, 3), dtype=pos.dtype)
+    for layer in range(n_layers - 1, -1, -1):
+        (WfT, Wf, W1T, W1, b1, W2T, W2, b2, WuvT, Wuv, Wm1T, Wm1, bm1, Wm2T, Wm2, bm2) = layers[layer]
+        first = flags[layer, 0] != 0
+        scalar_only = flags[layer, 1] != 0
+        last = flags[layer, 2] != 0
+        width = W2.shape[0]
+        c0 = width - f
+        uw = uw_h[layer]
+        av = a_h[layer]
+        pv = p_h[layer]
+        wn = wn_h[layer]
+
+        # update block
+        g_a = np.zeros((n, w3), dtype=pos.dtype)
+        g_uw = np.empty((n, 3, 2 * f), dtype=pos.dtype)
+        for at in range(n):
+            for q in range(f):
+                gsq = gs[at, q]
+                g_a[at, 2 * f + q] = gsq
+                g_a[at, f + q] = gsq * pv[at, q]
+                gp = gsq * av[at, f + q]
+                gvv = zero
+                for c in range(3):
+                    u = uw[at, c, q]
+                    w = uw[at, c, f + q]
+                    gu = gp * w
+                    if not last:
+                        gvv += gv[at, c, q] * u
+                        gu += gv[at, c, q] * av[at, q]
+                    g_uw[at, c, q] = gu
+                    g_uw[at, c, f + q] = gp * u
+                g_a[at, q] = gvv
+        _, dzm = _silu_and_grad(zm_h[layer])
+        g_inp = np.dot(np.dot(g_a, Wm2) * dzm, Wm1)  # (N, 2F)
+        g_s_mid = gs + g_inp[:, :f]
+        for at in range(n):
+            for q in range(f):
+                k = g_inp[at, f + q] / wn[at, q]
+                for c in range(3):
+                    g_uw[at, c, f + q] += k * uw[at, c, f + q]
+        g_v_mid = np.dot(g_uw.reshape(n * 3, 2 * f), Wuv).reshape(n, 3, f)
+        if not last:
+            g_v_mid += gv
+
+        # message block
+        phi = phi_h[layer]
+        filt = filt_h[layer]
+        vin = v_in[layer]
+        g_phi = np.zeros((n, width), dtype=pos.dtype)
+        g_filt = np.zeros((n_edges, width), dtype=pos.dtype)
+        g_v_in = g_v_mid.copy()
+        for e in range(n_edges):
+            if not inside[e]:
+                continue
+            a = ii[e]
+            b = jj[e]
+            for q in range(f):
+                gx = g_s_mid[a, q]
+                g_phi[b, q] += gx * filt[e, q]
+                g_filt[e, q] = gx * phi[b, q]
+            if not scalar_only:
+                for q in range(f):
+                    gxl = zero
+                    xl = phi[b, c0 + q] * filt[e, c0 + q]
+                    for c in range(3):
+                        gm = g_v_mid[a, c, q]
+                        gxl += gm * d[e, c]
+                        g_d[e, c] += gm * xl
+                    g_phi[b, c0 + q] += gxl * filt[e, c0 + q]
+                    g_filt[e, c0 + q] = gxl * phi[b, c0 + q]
+                if not first:
+                    for q in range(f):
+                        gxm = zero
+                        xm = phi[b, f + q] * filt[e, f + q]
+                        for c in range(3):
+                            gm = g_v_mid[a, c, q]
+                            gxm += gm * vin[b, c, q]
+                            g_v_in[b, c, q] += gm * xm
+                        g_phi[b, f + q] += gxm * filt[e, f + q]
+                        g_filt[e, f + q] = gxm * phi[b, f + q]
+        g_rbf += np.dot(g_filt, Wf)
+        _, dz1 = _silu_and_grad(z1_h[layer])
+        gs = g_s_mid + np.dot(np.dot(g_phi, W2) * dz1, W1)
+        gv = g_v_in
+
+    # -- geometry backward: edge gradients to forces and virial -----------------------------
+    forces = np.zeros((n, 3), dtype=np.float64)
+    virial = np.zeros((3, 3), dtype=np.float64)
+    for e in range(n_edges):
+        if not inside[e]:
+            continue
+        rr = r[e]
+        ev = env[e]
+        denv = -k_env * w_env * sin_k[e, 0]
+        dscale = denv / rr - ev / (rr * rr)
+        scale = ev / rr
+        g_r = zero
+        for k in range(n_rbf):
+            g_r += g_rbf[e, k] * (rbf_freq[k] * cos_k[e, k] * scale + sin_k[e, k] * dscale)
+        gdd = g_d[e, 0] * d[e, 0] + g_d[e, 1] * d[e, 1] + g_d[e, 2] * d[e, 2]
+        a = ii[e]
+        b = jj[e]
+        for c in range(3):
+            g = float(g_r * d[e, c] + (g_d[e, c] - gdd * d[e, c]) / rr)
+            forces[b, c] -= g
+            forces[a, c] += g
+            for c2 in range(3):
+                virial[c2, c] += float(rvec[e, c2]) * g
+    return energy, forces, virial
+
+
+class FastStudent:
+    """The weights of a :class:`~mlff_distiller.student.model.StudentModel` laid out for
+    :func:`_student_energy_forces` (CPU, one structure per call)."""
+
+    def __init__(self, model):
+        if not HAVE_NUMBA:
+            raise RuntimeError("the fast student kernel needs numba: pip install numba")
+        sd = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        dtype = sd["embedding.weight"].dtype
+        self.dtype = dtype
+
+        def c(x):
+            return np.ascontiguousarray(x, dtype=dtype)
+
+        layers = []
+        flags = []
+        for k, (message, update) in enumerate(zip(model.messages, model.updates)):
+            wf = sd[f"filters.{k}.weight"]
+            w1, b1 = sd[f"messages.{k}.phi.0.weight"], sd[f"messages.{k}.phi.0.bias"]
+            w2, b2 = sd[f"messages.{k}.phi.2.weight"], sd[f"messages.{k}.phi.2.bias"]
+            wuv = sd[f"updates.{k}.uv.weight"]
+            wm1, bm1 = sd[f"updates.{k}.mlp.0.weight"], sd[f"updates.{k}.mlp.0.bias"]
+            wm2, bm2 = sd[f"updates.{k}.mlp.2.weight"], sd[f"updates.{k}.mlp.2.bias"]
+            layers.append(
+                tuple(
+                    c(x)
+                    for x in (wf.T, wf, w1.T, w1, b1, w2.T, w2, b2, wuv.T, wuv, wm1.T, wm1, bm1, wm2.T, wm2, bm2)
+                )
+            )
+            flags.append((int(message.first), int(message.scalar_only), int(update.last)))
+        self.layers = tuple(layers)
+        self.flags = np.asarray(flags, dtype=np.int64)
+        wr1, br1 = sd["readout.0.weight"], sd["readout.0.bias"]
+        wr2, br2 = sd["readout.2.weight"], sd["readout.2.bias"]
+        self.readout = (c(wr1.T), c(wr1), c(br1), c(wr2[0]), c(br2))
+        self.embedding = c(sd["embedding.weight"])
+        self.rbf_freq = c(sd["rbf_freq"])
+        # the kernel computes sin(rbf_freq[k] r) by recurrence from rbf_freq[0] = pi / cutoff
+        expected = np.arange(1, len(self.rbf_freq) + 1) * math.pi / float(model.cutoff)
+        if not np.allclose(self.rbf_freq, expected, rtol=1e-6):
+            raise ValueError("fast student kernel: radial frequencies are not k pi / cutoff")
+        self.z_to_index = sd["z_to_index"].astype(np.int64)
+        self.atom_energy_const = model.atom_energy_const.detach().cpu().numpy().astype(np.float64)
+        self.cutoff = float(model.cutoff)
+        self.edge_norm = float(model.edge_norm)
+        self.energy_scale = float(model.energy_scale)
+        self.elements = list(model.elements)
+        self.params = np.array(
+            [self.cutoff, 0.5 * self.edge_norm, math.pi / self.cutoff, 1e-8, self.energy_scale, 0.0], dtype=dtype
+        )
+
+    def __call__(self, numbers, positions, edge_index, shift_vec):
+        """Energy (eV, float), forces (N, 3) eV/A and virial (3, 3) eV for one structure.
+
+        ``edge_index`` (2, E) with ``r_ij = positions[j] - positions[i] + shift_vec``;
+        ``shift_vec`` (E, 3) in A. Pairs at or beyond the cutoff contribute zero.
+        """
+        species = self.z_to_index[np.asarray(numbers, dtype=np.int64)]
+        if (species < 0).any():
+            raise ValueError("student: structure contains an element the student was not trained on")
+        dt = self.dtype
+        energy, forces, virial = _student_energy_forces(
+            np.ascontiguousarray(positions, dtype=dt),
+            species,
+            np.ascontiguousarray(edge_index[0], dtype=np.int64),
+            np.ascontiguousarray(edge_index[1], dtype=np.int64),
+            np.ascontiguousarray(shift_vec, dtype=dt),
+            self.embedding,
+            self.rbf_freq,
+            self.layers,
+            self.flags,
+            self.readout,
+            self.params,
+        )
+        energy += float(self.atom_energy_const[species].sum())
+        return energy, forces, virial
+
+
+def fast_student(model) -> FastStudent:
+    """:class:`FastStudent` for a :class:`~mlff_distiller.student.model.StudentModel` or a
+    loaded TorchScript export (rebuilt from the export's config, statistics and weights)."""
+    from .io import ExportedStudent
+    from .model import StudentModel
+
+    if isinstance(model, ExportedStudent):
+        from ..data.stats import NormalizationStats
+        from .config import StudentConfig
+
+        rebuilt = StudentModel(StudentConfig.from_dict(model.meta["config"]), NormalizationStats.from_dict(model.meta["stats"]))
+        rebuilt.load_state_dict({k: v.detach().cpu() for k, v in model.module.state_dict().items()})
+        model = rebuilt.eval()
+    return FastStudent(model)
