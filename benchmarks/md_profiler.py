@@ -72,7 +72,8 @@ def summary_markdown(results: dict, out_dir: str = RESULTS) -> str:
         f"Machine: {m['cpu']} ({m['logical_cpus']} logical CPUs, shared with other jobs), "
         f"{m.get('torch_threads')} thread, torch {m['torch']}, ASE {m['ase']}, Python {m['python']}, {m['date_utc']}.",
         f"Student: `{first['student'].get('path', first['student']['label'])}`"
-        + (f" ({first['student']['n_parameters']:,} parameters)." if first["student"].get("n_parameters") else "."),
+        + (f" ({first['student']['n_parameters']:,} parameters)." if first["student"].get("n_parameters") else ".")
+        + (f" Calculator backend: {first['student']['backend']}." if first["student"].get("backend") else ""),
         *(["How this student was made: `bench_student/README.md`."]
           if os.path.exists(os.path.join(out_dir, "bench_student", "README.md")) else []),
         "The Orb-v2 row uses the exact Orb-v2 architecture (25.2M parameters) with **random weights**: "
@@ -120,6 +121,8 @@ def main(argv=None) -> int:
     p.add_argument("--skip-chgnet", action="store_true")
     p.add_argument("--orb-systems", nargs="+", default=None, help="systems for the Orb run (default: --systems)")
     p.add_argument("--config", default=None, help="JSON with BenchConfig overrides for the CHGNet run")
+    p.add_argument("--student-backend", default="auto", choices=["auto", "numba", "torch"],
+                   help="student calculator backend (default auto: the numba kernel on the CPU)")
     p.add_argument("--rerender", action="store_true",
                    help="only rewrite bench.md files and the summary from the existing bench.json files")
     args = p.parse_args(argv)
@@ -141,7 +144,7 @@ def main(argv=None) -> int:
     if student is None and not (args.skip_chgnet and args.skip_orb):
         print("no student given and no quickstart run found: run `make demo` or pass --student", file=sys.stderr)
         return 2
-    cfg = {"drift_ps": 10.0, "stability_ps": 1.0, "rdf_ps": 1.0, "timestep_fs": 0.5}
+    cfg = {"drift_ps": 10.0, "stability_ps": 1.0, "rdf_ps": 1.0, "timestep_fs": 0.5, "student_backend": args.student_backend}
     if args.quick:
         cfg.update(drift_ps=1.0, stability_ps=0.25, rdf=False)
     if args.config:
@@ -158,7 +161,7 @@ def main(argv=None) -> int:
         results["orb_v2_random"] = run_bench(
             student, {"name": "orb", "model": "orb-v2", "weights_path": ckpt}, systems=args.orb_systems or args.systems,
             out_dir=os.path.join(args.out, "bench_orb_v2_random"), threads=1,
-            config={"md": False, **{k: cfg[k] for k in ("timestep_fs", "n_rounds", "n_calls", "n_md_steps") if k in cfg}},
+            config={"md": False, **{k: cfg[k] for k in ("timestep_fs", "n_rounds", "n_calls", "n_md_steps", "student_backend") if k in cfg}},
         )
     # the two runs may come from separate processes (run concurrently with --skip-*): read both back
     for key, sub in (("chgnet", "bench_chgnet"), ("orb_v2_random", "bench_orb_v2_random")):

@@ -242,8 +242,16 @@ def test_bench_torchscript_export_of_the_student(trained_student, cu32_file, tmp
     res = run_bench(str(ts), "emt", systems=[cu32_file], out_dir=None, progress=False,
                     **{**FAST, "md": False})
     assert res["student"]["elements"] == frozenset({29})
+    assert res["student"]["backend"] == "numba"  # auto: the compiled CPU kernel
     sp = res["systems"]["cu32"]["speed"]
     assert sp["ratio"]["md_step"] == sp["emt"]["md_step_ms"]["median"] / sp["student"]["md_step_ms"]["median"]
+    # the torch backend of the same file, asked for by name; memory measured in a fresh process
+    res = run_bench(str(ts), "emt", systems=[cu32_file], out_dir=None, progress=False,
+                    **{**FAST, "md": False, "memory": True, "student_backend": "torch"})
+    assert res["student"]["backend"] == "torch"
+    assert res["systems"]["cu32"]["speed"]["student"]["memory"].get("isolated") is True
+    with pytest.raises(ConfigError, match="student_backend"):
+        BenchConfig.from_dict({"student_backend": "jax"})
 
 
 def test_teacher_nve_and_md_systems_selection():

@@ -37,6 +37,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-wall", type=float, default=None, help="wall-clock budget per MD run in s (default 600)")
     p.add_argument("--no-md", action="store_true", help="skip MD fidelity (speed and accuracy only)")
     p.add_argument("--no-rdf", action="store_true", help="skip the teacher-vs-student RDF runs")
+    p.add_argument("--student-backend", default=None, choices=["auto", "numba", "torch"],
+                   help="student calculator backend (default auto: the numba kernel on the CPU)")
     p.add_argument("--config", default=None, help="YAML/JSON file with bench settings (the recipe's bench section)")
     p.set_defaults(func=_run)
 
@@ -92,6 +94,7 @@ def _run(args: argparse.Namespace) -> int:
         ("stability_temperatures_K", args.stability_temps),
         ("max_structures", args.max_structures),
         ("max_wall_s", args.max_wall),
+        ("student_backend", args.student_backend),
     ):
         if value is not None:
             cfg[key] = value

@@ -31,7 +31,7 @@ class ModelHandle:
     make_calculator: Callable[[], Any]
     elements: frozenset[int] | None = None
     info: dict = field(default_factory=dict)
-    #: ``("student", path)`` or ``("teacher", spec)``: how a fresh process rebuilds this model
+    #: ``("student", (path, backend))`` or ``("teacher", spec)``: how a fresh process rebuilds this model
     #: (for memory measured in isolation); ``None`` for calculator objects.
     rebuild: tuple | None = None
 
@@ -81,10 +81,12 @@ def _student_elements(model) -> frozenset[int] | None:
     return None
 
 
-def resolve_student(student, elements=None, label: str = "student") -> ModelHandle:
+def resolve_student(student, elements=None, label: str = "student", backend: str = "auto") -> ModelHandle:
     """A run directory, a ``.pt`` model file, a TorchScript export or an ASE calculator -> handle.
 
-    Raises :class:`UserError` when the path does not exist or holds no loadable student.
+    ``backend``: the :class:`~mlff_distiller.student.StudentCalculator` backend for a student
+    file (``auto``, ``numba`` or ``torch``). Raises :class:`UserError` when the path does not
+    exist or holds no loadable student.
     """
     if isinstance(student, ModelHandle):
         return student
@@ -98,7 +100,7 @@ def resolve_student(student, elements=None, label: str = "student") -> ModelHand
         t = build_teacher({"name": "ase", "calculator": path})
         return ModelHandle(label, _calc_factory(t.calculator()), _as_elements(elements) if elements is not None
                            else (frozenset(t.elements) if t.elements is not None else None), {"kind": path},
-                           rebuild=("student", path))
+                           rebuild=("student", (path, backend)))
     if not os.path.exists(path):
         raise UserError(f"student {path} does not exist; give a training run directory or an exported model file")
     try:
@@ -113,7 +115,9 @@ def resolve_student(student, elements=None, label: str = "student") -> ModelHand
         info["n_parameters"] = int(sum(p.numel() for p in model.parameters()))
     except Exception:  # a TorchScript export or foreign object may not expose parameters
         pass
-    return ModelHandle(label, lambda: StudentCalculator(model), elems, info, rebuild=("student", path))
+    info["backend"] = StudentCalculator(model, backend=backend).backend  # what "auto" resolves to
+    return ModelHandle(label, lambda: StudentCalculator(model, backend=backend), elems, info,
+                       rebuild=("student", (path, backend)))
 
 
 def resolve_teacher(teacher, elements=None) -> ModelHandle:

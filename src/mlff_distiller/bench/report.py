@@ -110,7 +110,8 @@ def markdown(result: dict) -> str:
         f"ASE {m['ase']}, Python {m['python']}, {m['date_utc']}"
         + (f", load average {m['load_average_1min']} at the start." if m.get("load_average_1min") is not None else "."),
         f"Timestep {result['config']['timestep_fs']} fs. Times are medians of interleaved calls "
-        "(ms); ratio = teacher / student.",
+        "(ms); ratio = teacher / student."
+        + (f" Student calculator backend: {result['student']['backend']}." if result["student"].get("backend") else ""),
         "",
     ]
     if result.get("complete") is False:

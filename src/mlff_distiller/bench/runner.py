@@ -28,7 +28,8 @@ class BenchConfig:
     NVE over ``drift_ps`` from ``drift_temperature_K``; Langevin stability at each of
     ``stability_temperatures_K`` over ``stability_ps``; student and teacher Langevin at
     ``rdf_temperature_K`` over ``rdf_ps`` for the RDF overlap. ``max_wall_s`` bounds each
-    MD run.
+    MD run. ``student_backend``: the student calculator's backend (``auto``, ``numba`` or
+    ``torch``; see :class:`~mlff_distiller.student.StudentCalculator`).
     """
 
     timestep_fs: float = 0.5
@@ -54,6 +55,7 @@ class BenchConfig:
     max_structures: int | None = None
     seed: int = 0
     plots: bool = True
+    student_backend: str = "auto"
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "BenchConfig":
@@ -86,6 +88,8 @@ class BenchConfig:
         temps = self.stability_temperatures_K
         if not isinstance(temps, (list, tuple)) or not all(isinstance(t, (int, float)) and t > 0 for t in temps):
             raise ConfigError(f"bench.stability_temperatures_K = {temps!r}: must be a list of positive temperatures in K")
+        if self.student_backend not in ("auto", "numba", "torch"):
+            raise ConfigError(f"bench.student_backend = {self.student_backend!r}: must be auto, numba or torch")
         if self.max_structures is not None and (not isinstance(self.max_structures, int) or self.max_structures < 1):
             raise ConfigError(f"bench.max_structures = {self.max_structures!r}: must be a positive integer or null")
 
@@ -142,7 +146,7 @@ def run_bench(
 
 
 def _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, student_elements, teacher_elements, progress):
-    s_handle = resolve_student(student, elements=student_elements)
+    s_handle = resolve_student(student, elements=student_elements, backend=cfg.student_backend)
     t_handle = resolve_teacher(teacher_spec, elements=teacher_elements)
     if s_handle.label == t_handle.label:
         t_handle.label = f"teacher {t_handle.label}"

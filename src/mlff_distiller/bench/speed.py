@@ -171,7 +171,7 @@ def _memory_child(conn, kind, spec, atoms, threads, timestep_fs, seed):
         before = proc.memory_info().rss
         from .models import resolve_student, resolve_teacher
 
-        handle = resolve_student(spec) if kind == "student" else resolve_teacher(spec)
+        handle = resolve_student(spec[0], backend=spec[1]) if kind == "student" else resolve_teacher(spec)
         runner = _Runner(handle, atoms, timestep_fs, seed)
         gc.collect()
         loaded = proc.memory_info().rss
