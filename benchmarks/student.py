@@ -6,7 +6,10 @@ and each model variant it times, interleaved in one run:
 * ``NL``      -- the vesin full neighbour list (the floor any model call pays);
 * ``student`` -- the student's energy + forces on a prepared batch (eager PyTorch);
 * ``ts``      -- the same model as its TorchScript export;
-* ``calc``    -- one ``StudentCalculator`` MD step (Verlet-skin list reuse + model);
+* ``calc``    -- one ``StudentCalculator`` MD step (Verlet-skin list reuse + model) on the
+  torch backend (autograd forces);
+* ``numba``   -- the same step on the calculator's default CPU backend, the Numba kernel
+  (``student/fast.py``: forward and hand-derived backward in one compiled call);
 * ``spk``     -- schnetpack 2.1.1's PaiNN (Gaussian RBF, cosine cutoff, Atomwise, autograd
   forces) at the same width / depth / radial functions on the same neighbour list, when
   its module files can be imported (see ``--schnetpack-site``).
@@ -217,16 +220,24 @@ def bench_system(name, atoms, presets, spk, repeats, tmpdir):
         ts_path = export_torchscript(model, Path(tmpdir) / f"{preset}.pt")
         exported = load_exported(ts_path)
         md_atoms = atoms.copy()
-        md_atoms.calc = StudentCalculator(model, skin=0.5)
+        md_atoms.calc = StudentCalculator(model, skin=0.5, backend="torch")
+        nb_atoms = atoms.copy()
+        nb_atoms.calc = StudentCalculator(model, skin=0.5, backend="numba")
         rng = np.random.default_rng(0)
+        rng_nb = np.random.default_rng(0)
 
         def calc_step(a=md_atoms, r=rng):  # a tiny MD-like move, then forces
+            a.positions += r.normal(scale=0.002, size=a.positions.shape)
+            a.get_forces()
+
+        def numba_step(a=nb_atoms, r=rng_nb):
             a.positions += r.normal(scale=0.002, size=a.positions.shape)
             a.get_forces()
 
         runners[f"{preset}/student"] = lambda m=model: m(batch, compute_forces=True)
         runners[f"{preset}/ts"] = lambda e=exported: e(batch, compute_forces=True)
         runners[f"{preset}/calc"] = calc_step
+        runners[f"{preset}/numba"] = numba_step
         if spk is not None:
             peer = SpkPaiNNPotential(spk, config.num_features, config.num_layers, config.num_rbf, CUTOFF).eval()
             runners[f"{preset}/spk"] = lambda m=peer: m(batch)
@@ -338,15 +349,16 @@ def render(results, presets, with_spk):
         f"Machine load average at the start: {results.get('loadavg', '?')} (2 cores shared with other jobs).",
         "",
         "`student` = eager model on a prepared batch; `TS` = its TorchScript export; `calc` = one "
-        "StudentCalculator step (Verlet-skin neighbour list + model); `spk` = schnetpack PaiNN at the same "
+        "StudentCalculator step (Verlet-skin neighbour list + model) on the torch backend; `numba` = the same "
+        "step on the default CPU backend (the Numba kernel), `numba/NL` its time over the neighbour-list time; `spk` = schnetpack PaiNN at the same "
         "width/depth/radial functions on the same neighbour list; `/NL` = student time over the vesin "
         "neighbour-list time. Variants without `+sl` are plain PaiNN layer stacks "
         "(`scalar_last_message: false`, like for like with `spk`); `+sl` is the default scalar-only last "
         "message, which does less work than the peer by design.",
         "",
     ]
-    header = "| system | edges | NL ms | variant | student ms | /NL | TS ms | calc ms |"
-    sep = "|---|---|---|---|---|---|---|---|"
+    header = "| system | edges | NL ms | variant | student ms | /NL | TS ms | calc ms | numba ms | numba/NL |"
+    sep = "|---|---|---|---|---|---|---|---|---|---|"
     if with_spk:
         header += " spk ms | spk / student |"
         sep += "---|---|"
@@ -356,7 +368,8 @@ def render(results, presets, with_spk):
         for preset in presets:
             st = ms[f"{preset}/student"]
             row = (f"| {name} | {res['edges']} | {ms['NL']:.2f} | {preset} | {st:.2f} | {st / ms['NL']:.0f}x | "
-                   f"{ms[f'{preset}/ts']:.2f} | {ms[f'{preset}/calc']:.2f} |")
+                   f"{ms[f'{preset}/ts']:.2f} | {ms[f'{preset}/calc']:.2f} | {ms[f'{preset}/numba']:.2f} | "
+                   f"{ms[f'{preset}/numba'] / ms['NL']:.0f}x |")
             if with_spk:
                 sp = ms[f"{preset}/spk"]
                 row += f" {sp:.2f} | {sp / st:.2f}x |"

@@ -125,7 +125,6 @@ def _student_energy_forces(
     v_in = np.empty((n_layers, n, 3, f), dtype=pos.dtype)
     z1_h = np.empty((n_layers, n, f), dtype=pos.dtype)
     phi_h = np.zeros((n_layers, n, w3), dtype=pos.dtype)
-    filt_h = np.zeros((n_layers, n_edges, w3), dtype=pos.dtype)
     uw_h = np.empty((n_layers, n, 3, 2 * f), dtype=pos.dtype)
     wn_h = np.empty((n_layers, n, f), dtype=pos.dtype)
     zm_h = np.empty((n_layers, n, f), dtype=pos.dtype)
@@ -147,7 +146,6 @@ def _student_energy_forces(
         phi = np.dot(h1, W2T) + b2  # (N, width)
         z1_h[layer] = z1
         phi_h[layer, :, :width] = phi
-        filt_h[layer, :, :width] = filt
 
         s_mid = s.copy()
         v_mid = v.copy()
@@ -262,7 +260,7 @@ def _student_energy_forces(
 
         # message block
         phi = phi_h[layer]
-        filt = filt_h[layer]
+        filt = np.dot(rbf, WfT)  # recomputed: cheaper than keeping (E, width) per layer
         vin = v_in[layer]
         g_phi = np.zeros((n, width), dtype=pos.dtype)
         g_filt = np.zeros((n_edges, width), dtype=pos.dtype)
