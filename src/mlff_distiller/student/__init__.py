@@ -5,7 +5,7 @@ model = build_student(StudentConfig(preset="small", cutoff=5.0, elements=[1, 6, 
 out = model(batch, compute_forces=True, compute_stress=False)  # energy (B,) eV, forces (N,3) eV/A
 save_student("student.pt", model); model = load_student("student.pt" or RUN_DIR)
 export_torchscript(model, "student_ts.pt"); exported = load_exported("student_ts.pt")
-atoms.calc = StudentCalculator(RUN_DIR or "student.pt" or "student_ts.pt" or model)
+atoms.calc = StudentCalculator(RUN_DIR or "student.pt" or "student_ts.pt" or model)  # backend="auto"/"numba"/"torch"
 ```
 Units: eV, A, eV/A, eV/A^3 (stress in Voigt order xx yy zz yz xz xy).
 """
