@@ -54,6 +54,13 @@ def _silu_and_grad(z):
 
 
 @_njit
+def _layer_layout(flags, layer, W2, f):
+    """(first, scalar_only, last, message width, start of the direction block) of a layer."""
+    width = W2.shape[0]
+    return flags[layer, 0] != 0, flags[layer, 1] != 0, flags[layer, 2] != 0, width, width - f
+
+
+@_njit
 def _student_energy_forces(
     pos, species, ii, jj, shift, emb, rbf_freq, layers, flags, readout, params
 ):
@@ -133,11 +140,7 @@ def _student_energy_forces(
 
     for layer in range(n_layers):
         (WfT, Wf, W1T, W1, b1, W2T, W2, b2, WuvT, Wuv, Wm1T, Wm1, bm1, Wm2T, Wm2, bm2) = layers[layer]
-        first = flags[layer, 0] != 0
-        scalar_only = flags[layer, 1] != 0
-        last = flags[layer, 2] != 0
-        width = W2.shape[0]
-        c0 = width - f  # the direction block is the last f channels
+        first, scalar_only, last, width, c0 = _layer_layout(flags, layer, W2, f)
         s_in[layer] = s
         v_in[layer] = v
         filt = np.dot(rbf, WfT)  # (E, width)
@@ -216,11 +219,7 @@ def _student_energy_forces(
     g_d = np.zeros((n_edges, 3), dtype=pos.dtype)
     for layer in range(n_layers - 1, -1, -1):
         (WfT, Wf, W1T, W1, b1, W2T, W2, b2, WuvT, Wuv, Wm1T, Wm1, bm1, Wm2T, Wm2, bm2) = layers[layer]
-        first = flags[layer, 0] != 0
-        scalar_only = flags[layer, 1] != 0
-        last = flags[layer, 2] != 0
-        width = W2.shape[0]
-        c0 = width - f
+        first, scalar_only, last, width, c0 = _layer_layout(flags, layer, W2, f)
         uw = uw_h[layer]
         av = a_h[layer]
         pv = p_h[layer]
