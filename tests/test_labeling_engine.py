@@ -320,18 +320,15 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path
         elif moment == "mid-run":
             target = rng.randint(before + 1, before + max(1, (n_chunks - before) // 2))
             pred = lambda target=target: n_shards() >= target  # noqa: E731
-        else:
-            pred = None
+        else:  # start-up: a random moment, but before the first chunk of this run is committed
+            # (a fixed delay let a quick run commit 22 of 24 chunks "at start-up")
+            deadline = time.monotonic() + rng.uniform(0.2, 2.0)
+            pred = lambda before=before, deadline=deadline: (  # noqa: E731
+                time.monotonic() > deadline or n_shards() > before)
         # niced, so that on a busy machine this test's poller still sees the shards appear
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 preexec_fn=lambda: os.nice(10))
-        if pred is None:
-            try:
-                proc.wait(timeout=rng.uniform(0.2, 2.0))
-            except subprocess.TimeoutExpired:
-                pass
-        else:
-            _wait_for(pred, proc)
+        _wait_for(pred, proc)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
