@@ -27,7 +27,12 @@ import numpy as np
 try:  # numba comes with quests (a dependency); keep the torch path usable without it
     import numba
 
-    _njit = numba.njit(cache=True, fastmath=False, error_model="numpy")
+    def _njit(fn):
+        try:  # compiled once, then cached on disk next to this file or in the user's cache
+            return numba.njit(cache=True, error_model="numpy")(fn)
+        except RuntimeError:  # no writable cache location: compile in each process instead
+            return numba.njit(cache=False, error_model="numpy")(fn)
+
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
