@@ -25,6 +25,7 @@ from ase.data import chemical_symbols
 
 from ..data.neighbors import neighbor_list
 from ..errors import UserError
+from ..fields import matrix_to_voigt
 from .fast import HAVE_NUMBA, fast_student
 from .io import ExportedStudent, load_any
 from .model import StudentModel
@@ -178,8 +179,7 @@ class StudentCalculator(Calculator):
             self.results["free_energy"] = energy
             self.results["forces"] = forces
             if want_stress:
-                m = 0.5 * (virial + virial.T) / abs(np.linalg.det(cell))
-                self.results["stress"] = np.array([m[0, 0], m[1, 1], m[2, 2], m[1, 2], m[0, 2], m[0, 1]])
+                self.results["stress"] = matrix_to_voigt(virial / abs(np.linalg.det(cell)))
             return
         dev, dt = self.device, self.dtype
         batch = {

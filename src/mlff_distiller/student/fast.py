@@ -82,7 +82,6 @@ def _student_energy_forces(
     eps = params[3]
     energy_scale = params[4]
     zero = params[5]
-    one = params[5] + 1
     n = pos.shape[0]
     n_edges = ii.shape[0]
     n_layers = flags.shape[0]
@@ -410,14 +409,9 @@ class FastStudent:
 def fast_student(model) -> FastStudent:
     """:class:`FastStudent` for a :class:`~mlff_distiller.student.model.StudentModel` or a
     loaded TorchScript export (rebuilt from the export's config, statistics and weights)."""
-    from .io import ExportedStudent
-    from .model import StudentModel
+    from .io import ExportedStudent, student_from_dict
 
     if isinstance(model, ExportedStudent):
-        from ..data.stats import NormalizationStats
-        from .config import StudentConfig
-
-        rebuilt = StudentModel(StudentConfig.from_dict(model.meta["config"]), NormalizationStats.from_dict(model.meta["stats"]))
-        rebuilt.load_state_dict({k: v.detach().cpu() for k, v in model.module.state_dict().items()})
-        model = rebuilt.eval()
+        state = {k: v.detach().cpu() for k, v in model.module.state_dict().items()}
+        model = student_from_dict({**model.meta, "state_dict": state}, where="TorchScript export")
     return FastStudent(model)
