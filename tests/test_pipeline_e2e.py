@@ -226,3 +226,34 @@ def test_restart_from_train_retrains_from_scratch(finished_project, capsys):
     rows_after = (project / "train" / "metrics.csv").read_text().splitlines()
     assert (project / "train" / "metrics.csv").stat().st_mtime_ns != mtime
     assert len(rows_after) == len(rows_before)  # a fresh run of the same length, not appended
+
+
+def test_accuracy_gate_no_go_exits_3_with_verdict_and_heldout(finished_project, tmp_path, capsys):
+    """bench.targets that the student cannot meet -> exit 3, the summary leads with NO-GO and
+    carries the held-out teacher-MD numbers; GO when the targets are loose."""
+    import shutil
+
+    recipe, project = finished_project
+    proj = tmp_path / "proj"
+    shutil.copytree(project, proj)
+    changed = yaml.safe_load(recipe.read_text())
+    changed["bench"]["heldout"] = {"systems": ["cu-64"], "temperatures_K": [300.0], "frames": 3, "interval": 2,
+                                   "equil_steps": 2}
+    changed["bench"]["targets"] = {"force_rel_rmse": 0.0, "energy_mae_mev": 1e6}
+    path = tmp_path / "gated.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    assert main(["run", str(path), "-o", str(proj), "--restart-from", "bench", "--skip", "report", "--quiet"]) == 3
+    assert "NO-GO" in capsys.readouterr().out
+    summary = (proj / "summary.md").read_text()
+    first = [ln for ln in summary.splitlines() if ln.strip() and not ln.startswith("#")][0]
+    assert first.startswith("**Accuracy gate NO-GO") and "force_rel_rmse" in first and "NOT met" in first
+    assert "held-out teacher MD" in first  # measured on the teacher's MD, not the test split
+    assert "frames of the teacher's own MD" in summary
+    bench = json.loads((proj / "bench" / "bench.json").read_text())
+    assert bench["heldout"]["pooled"]["n_frames"] == 3
+    assert bench["verdict"]["passed"] is False
+
+    changed["bench"]["targets"] = {"force_rel_rmse": 1e6, "energy_mae_mev": 1e6, "md_blowups": 0}
+    path.write_text(yaml.safe_dump(changed))
+    assert main(["run", str(path), "-o", str(proj), "--restart-from", "bench", "--skip", "report", "--quiet"]) == 0
+    assert "**Accuracy gate GO" in (proj / "summary.md").read_text()

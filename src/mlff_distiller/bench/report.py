@@ -106,6 +106,13 @@ def markdown(result: dict) -> str:
     lines = [
         f"# Bench: {s_lab} vs teacher ({t_lab})",
         "",
+    ]
+    from .targets import verdict_line
+
+    verdict = verdict_line(result.get("verdict"))
+    if verdict:
+        lines += [f"**Accuracy gate: {verdict}**", ""]
+    lines += [
         f"Machine: {m['cpu']}, {m.get('torch_threads', '?')} thread(s), torch {m['torch']}, "
         f"ASE {m['ase']}, Python {m['python']}, {m['date_utc']}"
         + (f", load average {m['load_average_1min']} at the start." if m.get("load_average_1min") is not None else "."),
@@ -171,6 +178,7 @@ def markdown(result: dict) -> str:
             row(f"type {ty}", b)
         for sa, b in acc.get("per_sampler", {}).items():
             row(f"sampler {sa}", b)
+    lines += _heldout_lines(result.get("heldout"))
     md_rows = [(n, r["md"]) for n, r in result["systems"].items() if r.get("md")]
     if md_rows:
         lines += [
@@ -208,6 +216,42 @@ def markdown(result: dict) -> str:
     if skipped:
         lines += ["", "## Skipped", ""] + [f"- {k}: {v}" for k, v in skipped.items()]
     return "\n".join(lines) + "\n"
+
+
+def _heldout_lines(heldout: dict | None) -> list[str]:
+    """Table of the held-out teacher-MD runs: absolute and centered energy errors, offsets,
+    relative force error, each pooled row with its bootstrap 95 % interval."""
+    if not heldout or not heldout.get("runs"):
+        return []
+
+    def ci(b, key, scale=1.0, fmt="{:.3g}"):
+        lo, hi = b.get(key + "_ci95") or (None, None)
+        v = fmt.format(scale * b[key]) if b.get(key) is not None else "-"
+        return v if lo is None else f"{v} [{fmt.format(scale * lo)}, {fmt.format(scale * hi)}]"
+
+    lines = [
+        "",
+        "## Accuracy on the teacher's own MD (held-out; 95 % bootstrap intervals)",
+        "",
+        "| run | frames | energy MAE meV/atom (absolute) | offset meV/atom | centered MAE meV/atom "
+        "| force RMSE / teacher RMS | teacher MD |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def row(label, b, md=""):
+        if not b.get("n_frames"):
+            lines.append(f"| {label} | 0 | - | - | - | - | {md} |")
+            return
+        lines.append(
+            f"| {label} | {b['n_frames']} | {ci(b, 'energy_mae_per_atom', 1000)} | {ci(b, 'energy_offset_per_atom', 1000)} "
+            f"| {ci(b, 'energy_mae_centered_per_atom', 1000)} | {ci(b, 'force_rel_rmse')} | {md} |"
+        )
+
+    row("**pooled**", heldout.get("pooled") or {})
+    for name, b in heldout["runs"].items():
+        rep = b.get("teacher_md") or {}
+        row(name, b, f"{rep.get('status', '?')}, mean {_f(rep.get('mean_temperature_K'), '{:.0f}')} K")
+    return lines
 
 
 def _plots(result: dict, out_dir: str, parity: dict | None) -> list[str]:

@@ -15,7 +15,9 @@ from .md import langevin_run, nve_drift, pair_distance_histogram, rdf_overlap
 from .models import check_coverage, resolve_student, resolve_teacher
 from .report import machine_info, write_outputs
 from .speed import profile_speed, set_threads, speed_ratios
+from .heldout import HeldoutConfig, run_heldout
 from .systems import DEFAULT_SYSTEMS, load_system, symbols
+from .targets import check_targets, evaluate_targets
 
 
 @dataclass
@@ -56,6 +58,9 @@ class BenchConfig:
     seed: int = 0
     plots: bool = True
     student_backend: str = "auto"
+    # Held-out teacher MD (see bench/heldout.py) and the accuracy gate (bench/targets.py).
+    heldout: dict | None = None
+    targets: dict | None = None
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "BenchConfig":
@@ -92,6 +97,8 @@ class BenchConfig:
             raise ConfigError(f"bench.student_backend = {self.student_backend!r}: must be auto, numba or torch")
         if self.max_structures is not None and (not isinstance(self.max_structures, int) or self.max_structures < 1):
             raise ConfigError(f"bench.max_structures = {self.max_structures!r}: must be a positive integer or null")
+        HeldoutConfig.from_dict(self.heldout)
+        self.targets = check_targets(self.targets)
 
 
 def _progress(total, desc):
@@ -186,6 +193,15 @@ def _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, stu
                 "evaluate on a dataset of the student's elements"
             )
 
+    if cfg.heldout:  # held-out systems: loadable and supported by both models, before any timing
+        for sys_ in (load_system(s) for s in HeldoutConfig.from_dict(cfg.heldout).systems):
+            lack = s_handle.missing(sys_.elements) | t_handle.missing(sys_.elements)
+            if lack:
+                raise UserError(
+                    f"bench.heldout system {sys_.name} contains {symbols(lack)}, not supported by both models; "
+                    "name held-out systems made of the student's elements"
+                )
+
     md_targets = []
     if cfg.md:  # checked before anything runs
         if cfg.md_systems is not None:
@@ -246,7 +262,14 @@ def _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, stu
         result["accuracy"] = metrics
         checkpoint()
 
-    # 3. MD fidelity
+    # 3. held-out teacher MD (structures the recipe did not produce)
+    hcfg = HeldoutConfig.from_dict(cfg.heldout)
+    if hcfg is not None:
+        say = (lambda text: print(text, flush=True)) if progress else None
+        result["heldout"] = run_heldout(s_handle, t_handle, hcfg, max_wall_s=cfg.max_wall_s, progress=say)
+        checkpoint()
+
+    # 4. MD fidelity
     if cfg.md:
         for s in loaded:
             if not any(s is t for t in md_targets):
@@ -258,6 +281,7 @@ def _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, stu
             result["systems"][sys_.name]["md"] = _md_fidelity(sys_, s_handle, t_handle, cfg, progress)
             checkpoint()
 
+    result["verdict"] = evaluate_targets(result, cfg.targets)
     result["complete"] = True
     if out_dir is not None:
         result["outputs"] = write_outputs(result, out_dir, parity, plots=cfg.plots)

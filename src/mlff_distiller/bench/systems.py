@@ -12,6 +12,11 @@ water-192  192     64 H2O molecules at 1.0 g/cm^3, randomly oriented on a grid
 water-576  576     192 H2O molecules at 1.0 g/cm^3
 cu-64      64      fcc Cu, 4x4x4 primitive cells, a = 3.61 A (EMT-friendly)
 cu-500     500     fcc Cu, 5x5x5 conventional cells
+si-216     216     diamond Si, 3x3x3 conventional cells (a cell no recipe builds)
+si-vac-63  63      si-64 with one vacancy
+si-slab    48      Si(111) slab, 2x2 surface cell x 12 layers, 12 A of vacuum, periodic in z
+water-96   96      32 H2O at 1.0 g/cm^3
+water-slab 192     64 H2O at 1.0 g/cm^3 in a box doubled along z (two liquid/vacuum interfaces)
 ========== ======= ==============================================================
 
 Anything else is read as a file with :func:`ase.io.read` (the last frame).
@@ -94,6 +99,29 @@ def _cu(kind: str) -> Atoms:
     return bulk("Cu", "fcc", a=3.61, cubic=True).repeat((5, 5, 5))
 
 
+def _si_vacancy() -> Atoms:
+    atoms = _diamond_si(2)
+    del atoms[0]
+    return atoms
+
+
+def _si_slab() -> Atoms:
+    from ase.build import diamond111
+
+    atoms = diamond111("Si", size=(2, 2, 12), a=5.43, vacuum=6.0, orthogonal=False)
+    atoms.pbc = True  # 12 A of vacuum between images: more than any student cutoff
+    return atoms
+
+
+def _water_slab() -> Atoms:
+    atoms = _water(64)
+    cell = atoms.cell.array.copy()
+    atoms.positions[:, 2] += 0.5 * cell[2, 2]
+    cell[2] *= 2.0
+    atoms.set_cell(cell, scale_atoms=False)
+    return atoms
+
+
 _BUILTINS = {
     "aspirin": _aspirin,
     "si-64": lambda: _diamond_si(2),
@@ -102,6 +130,11 @@ _BUILTINS = {
     "water-576": lambda: _water(192),
     "cu-64": lambda: _cu("cu-64"),
     "cu-500": lambda: _cu("cu-500"),
+    "si-216": lambda: _diamond_si(3),
+    "si-vac-63": _si_vacancy,
+    "si-slab": _si_slab,
+    "water-96": lambda: _water(32),
+    "water-slab": _water_slab,
 }
 
 BUILTIN_SYSTEMS = tuple(_BUILTINS)

@@ -39,12 +39,12 @@ TOP_LEVEL_KEYS = ("name", "seed", "generation", "teacher", "labeling", "quality"
 GENERATION_KEYS = ("size", "elements", "min_distance_factor", "count", "tiers", "default_tier", "sources", "mix")
 SOURCE_KEYS = {
     "molecules": ("smiles", "smiles_file", "conformers", "optimizer"),
-    "bulk": ("crystals",),
+    "bulk": ("crystals", "vacancies"),
     "alloy": ("elements", "structure", "a"),
     "file": ("paths", "supercell"),
     "surface": ("crystals", "miller", "layers", "vacuum"),
     "cluster": ("elements", "shapes"),
-    "liquid": ("solvent", "solutes", "density", "tolerance", "max_attempts"),
+    "liquid": ("solvent", "solutes", "density", "tolerance", "max_attempts", "vacuum"),
 }
 MIX_KEYS = ("source", "sampler", "fraction", "count", "params", "size")
 SIZE_KEYS = ("min", "max", "distribution")
@@ -354,7 +354,7 @@ def _make_source(name: str, spec: dict, size: SizeRange, cfg: GenerationConfig, 
             raise ConfigError(f"{ws}.optimizer: '{opt}' unknown; allowed: {', '.join(mol.OPTIMIZERS)}")
         return MoleculeSource(name, size, entries, conf, opt, els, cfg.seed, skips)
     if kind == "bulk":
-        return BulkSource(name, size, spec.get("crystals", "all"), els)
+        return BulkSource(name, size, spec.get("crystals", "all"), els, spec.get("vacancies", 0))
     if kind == "alloy":
         return AlloySource(name, size, spec.get("elements"), spec.get("structure", "fcc"), spec.get("a"), els)
     if kind == "file":
@@ -371,6 +371,6 @@ def _make_source(name: str, spec: dict, size: SizeRange, cfg: GenerationConfig, 
         solutes = spec.get("solutes") or []
         if not isinstance(solutes, list):
             raise ConfigError(f"{ws}.solutes: give a list of SMILES")
-        kw = {k: spec[k] for k in ("density", "tolerance", "max_attempts") if k in spec}
+        kw = {k: spec[k] for k in ("density", "tolerance", "max_attempts", "vacuum") if k in spec}
         return LiquidSource(name, size, spec["solvent"], solutes, elements=els, seed=cfg.seed, skips=skips, **kw)
     raise ConfigError(f"{ws}.kind: '{kind}' unknown; allowed: {', '.join(SOURCE_KINDS)}")  # pragma: no cover

@@ -32,7 +32,7 @@ from .geometry import check_symbol, random_rotations, respects_min_distance, sup
 
 SOURCE_KINDS = ("molecules", "bulk", "alloy", "file", "surface", "cluster", "liquid")
 STRUCTURES = ("fcc", "bcc", "hcp", "diamond", "rocksalt", "zincblende", "wurtzite", "cesiumchloride",
-              "fluorite", "perovskite")
+              "fluorite", "perovskite", "ice-ic")
 SIZE_DISTRIBUTIONS = ("loguniform", "uniform")
 
 
@@ -122,6 +122,10 @@ def build_crystal(spec: dict, where: str = "crystal") -> Atoms:
         A, B, X = symbols
         frac = [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
         return Atoms([A, B, X, X, X], scaled_positions=frac, cell=[a, a, a], pbc=True)
+    if structure == "ice-ic":
+        if symbols != ["H", "O"] or formula.replace(" ", "") not in ("H2O", "OH2"):
+            raise ConfigError(f"{where}.formula: the ice-ic structure is water ice; give formula H2O, got '{formula}'")
+        return ice_ic_cell(a)
     kwargs = {"a": a}
     if structure in ("hcp", "wurtzite"):
         kwargs["c"] = float(spec.get("c") or a * math.sqrt(8.0 / 3.0))
@@ -133,6 +137,32 @@ def build_crystal(spec: dict, where: str = "crystal") -> Atoms:
         return bulk(name, structure, **kwargs)
     except (ValueError, KeyError, RuntimeError) as err:
         raise ConfigError(f"{where}: ASE cannot build {formula} as {structure} ({err}); check formula and structure") from None
+
+
+def ice_ic_cell(a: float = 6.35, oh: float = 0.9572) -> Atoms:
+    """Proton-ordered cubic ice (ice Ic), conventional cell of 8 H2O, ``a`` and ``oh`` in A.
+
+    The oxygens sit on a diamond lattice. Of the four tetrahedral bonds of each oxygen, an
+    oxygen of the first sublattice carries its hydrogens on the bonds along (1,1,1) and
+    (1,-1,-1), one of the second on the bonds along (1,-1,1) and (1,1,-1): every bond then
+    holds exactly one hydrogen and every oxygen two (the Bernal-Fowler ice rules).
+    """
+    from ase.build import bulk
+
+    oxygens = bulk("Si", "diamond", a=a, cubic=True)
+    frac = oxygens.get_scaled_positions()
+    first = [bool(np.all(np.abs(2 * f - np.round(2 * f)) < 1e-6)) for f in frac]  # fcc sites: first sublattice
+    own = {True: ((1, 1, 1), (1, -1, -1)), False: ((1, -1, 1), (1, 1, -1))}
+    symbols, positions = [], []
+    for pos, is_first in zip(oxygens.positions, first):
+        symbols.append("O")
+        positions.append(pos)
+        for d in own[is_first]:
+            symbols.append("H")
+            positions.append(pos + oh * np.array(d, dtype=float) / math.sqrt(3.0))
+    atoms = Atoms(symbols, positions=positions, cell=oxygens.cell, pbc=True)
+    atoms.wrap()
+    return atoms
 
 
 def _reference_a(symbol: str, structure: str, where: str) -> float | None:
@@ -282,8 +312,15 @@ class BulkSource(Source):
 
     kind = "bulk"
 
-    def __init__(self, name, size, crystals, elements=None):
+    def __init__(self, name, size, crystals, elements=None, vacancies=0):
         super().__init__(name, size)
+        # vacancies: an integer or [min, max]; each root loses that many random atoms (point
+        # defects), drawn uniformly in the range. The provenance says how many.
+        v = [vacancies, vacancies] if isinstance(vacancies, int) and not isinstance(vacancies, bool) else vacancies
+        if (not isinstance(v, (list, tuple)) or len(v) != 2
+                or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in v) or v[0] > v[1]):
+            raise ConfigError(f"generation.sources.{name}.vacancies: give an integer >= 0 or [min, max], got {vacancies!r}")
+        self.vacancies = (int(v[0]), int(v[1]))
         where = f"generation.sources.{name}.crystals"
         self.items = []
         for label, spec in _resolve_crystals(crystals, elements, where):
@@ -304,7 +341,13 @@ class BulkSource(Source):
         if reps is None:
             return None
         tag = "x".join(map(str, reps))
-        return Root(cell.repeat(reps), f"bulk:{label}", f"bulk:{label}/{tag}")
+        atoms = cell.repeat(reps)
+        n_vac = int(rng.integers(self.vacancies[0], self.vacancies[1] + 1)) if self.vacancies[1] else 0
+        n_vac = min(n_vac, len(atoms) - max(self.size.min, 1))
+        if n_vac > 0:
+            del atoms[sorted(rng.choice(len(atoms), size=n_vac, replace=False).tolist())]
+            return Root(atoms, f"bulk:{label}", f"bulk:{label}/{tag}/vac{n_vac}")
+        return Root(atoms, f"bulk:{label}", f"bulk:{label}/{tag}")
 
 
 class AlloySource(Source):
@@ -561,9 +604,14 @@ class LiquidSource(Source):
     kind = "liquid"
 
     def __init__(self, name, size, solvent, solutes=(), density=1.0, tolerance=1.6, max_attempts=640,
-                 elements=None, seed=0, skips=None):
+                 elements=None, seed=0, skips=None, vacuum=0.0):
         super().__init__(name, size)
         where = f"generation.sources.{name}"
+        # vacuum > 0: the packed box becomes a liquid slab, its c axis lengthened by ``vacuum`` A
+        # (two liquid/vacuum interfaces, still periodic in all three directions).
+        if isinstance(vacuum, bool) or not isinstance(vacuum, (int, float)) or not vacuum >= 0:
+            raise ConfigError(f"{where}.vacuum: give a length >= 0 in A (0 = a periodic liquid), got {vacuum!r}")
+        self.vacuum = float(vacuum)
         if not float(density) > 0:
             raise ConfigError(f"{where}.density: give a positive density in g/cm^3")
         if not float(tolerance) > 0:
@@ -615,6 +663,21 @@ class LiquidSource(Source):
         if atoms is None:
             return None
         label = self.solvent_smiles + (f"+{solute_smiles}" if solute_smiles else "")
+        if self.vacuum > 0:
+            # make every molecule whole along z (the packing wrapped atoms into the cube), so that
+            # the vacuum layer cuts no molecule in two
+            start = 0
+            for t in templates:
+                z = atoms.positions[start:start + len(t), 2]
+                dz = z - z[0]
+                z -= length * np.round(dz / length)
+                atoms.positions[start:start + len(t), 2] = z
+                start += len(t)
+            cell = atoms.cell.array.copy()
+            cell[2, 2] += self.vacuum
+            atoms.set_cell(cell, scale_atoms=False)
+            atoms.positions[:, 2] += 0.5 * self.vacuum
+            label += "/slab"
         return Root(atoms, f"liquid:{label}", f"liquid:{label}/{index}")
 
 

@@ -44,6 +44,10 @@ class GateFailed(UserError):
     """A go/no-go checkpoint failed; the message says which and where the report is."""
 
 
+class AccuracyGateFailed(GateFailed):
+    """The student missed the recipe's ``bench.targets``; the summary holds the numbers."""
+
+
 @dataclass
 class RunOptions:
     until_tier: str | None = None  # stop tiers after this one (e.g. "1k")
@@ -361,6 +365,11 @@ def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunRe
     summary = _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run_dir)
     result.summary_path = summary
     result.report_path = Path(report_info["html"]) if report_info.get("html") else None
+    verdict = (bench_info or {}).get("verdict")
+    if verdict and not verdict.get("passed"):
+        from ..bench.targets import verdict_line
+
+        raise AccuracyGateFailed(f"accuracy gate {verdict_line(verdict)}; summary: {summary}")
     return result
 
 
@@ -368,8 +377,12 @@ def _bench_summary(res: dict) -> dict:
     """Headline numbers of a bench result (the full result is ``bench/bench.json``)."""
     res = json.loads(json.dumps(res, default=str))
     acc = res.get("accuracy") or {}
+    pooled = (res.get("heldout") or {}).get("pooled") or {}
     out = {
         "accuracy": {k: acc.get(k) for k in ("n_structures", "energy_mae_per_atom", "force_mae", "force_rmse_relative", "force_angle_mean_deg")},
+        "heldout": {k: v for k, v in pooled.items()} if pooled else None,
+        "verdict": res.get("verdict"),
+        "flags": _bench_flags(res),
         "systems": {},
     }
     for name, sysres in (res.get("systems") or {}).items():
@@ -380,9 +393,29 @@ def _bench_summary(res: dict) -> dict:
         nve = ((sysres.get("md") or {}).get("nve") or {}).get("student") or {}
         if nve:
             entry["nve_drift_ev_per_atom_per_ps"] = nve.get("drift_ev_per_atom_per_ps")
-            entry["nve_status"] = nve.get("status")
+            entry["nve_status"] = nve.get("status") + (", FLAGGED" if nve.get("flagged") else "")
         out["systems"][name] = entry
     return out
+
+
+def _bench_flags(res: dict) -> list[str]:
+    """Every warning the bench raised, one line each: flagged NVE runs, unstable Langevin
+    runs, held-out teacher MD that did not finish. The summary repeats all of them."""
+    flags = []
+    for name, sysres in (res.get("systems") or {}).items():
+        md = sysres.get("md") or {}
+        for label, nve in (md.get("nve") or {}).items():
+            if nve.get("flagged"):
+                flags.append(f"{name} NVE ({label}): " + "; ".join(nve.get("flags") or ["flagged"]))
+        for label, reps in (md.get("stability") or {}).items():
+            for rep in reps:
+                if not rep.get("stable"):
+                    flags.append(f"{name} Langevin {rep.get('temperature_K', '?'):g} K ({label}): UNSTABLE, {rep.get('reason')}")
+    for key, run in ((res.get("heldout") or {}).get("runs") or {}).items():
+        md = run.get("teacher_md") or {}
+        if md and not md.get("stable", True):
+            flags.append(f"held-out teacher MD {key}: {md.get('status')}, {md.get('reason')}")
+    return flags
 
 
 def _failed_names(rep) -> str:
@@ -432,7 +465,16 @@ def _say(opts: RunOptions, text: str) -> None:
 def _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run_dir) -> Path:
     out = project.root
     stages = project.data["stages"]
+    if bench_info and "meta" in bench_info:  # a full bench result: keep the headline numbers
+        bench_info = _bench_summary(bench_info)
+    from ..bench.targets import verdict_line
+
     lines = [f"# mlff-distill project: {recipe.get('name')}", ""]
+    verdict = verdict_line((bench_info or {}).get("verdict"))
+    if verdict:
+        lines += [f"**Accuracy gate {verdict}**", ""]
+    elif bench_info:
+        lines += ["**Accuracy gate: none set** (add `bench: {targets: ...}` to the recipe to get a GO/NO-GO)", ""]
     lines.append(f"- teacher: `{teacher.name}` ({teacher.fingerprint_id})")
     for t in tiers:
         tname = t or "all"
@@ -453,8 +495,6 @@ def _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run
             + ", ".join(f"{k} = {_fmt(val[k])}" for k in ("energy_mae_per_atom", "force_mae", "force_rmse", "force_rel_rmse") if k in val)
             + " (eV/atom, eV/A)"
         )
-    if bench_info and "meta" in bench_info:  # a full bench result: keep the headline numbers
-        bench_info = _bench_summary(bench_info)
     if bench_info:
         acc = bench_info.get("accuracy") or {}
         if acc.get("n_structures"):
@@ -462,6 +502,15 @@ def _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run
                 f"- student vs teacher on {acc['n_structures']} held-out structures: energy MAE "
                 f"{1000 * acc['energy_mae_per_atom']:.1f} meV/atom, force MAE {1000 * acc['force_mae']:.0f} meV/A, "
                 f"force RMSE / teacher RMS {acc['force_rmse_relative']:.3f}, mean force angle {acc['force_angle_mean_deg']:.1f} deg"
+            )
+        ho = bench_info.get("heldout") or {}
+        if ho.get("n_frames"):
+            lines.append(
+                f"- student vs teacher on {ho['n_frames']} frames of the teacher's own MD ({ho['n_runs']} runs, "
+                f"held out): energy MAE {1000 * ho['energy_mae_per_atom']:.1f} meV/atom (absolute; offset "
+                f"{1000 * ho['energy_offset_per_atom']:+.1f}, centered {1000 * ho['energy_mae_centered_per_atom']:.1f}), "
+                f"force RMSE / teacher RMS {ho['force_rel_rmse']:.3f} "
+                f"[{ho['force_rel_rmse_ci95'][0]:.3f}, {ho['force_rel_rmse_ci95'][1]:.3f}]"
             )
         for name, e in (bench_info.get("systems") or {}).items():
             r = e.get("ratio") or {}
@@ -471,6 +520,8 @@ def _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run
                 f"speed-up vs teacher {_fmt(r.get('md_step'))}x per MD step, {_fmt(r.get('force_call'))}x per force call"
                 + (f"; NVE drift {drift:.2e} eV/atom/ps ({e.get('nve_status')})" if drift is not None else "")
             )
+        for flag in bench_info.get("flags") or []:
+            lines.append(f"- FLAG: {flag}")
         lines.append("- full bench tables and plots: `bench/bench.md`")
     if report_info:
         lines.append(f"- report: `{report_info.get('html')}`; dataset card: `{report_info.get('card')}`")

@@ -400,7 +400,7 @@ class DistillationTrainer:
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         order = BatchOrder(len(self.train_set), cfg.batch_size, dist.world, dist.rank, cfg.seed)
         steps_per_epoch = order.steps_per_epoch
-        total_steps = cfg.max_steps or cfg.max_epochs * steps_per_epoch
+        total_steps = planned_steps(cfg, steps_per_epoch)
         schedule = LRSchedule(optimizer, cfg.lr, cfg.schedule, cfg.warmup_steps, total_steps,
                               cfg.min_lr_ratio, cfg.plateau_factor, cfg.plateau_patience)
         ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -727,6 +727,13 @@ class DistillationTrainer:
             "epochs": state["epoch"], "steps": state["step"], "stopped": state["stopped"],
             "val": dict(state.get("best_metrics") or {}), "run_dir": str(self.run_dir),
         }
+
+
+def planned_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Optimizer steps the run will take: the first of ``max_epochs`` and ``max_steps`` to be
+    reached (the cosine schedule decays over exactly this many)."""
+    by_epochs = cfg.max_epochs * steps_per_epoch
+    return min(cfg.max_steps, by_epochs) if cfg.max_steps else by_epochs
 
 
 def _identity(item):

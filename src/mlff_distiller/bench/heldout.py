@@ -1,0 +1,231 @@
+"""Held-out accuracy on the teacher's own molecular dynamics.
+
+A recipe's test split holds structures its own samplers made. The configurations a student
+meets in production MD are the *teacher's* thermal ensemble, at and above the trained
+temperatures, in cells and on surfaces the recipe may never have built. This module makes
+such a held-out set and scores the student on it:
+
+1. :func:`teacher_md_frames`: Langevin MD driven by the teacher from a named system
+   (:mod:`~mlff_distiller.bench.systems`), frames taken every ``interval`` steps after
+   ``equil_steps``, each labelled by the teacher (energy in eV, forces in eV/A);
+2. :func:`score_frames`: the student's energy and forces on the same frames;
+3. :func:`heldout_metrics`: per run and pooled, the **absolute** energy error per atom
+   (mean |E_s - E_t| / N, eV/atom), the mean signed error per atom (the *offset*: a constant
+   that a centered comparison would hide), the centered energy MAE (offset removed), and the
+   force RMSE relative to the teacher's force RMS; each with a bootstrap 95 % interval
+   (frames resampled within each run, runs kept: MD frames of one run are correlated, so the
+   interval is a lower bound on the true uncertainty when ``interval`` is short).
+4. :func:`paired_difference`: two students scored on the same frames -> the difference of a
+   metric with a paired bootstrap interval (for learning curves and A/B comparisons).
+
+Units: eV, eV/atom, eV/A, K, fs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ConfigError
+
+N_BOOT = 1000
+
+
+@dataclass
+class HeldoutConfig:
+    """The ``bench.heldout`` section: which teacher MD runs make the held-out set.
+
+    ``systems``: bench system names or structure files; ``temperatures_K``: Langevin
+    temperatures (K), each run once per system; ``frames`` per run, every ``interval`` MD
+    steps of ``timestep_fs`` after ``equil_steps``; ``friction_per_fs`` of the thermostat.
+    """
+
+    systems: list = field(default_factory=list)
+    temperatures_K: list = field(default_factory=lambda: [300.0])
+    frames: int = 20
+    interval: int = 10
+    equil_steps: int = 100
+    timestep_fs: float = 1.0
+    friction_per_fs: float = 0.02
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "HeldoutConfig | None":
+        if d is None:
+            return None
+        if not isinstance(d, dict):
+            raise ConfigError(f"bench.heldout must be a mapping (systems, temperatures_K, frames, ...), got {d!r}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ConfigError(f"bench.heldout: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if isinstance(self.systems, str):
+            self.systems = [self.systems]
+        if not isinstance(self.systems, (list, tuple)) or not self.systems:
+            raise ConfigError("bench.heldout.systems must list at least one system (e.g. [si-64, si-slab])")
+        temps = self.temperatures_K
+        if not isinstance(temps, (list, tuple)) or not temps or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in temps
+        ):
+            raise ConfigError(f"bench.heldout.temperatures_K = {temps!r}: must be a list of positive temperatures in K")
+        for name in ("frames", "interval"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"bench.heldout.{name} = {v!r}: must be an integer >= 1")
+        if isinstance(self.equil_steps, bool) or not isinstance(self.equil_steps, int) or self.equil_steps < 0:
+            raise ConfigError(f"bench.heldout.equil_steps = {self.equil_steps!r}: must be an integer >= 0")
+        for name in ("timestep_fs", "friction_per_fs"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ConfigError(f"bench.heldout.{name} = {v!r}: must be a positive number")
+
+
+def teacher_md_frames(teacher_calc, atoms, temperature_K: float, cfg: HeldoutConfig, seed: int = 0,
+                      max_wall_s: float = 3600.0) -> tuple[list, dict]:
+    """Teacher-driven Langevin MD from ``atoms`` at ``temperature_K``; returns ``(frames, report)``.
+
+    Each frame is a copy of the atoms with ``info["energy_ref"]`` (eV) and
+    ``arrays["forces_ref"]`` (eV/A) from the teacher at exactly those positions. The report
+    is :func:`~mlff_distiller.bench.md.langevin_run`'s (status, temperatures, closest pair).
+    """
+    from .md import langevin_run
+
+    n_steps = cfg.equil_steps + cfg.frames * cfg.interval
+    report, snaps = langevin_run(
+        teacher_calc, atoms, float(temperature_K), timestep_fs=cfg.timestep_fs, n_steps=n_steps,
+        friction_per_fs=cfg.friction_per_fs, seed=seed, max_wall_s=max_wall_s,
+        sample_every=cfg.interval, equilibrate_fraction=cfg.equil_steps / n_steps,
+    )
+    frames = []
+    for snap in snaps[: cfg.frames]:
+        work = snap.copy()
+        work.calc = teacher_calc
+        forces = np.asarray(work.get_forces(), dtype=np.float64)
+        energy = float(work.get_potential_energy())
+        work.calc = None
+        work.info["energy_ref"] = energy
+        work.arrays["forces_ref"] = forces
+        frames.append(work)
+    return frames, report
+
+
+def score_frames(student_calc, frames) -> list[dict]:
+    """Per-frame records (``n``, energies in eV, forces in eV/A) of a student on labelled frames."""
+    records = []
+    for frame in frames:
+        work = frame.copy()
+        work.calc = student_calc
+        records.append({
+            "n": len(work),
+            "e_ref": float(frame.info["energy_ref"]),
+            "e_pred": float(work.get_potential_energy()),
+            "f_ref": np.asarray(frame.arrays["forces_ref"], dtype=np.float64),
+            "f_pred": np.asarray(work.get_forces(), dtype=np.float64),
+        })
+    return records
+
+
+def _per_frame(records: list[dict]) -> dict:
+    """Per-frame sums the metrics are made of: energy error per atom (eV/atom), squared force
+    error and squared teacher force (eV/A)^2."""
+    return {
+        "de": np.array([(r["e_pred"] - r["e_ref"]) / r["n"] for r in records]),
+        "se": np.array([float(np.sum((r["f_pred"] - r["f_ref"]) ** 2)) for r in records]),
+        "sr": np.array([float(np.sum(r["f_ref"] ** 2)) for r in records]),
+    }
+
+
+def _point(pf: dict, runs: list[np.ndarray]) -> dict:
+    """Pooled metrics of the frames listed in ``runs`` (one index array per run)."""
+    d = [pf["de"][idx] for idx in runs]
+    d_all = np.concatenate(d)
+    centered = np.concatenate([x - x.mean() for x in d])  # the offset removed per run
+    idx_all = np.concatenate(runs)
+    sr = pf["sr"][idx_all].sum()
+    return {
+        "energy_mae_per_atom": float(np.mean(np.abs(d_all))),
+        "energy_offset_per_atom": float(np.mean(d_all)),
+        "energy_mae_centered_per_atom": float(np.mean(np.abs(centered))),
+        "force_rel_rmse": float(np.sqrt(pf["se"][idx_all].sum() / sr)) if sr > 0 else float("nan"),
+    }
+
+
+def _runs(run_ids: list) -> list[np.ndarray]:
+    keys = sorted(set(run_ids), key=str)
+    return [np.array([k for k, r in enumerate(run_ids) if r == key]) for key in keys]
+
+
+def _draws(runs: list[np.ndarray], n_boot: int, seed: int):
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        yield [rng.choice(idx, size=len(idx), replace=True) for idx in runs]
+
+
+def heldout_metrics(records: list[dict], run_ids: list, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """Pooled metrics over the frames of all runs, each with a bootstrap 95 % interval.
+
+    ``run_ids[k]`` names the run frame ``k`` belongs to; resampling draws frames with
+    replacement within each run, so every run keeps its weight.
+    """
+    pf, runs = _per_frame(records), _runs(run_ids)
+    point = _point(pf, runs)
+    boots = [_point(pf, draw) for draw in _draws(runs, n_boot, seed)]
+    out = {"n_frames": len(records), "n_runs": len(runs)}
+    for name, value in point.items():
+        samples = np.array([b[name] for b in boots])
+        out[name] = value
+        out[name + "_ci95"] = [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))]
+    return out
+
+
+def paired_difference(records_a: list[dict], records_b: list[dict], run_ids: list, metric: str,
+                      n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """``metric(b) - metric(a)`` on the same frames with a paired bootstrap 95 % interval.
+
+    Both students' records must come from the same frames in the same order; each bootstrap
+    draw uses one set of frame indices for both, so frame-to-frame difficulty cancels.
+    """
+    if len(records_a) != len(records_b):
+        raise ValueError("paired_difference: the two record lists must come from the same frames")
+    pa, pb, runs = _per_frame(records_a), _per_frame(records_b), _runs(run_ids)
+    diff = _point(pb, runs)[metric] - _point(pa, runs)[metric]
+    samples = np.array([_point(pb, d)[metric] - _point(pa, d)[metric] for d in _draws(runs, n_boot, seed)])
+    return {"metric": metric, "difference": float(diff),
+            "ci95": [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))]}
+
+
+def run_heldout(s_handle, t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600.0, progress=None) -> dict:
+    """Teacher MD on every (system, temperature) of ``cfg``, scored by the student.
+
+    Returns ``{"config", "runs": {name: {metrics, md report}}, "pooled": metrics}``; a run
+    whose teacher MD blew up keeps the frames sampled before it (and says so).
+    """
+    from .systems import load_system
+
+    systems = [load_system(s) for s in cfg.systems]
+    records, run_ids, runs = [], [], {}
+    student = s_handle.make_calculator()
+    for sys_ in systems:
+        for T in cfg.temperatures_K:
+            key = f"{sys_.name}@{float(T):g}K"
+            if progress:
+                progress(f"held-out teacher MD {key}")
+            frames, report = teacher_md_frames(t_handle.make_calculator(), sys_.atoms, float(T), cfg,
+                                               seed=cfg.seed, max_wall_s=max_wall_s)
+            recs = score_frames(student, frames)
+            entry = {"n_atoms": len(sys_.atoms), "temperature_K": float(T), "teacher_md": report,
+                     "n_frames": len(recs)}
+            if recs:
+                entry.update(heldout_metrics(recs, [key] * len(recs), n_boot=200, seed=cfg.seed))
+            runs[key] = entry
+            records += recs
+            run_ids += [key] * len(recs)
+    pooled = heldout_metrics(records, run_ids, seed=cfg.seed) if records else {"n_frames": 0}
+    return {"config": dataclasses.asdict(cfg), "runs": runs, "pooled": pooled}

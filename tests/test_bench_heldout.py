@@ -1,0 +1,142 @@
+"""Held-out teacher-MD accuracy and the accuracy gate (bench/heldout.py, bench/targets.py).
+
+EMT plays the teacher (this tests the measurement, not a teacher); a student that *is* the
+teacher scores exactly zero, a shifted one shows exactly its offset.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.calculators.emt import EMT
+
+from mlff_distiller.bench.heldout import (
+    HeldoutConfig,
+    heldout_metrics,
+    paired_difference,
+    score_frames,
+    teacher_md_frames,
+)
+from mlff_distiller.bench.systems import load_system
+from mlff_distiller.bench.targets import check_targets, evaluate_targets, verdict_line
+from mlff_distiller.errors import ConfigError
+
+
+class ShiftedEMT(EMT):
+    """EMT plus a constant energy per atom (eV/atom) and a force scale: a known error."""
+
+    def __init__(self, shift=0.0, force_scale=1.0):
+        super().__init__()
+        self.shift, self.force_scale = shift, force_scale
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+        super().calculate(atoms, properties, system_changes)
+        self.results["energy"] += self.shift * len(self.atoms)
+        self.results["free_energy"] = self.results["energy"]
+        self.results["forces"] = self.results["forces"] * self.force_scale
+
+
+def _record(n, e_ref, e_pred, f_ref, f_pred):
+    return {"n": n, "e_ref": e_ref, "e_pred": e_pred, "f_ref": np.asarray(f_ref, float), "f_pred": np.asarray(f_pred, float)}
+
+
+@pytest.fixture(scope="module")
+def frames():
+    cfg = HeldoutConfig(systems=["cu-64"], temperatures_K=[600.0], frames=4, interval=3, equil_steps=3)
+    atoms = load_system("cu-64").atoms
+    frames, report = teacher_md_frames(EMT(), atoms, 600.0, cfg, seed=1)
+    return frames, report
+
+
+def test_teacher_frames_carry_the_teachers_labels(frames):
+    frames, report = frames
+    assert len(frames) == 4 and report["stable"]
+    # the frames move (MD ran) and each label is the teacher's at exactly those positions
+    assert not np.allclose(frames[0].positions, frames[-1].positions)
+    for f in frames:
+        check = f.copy()
+        check.calc = EMT()
+        assert check.get_potential_energy() == pytest.approx(f.info["energy_ref"], abs=1e-10)
+        np.testing.assert_allclose(check.get_forces(), f.arrays["forces_ref"], atol=1e-10)
+
+
+def test_student_equal_to_teacher_scores_zero_and_a_shift_is_an_offset(frames):
+    frames, _ = frames
+    same = heldout_metrics(score_frames(EMT(), frames), ["a"] * len(frames), n_boot=50)
+    assert same["energy_mae_per_atom"] == pytest.approx(0.0, abs=1e-12)
+    assert same["force_rel_rmse"] == pytest.approx(0.0, abs=1e-12)
+    shifted = heldout_metrics(score_frames(ShiftedEMT(shift=0.025, force_scale=1.1), frames), ["a"] * len(frames), n_boot=50)
+    # a constant per-atom shift is all offset: absolute MAE = offset, centered MAE = 0
+    assert shifted["energy_mae_per_atom"] == pytest.approx(0.025, rel=1e-9)
+    assert shifted["energy_offset_per_atom"] == pytest.approx(0.025, rel=1e-9)
+    assert shifted["energy_mae_centered_per_atom"] == pytest.approx(0.0, abs=1e-9)
+    assert shifted["force_rel_rmse"] == pytest.approx(0.1, rel=1e-9)  # |1.1 F - F| / |F|
+
+
+def test_offsets_are_centered_per_run_and_intervals_bracket_the_estimate():
+    rng = np.random.default_rng(0)
+    recs, runs = [], []
+    for run, offset in (("bulk", 0.02), ("slab", -0.05)):
+        for _ in range(30):
+            f = rng.normal(size=(4, 3))
+            noise = rng.normal(scale=0.001)
+            recs.append(_record(4, 0.0, 4 * (offset + noise), f, f + rng.normal(scale=0.1, size=(4, 3))))
+            runs.append(run)
+    m = heldout_metrics(recs, runs, n_boot=300)
+    assert m["n_runs"] == 2 and m["n_frames"] == 60
+    assert m["energy_mae_per_atom"] == pytest.approx(0.035, abs=0.002)  # (0.02 + 0.05) / 2
+    assert m["energy_mae_centered_per_atom"] < 0.002  # each run's own offset removed
+    for key in ("energy_mae_per_atom", "force_rel_rmse"):
+        lo, hi = m[key + "_ci95"]
+        assert lo <= m[key] <= hi and hi - lo > 0
+
+
+def test_paired_difference_sign_and_interval():
+    rng = np.random.default_rng(1)
+    fs = [rng.normal(size=(3, 3)) for _ in range(40)]
+    a = [_record(3, 0.0, 0.0, f, f + rng.normal(scale=0.2, size=(3, 3))) for f in fs]
+    b = [_record(3, 0.0, 0.0, f, f + rng.normal(scale=0.1, size=(3, 3))) for f in fs]
+    d = paired_difference(a, b, ["x"] * 40, "force_rel_rmse", n_boot=300)
+    assert d["difference"] < 0 and d["ci95"][1] < 0  # b is better, and the interval excludes 0
+    same = paired_difference(a, a, ["x"] * 40, "force_rel_rmse", n_boot=50)
+    assert same["difference"] == 0.0 and same["ci95"] == [0.0, 0.0]
+
+
+def test_heldout_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="bench.heldout: unknown field"):
+        HeldoutConfig.from_dict({"systems": ["si-64"], "temps": [300]})
+    with pytest.raises(ConfigError, match="bench.heldout.systems"):
+        HeldoutConfig.from_dict({"systems": []})
+    with pytest.raises(ConfigError, match="bench.heldout.frames"):
+        HeldoutConfig.from_dict({"systems": ["si-64"], "frames": 0})
+    with pytest.raises(ConfigError, match="temperatures_K"):
+        HeldoutConfig.from_dict({"systems": ["si-64"], "temperatures_K": [-5]})
+
+
+def test_targets_check_and_verdict():
+    with pytest.raises(ConfigError, match="unknown target.*force_rmse"):
+        check_targets({"force_rmse": 0.1})
+    with pytest.raises(ConfigError, match="bench.targets.energy_mae_mev"):
+        check_targets({"energy_mae_mev": -1})
+    result = {
+        "student": {"label": "student"},
+        "accuracy": {"n_structures": 10, "force_rmse_relative": 0.2, "energy_mae_per_atom": 0.004},
+        "heldout": {"pooled": {"n_frames": 5, "force_rel_rmse": 0.08, "energy_mae_per_atom": 0.006}},
+        "systems": {"si-64": {"md": {"nve": {"student": {"drift_ev_per_atom_per_ps": -2e-4}},
+                                     "stability": {"student": [{"stable": True}, {"stable": False}]}}}},
+    }
+    v = evaluate_targets(result, {"force_rel_rmse": 0.1, "energy_mae_mev": 5.0, "nve_drift_mev_per_atom_ps": 1.0,
+                                  "md_blowups": 0})
+    by = {r["target"]: r for r in v["targets"]}
+    assert by["force_rel_rmse"]["passed"] and by["force_rel_rmse"]["measured_on"] == "held-out teacher MD"
+    assert not by["energy_mae_mev"]["passed"] and by["energy_mae_mev"]["value"] == pytest.approx(6.0)
+    assert by["nve_drift_mev_per_atom_ps"]["value"] == pytest.approx(0.2) and by["nve_drift_mev_per_atom_ps"]["passed"]
+    assert by["md_blowups"]["value"] == 1 and not by["md_blowups"]["passed"]
+    assert not v["passed"] and verdict_line(v).startswith("NO-GO")
+    # without held-out MD the accuracy targets fall back to the test split
+    del result["heldout"]
+    v = evaluate_targets(result, {"force_rel_rmse": 0.1})
+    assert v["targets"][0]["measured_on"] == "test split" and not v["passed"]
+    # a target nothing measured cannot pass
+    v = evaluate_targets({"systems": {}}, {"nve_drift_mev_per_atom_ps": 1.0})
+    assert not v["passed"] and v["targets"][0]["value"] is None
