@@ -16,7 +16,7 @@ si-216     216     diamond Si, 3x3x3 conventional cells (a cell no recipe builds
 si-vac-63  63      si-64 with one vacancy
 si-slab    48      Si(111) slab, 2x2 surface cell x 12 layers, 12 A of vacuum, periodic in z
 water-96   96      32 H2O at 1.0 g/cm^3
-water-slab 192     64 H2O at 1.0 g/cm^3 in a box doubled along z (two liquid/vacuum interfaces)
+water-slab 96      32 H2O at 1.0 g/cm^3 in a box doubled along z (two liquid/vacuum interfaces)
 ========== ======= ==============================================================
 
 Anything else is read as a file with :func:`ase.io.read` (the last frame).
@@ -114,7 +114,7 @@ def _si_slab() -> Atoms:
 
 
 def _water_slab() -> Atoms:
-    atoms = _water(64)
+    atoms = _water(32)
     cell = atoms.cell.array.copy()
     atoms.positions[:, 2] += 0.5 * cell[2, 2]
     cell[2] *= 2.0
