@@ -67,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from .cliutil import check_required
+    from .logs import setup_console
+
+    check_required(args)
+    setup_console()
     return run_handler(args)
 
 

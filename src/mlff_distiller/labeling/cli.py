@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..cliutil import add_output, add_progress, show_progress
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -14,8 +16,9 @@ def register(subparsers) -> None:
         "(<out>.parts/); re-running the same command resumes. Structures the teacher cannot label go "
         "to the dataset's failures table.",
     )
-    p.add_argument("pool", help="unlabelled pool file (HDF5 from `mlff-distill generate`)")
-    p.add_argument("-o", "--output", required=True, help="labelled dataset file to write (HDF5)")
+    p.add_argument("pool", help="unlabelled pool: HDF5 from `mlff-distill generate` / `dataset import`, or any "
+                   "structure file ASE reads (extxyz, traj, ...), imported without its labels next to the output")
+    add_output(p, "labelled dataset file to write (HDF5)")
     p.add_argument(
         "--teacher",
         default=None,
@@ -33,7 +36,7 @@ def register(subparsers) -> None:
         help="A; structures with two atoms closer than this are failures (default 0.5, 0 disables)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an output made from another pool or teacher")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(p)
     p.set_defaults(func=run)
 
 
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         hpc=cfg.hpc,
         min_distance=cfg.min_distance,
         overwrite=args.overwrite,
-        progress=not args.no_progress,
+        progress=show_progress(args),
     )
     print(summary)
     return 0
