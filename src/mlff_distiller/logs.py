@@ -148,6 +148,7 @@ class LineProgress:
         self.postfix = ""
         self._t0 = self._last = time.monotonic()
         self._closed = False
+        self._reported = False
         self._logger = logger or logging.getLogger(LOGGER + ".progress")
 
     def __enter__(self):
@@ -188,10 +189,11 @@ class LineProgress:
         if self._closed:
             return
         self._closed = True
-        if self.n > self._start_n or self.total == 0:
+        if self._reported:  # a task shorter than one interval gets no line at all
             self._report(final=True)
 
     def _report(self, final: bool = False) -> None:
+        self._reported = True
         elapsed = time.monotonic() - self._t0
         done = self.n - self._start_n
         rate = done / elapsed if elapsed > 0 else 0.0

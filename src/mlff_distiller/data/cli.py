@@ -156,6 +156,9 @@ def _print_summary(s: dict) -> None:
 
 
 def _info(args) -> int:
+    from .io import require_dataset
+
+    require_dataset(args.file)
     s = summarize(args.file)
     if args.json:
         print(json.dumps(s, indent=2, default=str))
@@ -201,6 +204,9 @@ def _import(args) -> int:
 
 
 def _export(args) -> int:
+    from .io import require_dataset
+
+    require_dataset(args.file)
     from .io import export_structures
 
     n = export_structures(args.file, args.output, format=args.format, progress=show_progress(args))
@@ -209,6 +215,9 @@ def _export(args) -> int:
 
 
 def _stats(args) -> int:
+    from .io import require_dataset
+
+    require_dataset(args.file)
     from .statistics import dataset_statistics, store_statistics
 
     stats = dataset_statistics(args.file, cutoff=args.cutoff, progress=show_progress(args))
@@ -220,6 +229,9 @@ def _stats(args) -> int:
 
 
 def _repack(args) -> int:
+    from .io import require_dataset
+
+    require_dataset(args.file)
     from .store import repack
 
     out = repack(args.file, args.output, positions_dtype=args.positions_dtype,

@@ -233,7 +233,7 @@ def apply_label_keys(atoms, mapping: dict, label_fields) -> None:
 def import_structures(sources: Sequence, out, format: str | None = None, index: str = ":",
                       label_fields: Sequence[str] | None = None, mode: str = "w", positions_dtype: str = "float64",
                       forces_mantissa_bits: int | None = None, chunk: int = 500, progress: bool = False,
-                      label_keys: dict | None = None, overwrite: bool = False) -> int:
+                      label_keys: dict | None = None, overwrite: bool = False, attrs: dict | None = None) -> int:
     """Read structures with ASE and store them in dataset ``out``; returns how many.
 
     ``label_fields=None`` takes every label (energy eV, forces eV/A, stress eV/A^3) that any
@@ -244,7 +244,9 @@ def import_structures(sources: Sequence, out, format: str | None = None, index: 
     structures with a teacher). ``mode="w"`` writes a new ``out``, replacing an existing one
     only with ``overwrite``; ``"a"`` appends (the label fields must match). The file is
     written under a temporary name and renamed, so a failed import leaves nothing behind.
+    ``attrs`` are added to the file attributes.
     """
+    extra_attrs = dict(attrs or {})
     sources = [Path(s) for s in ([sources] if isinstance(sources, (str, os.PathLike)) else sources)]
     if not sources:
         raise DatasetError("no input files given; name at least one structure file to import")
@@ -277,6 +279,7 @@ def import_structures(sources: Sequence, out, format: str | None = None, index: 
     label_fields = tuple(label_fields)
     if not attrs:
         attrs["imported_from"] = [str(s) for s in sources]
+    attrs.update(extra_attrs)
     new_file = mode == "w" or not out.exists()
     target = out if not out.exists() or mode == "a" else out.with_name(f".{out.name}.import-{os.getpid()}.h5")
     bar = None
@@ -316,6 +319,49 @@ def import_structures(sources: Sequence, out, format: str | None = None, index: 
     return n
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(path) -> bool:
+    """True when ``path`` starts with the HDF5 signature (a dataset file rather than extxyz & co.)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == HDF5_SIGNATURE
+    except OSError:
+        return False
+
+
+def require_dataset(path, role: str = "dataset") -> None:
+    """Raise a one-line error naming ``dataset import`` when ``path`` is a structure file, not HDF5."""
+    p = Path(path)
+    if p.is_file() and p.stat().st_size and not is_hdf5(p):
+        raise DatasetError(f"{p} is not a dataset file (HDF5) but perhaps a structure file (extxyz, traj, ...); "
+                           f"import it first: mlff-distill dataset import {p} -o {p.with_suffix('.h5').name}")
+
+
+def pool_from_structures(src, dst, progress: bool = False) -> Path:
+    """An unlabelled pool ``dst`` made from the ASE-readable file ``src`` (labels stripped).
+
+    ``dst`` is reused when it was made from a file with the same content (sha256), so a
+    resumed labelling run sees the same pool.
+    """
+    from ..teachers.base import sha256_file
+
+    src, dst = Path(src), Path(dst)
+    sha = sha256_file(src)
+    if dst.exists() and is_hdf5(dst):
+        try:
+            with DatasetReader(dst) as r:
+                if r.attrs.get("imported_sha256") == sha:
+                    return dst
+        except DatasetError:
+            pass
+    log.info("importing %s into the unlabelled pool %s (labels stripped)", src, dst)
+    import_structures([src], dst, label_fields=(), overwrite=True, progress=progress,
+                      attrs={"imported_sha256": sha})
+    return dst
+
+
 def _load_attrs(text, source, kind=dict):
     try:
         d = json.loads(text)
@@ -342,17 +388,53 @@ def _append(w: DatasetWriter, buf, done: int, bar) -> int:
     return len(buf)
 
 
-def export_structures(path, out, format: str = "extxyz", indices: Iterable[int] | None = None,
+def _write_db(path: Path, frames) -> None:
+    """An ASE database: simple info entries become searchable key-value pairs, the rest ``data``."""
+    import ase.db
+    from ase.db.core import reserved_keys
+
+    with ase.db.connect(str(path), type="db", append=False) as con:
+        for atoms in frames:
+            kvp, data = {}, {}
+            for k, v in atoms.info.items():
+                v = _plain(v)
+                simple = isinstance(v, (str, int, float, bool)) and not (isinstance(v, str) and not v)
+                if simple and k.isidentifier() and k not in reserved_keys:
+                    kvp[k] = v
+                else:
+                    data[k] = v
+            con.write(atoms, key_value_pairs=kvp, data=data)
+
+
+def export_format(out) -> str:
+    """ASE format for an output file name: extxyz for .xyz/.extxyz (and unknown names), else ASE's guess."""
+    name = Path(out).name.lower()
+    if name.endswith((".xyz", ".extxyz")) or "." not in name:
+        return "extxyz"
+    from ase.io.formats import filetype
+
+    try:
+        return filetype(str(out), read=False)
+    except Exception:  # noqa: BLE001 - ASE raises several kinds for unknown names
+        return "extxyz"
+
+
+def export_structures(path, out, format: str | None = "extxyz", indices: Iterable[int] | None = None,
                       progress: bool = False) -> int:
-    """Write structures of dataset ``path`` to ``out`` with ASE (temp file + rename); returns how many."""
+    """Write structures of dataset ``path`` to ``out`` with ASE (temp file + rename); returns how many.
+
+    ``format=None`` picks it from the name of ``out`` (:func:`export_format`): ``.db`` for
+    ``ase db``, ``.traj`` for ``ase gui``, ``.xyz``/``.extxyz`` for extxyz, which keeps every field.
+    """
     from ase.io import write
 
     out = Path(out)
+    format = format or export_format(out)
     if out.exists() and Path(path).exists() and out.resolve() == Path(path).resolve():
         raise DatasetError(f"output {out} is the dataset itself; choose another output path")
     if not out.parent.is_dir():
         raise DatasetError(f"directory {out.parent} does not exist; create it first")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")  # keeps the suffix some writers need
     n = 0
     with DatasetReader(path) as r:
         idx = range(len(r)) if indices is None else [int(i) for i in indices]
@@ -383,6 +465,8 @@ def export_structures(path, out, format: str = "extxyz", indices: Iterable[int] 
                 if stream:
                     if frames:
                         write(fh, frames, format="extxyz")
+                elif format == "db":
+                    _write_db(tmp, frames)
                 else:
                     write(str(tmp), frames, format=format)
             except DatasetError:

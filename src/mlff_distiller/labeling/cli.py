@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..cliutil import add_output, add_progress, show_progress
 
@@ -76,8 +77,13 @@ def run(args: argparse.Namespace) -> int:
     if args.scheduler:
         merged["hpc"] = None
     cfg = LabelingConfig.from_dict(merged)
+    pool = args.pool
+    from ..data.io import is_hdf5, pool_from_structures
+
+    if os.path.isfile(pool) and not is_hdf5(pool):  # extxyz & co.: import on the fly, next to the output
+        pool = pool_from_structures(pool, f"{args.output}.pool.h5", progress=show_progress(args))
     summary = label_pool(
-        args.pool,
+        pool,
         teacher,
         args.output,
         n_workers=cfg.workers,

@@ -36,7 +36,10 @@ def register(subparsers) -> None:
 
 
 def _config(args):
+    from ..data.io import require_dataset
     from .config import QualityConfig
+
+    require_dataset(args.file)
 
     return QualityConfig.from_yaml(args.config) if args.config else QualityConfig()
 

@@ -414,10 +414,9 @@ def diversity(atoms_or_path, config: QualityConfig | dict | None = None, *, prog
     cached = [i for i in desc.cache]
     rest = [int(i) for i in rng.permutation(n) if int(i) not in desc.cache]
     pca_idx = np.sort(np.array((cached + rest)[: cfg["pca_structures"]], dtype=np.int64))
-    from tqdm.auto import tqdm
+    from ..logs import progress as progress_bar
 
-    bar = tqdm(pca_idx, desc="QUESTS descriptors", unit="structure", disable=None if progress else True,
-               leave=False)
+    bar = progress_bar(pca_idx, desc="QUESTS descriptors", unit="structure", enabled=progress, leave=False)
     feats = np.stack([desc(int(i)).mean(axis=0) for i in bar])
     coords, explained = _pca(feats)
     spread = float(np.sqrt(np.mean(np.sum((coords - coords.mean(axis=0)) ** 2, axis=1))))

@@ -60,6 +60,9 @@ def _train(args: argparse.Namespace) -> int:
     from .config import TrainConfig
     from .trainer import DistillationTrainer, load_train_config
 
+    from ..data.io import require_dataset
+
+    require_dataset(args.dataset)
     run = Path(args.output)
     if args.config:
         cfg = load_train_config(args.config)
