@@ -198,7 +198,8 @@ def _import(args) -> int:
     from .store import DatasetReader
 
     with DatasetReader(args.output) as r:
-        labels = ", ".join(r.label_fields) or "none (an unlabelled pool: label it with `mlff-distill label`)"
+        labels = ", ".join(r.label_fields) or ("none (an unlabelled pool: label it with `mlff-distill label`; labels "
+                                               "stored under other keys: name them with --energy-key/--forces-key)")
     print(f"imported {n} structures into {args.output}; labels: {labels}")
     return 0
 

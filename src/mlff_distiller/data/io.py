@@ -160,6 +160,9 @@ def _label_like(key: str) -> bool:
 def resolve_label_keys(found: dict, calc_fields: set, keys: dict, label_fields) -> dict:
     """Where each label comes from: ``{field: None (atoms.calc) | info/arrays key}``.
 
+    Fields outside ``label_fields`` stay in the mapping: their keys are dropped on import
+    (the labels are not stored) rather than kept as stray info entries.
+
     ``found``: ``{"info": set, "arrays": set}`` of keys seen in the input; ``calc_fields``:
     labels carried on ``atoms.calc``; ``keys``: user choices (``--energy-key`` ...). An
     explicit key wins; else the calculator's label; else the first known convention present.
@@ -173,19 +176,18 @@ def resolve_label_keys(found: dict, calc_fields: set, keys: dict, label_fields) 
             if key in found[where] or (key == name and name in calc_fields):
                 mapping[name] = None if (key == name and key not in found[where]) else key
                 continue
-            other = sorted(k for k in found[where] if _label_like(k))
-            raise DatasetError(f"--{name}-key {key}: no structure has atoms.{where}[{key!r}] (label-like keys found: "
-                               f"{', '.join(other) or 'none'}); give one of those, or leave the option out")
+            keys_seen = sorted((k for k in found[where] if not k.startswith(PROV_PREFIX) and k not in _OWN_KEYS
+                                and k not in ("numbers", "positions")), key=lambda k: (not _label_like(k), k))
+            raise DatasetError(f"--{name}-key {key}: no structure has atoms.{where}[{key!r}] (keys found: "
+                               f"{', '.join(keys_seen[:12]) or 'none'}); give one of those, or leave the option out")
         if name in calc_fields:
             mapping[name] = None
             continue
         conv = next((k for k in LABEL_CONVENTIONS[name] if k in found[where]), None)
         if conv is not None:
             mapping[name] = conv
-    if label_fields is not None:
-        mapping = {k: v for k, v in mapping.items() if k in label_fields}
-        if label_fields == ():
-            return mapping
+    if label_fields == ():
+        return mapping  # stripping labels: the keys they came from are dropped, nothing to warn about
     used = {v for v in mapping.values() if v}
     for where in ("info", "arrays"):
         for k in sorted(found[where]):
