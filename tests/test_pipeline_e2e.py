@@ -99,7 +99,7 @@ def test_outputs_exist_and_are_sane(finished_project):
     summary = (project / "summary.md").read_text()
     assert f"tier `all`: labelled {lab['n_dataset']}, failed {lab['n_failures']}; gate: GO" in summary
     log = (project / "logs" / "run.log").read_text()  # the batch job's record of everything
-    for text in ("[run ] label:all", "dashboard:", "gate full:", "epoch 0 step", "[run ] bench"):
+    for text in ("[run ] label:all", "dashboard:", "gate full: PASSED", "epoch 0 step", "[run ] bench"):
         assert text in log, text
 
 

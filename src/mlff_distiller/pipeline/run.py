@@ -286,7 +286,7 @@ def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
 
         def _gate():
             rep = evaluate_gates(data, checkpoint=tier or "full", config=qcfg)
-            log.info("gate %s:\n%s", tier or "full", rep.summary())
+            log.info("%s", rep.summary())  # "gate <checkpoint>: PASSED|FAILED" and one line per metric
             info = _as_dict(rep)
             (tdir / "gate.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
             if not rep.passed:
