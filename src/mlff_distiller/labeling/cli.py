@@ -95,5 +95,10 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=show_progress(args),
     )
+    if summary.n_pool == 0:
+        import logging
+
+        logging.getLogger(__name__).warning("pool %s holds no structures: the output %s is an empty dataset; "
+                                            "check the pool (mlff-distill dataset info %s)", pool, args.output, pool)
     print(summary)
     return 0
