@@ -90,8 +90,11 @@ def assert_matches_serial(out_path, pool_atoms, results, teacher, atol=1e-6):
     return r
 
 
-def test_emt_local_cluster_equals_serial_loop(tmp_path, capsys):
+def test_emt_local_cluster_equals_serial_loop(tmp_path, capsys, monkeypatch):
     """The engine starts its own 2-worker LocalCluster; labels equal a plain serial loop."""
+    import mlff_distiller.logs
+
+    monkeypatch.setattr(mlff_distiller.logs, "PROGRESS_INTERVAL", 0.0)  # stderr is no terminal: progress lines
     atoms = cu_structures(14)
     pool = write_pool(tmp_path / "pool.h5", atoms)
     out = tmp_path / "data.h5"
@@ -99,7 +102,7 @@ def test_emt_local_cluster_equals_serial_loop(tmp_path, capsys):
     summary = label_pool(pool, "emt", out, n_workers=2, chunk_size=3, progress=True,
                          on_chunk=lambda cid, al, fl: seen.append((cid, len(al), list(fl))))
     bar = capsys.readouterr().err
-    assert "14/14" in bar and "struct/s" in bar, "progress bar with count and rate"
+    assert "labelling: 14/14 (100 %)" in bar and "struct/s" in bar, "progress lines with count and rate"
     assert summary.workers == 2
     assert (summary.labelled, summary.failed, summary.skipped) == (14, 0, 0)
     assert summary.n_chunks == 5 and summary.n_dataset == 14

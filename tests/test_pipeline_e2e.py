@@ -98,13 +98,17 @@ def test_outputs_exist_and_are_sane(finished_project):
     assert html.exists() and "<img" in html.read_text()
     summary = (project / "summary.md").read_text()
     assert f"tier `all`: labelled {lab['n_dataset']}, failed {lab['n_failures']}; gate: GO" in summary
+    log = (project / "logs" / "run.log").read_text()  # the batch job's record of everything
+    for text in ("[run ] label:all", "dashboard:", "gate full: PASSED", "epoch 0 step", "[run ] bench"):
+        assert text in log, text
 
 
 def test_rerun_skips_every_stage(finished_project, capsys):
     recipe, project = finished_project
     before = _stages(project)
     assert main(["run", str(recipe), "-o", str(project)]) == 0
-    out = capsys.readouterr().out
+    cap = capsys.readouterr()
+    out = cap.out + cap.err  # stage lines are log lines: stderr (and logs/run.log)
     assert "[run ]" not in out and out.count("[skip]") >= 8
     assert {k: v["fingerprint"] for k, v in _stages(project).items()} == {k: v["fingerprint"] for k, v in before.items()}
 
@@ -219,7 +223,8 @@ def test_restart_from_train_retrains_from_scratch(finished_project, capsys):
     rows_before = (project / "train" / "metrics.csv").read_text().splitlines()
     mtime = (project / "train" / "metrics.csv").stat().st_mtime_ns
     assert main(["run", str(recipe), "-o", str(project), "--restart-from", "train", "--skip", "bench", "--skip", "report"]) == 0
-    out = capsys.readouterr().out
+    cap = capsys.readouterr()
+    out = cap.out + cap.err
     assert "[run ] train" in out and "[skip] split" in out
     info = _stages(project)["train"]["info"]
     assert info["steps"] > 0 and info["epochs"] == TRAINING["max_epochs"]

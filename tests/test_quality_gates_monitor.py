@@ -81,7 +81,7 @@ def test_flagged_structures_fail_the_gate():
 # -- ChunkMonitor ---------------------------------------------------------------------------------
 
 MON = {"monitor": {"subsample_atoms": 150, "baseline_chunks": 2, "diversity_drop": 0.3,
-                   "max_failure_rate": 0.1, "max_flagged_fraction": 0.1}}
+                   "max_failure_rate": 0.1, "max_flagged_fraction": 0.1, "min_structures": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +131,20 @@ def test_monitor_alerts_on_flagged_structures():
     new = mon.on_chunk(0, bad, [])
     assert [e.kind for e in new] == ["flagged_fraction"]
     assert mon.flagged_fraction == pytest.approx(2 / 6)
+
+
+def test_monitor_pools_small_chunks_before_judging_the_flagged_fraction():
+    """One flagged structure in a chunk of 6 is 17 %: noise until enough structures are pooled."""
+    chunks = [emt_dataset(DIVERSE[:3], n_per_source=2, amplitude=0.1, seed=s) for s in (11, 12, 13)]
+    chunks[0][0].calc.results["forces"][0] = [500.0, 0, 0]
+    mon = ChunkMonitor({"monitor": {**MON["monitor"], "min_structures": 18, "max_flagged_fraction": 0.1}})
+    assert mon.on_chunk(0, chunks[0], []) == [] and mon.on_chunk(1, chunks[1], []) == []
+    assert mon.on_chunk(2, chunks[2], []) == []  # 1 of 18 = 5.6 % <= 10 %: no alert
+    chunks[1][0].calc.results["forces"][0] = [500.0, 0, 0]
+    chunks[1][1].calc.results["forces"][0] = [500.0, 0, 0]
+    mon.on_chunk(3, chunks[0], []), mon.on_chunk(4, chunks[1], [])
+    new = mon.on_chunk(5, chunks[2], [])  # 3 of 18 = 16.7 % > 10 %
+    assert [e.kind for e in new] == ["flagged_fraction"] and "chunks 3-5: 3 of 18 structures" in new[0].message
 
 
 def test_monitor_chunk_with_only_failures():

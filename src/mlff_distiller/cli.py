@@ -50,7 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_handler(args: argparse.Namespace) -> int:
-    """Call ``args.func``; a :class:`UserError` prints one line and gives exit status 2."""
+    """Call ``args.func``; a :class:`UserError` prints one line and gives exit status 2.
+
+    Log messages (stage lines, progress lines, metrics, warnings) go to stderr from here on
+    (:func:`mlff_distiller.logs.setup_console`).
+    """
+    from .cliutil import check_required
+    from .logs import setup_console
+
+    check_required(args)
+    setup_console()
     try:
         return int(args.func(args) or 0)
     except UserError as err:

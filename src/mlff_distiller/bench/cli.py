@@ -6,6 +6,8 @@ import argparse
 import json
 import os
 
+from ..cliutil import add_output, add_progress, show_progress
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -26,7 +28,7 @@ def register(subparsers) -> None:
                    help="built-in names (aspirin, si-64, si-512, water-192, water-576, cu-64, cu-500) or structure "
                    "files; default: aspirin si-64 si-512 (those both models support)")
     p.add_argument("--dataset", default=None, help="held-out labelled dataset (.h5 from mlff-distill label, or extxyz)")
-    p.add_argument("-o", "--out", required=True, help="output directory for bench.json, bench.md and plots")
+    add_output(p, "output directory for bench.json, bench.md and plots")
     p.add_argument("--threads", type=int, default=1, help="threads for both models (default 1)")
     p.add_argument("--timestep", type=float, default=None, help="MD timestep in fs (default 0.5)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (default 3)")
@@ -40,6 +42,7 @@ def register(subparsers) -> None:
     p.add_argument("--student-backend", default=None, choices=["auto", "numba", "torch"],
                    help="student calculator backend (default auto: the numba kernel on the CPU)")
     p.add_argument("--config", default=None, help="YAML/JSON file with bench settings (the recipe's bench section)")
+    add_progress(p)
     p.set_defaults(func=_run)
 
 
@@ -106,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--threads {args.threads}: give a positive number of threads")
     result = run_bench(
         args.student, parse_teacher(args.teacher), systems=args.systems, dataset=args.dataset,
-        out_dir=args.out, threads=args.threads, config=cfg,
+        out_dir=args.output, threads=args.threads, config=cfg, progress=show_progress(args),
     )
     with open(result["outputs"]["markdown"]) as fh:
         print(fh.read())

@@ -139,9 +139,9 @@ def _drive(dyn, monitor, n_steps, progress: str | None = None) -> tuple[str, str
     monitor.dyn = dyn
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ..logs import progress as progress_bar
 
-        bar = tqdm(total=n_steps, desc=progress, unit="step", leave=False, dynamic_ncols=True, mininterval=0.5)
+        bar = progress_bar(total=n_steps, desc=progress, unit="step", leave=False, mininterval=0.5)
         dyn.attach(lambda: bar.update(1) if dyn.nsteps > 0 else None, interval=1)
     try:
         dyn.run(n_steps)

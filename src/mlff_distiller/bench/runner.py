@@ -102,9 +102,9 @@ class BenchConfig:
 
 
 def _progress(total, desc):
-    from tqdm.auto import tqdm
+    from ..logs import progress as progress_bar
 
-    return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+    return progress_bar(total=total, desc=desc, unit="step", leave=False)
 
 
 def run_bench(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from ..cliutil import add_output, add_progress, show_progress
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("dataset", help="inspect, import, export and repack dataset files (HDF5)",
@@ -12,42 +14,64 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="dataset_command", metavar="ACTION")
     sub.required = True
 
-    q = sub.add_parser("info", help="counts, elements, sizes, fields, units, provenance summary")
-    q.add_argument("file")
+    q = sub.add_parser("info", help="counts, elements, sizes, fields, units, provenance summary",
+                       description="Summarise a dataset file: structures, atoms, elements, labels, units, "
+                       "precision, provenance, failures and file attributes.")
+    q.add_argument("file", help="dataset or pool file (.h5)")
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     q.set_defaults(func=_info)
 
-    q = sub.add_parser("import", help="read structures with ASE (extxyz, traj, ...) into a dataset file")
+    q = sub.add_parser("import", help="read structures with ASE (extxyz, traj, ...) into a dataset file",
+                       description="Read structures with ASE into a dataset file. Labels come from the calculator "
+                       "fields ASE reads (energy, forces, stress) or from other tools' keys: MACE's REF_energy / "
+                       "REF_forces / REF_stress, DFT_* and dft_* are recognised; name others with --energy-key, "
+                       "--forces-key, --stress-key. Units must be eV, A, eV/A, eV/A^3.")
     q.add_argument("inputs", nargs="+", help="structure files ASE can read")
-    q.add_argument("-o", "--output", required=True, help="dataset file to write (.h5)")
+    add_output(q, "dataset file to write (.h5)")
     q.add_argument("--format", default=None, help="ASE format name (default: from the file name)")
     q.add_argument("--index", default=":", help="ASE frame selection, e.g. ':' or '::10' (default ':')")
     q.add_argument("--labels", default=None,
                    help="comma-separated label fields to store (energy,forces,stress); default: what the input carries; "
-                        "'none' for an unlabelled pool")
-    q.add_argument("--append", action="store_true", help="append to an existing dataset instead of replacing it")
+                        "'none' strips the labels and stores an unlabelled pool (e.g. to relabel it with a teacher)")
+    q.add_argument("--energy-key", default=None, metavar="KEY", help="atoms.info key holding the energy (eV), e.g. REF_energy")
+    q.add_argument("--forces-key", default=None, metavar="KEY", help="per-atom array holding the forces (eV/A), e.g. REF_forces")
+    q.add_argument("--stress-key", default=None, metavar="KEY",
+                   help="atoms.info key holding the stress (eV/A^3, 6 Voigt or 9 values), e.g. REF_stress")
+    q.add_argument("--append", action="store_true", help="append to an existing dataset instead of writing a new one")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     q.add_argument("--positions-dtype", choices=("float64", "float32"), default="float64",
                    help="precision of stored positions (float32: ~5e-7 A error, smaller file)")
     q.add_argument("--forces-mantissa-bits", type=int, default=None,
                    help="keep this many float32 mantissa bits of forces (4-23; 16: relative error <= 7.6e-6, smaller file)")
+    add_progress(q)
     q.set_defaults(func=_import)
 
-    q = sub.add_parser("export", help="write a dataset file as extxyz (or another format ASE writes)")
-    q.add_argument("file")
-    q.add_argument("-o", "--output", required=True)
-    q.add_argument("--format", default="extxyz", help="ASE format name (default extxyz, which keeps every field)")
+    q = sub.add_parser("export", help="write a dataset file as extxyz, ASE db, traj or another format ASE writes",
+                       description="Write the structures of a dataset file with ASE, labels on a calculator (energy eV, "
+                       "forces eV/A, stress eV/A^3). The format follows the output name (.xyz/.extxyz, .db for "
+                       "`ase db`, .traj for `ase gui`, ...) unless --format is given.")
+    q.add_argument("file", help="dataset or pool file (.h5)")
+    add_output(q, "structure file to write, e.g. out.extxyz, out.db, out.traj")
+    q.add_argument("--format", default=None,
+                   help="ASE format name (default: from the output name, else extxyz, which keeps every field)")
+    add_progress(q)
     q.set_defaults(func=_export)
 
-    q = sub.add_parser("stats", help="normalization statistics (reference energies, scales, neighbours); stored in the file")
-    q.add_argument("file")
+    q = sub.add_parser("stats", help="normalization statistics (reference energies, scales, neighbours); stored in the file",
+                       description="Fit per-element reference energies and compute energy/force scales and mean "
+                       "neighbour counts (eV, eV/A, A); store them in the file and print them as JSON.")
+    q.add_argument("file", help="labelled dataset file (.h5)")
     q.add_argument("--cutoff", type=float, default=5.0, help="neighbour cutoff in A (default 5.0)")
-    q.add_argument("-o", "--output", default=None, help="also write the statistics as JSON here")
+    add_output(q, "also write the statistics as JSON here", required=False)
     q.add_argument("--no-store", action="store_true", help="do not write the statistics into the dataset file")
+    add_progress(q)
     q.set_defaults(func=_stats)
 
-    q = sub.add_parser("repack", help="merge the append journal into the compact read-optimised layout")
-    q.add_argument("file")
-    q.add_argument("-o", "--output", default=None, help="write here instead of in place")
+    q = sub.add_parser("repack", help="merge the append journal into the compact read-optimised layout",
+                       description="Rewrite a dataset file in the compact layout (merging its append journal), "
+                       "optionally with smaller float32 positions or rounded forces.")
+    q.add_argument("file", help="dataset or pool file (.h5)")
+    add_output(q, "write here instead of in place", required=False)
     q.add_argument("--positions-dtype", choices=("float64", "float32"), default=None,
                    help="store positions in this precision (float32: ~5e-7 A error, smaller file)")
     q.add_argument("--forces-mantissa-bits", type=int, default=None,
@@ -132,6 +156,9 @@ def _print_summary(s: dict) -> None:
 
 
 def _info(args) -> int:
+    from .io import require_dataset
+
+    require_dataset(args.file)
     s = summarize(args.file)
     if args.json:
         print(json.dumps(s, indent=2, default=str))
@@ -158,26 +185,43 @@ def _parse_labels(text):
 def _import(args) -> int:
     from .io import import_structures
 
+    from ..errors import DatasetError
+
+    if args.append and args.overwrite:
+        raise DatasetError("--append and --overwrite exclude each other; give one")
+    keys = {"energy": args.energy_key, "forces": args.forces_key, "stress": args.stress_key}
     n = import_structures(args.inputs, args.output, format=args.format, index=args.index,
                           label_fields=_parse_labels(args.labels), mode="a" if args.append else "w",
                           positions_dtype=args.positions_dtype, forces_mantissa_bits=args.forces_mantissa_bits,
-                          progress=True)
-    print(f"imported {n} structures into {args.output}")
+                          progress=show_progress(args), label_keys={k: v for k, v in keys.items() if v},
+                          overwrite=args.overwrite)
+    from .store import DatasetReader
+
+    with DatasetReader(args.output) as r:
+        labels = ", ".join(r.label_fields) or ("none (an unlabelled pool: label it with `mlff-distill label`; labels "
+                                               "stored under other keys: name them with --energy-key/--forces-key)")
+    print(f"imported {n} structures into {args.output}; labels: {labels}")
     return 0
 
 
 def _export(args) -> int:
+    from .io import require_dataset
+
+    require_dataset(args.file)
     from .io import export_structures
 
-    n = export_structures(args.file, args.output, format=args.format, progress=True)
+    n = export_structures(args.file, args.output, format=args.format, progress=show_progress(args))
     print(f"exported {n} structures to {args.output}")
     return 0
 
 
 def _stats(args) -> int:
+    from .io import require_dataset
+
+    require_dataset(args.file)
     from .statistics import dataset_statistics, store_statistics
 
-    stats = dataset_statistics(args.file, cutoff=args.cutoff, progress=True)
+    stats = dataset_statistics(args.file, cutoff=args.cutoff, progress=show_progress(args))
     text = stats.to_json(args.output)
     if not args.no_store:
         store_statistics(args.file, stats)
@@ -186,6 +230,9 @@ def _stats(args) -> int:
 
 
 def _repack(args) -> int:
+    from .io import require_dataset
+
+    require_dataset(args.file)
     from .store import repack
 
     out = repack(args.file, args.output, positions_dtype=args.positions_dtype,

@@ -13,8 +13,10 @@ these fields; forces pass through float32 storage (relative error below 1e-7).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -22,11 +24,12 @@ import numpy as np
 
 from .. import fields as F
 from ..errors import DatasetError
-from .store import LABEL_FIELDS, DatasetReader, DatasetWriter, default_provenance
+from .store import LABEL_FIELDS, DatasetReader, DatasetWriter, default_provenance, journal_dir
 
 PROV_PREFIX = "prov_"
 ATTRS_KEY = "dataset_attrs"
 FAILURES_KEY = "dataset_failures"
+log = logging.getLogger(__name__)
 
 
 def flatten_provenance(atoms) -> None:
@@ -134,62 +137,231 @@ def _carried_labels(atoms) -> set[str]:
     return out
 
 
+# Label keys of other tools' extxyz files, recognised without --energy-key/... (MACE writes
+# REF_*, older GAP/ACE files DFT_*/dft_*). Energy and stress are info keys, forces per-atom arrays.
+LABEL_CONVENTIONS = {
+    F.ENERGY: ("REF_energy", "DFT_energy", "dft_energy", "ref_energy", "energy_dft", "TotEnergy", "total_energy"),
+    F.FORCES: ("REF_forces", "DFT_forces", "dft_forces", "ref_forces", "forces_dft", "force"),
+    F.STRESS: ("REF_stress", "DFT_stress", "dft_stress", "ref_stress", "stress_dft"),
+}
+_LABEL_WORDS = ("energy", "force", "stress", "virial")
+_OWN_KEYS = (ATTRS_KEY, FAILURES_KEY)
+
+
+def _where(field: str) -> str:
+    return "arrays" if field == F.FORCES else "info"
+
+
+def _label_like(key: str) -> bool:
+    k = key.lower()
+    return not key.startswith(PROV_PREFIX) and key not in _OWN_KEYS and any(w in k for w in _LABEL_WORDS)
+
+
+def resolve_label_keys(found: dict, calc_fields: set, keys: dict, label_fields) -> dict:
+    """Where each label comes from: ``{field: None (atoms.calc) | info/arrays key}``.
+
+    Fields outside ``label_fields`` stay in the mapping: their keys are dropped on import
+    (the labels are not stored) rather than kept as stray info entries.
+
+    ``found``: ``{"info": set, "arrays": set}`` of keys seen in the input; ``calc_fields``:
+    labels carried on ``atoms.calc``; ``keys``: user choices (``--energy-key`` ...). An
+    explicit key wins; else the calculator's label; else the first known convention present.
+    Warns (log) about label-like keys left unused, so a label never goes missing silently.
+    """
+    mapping: dict = {}
+    for name in LABEL_FIELDS:
+        key = keys.get(name)
+        where = _where(name)
+        if key:
+            if key in found[where] or (key == name and name in calc_fields):
+                mapping[name] = None if (key == name and key not in found[where]) else key
+                continue
+            keys_seen = sorted((k for k in found[where] if not k.startswith(PROV_PREFIX) and k not in _OWN_KEYS
+                                and k not in ("numbers", "positions")), key=lambda k: (not _label_like(k), k))
+            raise DatasetError(f"--{name}-key {key}: no structure has atoms.{where}[{key!r}] (keys found: "
+                               f"{', '.join(keys_seen[:12]) or 'none'}); give one of those, or leave the option out")
+        if name in calc_fields:
+            mapping[name] = None
+            continue
+        conv = next((k for k in LABEL_CONVENTIONS[name] if k in found[where]), None)
+        if conv is not None:
+            mapping[name] = conv
+    if label_fields == ():
+        return mapping  # stripping labels: the keys they came from are dropped, nothing to warn about
+    used = {v for v in mapping.values() if v}
+    for where in ("info", "arrays"):
+        for k in sorted(found[where]):
+            if _label_like(k) and k not in used and k not in LABEL_FIELDS:
+                log.warning("input atoms.%s key %r looks like a label but is not imported (labels: %s); map it with "
+                            "--energy-key/--forces-key/--stress-key %s, or ignore this if it is not a label",
+                            where, k, ", ".join(f"{f} <- {v or 'calculator'}" for f, v in mapping.items()) or "none", k)
+    return mapping
+
+
+def apply_label_keys(atoms, mapping: dict, label_fields) -> None:
+    """In place: labels named by ``mapping`` onto a SinglePointCalculator holding only ``label_fields``.
+
+    Keys used as labels are removed from ``info``/``arrays`` (they become the labels); labels
+    of the calculator not in ``label_fields`` are dropped (``()`` strips every label).
+    """
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    res = dict(atoms.calc.results) if getattr(atoms, "calc", None) is not None else {}
+    out = {}
+    for name in label_fields:
+        src = mapping.get(name)
+        if src is None:
+            if name in res:
+                out[name] = res[name]
+            continue
+        store = atoms.arrays if name == F.FORCES else atoms.info
+        if src in store:
+            value = np.asarray(store[src], dtype=np.float64)
+            if name == F.STRESS and value.size == 9:
+                value = F.matrix_to_voigt(value.reshape(3, 3))
+            out[name] = float(value) if name == F.ENERGY and value.size == 1 else value
+    for src in mapping.values():
+        if src and src in atoms.info:
+            del atoms.info[src]
+        elif src and src in atoms.arrays:
+            del atoms.arrays[src]
+    if F.STRESS in out and not bool(np.all(atoms.pbc)):
+        del out[F.STRESS]  # stress is defined for 3-D periodic cells only
+    atoms.calc = None
+    if out:
+        atoms.calc = SinglePointCalculator(atoms, **out)
+
+
 def import_structures(sources: Sequence, out, format: str | None = None, index: str = ":",
                       label_fields: Sequence[str] | None = None, mode: str = "w", positions_dtype: str = "float64",
-                      forces_mantissa_bits: int | None = None, chunk: int = 500, progress: bool = False) -> int:
+                      forces_mantissa_bits: int | None = None, chunk: int = 500, progress: bool = False,
+                      label_keys: dict | None = None, overwrite: bool = False, attrs: dict | None = None) -> int:
     """Read structures with ASE and store them in dataset ``out``; returns how many.
 
-    ``label_fields=None`` takes every label (energy, forces, stress) that any structure
-    carries; a file without labels becomes an unlabelled pool. ``mode="w"`` replaces ``out``,
-    ``"a"`` appends (the label fields must match).
+    ``label_fields=None`` takes every label (energy eV, forces eV/A, stress eV/A^3) that any
+    structure carries, on its calculator or under a known key (``REF_energy``,
+    ``DFT_forces``, ... see :data:`LABEL_CONVENTIONS`); ``label_keys`` names the keys
+    explicitly (``{"energy": "my_E", "forces": "my_F", "stress": "my_S"}``). A file without
+    labels becomes an unlabelled pool, and ``label_fields=()`` strips labels (to relabel
+    structures with a teacher). ``mode="w"`` writes a new ``out``, replacing an existing one
+    only with ``overwrite``; ``"a"`` appends (the label fields must match). The file is
+    written under a temporary name and renamed, so a failed import leaves nothing behind.
+    ``attrs`` are added to the file attributes.
     """
+    extra_attrs = dict(attrs or {})
     sources = [Path(s) for s in ([sources] if isinstance(sources, (str, os.PathLike)) else sources)]
     if not sources:
         raise DatasetError("no input files given; name at least one structure file to import")
     for s in sources:
         if not s.exists():
             raise DatasetError(f"input file not found: {s}; check the path")
-    if Path(out).resolve() in [s.resolve() for s in sources]:
+    out = Path(out)
+    if out.resolve() in [s.resolve() for s in sources]:
         raise DatasetError(f"output {out} is also an input; choose another output path")
+    if mode == "w" and out.exists() and not overwrite:
+        raise DatasetError(f"output {out} exists; pass --overwrite to replace it, --append to add to it, "
+                           "or choose another -o")
     attrs: dict = {}
     failures: list = []
     carried: set[str] = set()
+    found: dict = {"info": set(), "arrays": set()}
     for s in sources:  # first pass: labels carried, attributes and failures of an exported dataset
         for k, atoms in enumerate(_iread(s, format, index)):
             carried |= _carried_labels(atoms)
+            found["info"].update(atoms.info)
+            found["arrays"].update(atoms.arrays)
             if k == 0 and ATTRS_KEY in atoms.info:
                 attrs.update(_load_attrs(atoms.info[ATTRS_KEY], s))
             if k == 0 and FAILURES_KEY in atoms.info:
                 failures += [tuple(f) for f in _load_attrs(atoms.info[FAILURES_KEY], s, list)]
+    mapping = resolve_label_keys(found, carried, dict(label_keys or {}),
+                                 None if label_fields is None else tuple(label_fields))
     if label_fields is None:
-        label_fields = tuple(f for f in LABEL_FIELDS if f in carried)
+        label_fields = tuple(f for f in LABEL_FIELDS if f in mapping)
+    label_fields = tuple(label_fields)
     if not attrs:
         attrs["imported_from"] = [str(s) for s in sources]
+    attrs.update(extra_attrs)
+    new_file = mode == "w" or not out.exists()
+    target = out if not out.exists() or mode == "a" else out.with_name(f".{out.name}.import-{os.getpid()}.h5")
     bar = None
     if progress:
-        from tqdm import tqdm
+        from ..logs import progress as progress_bar
 
-        bar = tqdm(desc="import", unit="struct")
-    n = 0
-    with DatasetWriter(out, label_fields=label_fields, attrs=attrs, mode=mode, positions_dtype=positions_dtype,
-                       forces_mantissa_bits=forces_mantissa_bits) as w:
-        for s in sources:
-            buf = []
-            for atoms in _iread(s, format, index):
-                atoms.info.pop(ATTRS_KEY, None)
-                atoms.info.pop(FAILURES_KEY, None)
-                unflatten_provenance(atoms, default_source=f"file:{s.name}")
-                buf.append(atoms)
-                if len(buf) >= chunk:
+        bar = progress_bar(desc="import", unit="struct")
+    n, ok = 0, False
+    try:
+        with DatasetWriter(target, label_fields=label_fields, attrs=attrs, mode=mode, positions_dtype=positions_dtype,
+                           forces_mantissa_bits=forces_mantissa_bits) as w:
+            for s in sources:
+                buf = []
+                for atoms in _iread(s, format, index):
+                    atoms.info.pop(ATTRS_KEY, None)
+                    atoms.info.pop(FAILURES_KEY, None)
+                    apply_label_keys(atoms, mapping, label_fields)
+                    unflatten_provenance(atoms, default_source=f"file:{s.name}")
+                    buf.append(atoms)
+                    if len(buf) >= chunk:
+                        n += _append(w, buf, n, bar)
+                        buf = []
+                if buf:
                     n += _append(w, buf, n, bar)
-                    buf = []
-            if buf:
-                n += _append(w, buf, n, bar)
-        if failures:
-            w.record_failures(failures)
-    if bar is not None:
-        bar.close()
+            if failures:
+                w.record_failures(failures)
+        if target != out:
+            os.replace(target, out)
+        ok = True
+    finally:
+        if bar is not None:
+            bar.close()
+        if not ok and new_file:  # a file this call started: a failed import leaves nothing behind
+            target.unlink(missing_ok=True)
+        if target != out or (not ok and new_file):
+            shutil.rmtree(journal_dir(target), ignore_errors=True)
     return n
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(path) -> bool:
+    """True when ``path`` starts with the HDF5 signature (a dataset file rather than extxyz & co.)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == HDF5_SIGNATURE
+    except OSError:
+        return False
+
+
+def require_dataset(path, role: str = "dataset") -> None:
+    """Raise a one-line error naming ``dataset import`` when ``path`` is a structure file, not HDF5."""
+    p = Path(path)
+    if p.is_file() and p.stat().st_size and not is_hdf5(p):
+        raise DatasetError(f"{p} is not a dataset file (HDF5) but perhaps a structure file (extxyz, traj, ...); "
+                           f"import it first: mlff-distill dataset import {p} -o {p.with_suffix('.h5').name}")
+
+
+def pool_from_structures(src, dst, progress: bool = False) -> Path:
+    """An unlabelled pool ``dst`` made from the ASE-readable file ``src`` (labels stripped).
+
+    ``dst`` is reused when it was made from a file with the same content (sha256), so a
+    resumed labelling run sees the same pool.
+    """
+    from ..teachers.base import sha256_file
+
+    src, dst = Path(src), Path(dst)
+    sha = sha256_file(src)
+    if dst.exists() and is_hdf5(dst):
+        try:
+            with DatasetReader(dst) as r:
+                if r.attrs.get("imported_sha256") == sha:
+                    return dst
+        except DatasetError:
+            pass
+    log.info("importing %s into the unlabelled pool %s (labels stripped)", src, dst)
+    import_structures([src], dst, label_fields=(), overwrite=True, progress=progress,
+                      attrs={"imported_sha256": sha})
+    return dst
 
 
 def _load_attrs(text, source, kind=dict):
@@ -218,25 +390,61 @@ def _append(w: DatasetWriter, buf, done: int, bar) -> int:
     return len(buf)
 
 
-def export_structures(path, out, format: str = "extxyz", indices: Iterable[int] | None = None,
+def _write_db(path: Path, frames) -> None:
+    """An ASE database: simple info entries become searchable key-value pairs, the rest ``data``."""
+    import ase.db
+    from ase.db.core import reserved_keys
+
+    with ase.db.connect(str(path), type="db", append=False) as con:
+        for atoms in frames:
+            kvp, data = {}, {}
+            for k, v in atoms.info.items():
+                v = _plain(v)
+                simple = isinstance(v, (str, int, float, bool)) and not (isinstance(v, str) and not v)
+                if simple and k.isidentifier() and k not in reserved_keys:
+                    kvp[k] = v
+                else:
+                    data[k] = v
+            con.write(atoms, key_value_pairs=kvp, data=data)
+
+
+def export_format(out) -> str:
+    """ASE format for an output file name: extxyz for .xyz/.extxyz (and unknown names), else ASE's guess."""
+    name = Path(out).name.lower()
+    if name.endswith((".xyz", ".extxyz")) or "." not in name:
+        return "extxyz"
+    from ase.io.formats import filetype
+
+    try:
+        return filetype(str(out), read=False)
+    except Exception:  # noqa: BLE001 - ASE raises several kinds for unknown names
+        return "extxyz"
+
+
+def export_structures(path, out, format: str | None = "extxyz", indices: Iterable[int] | None = None,
                       progress: bool = False) -> int:
-    """Write structures of dataset ``path`` to ``out`` with ASE (temp file + rename); returns how many."""
+    """Write structures of dataset ``path`` to ``out`` with ASE (temp file + rename); returns how many.
+
+    ``format=None`` picks it from the name of ``out`` (:func:`export_format`): ``.db`` for
+    ``ase db``, ``.traj`` for ``ase gui``, ``.xyz``/``.extxyz`` for extxyz, which keeps every field.
+    """
     from ase.io import write
 
     out = Path(out)
+    format = format or export_format(out)
     if out.exists() and Path(path).exists() and out.resolve() == Path(path).resolve():
         raise DatasetError(f"output {out} is the dataset itself; choose another output path")
     if not out.parent.is_dir():
         raise DatasetError(f"directory {out.parent} does not exist; create it first")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")  # keeps the suffix some writers need
     n = 0
     with DatasetReader(path) as r:
         idx = range(len(r)) if indices is None else [int(i) for i in indices]
         bar = None
         if progress:
-            from tqdm import tqdm
+            from ..logs import progress as progress_bar
 
-            bar = tqdm(total=len(idx), desc="export", unit="struct")
+            bar = progress_bar(total=len(idx), desc="export", unit="struct")
         frames: list = []
         stream = format == "extxyz"
         try:
@@ -259,6 +467,8 @@ def export_structures(path, out, format: str = "extxyz", indices: Iterable[int] 
                 if stream:
                     if frames:
                         write(fh, frames, format="extxyz")
+                elif format == "db":
+                    _write_db(tmp, frames)
                 else:
                     write(str(tmp), frames, format=format)
             except DatasetError:

@@ -42,9 +42,9 @@ def dataset_statistics(reader_or_path, cutoff: float = 5.0, progress: bool = Fal
         numbers_list, forces_list, energies, nb_counts = [], [], [], []
         bar = None
         if progress:
-            from tqdm import tqdm
+            from ..logs import progress as progress_bar
 
-            bar = tqdm(total=len(r), desc="statistics", unit="struct")
+            bar = progress_bar(total=len(r), desc="statistics", unit="struct")
         forces_blocks = r.iter_atom_blocks(F.FORCES) if F.FORCES in r.label_fields else None
         it_num = r.iter_atom_blocks(F.NUMBERS)
         it_pos = r.iter_atom_blocks(F.POSITIONS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..cliutil import add_output, add_progress, show_progress
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -11,11 +13,11 @@ def register(subparsers) -> None:
         "seed-m2; or a YAML file) into an HDF5 dataset. Positions in Angstrom.",
     )
     p.add_argument("recipe", help="built-in recipe name or path to a recipe YAML file")
-    p.add_argument("-o", "--output", required=True, help="output pool file (.h5); must not exist unless --overwrite")
+    add_output(p, "output pool file (.h5); must not exist unless --overwrite")
     p.add_argument("--tier", default=None, help="tier of the recipe (e.g. 1k, 10k, full); default: its default tier")
     p.add_argument("--seed", type=int, default=None, help="override the recipe's seed")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress(p)
     p.set_defaults(func=_run)
 
 
@@ -26,7 +28,7 @@ def _run(args) -> int:
         from ..errors import UserError
 
         raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
-    summary = generate(args.recipe, args.output, tier=args.tier, progress=not args.quiet,
+    summary = generate(args.recipe, args.output, tier=args.tier, progress=show_progress(args),
                        overwrite=args.overwrite, seed=args.seed)
     print(format_summary(summary))
     return 0

@@ -11,7 +11,6 @@ rejected and counted. The same recipe, tier and seed give an identical pool.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -152,9 +151,8 @@ def generate(recipe, out_path, tier: str | None = None, progress: bool = True, c
     ``overwrite``. Returns a summary dict (counts per mix entry, skipped items, element and size
     coverage, timing). Units: A; see docs/generation.md.
     """
-    from tqdm import tqdm
-
     from ..data.store import DatasetWriter
+    from ..logs import progress as progress_bar, say
 
     recipe = load_recipe(recipe) if not isinstance(recipe, dict) else recipe
     if seed is not None:
@@ -169,7 +167,7 @@ def generate(recipe, out_path, tier: str | None = None, progress: bool = True, c
         raise UserError(f"directory '{out_path.parent}' does not exist; create it first")
     if calculator is None and cfg.needs_calculator:
         calculator = teacher_calculator(recipe)
-    echo = (lambda m: tqdm.write(f"mlff-distill generate: {m}", file=sys.stderr)) if progress else None
+    echo = (lambda m: say(f"generate: {m}")) if progress else None
     skips = SkipLog(echo=echo)
     stats: list = []
     t0 = time.perf_counter()
@@ -180,7 +178,7 @@ def generate(recipe, out_path, tier: str | None = None, progress: bool = True, c
     try:
         with DatasetWriter(out_path, label_fields=(), attrs=attrs, mode="w") as writer:
             buf = []
-            bar = tqdm(total=total, disable=not progress, unit="struct", desc="generate", dynamic_ncols=True)
+            bar = progress_bar(total=total, enabled=progress, unit="struct", desc="generate")
             for atoms in iter_structures(cfg, tier, calculator, skips, stats):
                 buf.append(atoms)
                 n_atoms.append(len(atoms))

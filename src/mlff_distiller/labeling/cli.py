@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+
+from ..cliutil import add_output, add_progress, show_progress
 
 
 def register(subparsers) -> None:
@@ -14,8 +17,9 @@ def register(subparsers) -> None:
         "(<out>.parts/); re-running the same command resumes. Structures the teacher cannot label go "
         "to the dataset's failures table.",
     )
-    p.add_argument("pool", help="unlabelled pool file (HDF5 from `mlff-distill generate`)")
-    p.add_argument("-o", "--output", required=True, help="labelled dataset file to write (HDF5)")
+    p.add_argument("pool", help="unlabelled pool: HDF5 from `mlff-distill generate` / `dataset import`, or any "
+                   "structure file ASE reads (extxyz, traj, ...), imported without its labels next to the output")
+    add_output(p, "labelled dataset file to write (HDF5)")
     p.add_argument(
         "--teacher",
         default=None,
@@ -33,7 +37,7 @@ def register(subparsers) -> None:
         help="A; structures with two atoms closer than this are failures (default 0.5, 0 disables)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an output made from another pool or teacher")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(p)
     p.set_defaults(func=run)
 
 
@@ -73,8 +77,13 @@ def run(args: argparse.Namespace) -> int:
     if args.scheduler:
         merged["hpc"] = None
     cfg = LabelingConfig.from_dict(merged)
+    pool = args.pool
+    from ..data.io import is_hdf5, pool_from_structures
+
+    if os.path.isfile(pool) and not is_hdf5(pool):  # extxyz & co.: import on the fly, next to the output
+        pool = pool_from_structures(pool, f"{args.output}.pool.h5", progress=show_progress(args))
     summary = label_pool(
-        args.pool,
+        pool,
         teacher,
         args.output,
         n_workers=cfg.workers,
@@ -84,7 +93,12 @@ def run(args: argparse.Namespace) -> int:
         hpc=cfg.hpc,
         min_distance=cfg.min_distance,
         overwrite=args.overwrite,
-        progress=not args.no_progress,
+        progress=show_progress(args),
     )
+    if summary.n_pool == 0:
+        import logging
+
+        logging.getLogger(__name__).warning("pool %s holds no structures: the output %s is an empty dataset; "
+                                            "check the pool (mlff-distill dataset info %s)", pool, args.output, pool)
     print(summary)
     return 0

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import fields as F
 from ..errors import ConfigError, DatasetError, TeacherError, UserError
+from ..logs import say
 from .checkpoint import WorkDir
 from .worker import TeacherLoadError, spec_key
 
@@ -126,6 +127,9 @@ def _open_pool(pool_path):
     p = Path(pool_path)
     if not p.exists():
         raise DatasetError(f"pool file {p} does not exist; create one with `mlff-distill generate` or check the path")
+    from ..data.io import require_dataset
+
+    require_dataset(p, "pool")
     return DatasetReader(p)
 
 
@@ -276,6 +280,10 @@ def label_pool(
             worker_timeout=worker_timeout,
         ) as client:
             workers = n_workers_of(client)
+            link = getattr(client, "dashboard_link", None)
+            if link:
+                msg = f"labelling {n} structures on {workers} Dask workers; dashboard: {link}"
+                say(msg, log) if progress else log.info(msg)
             probe_atoms = _read_atoms(reader, range(min(PROBE_STRUCTURES, n)))
             info = _run_probe(client, probe, spec, threads_per_worker, probe_atoms)
             teacher_id = info["fingerprint_id"]
@@ -443,11 +451,11 @@ def _dispatch(client, label_chunk, reader, work, spec, threads, todo, size, n, m
     """Keep ``window`` chunk tasks in flight; commit each result as it arrives."""
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
-    from tqdm.auto import tqdm
+    from ..logs import progress as progress_bar
 
     total = sum(min(size, n - c * size) for c in todo)
     stats = {"labelled": 0, "failed": 0, "seconds": 0.0, "busy": 0.0}
-    bar = tqdm(total=total, unit="struct", desc="labelling", disable=not progress, dynamic_ncols=True, smoothing=0.1)
+    bar = progress_bar(total=total, unit="struct", desc="labelling", enabled=progress, smoothing=0.1)
     pending: dict = {}  # future -> (chunk, sub-index or None)
     chunks: dict[int, _Chunk] = {}
     queue = list(todo)

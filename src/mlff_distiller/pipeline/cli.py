@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..cliutil import add_output, add_progress, show_progress
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -11,13 +13,13 @@ def register(sub) -> None:
         "'seed-m2', 'tiny', or a YAML file). Re-running the same command resumes.",
     )
     p.add_argument("recipe", help="built-in recipe name or path to a recipe YAML")
-    p.add_argument("-o", "--output", required=True, help="project directory")
+    add_output(p, "project directory (its log: logs/run.log)")
     p.add_argument("--until-tier", help="for tiered recipes: stop adding tiers after this one (e.g. 1k)")
     p.add_argument("--restart-from", help="redo this stage and all after it (generate, label, gate, split, train, export, bench, report)")
     p.add_argument("--workers", type=int, help="labeling workers (default from recipe, else 2)")
     p.add_argument("--skip", action="append", default=[], choices=["bench", "report"], help="skip an optional stage")
     p.add_argument("--overwrite", action="store_true", help="reuse an output directory that holds another project")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_progress(p)
     p.set_defaults(func=_run)
 
 
@@ -29,7 +31,7 @@ def _run(args) -> int:
         restart_from=args.restart_from,
         overwrite=args.overwrite,
         workers=args.workers,
-        progress=not args.quiet,
+        progress=show_progress(args),
         skip=tuple(args.skip),
     )
     try:

@@ -19,6 +19,7 @@ continue from their own checkpoints. Units are ASE's throughout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, UserError
+from ..logs import log_to_file, say
 from .project import Project, fingerprint
 
 log = logging.getLogger(__name__)
@@ -163,7 +165,16 @@ def split_dataset(
 
 
 def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunResult:
-    """Run (or resume) the whole pipeline for ``recipe_ref`` (built-in name or YAML path)."""
+    """Run (or resume) the whole pipeline for ``recipe_ref`` (built-in name or YAML path).
+
+    Everything logged while it runs (stages, progress lines, per-epoch metrics, gate results,
+    warnings) is appended to ``PROJECT/logs/run.log``.
+    """
+    with contextlib.ExitStack() as stack:  # holds the log file once the project directory is known
+        return _run_project(recipe_ref, out_dir, options, stack)
+
+
+def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
     from ..generation.recipe import load_recipe
 
     opts = options or RunOptions()
@@ -207,6 +218,8 @@ def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunRe
             )
 
     project = Project(out, name, overwrite=opts.overwrite)
+    stack.enter_context(log_to_file(out / "logs" / "run.log"))
+    log.info("mlff-distill run %s -> %s (tiers %s)", recipe_ref, out, ", ".join(t or "all" for t in tiers))
     check_disk(out, estimate_disk_bytes(recipe, tiers))
     (out / "recipe.yaml").write_text(_dump_yaml(recipe))
 
@@ -277,6 +290,7 @@ def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunRe
 
         def _gate():
             rep = evaluate_gates(data, checkpoint=tier or "full", config=qcfg)
+            log.info("%s", rep.summary())  # "gate <checkpoint>: PASSED|FAILED" and one line per metric
             info = _as_dict(rep)
             (tdir / "gate.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
             if not rep.passed:
@@ -457,9 +471,7 @@ def _dump_yaml(d: dict) -> str:
 
 
 def _say(opts: RunOptions, text: str) -> None:
-    if opts.progress:
-        print(text, flush=True)
-    log.info(text)
+    say(text, log)  # stage lines print with or without progress output, and go to logs/run.log
 
 
 def _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run_dir) -> Path:

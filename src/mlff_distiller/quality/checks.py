@@ -237,11 +237,10 @@ def validate(atoms_or_path, config: QualityConfig | dict | None = None, *, progr
 
     p = checks["min_distance"]
     if p["enabled"]:
-        from tqdm.auto import tqdm
+        from ..logs import progress as progress_bar
 
-        # disable=None: a bar on a terminal only, nothing in logs
-        bar = tqdm(range(n), desc="closest contacts", unit="structure", disable=None if progress else True,
-                   leave=False)
+        # a bar on a terminal, a line every 30 s in a batch job
+        bar = progress_bar(range(n), desc="closest contacts", unit="structure", enabled=progress, leave=False)
         md = np.array([_min_distance(rec, i, p) for i in bar]).reshape(n, 2)
         flags["min_distance"] = (md[:, 0] < p["absolute"]) | (md[:, 1] < p["covalent_fraction"])
         values["min_distance"] = md[:, 0]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..cliutil import add_output, add_progress, show_progress
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -18,6 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", default="full", choices=["1k", "10k", "full"],
                    help="gate thresholds to apply (default: full)")
     p.add_argument("--json", metavar="OUT.json", help="also write all results as JSON")
+    add_progress(p)
     p.set_defaults(func=_validate)
 
     r = subparsers.add_parser(
@@ -26,13 +29,17 @@ def register(subparsers) -> None:
         description="Writes DIR/report.html (plots embedded), DIR/dataset_card.md and DIR/quality.json.",
     )
     r.add_argument("file", help="labelled dataset (.h5)")
-    r.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+    add_output(r, "output directory", metavar="DIR")
     r.add_argument("--config", metavar="Q.yaml", help="YAML with a quality: section (or a whole recipe)")
+    add_progress(r)
     r.set_defaults(func=_report)
 
 
 def _config(args):
+    from ..data.io import require_dataset
     from .config import QualityConfig
+
+    require_dataset(args.file)
 
     return QualityConfig.from_yaml(args.config) if args.config else QualityConfig()
 
@@ -43,7 +50,7 @@ def _validate(args: argparse.Namespace) -> int:
     from .gates import evaluate_gates
 
     config = _config(args)
-    gate = evaluate_gates(args.file, args.checkpoint, config, progress=True)
+    gate = evaluate_gates(args.file, args.checkpoint, config, progress=show_progress(args))
     print(gate.validation.summary())
     print(gate.diversity.summary())
     print(gate.summary())
@@ -58,7 +65,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    html_path, card_path = write_report(args.file, args.output, _config(args), progress=True)
+    html_path, card_path = write_report(args.file, args.output, _config(args), progress=show_progress(args))
     print(f"report: {html_path}")
     print(f"dataset card: {card_path}")
     return 0

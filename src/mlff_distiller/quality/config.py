@@ -130,7 +130,10 @@ GATE_DEFAULTS: dict[str, dict] = {
 # -- continuous monitoring ------------------------------------------------------------------------
 MONITOR_DEFAULTS: dict = {
     "max_failure_rate": 0.1,  # per chunk, failed / (labelled + failed)
-    "max_flagged_fraction": 0.05,  # per chunk, structures flagged by the cheap checks
+    "max_flagged_fraction": 0.05,  # structures flagged by the cheap checks, judged over >= min_structures
+    # the flagged fraction is judged over at least this many structures (small consecutive
+    # chunks are pooled): one flagged structure in a chunk of 8 is 12 %, which is noise
+    "min_structures": 50,
     # alert when a chunk's QUESTS entropy fraction falls below (1 - diversity_drop) x the
     # median of the previous chunks
     "diversity_drop": 0.3,
@@ -288,7 +291,7 @@ class QualityConfig:
         mon = _merge_section("monitor", d.get("monitor"), MONITOR_DEFAULTS)
         for key in ("max_failure_rate", "max_flagged_fraction", "diversity_drop"):
             mon[key] = _number("monitor", key, mon[key], lo=0)
-        for key in ("baseline_chunks", "subsample_atoms"):
+        for key in ("baseline_chunks", "subsample_atoms", "min_structures"):
             mon[key] = _number("monitor", key, mon[key], lo=1, integer=True)
         mon["seed"] = _number("monitor", "seed", mon["seed"], lo=0, integer=True)
         return cls(checks=checks, diversity=div, gates=gates, monitor=mon)

@@ -145,6 +145,28 @@ class DiversityReport:
 # -- QUESTS ----------------------------------------------------------------------------------
 
 
+_BLAS_CONTROLLER = None
+
+
+def one_blas_thread():
+    """A context in which numpy's and scipy's OpenBLAS use one thread.
+
+    QUESTS runs numba-parallel (OpenMP) loops that call BLAS; a multi-threaded OpenBLAS inside
+    them prints "Detect OpenMP Loop and this application may hang". The library scan is done
+    once per process (scipy's own OpenBLAS is loaded first, so that the limit reaches it), so
+    entering the context is cheap enough to wrap every descriptor call.
+    """
+    global _BLAS_CONTROLLER
+    try:
+        import scipy.linalg  # noqa: F401
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    if _BLAS_CONTROLLER is None:
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+
+
 class _Descriptors:
     """QUESTS per-atom descriptors, computed once per structure and cached."""
 
@@ -165,7 +187,7 @@ class _Descriptors:
                 # check) must not reach the numba kernels
                 x = np.zeros((len(atoms), 2 * self.k - 1))
             else:
-                with warnings.catch_warnings():
+                with one_blas_thread(), warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # numba type-safety chatter inside quests
                     x = get_descriptors([atoms], k=self.k, cutoff=self.cutoff)
             self.cache[i] = np.ascontiguousarray(x, dtype=np.float64)
@@ -206,17 +228,7 @@ def quests_metrics(x: np.ndarray, bandwidth: float) -> tuple[float, float]:
     """QUESTS (entropy H, diversity D) in nats of descriptor rows ``x``."""
     from quests.entropy import get_all_metrics
 
-    # QUESTS runs numba-parallel loops that call BLAS; a multi-threaded OpenBLAS inside them
-    # prints "Detect OpenMP Loop and this application may hang". One BLAS thread per loop, in
-    # numpy's and in scipy's own OpenBLAS (loaded first, so that the limit reaches it).
-    try:
-        import scipy.linalg  # noqa: F401
-        from threadpoolctl import threadpool_limits
-
-        limits = threadpool_limits(limits=1, user_api="blas")
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        limits = contextlib.nullcontext()
-    with limits, warnings.catch_warnings():
+    with one_blas_thread(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         h, d, _ = get_all_metrics(np.ascontiguousarray(x), h=bandwidth)
     return float(h), float(d)
@@ -414,10 +426,9 @@ def diversity(atoms_or_path, config: QualityConfig | dict | None = None, *, prog
     cached = [i for i in desc.cache]
     rest = [int(i) for i in rng.permutation(n) if int(i) not in desc.cache]
     pca_idx = np.sort(np.array((cached + rest)[: cfg["pca_structures"]], dtype=np.int64))
-    from tqdm.auto import tqdm
+    from ..logs import progress as progress_bar
 
-    bar = tqdm(pca_idx, desc="QUESTS descriptors", unit="structure", disable=None if progress else True,
-               leave=False)
+    bar = progress_bar(pca_idx, desc="QUESTS descriptors", unit="structure", enabled=progress, leave=False)
     feats = np.stack([desc(int(i)).mean(axis=0) for i in bar])
     coords, explained = _pca(feats)
     spread = float(np.sqrt(np.mean(np.sum((coords - coords.mean(axis=0)) ** 2, axis=1))))

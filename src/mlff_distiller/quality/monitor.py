@@ -5,13 +5,15 @@ structures and its failures. It keeps running totals and, per chunk, computes
 
 * the failure rate ``failed / (labelled + failed)``;
 * the fraction of structures flagged by the cheap validation checks (everything except the
-  energy-outlier fit, which needs the whole dataset);
+  energy-outlier fit, which needs the whole dataset), judged over at least
+  ``monitor.min_structures`` structures: consecutive small chunks are pooled, so one flagged
+  structure in a chunk of 8 does not raise an alert;
 * the QUESTS entropy fraction ``H / ln(n)`` on ``n = min(subsample_atoms, atoms in chunk)``
   randomly drawn environments (comparable between chunks of different size).
 
 An alert (a logged warning and an :class:`AlertEvent` appended to ``events``, and to the
-JSON-lines file ``events_path`` when given) is raised when a chunk's failure rate or flagged
-fraction exceeds its threshold, or when its entropy fraction drops below
+JSON-lines file ``events_path`` when given) is raised when a chunk's failure rate or the pooled
+flagged fraction exceeds its threshold, or when its entropy fraction drops below
 ``(1 - diversity_drop)`` times the median of the previous chunks of the same kind (after
 ``baseline_chunks`` of them). A chunk's kind is the most common ``source kind/sampler`` of its
 structures' provenance (e.g. ``bulk/rattle``): pools are written entry by entry, so a chunk of
@@ -85,6 +87,7 @@ class ChunkMonitor:
         self.n_flagged = 0
         self.element_atoms: dict[str, int] = {}  # running atoms per element
         self.compositions: set[str] = set()
+        self._pool = [0, 0, None]  # structures, flagged, first chunk id of the flagged-fraction window
 
     # the hook signature of labeling.label_pool
     def on_chunk(self, chunk_id: int, atoms: list, failures: list) -> list[AlertEvent]:
@@ -114,9 +117,12 @@ class ChunkMonitor:
             new.append(self._event(chunk_id, "failure_rate", failure_rate, mon["max_failure_rate"],
                                    f"chunk {chunk_id}: {n_bad} of {n_ok + n_bad} structures failed to label "
                                    f"({100 * failure_rate:.1f} % > {100 * mon['max_failure_rate']:.1f} %)"))
-        if flagged_fraction > mon["max_flagged_fraction"]:
-            new.append(self._event(chunk_id, "flagged_fraction", flagged_fraction, mon["max_flagged_fraction"],
-                                   f"chunk {chunk_id}: {100 * flagged_fraction:.1f} % of structures flagged by "
+        pooled = self._pool_flagged(chunk_id, n_ok, flagged_fraction)
+        if pooled is not None and pooled[0] > mon["max_flagged_fraction"]:
+            frac, n_flag, n_pool, first = pooled
+            where = f"chunk {chunk_id}" if first == chunk_id else f"chunks {first}-{chunk_id}"
+            new.append(self._event(chunk_id, "flagged_fraction", frac, mon["max_flagged_fraction"],
+                                   f"{where}: {n_flag} of {n_pool} structures ({100 * frac:.1f} %) flagged by "
                                    f"validation checks (> {100 * mon['max_flagged_fraction']:.1f} %)"))
         past = [c.entropy_fraction for c in self.chunks if c.kind == kind and math.isfinite(c.entropy_fraction)]
         if math.isfinite(entropy_fraction) and len(past) >= mon["baseline_chunks"]:
@@ -136,7 +142,11 @@ class ChunkMonitor:
                     fh.write(json.dumps(ev.to_dict()) + "\n")
         return new
 
-    __call__ = on_chunk
+    def __call__(self, chunk_id: int, atoms: list, failures: list) -> list[AlertEvent]:
+        from .diversity_metrics import one_blas_thread
+
+        with one_blas_thread():  # numba-parallel QUESTS loops call BLAS (OpenBLAS "Detect OpenMP Loop")
+            return self.on_chunk(chunk_id, atoms, failures)
 
     @property
     def failure_rate(self) -> float:
@@ -162,6 +172,19 @@ class ChunkMonitor:
         }
 
     # -- internals -----------------------------------------------------------------------------
+    def _pool_flagged(self, chunk_id, n_ok: int, fraction: float):
+        """Add a chunk to the flagged-fraction window; ``(fraction, flagged, n, first chunk)`` once it is full."""
+        pool = self._pool
+        if n_ok:
+            pool[0] += n_ok
+            pool[1] += int(round(fraction * n_ok))
+            pool[2] = chunk_id if pool[2] is None else pool[2]
+        if pool[0] < self.config.monitor["min_structures"] or not pool[0]:
+            return None
+        out = (pool[1] / pool[0], pool[1], pool[0], pool[2])
+        self._pool = [0, 0, None]
+        return out
+
     def _event(self, chunk_id, kind, value, threshold, message) -> AlertEvent:
         return AlertEvent(int(chunk_id), kind, float(value), float(threshold), message, time.time())
 

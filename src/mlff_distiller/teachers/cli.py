@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..cliutil import add_progress, show_progress
+
 SPEC_HELP = (
     "a teacher: a name (chgnet, emt, lj, xtb, orb, orb-v2, fennol), an ASE calculator import path "
     "(ase.calculators.emt:EMT), name,key=value,... (orb,model=orb-v2,weights_path=/w.ckpt), "
@@ -31,7 +33,7 @@ def register(subparsers) -> None:
     pc.add_argument("structures", metavar="STRUCTURES", help="extxyz / ASE-readable file, or a pool/dataset .h5")
     pc.add_argument("--limit", type=int, default=None, help="use only the first N structures")
     pc.add_argument("--json", dest="json_out", default=None, metavar="FILE", help="also write the full report as JSON")
-    pc.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress(pc)
     pc.set_defaults(func=_compare)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -65,7 +67,7 @@ def _compare(args) -> int:
     atoms = read_structures(args.structures, limit=args.limit)
     ta = build_teacher(parse_teacher_arg(args.teacher_a))
     tb = build_teacher(parse_teacher_arg(args.teacher_b))
-    rep = compare_teachers(ta, tb, atoms, progress=not args.quiet)
+    rep = compare_teachers(ta, tb, atoms, progress=show_progress(args))
     print(format_report(rep))
     if args.json_out:
         tmp = args.json_out + ".tmp"

@@ -124,9 +124,9 @@ def label_all(teacher, atoms_list: Sequence[Atoms], chunk: int = 16, progress: b
     results = []
     bar = None
     if progress:
-        from tqdm import tqdm
+        from ..logs import progress as progress_bar
 
-        bar = tqdm(total=len(atoms_list), desc=desc, unit="struct")
+        bar = progress_bar(total=len(atoms_list), desc=desc, unit="struct")
     for start in range(0, len(atoms_list), chunk):
         part = atoms_list[start : start + chunk]
         results.extend(teacher.label(part))

@@ -10,6 +10,18 @@ from __future__ import annotations
 
 import argparse
 
+from ..cliutil import add_output, add_progress, show_progress
+
+# command-line overrides of TrainConfig fields: option -> (field, type, help)
+OVERRIDES = {
+    "--device": ("device", str, "cpu, cuda or auto (default: config, else auto)"),
+    "--max-epochs": ("max_epochs", int, "stop after this many epochs"),
+    "--max-steps": ("max_steps", int, "stop after this many optimizer steps (0: no step limit)"),
+    "--batch-size": ("batch_size", int, "structures per optimizer step (the global batch under DDP)"),
+    "--lr": ("lr", float, "peak learning rate"),
+    "--seed": ("seed", int, "seed of the split, the initial weights and the data order"),
+}
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -23,9 +35,11 @@ def register(subparsers) -> None:
     p.add_argument("dataset", help="labelled dataset file (HDF5, from `mlff-distill label`)")
     p.add_argument("--config", "-c", help="YAML with the training settings (or a recipe with a training: section); "
                    "default: built-in defaults, or the run's saved config when resuming")
-    p.add_argument("-o", "--output", required=True, help="run directory to create (or to continue with --resume)")
+    add_output(p, "run directory to create (or to continue with --resume); its log: RUN/train.log")
     p.add_argument("--resume", action="store_true", help="continue the run in -o from checkpoints/last.pt")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for opt, (name, typ, text) in OVERRIDES.items():
+        p.add_argument(opt, dest=name, type=typ, default=None, help=f"override training.{name}: {text}")
+    add_progress(p)
     p.set_defaults(func=_train)
 
     e = subparsers.add_parser(
@@ -34,7 +48,7 @@ def register(subparsers) -> None:
         description="Write RUN's student as a TorchScript file that runs without this package's model code.",
     )
     e.add_argument("run", help="run directory (from `mlff-distill train`) or a checkpoint .pt file")
-    e.add_argument("-o", "--output", required=True, help="TorchScript file to write, e.g. student.pt")
+    add_output(e, "TorchScript file to write, e.g. student.pt")
     e.add_argument("--checkpoint", choices=("best", "last"), default="best",
                    help="which checkpoint of the run directory (default: best, the EMA weights)")
     e.set_defaults(func=_export)
@@ -46,6 +60,9 @@ def _train(args: argparse.Namespace) -> int:
     from .config import TrainConfig
     from .trainer import DistillationTrainer, load_train_config
 
+    from ..data.io import require_dataset
+
+    require_dataset(args.dataset)
     run = Path(args.output)
     if args.config:
         cfg = load_train_config(args.config)
@@ -53,7 +70,10 @@ def _train(args: argparse.Namespace) -> int:
         cfg = load_train_config(run / "config.yaml")
     else:
         cfg = TrainConfig()
-    trainer = DistillationTrainer(args.dataset, cfg, run, resume=args.resume, progress=not args.no_progress)
+    given = {name: getattr(args, name) for name, _, _ in OVERRIDES.values() if getattr(args, name) is not None}
+    if given:
+        cfg = cfg.replace(**given)
+    trainer = DistillationTrainer(args.dataset, cfg, run, resume=args.resume, progress=show_progress(args))
     summary = trainer.fit()
     if trainer._dist.main:
         print(

@@ -9,6 +9,7 @@ Run directory written by :meth:`DistillationTrainer.fit` (process 0 only under D
     RUN/checkpoints/best.pt      EMA weights with the lowest validation loss (save_student format)
     RUN/checkpoints/last.pt      the newest weights + the whole training state (for resume)
     RUN/parity.png               student vs teacher on the validation split (best weights)
+    RUN/train.log                the run's log: set-up, per-epoch metrics, warnings (appended on resume)
 
 Checkpoints, config, statistics, split and plot are written under a temporary name and
 renamed, so a kill at any moment leaves either the previous or the new version; metrics
@@ -26,12 +27,13 @@ from __future__ import annotations
 
 from ..fileio import atomic_write_text
 
+import contextlib
 import copy
 import csv
 import json
+import logging
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -41,6 +43,7 @@ import torch
 
 from .. import __version__
 from .. import fields as F
+from ..logs import log_to_file, say
 from ..data.graph import collate
 from ..errors import ConfigError, DatasetError, UserError
 from .config import TrainConfig
@@ -48,6 +51,7 @@ from .data import BatchOrder, GraphListDataset, chemistry_keys, grouped_split, t
 from .loss import MetricSums, distillation_loss, label_counts
 from .schedule import EMA, LRSchedule
 
+log = logging.getLogger(__name__)
 CHECKPOINT_KIND = "mlff-distiller-train-state"
 CHECKPOINT_VERSION = 1
 METRIC_COLUMNS = (
@@ -173,7 +177,8 @@ class DistillationTrainer:
         continue it if ``last.pt`` exists, otherwise start afresh, first removing what a run
         killed before its first checkpoint left (for drivers that re-run a command).
     progress:
-        Show a tqdm progress bar (process 0 only).
+        Show progress (process 0 only): a tqdm bar on a terminal, a line every 30 s otherwise.
+        The per-epoch metric lines are logged (and printed) either way; see :mod:`mlff_distiller.logs`.
     callbacks:
         Functions ``cb(trainer, event, info)`` called on ``"step"`` (after each optimizer
         step, ``info = {"step", "loss", "compute_s"}``, the last being the seconds spent in
@@ -223,7 +228,8 @@ class DistillationTrainer:
         is not a run directory, and it is left alone with an error.
         """
         rd = self.run_dir
-        ours = {"config.yaml", "normalization.json", "split.json", "metrics.csv", "parity.png", "checkpoints"}
+        ours = {"config.yaml", "normalization.json", "split.json", "metrics.csv", "parity.png", "checkpoints",
+                "train.log"}
         names = {p.name for p in rd.iterdir()}
         foreign = sorted(n for n in names if n not in ours and not n.endswith(".tmp"))
         ckpts = sorted(p.name for p in self.ckpt_dir.iterdir()) if self.ckpt_dir.is_dir() else []
@@ -344,9 +350,9 @@ class DistillationTrainer:
     def _bar(self, **kw):
         if not (self.progress and self._dist.main):
             return None
-        from tqdm.auto import tqdm
+        from ..logs import progress
 
-        return tqdm(file=sys.stderr, dynamic_ncols=True, leave=False, **kw)
+        return progress(leave=False, **kw)
 
     def _emit(self, event: str, info: dict) -> None:
         for cb in self.callbacks:
@@ -362,7 +368,8 @@ class DistillationTrainer:
         cfg = self.config
         self._dist = _Dist(cfg.device)
         try:
-            return self._fit()
+            with contextlib.ExitStack() as self._exit_stack:  # holds the log file once the run directory exists
+                return self._fit()
         finally:
             self._dist.close()
 
@@ -416,6 +423,12 @@ class DistillationTrainer:
             state = self._restore(model, optimizer, schedule, ema, state)
         else:
             self._write_run_files(train_idx, val_idx, split_kind)
+        if dist.main:
+            self._exit_stack.enter_context(log_to_file(self.run_dir / "train.log"))
+            say(f"training {self.run_dir}: {len(self.train_set)} training and {len(self.val_set)} validation "
+                f"structures ({split_kind} split), {steps_per_epoch} steps per epoch, up to {total_steps} steps, "
+                f"device {device}" + (f", {dist.world} processes" if dist.world > 1 else "")
+                + (" (resuming)" if self.resume else ""), log)
         dist.barrier()
 
         train_model = model
@@ -508,12 +521,12 @@ class DistillationTrainer:
                     save_last()
                 # Otherwise the periodic checkpoints suffice: a resume from one mid-epoch (or
                 # before an epoch's validation) repeats the same steps and rewrites the same rows.
-                if bar is not None:
-                    bar.write(
-                        f"epoch {row['epoch']} step {row['step']}: val loss {row['val_loss']:.4g}, energy MAE "
-                        f"{1e3 * row['val_energy_mae_per_atom']:.3g} meV/atom, force MAE "
-                        f"{1e3 * row['val_force_mae']:.3g} meV/A (RMSE/RMS {row['val_force_rel_rmse']:.3g})"
-                        + (" *best*" if row["best"] else "")
+                if dist.main:
+                    say(
+                        f"epoch {row['epoch']} step {row['step']}: train loss {row['train_loss']:.4g}, val loss "
+                        f"{row['val_loss']:.4g}, energy MAE {1e3 * row['val_energy_mae_per_atom']:.3g} meV/atom, "
+                        f"force MAE {1e3 * row['val_force_mae']:.3g} meV/A (RMSE/RMS {row['val_force_rel_rmse']:.3g}), "
+                        f"lr {row['lr']:.3g}" + (" *best*" if row["best"] else ""), log
                     )
                 self._emit("epoch", row)
         except KeyboardInterrupt:

@@ -1,0 +1,232 @@
+"""A chemist's journeys: bring your own extxyz (MACE-style keys), batch-job logs, one flag spelling."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import numpy as np
+import pytest
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import read, write
+
+from mlff_distiller.cli import build_parser, main
+from mlff_distiller.data.io import import_structures
+from mlff_distiller.data.store import DatasetReader
+from mlff_distiller.errors import DatasetError
+
+from test_training_core import TINY, emt_structures
+
+
+def mace_frames(n_roots=3, per_root=2, seed=3):
+    """EMT structures written the way MACE users keep DFT data: REF_* keys, no calculator."""
+    frames = []
+    for a in emt_structures(n_roots=n_roots, per_root=per_root, seed=seed):
+        res = a.calc.results
+        b = a.copy()
+        b.calc = None
+        b.info["REF_energy"] = float(res["energy"])
+        b.arrays["REF_forces"] = np.array(res["forces"])
+        if "stress" in res and a.pbc.all():
+            from mlff_distiller.fields import voigt_to_matrix
+
+            b.info["REF_stress"] = voigt_to_matrix(np.asarray(res["stress"]))
+            b.info["REF_virials"] = -voigt_to_matrix(np.asarray(res["stress"])).ravel() * a.get_volume()
+        b.info["config_type"] = "md"
+        frames.append((b, res))
+    return frames
+
+
+@pytest.fixture()
+def mace_file(tmp_path):
+    frames = mace_frames()
+    path = tmp_path / "mace.extxyz"
+    write(path, [b for b, _ in frames], format="extxyz")
+    return path, frames
+
+
+def test_mace_keys_are_imported_as_labels_and_unmapped_ones_warned(mace_file, tmp_path, caplog):
+    path, frames = mace_file
+    out = tmp_path / "d.h5"
+    with caplog.at_level(logging.WARNING, logger="mlff_distiller"):
+        assert import_structures([path], out) == len(frames)
+    assert "REF_virials" in caplog.text and "--stress-key" in caplog.text
+    with DatasetReader(out) as r:
+        assert r.label_fields == ("energy", "forces", "stress")
+        for i, (_, res) in enumerate(frames):
+            a = r.get_atoms(i)
+            assert a.get_potential_energy() == pytest.approx(res["energy"], rel=1e-12)
+            np.testing.assert_allclose(a.get_forces(), res["forces"], rtol=1e-6, atol=1e-7)
+            if a.pbc.all():
+                np.testing.assert_allclose(a.get_stress(), res["stress"], rtol=1e-9, atol=1e-12)
+            assert "REF_energy" not in a.info and "REF_forces" not in a.arrays  # became the labels
+            assert a.info["config_type"] == "md"
+
+
+def test_explicit_label_keys_and_unknown_key(tmp_path):
+    frames = []
+    for b, res in mace_frames(n_roots=2, per_root=1):
+        b.info["my_E"] = b.info.pop("REF_energy")
+        b.arrays["my_F"] = b.arrays.pop("REF_forces")
+        frames.append(b)
+    src = tmp_path / "own.extxyz"
+    write(src, frames, format="extxyz")
+    # without the options only REF_stress is recognised: energy missing is not silent
+    out = tmp_path / "a.h5"
+    assert main(["dataset", "import", str(src), "-o", str(out), "--energy-key", "my_E", "--forces-key", "my_F"]) == 0
+    with DatasetReader(out) as r:
+        assert set(r.label_fields) >= {"energy", "forces"}
+    with pytest.raises(DatasetError, match=r"--energy-key nope: no structure has atoms.info.*REF_stress, REF_virials, config_type, my_E"):
+        import_structures([src], tmp_path / "b.h5", label_keys={"energy": "nope"})
+    assert not (tmp_path / "b.h5").exists()
+
+
+def test_import_refuses_existing_output_and_strips_labels(mace_file, tmp_path, capsys):
+    path, frames = mace_file
+    out = tmp_path / "d.h5"
+    assert main(["dataset", "import", str(path), "-o", str(out)]) == 0
+    one = tmp_path / "one.extxyz"
+    write(one, [frames[0][0]], format="extxyz")
+    capsys.readouterr()
+    assert main(["dataset", "import", str(one), "-o", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    with DatasetReader(out) as r:
+        assert len(r) == len(frames) and r.label_fields  # untouched
+    # --labels none: the labelled file becomes an unlabelled pool (to relabel with a teacher)
+    assert main(["dataset", "import", str(path), "-o", str(out), "--labels", "none", "--overwrite"]) == 0
+    assert "labels: none" in capsys.readouterr().out
+    with DatasetReader(out) as r:
+        assert len(r) == len(frames) and r.label_fields == ()
+        assert "REF_energy" not in r.get_atoms(0).info
+
+
+def test_failed_import_leaves_nothing_and_keeps_the_old_file(tmp_path, capsys):
+    frames = [b for b, _ in mace_frames(n_roots=2, per_root=1)]
+    frames[1].info["REF_energy"] = float("nan")
+    bad = tmp_path / "bad.extxyz"
+    write(bad, frames, format="extxyz")
+    new = tmp_path / "new.h5"
+    assert main(["dataset", "import", str(bad), "-o", str(new)]) == 2
+    assert not new.exists() and not list(tmp_path.glob("new.h5*")) and not list(tmp_path.glob(".new*"))
+    old = tmp_path / "old.h5"
+    good = tmp_path / "good.extxyz"
+    write(good, frames[:1], format="extxyz")
+    assert main(["dataset", "import", str(good), "-o", str(old)]) == 0
+    assert main(["dataset", "import", str(bad), "-o", str(old), "--overwrite"]) == 2
+    with DatasetReader(old) as r:
+        assert len(r) == 1
+    assert not list(tmp_path.glob(".old*"))
+
+
+def test_mace_extxyz_trains_in_two_commands_with_overrides_and_logs(mace_file, tmp_path, capsys):
+    path, _ = mace_file
+    data = tmp_path / "d.h5"
+    assert main(["dataset", "import", str(path), "-o", str(data)]) == 0
+    conf = tmp_path / "c.yaml"
+    import yaml
+
+    conf.write_text(yaml.safe_dump({"student": dict(TINY), "warmup_steps": 1, "val_fraction": 0.3}))
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["train", str(data), "-c", str(conf), "-o", str(run), "--max-epochs", "2", "--batch-size", "2",
+                 "--seed", "3", "--device", "cpu", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 0 step" in err and "epoch 1 step" in err  # --no-progress keeps the metric lines
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["max_epochs"] == 2 and saved["batch_size"] == 2 and saved["seed"] == 3 and saved["device"] == "cpu"
+    log = (run / "train.log").read_text()
+    assert "epoch 1 step" in log and "training and" in log and "INFO" in log
+
+
+def test_structure_file_where_a_dataset_is_expected_names_the_fix(mace_file, tmp_path, capsys):
+    path, _ = mace_file
+    for argv in (["train", str(path), "-o", str(tmp_path / "run")], ["dataset", "info", str(path)],
+                 ["validate", str(path)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "not a dataset file" in err and "dataset import" in err, argv
+    assert not (tmp_path / "run").exists()
+
+
+def test_export_formats_for_ase_db_and_gui(mace_file, tmp_path):
+    path, frames = mace_file
+    data = tmp_path / "d.h5"
+    import_structures([path], data)
+    for name in ("out.db", "out.traj", "out.xyz"):
+        assert main(["dataset", "export", str(data), "-o", str(tmp_path / name)]) == 0
+        back = read(tmp_path / name, ":")
+        assert len(back) == len(frames)
+        assert back[0].get_potential_energy() == pytest.approx(frames[0][1]["energy"])
+    import ase.db
+
+    with ase.db.connect(str(tmp_path / "out.db")) as con:
+        row = next(con.select())
+        assert row.key_value_pairs["config_type"] == "md" and row.natoms == len(frames[0][0])
+
+
+@pytest.mark.slow
+def test_label_accepts_an_extxyz_pool(mace_file, tmp_path, capsys):
+    path, frames = mace_file
+    out = tmp_path / "labelled.h5"
+    assert main(["label", str(path), "--teacher", "emt", "-o", str(out), "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "dashboard: http" in err
+    with DatasetReader(out) as r, DatasetReader(tmp_path / "labelled.h5.pool.h5") as pool:
+        assert len(r) == len(frames) and pool.label_fields == ()
+        a = r.get_atoms(0)
+        b = a.copy()
+        b.calc = EMT()
+        assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), rel=1e-6)
+
+
+# -- progress and flags ----------------------------------------------------------------------
+
+
+def test_progress_off_a_terminal_is_periodic_lines(capsys):
+    from mlff_distiller.logs import LineProgress, progress
+
+    bar = progress(total=4, desc="labelling", unit="struct")
+    assert isinstance(bar, LineProgress)  # pytest's stderr is not a terminal
+    bar.interval = 0.0
+    for _ in range(4):
+        bar.update(1)
+    bar.set_postfix(failed=1)
+    bar.close()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("labelling: 1/4 (25 %)") and "struct/s" in lines[0]
+    assert lines[-1].startswith("labelling: 4/4 (100 %)") and "done in" in lines[-1] and "failed=1" in lines[-1]
+    quiet = progress(total=3, desc="x", enabled=False)
+    quiet.update(3)
+    quiet.close()
+    short = progress(total=3, desc="short")  # finishes within one interval: no line at all
+    short.update(3)
+    short.close()
+    assert capsys.readouterr().err == ""
+
+
+def _subparsers(parser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                yield from ((f"{name} {n}", s) for n, s in _subparsers(sub))
+
+
+def test_every_subcommand_and_argument_has_help_and_one_spelling():
+    parser = build_parser()
+    subs = dict(_subparsers(parser))
+    for name, sub in subs.items():
+        for action in sub._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            assert action.help, f"{name}: {action.option_strings or action.dest} has no help"
+            shown = [o for o in action.option_strings if action.help != argparse.SUPPRESS]
+            assert "--out" not in shown and "--quiet" not in shown, name
+    # the old spellings still parse, as hidden aliases
+    args = parser.parse_args(["bench", "--student", "s.pt", "--out", "b"])
+    assert args.output == "b"
+    args = parser.parse_args(["generate", "tiny", "-o", "p.h5", "--quiet"])
+    assert args.no_progress
+    args = parser.parse_args(["run", "tiny", "-o", "proj", "--quiet"])
+    assert args.no_progress
