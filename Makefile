@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 # The main job: quickstart recipe, offline default teacher (CHGNet), end to end.
+# Exit status 3 = the run finished but the accuracy gate said NO-GO (summary.md says which target):
+# the demo still counts as run; any other failure stops make.
 demo: $(STAMP)
-	$(BIN)/mlff-distill run quickstart -o projects/quickstart
+	$(BIN)/mlff-distill run quickstart -o projects/quickstart || [ $$? -eq 3 ]
 
 # The default test suite (what CI runs).
 test: $(STAMP)

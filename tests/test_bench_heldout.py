@@ -140,3 +140,12 @@ def test_targets_check_and_verdict():
     # a target nothing measured cannot pass
     v = evaluate_targets({"systems": {}}, {"nve_drift_mev_per_atom_ps": 1.0})
     assert not v["passed"] and v["targets"][0]["value"] is None
+
+
+def test_heldout_runs_per_system_temperatures():
+    cfg = HeldoutConfig.from_dict({"systems": {"aspirin": [300, 450], "si-64": [800]}})
+    assert cfg.runs() == [("aspirin", 300.0), ("aspirin", 450.0), ("si-64", 800.0)]
+    cfg = HeldoutConfig.from_dict({"systems": ["si-64", "cu-64"], "temperatures_K": [300, 600]})
+    assert cfg.runs() == [("si-64", 300.0), ("si-64", 600.0), ("cu-64", 300.0), ("cu-64", 600.0)]
+    with pytest.raises(ConfigError, match="bench.heldout.systems.si-64"):
+        HeldoutConfig.from_dict({"systems": {"si-64": []}})

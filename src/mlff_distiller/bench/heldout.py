@@ -37,9 +37,11 @@ N_BOOT = 1000
 class HeldoutConfig:
     """The ``bench.heldout`` section: which teacher MD runs make the held-out set.
 
-    ``systems``: bench system names or structure files; ``temperatures_K``: Langevin
-    temperatures (K), each run once per system; ``frames`` per run, every ``interval`` MD
-    steps of ``timestep_fs`` after ``equil_steps``; ``friction_per_fs`` of the thermostat.
+    ``systems``: bench system names or structure files, each run at every temperature of
+    ``temperatures_K`` (K); or a mapping ``{system: [temperatures]}`` when systems need their
+    own temperatures (a molecule and a crystal rarely share them). ``frames`` per run, every
+    ``interval`` MD steps of ``timestep_fs`` after ``equil_steps``; ``friction_per_fs`` of the
+    thermostat.
     """
 
     systems: list = field(default_factory=list)
@@ -65,16 +67,24 @@ class HeldoutConfig:
         cfg.validate()
         return cfg
 
+    def runs(self) -> list[tuple[str, float]]:
+        """``(system, temperature_K)`` of every teacher MD run, in order."""
+        if isinstance(self.systems, dict):
+            return [(str(name), float(t)) for name, temps in self.systems.items() for t in temps]
+        return [(str(name), float(t)) for name in self.systems for t in self.temperatures_K]
+
     def validate(self) -> None:
         if isinstance(self.systems, str):
             self.systems = [self.systems]
-        if not isinstance(self.systems, (list, tuple)) or not self.systems:
+        if not isinstance(self.systems, (list, tuple, dict)) or not self.systems:
             raise ConfigError("bench.heldout.systems must list at least one system (e.g. [si-64, si-slab])")
-        temps = self.temperatures_K
-        if not isinstance(temps, (list, tuple)) or not temps or not all(
-            isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in temps
-        ):
-            raise ConfigError(f"bench.heldout.temperatures_K = {temps!r}: must be a list of positive temperatures in K")
+        groups = self.systems.items() if isinstance(self.systems, dict) else [("temperatures_K", self.temperatures_K)]
+        for name, temps in groups:
+            where = f"bench.heldout.systems.{name}" if isinstance(self.systems, dict) else "bench.heldout.temperatures_K"
+            if not isinstance(temps, (list, tuple)) or not temps or not all(
+                isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in temps
+            ):
+                raise ConfigError(f"{where} = {temps!r}: must be a list of positive temperatures in K")
         for name in ("frames", "interval"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -209,23 +219,22 @@ def run_heldout(s_handle, t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600
     """
     from .systems import load_system
 
-    systems = [load_system(s) for s in cfg.systems]
+    loaded = {}
     records, run_ids, runs = [], [], {}
     student = s_handle.make_calculator()
-    for sys_ in systems:
-        for T in cfg.temperatures_K:
-            key = f"{sys_.name}@{float(T):g}K"
-            if progress:
-                progress(f"held-out teacher MD {key}")
-            frames, report = teacher_md_frames(t_handle.make_calculator(), sys_.atoms, float(T), cfg,
-                                               seed=cfg.seed, max_wall_s=max_wall_s)
-            recs = score_frames(student, frames)
-            entry = {"n_atoms": len(sys_.atoms), "temperature_K": float(T), "teacher_md": report,
-                     "n_frames": len(recs)}
-            if recs:
-                entry.update(heldout_metrics(recs, [key] * len(recs), n_boot=200, seed=cfg.seed))
-            runs[key] = entry
-            records += recs
-            run_ids += [key] * len(recs)
+    for name, T in cfg.runs():
+        sys_ = loaded.setdefault(name, load_system(name))
+        key = f"{sys_.name}@{T:g}K"
+        if progress:
+            progress(f"held-out teacher MD {key}")
+        frames, report = teacher_md_frames(t_handle.make_calculator(), sys_.atoms, T, cfg,
+                                           seed=cfg.seed, max_wall_s=max_wall_s)
+        recs = score_frames(student, frames)
+        entry = {"n_atoms": len(sys_.atoms), "temperature_K": T, "teacher_md": report, "n_frames": len(recs)}
+        if recs:
+            entry.update(heldout_metrics(recs, [key] * len(recs), n_boot=200, seed=cfg.seed))
+        runs[key] = entry
+        records += recs
+        run_ids += [key] * len(recs)
     pooled = heldout_metrics(records, run_ids, seed=cfg.seed) if records else {"n_frames": 0}
     return {"config": dataclasses.asdict(cfg), "runs": runs, "pooled": pooled}

@@ -194,7 +194,7 @@ def _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, stu
             )
 
     if cfg.heldout:  # held-out systems: loadable and supported by both models, before any timing
-        for sys_ in (load_system(s) for s in HeldoutConfig.from_dict(cfg.heldout).systems):
+        for sys_ in (load_system(s) for s in dict.fromkeys(n for n, _ in HeldoutConfig.from_dict(cfg.heldout).runs())):
             lack = s_handle.missing(sys_.elements) | t_handle.missing(sys_.elements)
             if lack:
                 raise UserError(

@@ -150,6 +150,23 @@ class StudentModel(nn.Module):
         )
         return out
 
+    @torch.jit.unused
+    def shift_reference_energies(self, delta: Dict[int, float]) -> None:
+        """Add ``delta[Z]`` eV to the constant energy of every atom of element ``Z``.
+
+        The shift goes into ``stats.element_energies`` too, so that a saved checkpoint rebuilds
+        the same model. Forces and stress do not change.
+        """
+        for z, d in delta.items():
+            z = int(z)
+            if z not in self.elements:
+                raise ValueError(f"shift_reference_energies: element {z} is not one of the student's elements")
+            self.stats.element_energies[z] = float(self.stats.element_energies.get(z, 0.0)) + float(d)
+            self._atom_energy_values[self.elements.index(z)] += float(d)
+        self.atom_energy_const = torch.tensor(
+            self._atom_energy_values, dtype=torch.float64, device=self.atom_energy_const.device
+        )
+
     def atom_energies(
         self,
         species: Tensor,
