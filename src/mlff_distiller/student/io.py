@@ -202,10 +202,18 @@ class ExportedStudent:
         self.meta = meta
         self.cutoff = float(meta["cutoff"])
         self.elements = [int(z) for z in meta["elements"]]
+        self.has_energies = "compute_energies" in str(module.forward.schema)
 
-    def __call__(self, batch, compute_forces: bool = True, compute_stress: bool = False):
+    def __call__(self, batch, compute_forces: bool = True, compute_stress: bool = False, compute_energies: bool = False):
+        args = (batch, compute_forces, compute_stress)
+        if compute_energies:  # exports written before per-atom energies take three arguments
+            if not self.has_energies:
+                raise StudentFileError(
+                    "this TorchScript export predates per-atom energies: re-export it with `mlff-distill export`"
+                )
+            args = args + (True,)
         with torch.enable_grad():
-            out = self.module(batch, compute_forces, compute_stress)
+            out = self.module(*args)
         return {k: v.detach() for k, v in out.items()}
 
     def eval(self):
