@@ -195,14 +195,7 @@ class StudentTorchSimModel(ModelInterface):
         system_idx = state.system_idx.to(self._device)
         numbers = state.atomic_numbers.to(self._device)
         pbc = bool(state.pbc)
-        known = torch.zeros(119, dtype=torch.bool, device=self._device)
-        known[self.elements] = True
-        if bool((~known.index_select(0, numbers.clamp(0, 118))).any()) or bool((numbers > 118).any()):
-            unknown = sorted(set(numbers.cpu().tolist()) - set(self.elements))
-            raise UserError(
-                f"StudentTorchSimModel: atomic numbers {unknown} are not among the student's elements "
-                f"{self.elements}; train a student on data containing them"
-            )
+        self._check_elements(numbers)
         edge_index, edge_shift = self.neighbors(positions, cell, pbc, system_idx, numbers)
         n_systems = int(cell.shape[0])
         if self._fast is not None:
@@ -223,6 +216,19 @@ class StudentTorchSimModel(ModelInterface):
                 [v[:, 0], v[:, 5], v[:, 4], v[:, 5], v[:, 1], v[:, 3], v[:, 4], v[:, 3], v[:, 2]], dim=1
             ).reshape(-1, 3, 3)
         return results
+
+    def _check_elements(self, numbers: Tensor) -> None:
+        """UserError for atomic numbers the student was not trained on (checked when they change)."""
+        checked = getattr(self, "_checked_numbers", None)
+        if checked is not None and checked.shape == numbers.shape and torch.equal(checked, numbers):
+            return
+        unknown = sorted(set(numbers.cpu().tolist()) - set(self.elements))
+        if unknown:
+            raise UserError(
+                f"StudentTorchSimModel: atomic numbers {unknown} are not among the student's elements "
+                f"{self.elements}; train a student on data containing them"
+            )
+        self._checked_numbers = numbers.clone()
 
     def _forward_numba(self, state, positions, cell, pbc, system_idx, numbers, edge_index, edge_shift):
         """The numba kernel once per system (edges come grouped by system, in system order)."""
