@@ -146,3 +146,24 @@ def test_cli_export_format_metatomic(tmp_path, capsys):
     ref = atoms.copy()
     ref.calc = StudentCalculator(model, backend="torch")
     assert np.abs(atoms.get_forces() - ref.get_forces()).max() <= 1e-4
+
+
+def test_nve_trajectory_matches_student_calculator(tmp_path):
+    """Ten velocity-Verlet steps with the metatomic file follow StudentCalculator's trajectory."""
+    from ase import units
+    from ase.md.velocitydistribution import thermalize_momenta
+    from ase.md.verlet import VelocityVerlet
+
+    model = make_model("float64")
+    path = export_metatomic(model, tmp_path / "student.pt")
+    start = systems()["triclinic"]
+    thermalize_momenta(start, temperature_K=600.0, rng=np.random.default_rng(0))
+    runs = []
+    for calc in (StudentCalculator(model, backend="torch"), metatomic_ase.MetatomicCalculator(str(path), device="cpu")):
+        atoms = start.copy()
+        atoms.calc = calc
+        VelocityVerlet(atoms, timestep=1.0 * units.fs).run(10)
+        runs.append((atoms.positions.copy(), atoms.get_total_energy()))
+    assert np.abs(runs[0][0] - start.positions).max() > 1e-3  # the atoms moved
+    np.testing.assert_allclose(runs[1][0], runs[0][0], atol=1e-9)
+    assert runs[1][1] == pytest.approx(runs[0][1], abs=1e-9)
