@@ -97,7 +97,7 @@ def run_torchsim(student, replicas, steps, backend, device="cpu"):
 
 def run_ase_loop(student, replicas, steps, backend):
     from ase import units
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import thermalize_momenta
     from ase.md.verlet import VelocityVerlet
 
     from mlff_distiller.student import StudentCalculator
@@ -106,7 +106,7 @@ def run_ase_loop(student, replicas, steps, backend):
     for k in range(replicas):
         atoms = si64(k)
         atoms.calc = StudentCalculator(student, backend=backend)
-        MaxwellBoltzmannDistribution(atoms, temperature_K=300.0, rng=np.random.default_rng(k))
+        thermalize_momenta(atoms, temperature_K=300.0, rng=np.random.default_rng(k))
         dyns.append(VelocityVerlet(atoms, timestep=1.0 * units.fs))
         calcs.append(atoms.calc)
     for _ in range(3):
@@ -162,8 +162,37 @@ def render(res) -> str:
             f"| {row['replicas']} | {row['atoms']} | {row['steps']} | {row['engine']} | {row['atom_steps_per_s']:.0f} | "
             f"[{row['atom_steps_per_s_wall']:.0f}] | {ratio:.2f}x | {row['nl_builds']} |"
         )
-    lines += ["", *res.get("notes", [])]
+    lines += ["", *summary(res)]
     return "\n".join(lines) + "\n"
+
+
+def summary(res) -> list[str]:
+    """What the rows say about the target (batched torch-sim >= 3x a loop of torch-backend ASE
+    calculators at 64 replicas) and why."""
+    rate = {(r["replicas"], r["engine"]): r["atom_steps_per_s"] for r in res["rows"]}
+    big = max(r["replicas"] for r in res["rows"])
+    ref = rate[(big, "ASE loop, torch")]
+    torch_ratio = rate[(big, "torch-sim, torch")] / ref
+    numba_ratio = rate[(big, "torch-sim, numba")] / ref
+    loop_numba = rate[(big, "ASE loop, numba")] / ref
+    met = "met" if torch_ratio >= 3 else "**not met** on this CPU"
+    return [
+        f"At {big} replicas: torch-sim with the torch backend (one batched network call per step) runs at "
+        f"{torch_ratio:.2f}x the atom-steps/s of the loop of torch-backend ASE calculators (target 3x: {met}); "
+        f"torch-sim with the numba backend at {numba_ratio:.2f}x; the loop of numba-backend ASE calculators at "
+        f"{loop_numba:.2f}x.",
+        "",
+        "Why batching gains little here: on one CPU thread the network's time goes into arithmetic and memory "
+        "traffic on per-edge tensors, not into per-operator overhead (a profile of one 8-replica call: "
+        "elementwise products over (edges, 3F) tensors ~35 % of the time at ~1.6 ms per operator, matrix "
+        "products ~20 %, gathers and scatters ~20 %), so 64 cells in one call cost nearly 64 times one cell; "
+        "the rows above show the gain of batching levelling off after 8 replicas. Batching pays where "
+        "per-operator (kernel-launch) overhead dominates, as on a GPU for 64-atom cells; not measured here "
+        "(no GPU was available). On the CPU the numba kernel is the fast path, and torch-sim's numba "
+        "backend gives torch-sim runs that speed; torch-sim's own value on the CPU is its batched "
+        "integrators, optimisers and autobatching. Neighbour-list builds: torch-sim keeps one list for the "
+        "whole batch (a rebuild redoes all replicas), the ASE loop one per replica.",
+    ]
 
 
 def main(argv=None) -> int:
@@ -172,8 +201,13 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=200, help="steps for 1 replica (fewer for more replicas, at least 20)")
     p.add_argument("--device", default="cpu", help="device of the torch-sim torch backend (cpu or cuda)")
     p.add_argument("--quick", action="store_true", help="20 steps, 1 and 8 replicas, write no result files")
+    p.add_argument("--render-only", action="store_true", help="rewrite torchsim_md.md from torchsim_md.json")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.render_only:
+        res = json.loads((RESULTS / "torchsim_md.json").read_text())
+        (RESULTS / "torchsim_md.md").write_text(render(res))
+        return 0
     try:
         import torch_sim  # noqa: F401
     except ImportError:
