@@ -23,6 +23,9 @@ from mlff_distiller.data.stats import NormalizationStats  # noqa: E402
 from mlff_distiller.student import StudentCalculator, StudentConfig, build_student, save_student  # noqa: E402
 from mlff_distiller.student.metatomic import export_metatomic  # noqa: E402
 
+# metatomic loads models with torch.jit.load, which torch 2.13 marks deprecated (it works)
+pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.load` is deprecated:DeprecationWarning")
+
 CUTOFF = 4.0
 STATS = NormalizationStats(element_energies={1: -13.6, 6: -1030.0, 8: -2040.0, 13: -3.7, 14: -4.6},
                            force_rms=0.5, avg_num_neighbors=12.0, cutoff=CUTOFF)
