@@ -161,9 +161,10 @@ def export_torchscript(model: StudentModel, path) -> Path:
     """Write ``model`` as a TorchScript archive that runs without this package.
 
     The scripted module's ``forward(batch: Dict[str, Tensor], compute_forces: bool = True,
-    compute_stress: bool = False)`` takes the collate batch dict (``numbers``, ``positions``
-    A, ``cell`` A, ``pbc``, ``batch``, ``n_atoms``, ``edge_index``, ``edge_shift``) and
-    returns ``energy`` (B,) eV, ``forces`` (N,3) eV/A, ``stress`` (B,6) eV/A^3 (Voigt);
+    compute_stress: bool = False, compute_energies: bool = False)`` takes the collate batch
+    dict (``numbers``, ``positions`` A, ``cell`` A, ``pbc``, ``batch``, ``n_atoms``,
+    ``edge_index``, ``edge_shift``) and returns ``energy`` (B,) eV, ``forces`` (N,3) eV/A,
+    ``stress`` (B,6) eV/A^3 (Voigt) and, when asked, ``energies`` (N,) eV per atom;
     ``compute(numbers, positions, cell, pbc, batch, edge_index, edge_shift, num_structures,
     compute_forces, compute_stress)`` takes the tensors directly. Call it with grad mode on.
     """
