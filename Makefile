@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
-EXTRAS ?= test,orb,fennol,xtb,tensorboard,hpc
+EXTRAS ?= test,orb,fennol,xtb,tensorboard,hpc,metatomic,torchsim
 
 .PHONY: demo test test-slow bench venv clean
 

@@ -43,7 +43,7 @@ def si_crystal():
 def test_properties_and_class_attribute(model64):
     from ase.calculators.calculator import Calculator
 
-    assert StudentCalculator.implemented_properties == ["energy", "free_energy", "forces", "stress"]
+    assert StudentCalculator.implemented_properties == ["energy", "free_energy", "forces", "stress", "energies"]
     assert Calculator.implemented_properties is not StudentCalculator.implemented_properties
     atoms = si_crystal()
     atoms.calc = StudentCalculator(model64)
@@ -203,3 +203,23 @@ def test_check_state_sees_every_change_that_matters(model64):
         assert set(got) <= set(compare_atoms(calc.atoms, changed)) | {name}
     atoms.positions[3] += 0.05
     assert atoms.get_potential_energy() != e0  # recalculated
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_per_atom_energies_sum_to_the_energy(backend, dtype, tmp_path):
+    """``energies`` (eV per atom) sum to ``energy`` and match the torch model's per-atom terms
+    on every backend and on a TorchScript export."""
+    model = make_model(dtype)
+    atoms = si_crystal()
+    atoms.calc = StudentCalculator(model, backend=backend)
+    e_atoms = atoms.get_potential_energies()
+    assert e_atoms.shape == (8,) and e_atoms.dtype == np.float64
+    assert np.ptp(e_atoms) > 1e-4  # rattled: atoms differ
+    tol = 1e-4 if dtype == "float32" else 1e-10  # float32: the network sum is rounded in float32
+    np.testing.assert_allclose(e_atoms.sum(), atoms.get_potential_energy(), rtol=0, atol=tol)
+    ref = StudentCalculator(model, backend="torch")
+    np.testing.assert_allclose(e_atoms, ref.get_property("energies", atoms.copy()), atol=tol)
+    export_torchscript(model, tmp_path / "ts.pt")
+    ts_calc = StudentCalculator(tmp_path / "ts.pt", backend=backend)
+    np.testing.assert_allclose(ts_calc.get_property("energies", atoms.copy()), e_atoms, atol=tol)

@@ -6,6 +6,8 @@ out = model(batch, compute_forces=True, compute_stress=False)  # energy (B,) eV,
 save_student("student.pt", model); model = load_student("student.pt" or RUN_DIR)
 export_torchscript(model, "student_ts.pt"); exported = load_exported("student_ts.pt")
 atoms.calc = StudentCalculator(RUN_DIR or "student.pt" or "student_ts.pt" or model)  # backend="auto"/"numba"/"torch"
+# optional extras: student.metatomic.export_metatomic(model, "mta.pt")  (LAMMPS, i-PI; [metatomic])
+#                  student.torchsim.StudentTorchSimModel(RUN_DIR)       (batched torch-sim MD; [torchsim])
 ```
 Units: eV, A, eV/A, eV/A^3 (stress in Voigt order xx yy zz yz xz xy).
 """

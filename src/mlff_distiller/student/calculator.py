@@ -1,7 +1,8 @@
 """ASE calculator for a trained student (checkpoint, run directory, TorchScript export or model).
 
-Properties: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/A) and, for cells periodic in
-all three directions only, ``stress`` (eV/A^3, Voigt ``xx yy zz yz xz xy``).
+Properties: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/A), ``energies`` (per-atom
+energies in eV that sum to ``energy``; computed in the same call when asked for) and, for cells
+periodic in all three directions only, ``stress`` (eV/A^3, Voigt ``xx yy zz yz xz xy``).
 
 The neighbour list (vesin) is built with radius ``cutoff + skin`` and reused while no atom
 has moved more than ``skin / 2`` since it was built and the cell, periodicity and atoms are
@@ -48,7 +49,7 @@ class StudentCalculator(Calculator):
     module docstring); the numba kernel compiles on its first call (~15 s, then cached on disk).
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
     def __init__(
         self, model, device: str = "cpu", skin: float = 0.5, compile: bool = False, backend: str = "auto", **kwargs
@@ -172,12 +173,17 @@ class StudentCalculator(Calculator):
         want_stress = "stress" in properties
         if want_stress and not atoms.pbc.all():
             raise PropertyNotImplementedError("stress is only defined for cells periodic in all three directions")
+        want_energies = "energies" in properties
         edge_index, edge_shift, shift_vec, cell, pbc = self._neighbors(atoms)
         if self._fast is not None:
-            energy, forces, virial = self._fast(numbers, atoms.positions, edge_index, shift_vec)
+            energy, forces, virial, *per_atom = self._fast(
+                numbers, atoms.positions, edge_index, shift_vec, per_atom=want_energies
+            )
             self.results["energy"] = energy
             self.results["free_energy"] = energy
             self.results["forces"] = forces
+            if want_energies:
+                self.results["energies"] = per_atom[0]
             if want_stress:
                 self.results["stress"] = matrix_to_voigt(virial / abs(np.linalg.det(cell)))
             return
@@ -193,10 +199,12 @@ class StudentCalculator(Calculator):
             "edge_index": torch.as_tensor(edge_index, dtype=torch.long, device=dev),
             "edge_shift": torch.as_tensor(edge_shift, dtype=dt, device=dev),
         }
-        out = self.model(batch, compute_forces=True, compute_stress=want_stress)
+        out = self.model(batch, compute_forces=True, compute_stress=want_stress, compute_energies=want_energies)
         energy = float(out["energy"].detach()[0])
         self.results["energy"] = energy
         self.results["free_energy"] = energy
         self.results["forces"] = out["forces"].detach().to(torch.float64).cpu().numpy()
         if want_stress:
             self.results["stress"] = out["stress"].detach().to(torch.float64).cpu().numpy()[0]
+        if want_energies:
+            self.results["energies"] = out["energies"].detach().to(torch.float64).cpu().numpy()

@@ -69,7 +69,8 @@ def _layer_layout(flags, layer, W2, f):
 def _student_energy_forces(
     pos, species, ii, jj, shift, emb, rbf_freq, layers, flags, readout, params
 ):
-    """Energy (float64, network part), forces (N, 3) and virial (3, 3) of one structure.
+    """Energy (float64, network part), forces (N, 3), virial (3, 3) and per-atom energies
+    (N,) float64 (network part) of one structure.
 
     ``layers[k]`` = (WfT, Wf, W1T, W1, b1, W2T, W2, b2, WuvT, Wuv, Wm1T, Wm1, bm1, Wm2T, Wm2,
     bm2) with ``xT`` the C-contiguous transpose of torch's ``Linear.weight``; ``flags[k]`` =
@@ -212,9 +213,11 @@ def _student_energy_forces(
     zr = np.dot(s, Wr1T) + br1
     hr, dhr = _silu_and_grad(zr)
     atom_e = np.dot(hr, wr2) + br2[0]
+    atom_energy = np.empty(n, dtype=np.float64)
     energy = 0.0
     for at in range(n):
-        energy += float(atom_e[at] * energy_scale)
+        atom_energy[at] = float(atom_e[at] * energy_scale)
+        energy += atom_energy[at]
 
     # -- backward: d energy / d (edge vectors) ---------------------------------------------
     gs = np.dot(dhr * (wr2 * energy_scale), Wr1)  # (N, F)
@@ -325,7 +328,7 @@ def _student_energy_forces(
             forces[a, c] += g
             for c2 in range(3):
                 virial[c2, c] += float(rvec[e, c2]) * g
-    return energy, forces, virial
+    return energy, forces, virial, atom_energy
 
 
 class FastStudent:
@@ -379,8 +382,10 @@ class FastStudent:
             [self.cutoff, 0.5 * self.edge_norm, math.pi / self.cutoff, 1e-8, self.energy_scale, 0.0], dtype=dtype
         )
 
-    def __call__(self, numbers, positions, edge_index, shift_vec):
-        """Energy (eV, float), forces (N, 3) eV/A and virial (3, 3) eV for one structure.
+    def __call__(self, numbers, positions, edge_index, shift_vec, per_atom: bool = False):
+        """Energy (eV, float), forces (N, 3) eV/A and virial (3, 3) eV for one structure;
+        with ``per_atom`` a fourth item, the per-atom energies (N,) eV (float64) that sum
+        to the energy.
 
         ``edge_index`` (2, E) with ``r_ij = positions[j] - positions[i] + shift_vec``;
         ``shift_vec`` (E, 3) in A. Pairs at or beyond the cutoff contribute zero.
@@ -389,7 +394,7 @@ class FastStudent:
         if (species < 0).any():
             raise ValueError("student: structure contains an element the student was not trained on")
         dt = self.dtype
-        energy, forces, virial = _student_energy_forces(
+        energy, forces, virial, atom_energy = _student_energy_forces(
             np.ascontiguousarray(positions, dtype=dt),
             species,
             np.ascontiguousarray(edge_index[0], dtype=np.int64),
@@ -402,7 +407,10 @@ class FastStudent:
             self.readout,
             self.params,
         )
-        energy += float(self.atom_energy_const[species].sum())
+        atom_const = self.atom_energy_const[species]
+        energy += float(atom_const.sum())
+        if per_atom:
+            return energy, forces, virial, atom_energy + atom_const
         return energy, forces, virial
 
 

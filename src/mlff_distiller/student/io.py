@@ -161,9 +161,10 @@ def export_torchscript(model: StudentModel, path) -> Path:
     """Write ``model`` as a TorchScript archive that runs without this package.
 
     The scripted module's ``forward(batch: Dict[str, Tensor], compute_forces: bool = True,
-    compute_stress: bool = False)`` takes the collate batch dict (``numbers``, ``positions``
-    A, ``cell`` A, ``pbc``, ``batch``, ``n_atoms``, ``edge_index``, ``edge_shift``) and
-    returns ``energy`` (B,) eV, ``forces`` (N,3) eV/A, ``stress`` (B,6) eV/A^3 (Voigt);
+    compute_stress: bool = False, compute_energies: bool = False)`` takes the collate batch
+    dict (``numbers``, ``positions`` A, ``cell`` A, ``pbc``, ``batch``, ``n_atoms``,
+    ``edge_index``, ``edge_shift``) and returns ``energy`` (B,) eV, ``forces`` (N,3) eV/A,
+    ``stress`` (B,6) eV/A^3 (Voigt) and, when asked, ``energies`` (N,) eV per atom;
     ``compute(numbers, positions, cell, pbc, batch, edge_index, edge_shift, num_structures,
     compute_forces, compute_stress)`` takes the tensors directly. Call it with grad mode on.
     """
@@ -202,10 +203,18 @@ class ExportedStudent:
         self.meta = meta
         self.cutoff = float(meta["cutoff"])
         self.elements = [int(z) for z in meta["elements"]]
+        self.has_energies = "compute_energies" in str(module.forward.schema)
 
-    def __call__(self, batch, compute_forces: bool = True, compute_stress: bool = False):
+    def __call__(self, batch, compute_forces: bool = True, compute_stress: bool = False, compute_energies: bool = False):
+        args = (batch, compute_forces, compute_stress)
+        if compute_energies:  # exports written before per-atom energies take three arguments
+            if not self.has_energies:
+                raise StudentFileError(
+                    "this TorchScript export predates per-atom energies: re-export it with `mlff-distill export`"
+                )
+            args = args + (True,)
         with torch.enable_grad():
-            out = self.module(batch, compute_forces, compute_stress)
+            out = self.module(*args)
         return {k: v.detach() for k, v in out.items()}
 
     def eval(self):

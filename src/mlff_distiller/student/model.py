@@ -179,15 +179,28 @@ class StudentModel(nn.Module):
     ) -> Tensor:
         """Network part of the per-atom energies (N,) in eV (no reference energies): the
         differentiable core, kept free of autograd calls so that it can be compiled."""
-        dtype = pos.dtype
+        rvec = self.edge_vectors(pos, cell, batch, edge_index, edge_shift, num_structures)
+        return self.energies_from_vectors(species, rvec, edge_index)
+
+    def edge_vectors(
+        self, pos: Tensor, cell: Tensor, batch: Tensor, edge_index: Tensor, edge_shift: Tensor, num_structures: int
+    ) -> Tensor:
+        """Pair vectors ``r_ij = pos[j] - pos[i] + edge_shift @ cell[batch[i]]`` (E, 3) in A."""
         i = edge_index[0]
-        j = edge_index[1]
         if num_structures == 1:
             shift_vec = edge_shift @ cell[0]
         else:
             edge_cell = cell.index_select(0, batch.index_select(0, i))
             shift_vec = torch.bmm(edge_shift.unsqueeze(1), edge_cell).squeeze(1)
-        rvec = pos.index_select(0, j) - pos.index_select(0, i) + shift_vec
+        return pos.index_select(0, edge_index[1]) - pos.index_select(0, i) + shift_vec
+
+    def energies_from_vectors(self, species: Tensor, rvec: Tensor, edge_index: Tensor) -> Tensor:
+        """Network part of the per-atom energies (N,) in eV from the pair vectors ``rvec``
+        (E, 3) A of the full list ``edge_index`` (2, E): engines that hand over pair vectors
+        (metatomic) call this directly. ``species`` are row indices (``z_to_index[Z]``)."""
+        dtype = rvec.dtype
+        i = edge_index[0]
+        j = edge_index[1]
         r = torch.sqrt(torch.sum(rvec * rvec, dim=1))
         inside = r < self.cutoff
         r_safe = torch.where(inside, r, torch.full_like(r, 0.5 * self.cutoff))
@@ -244,8 +257,11 @@ class StudentModel(nn.Module):
         num_structures: int,
         compute_forces: bool = True,
         compute_stress: bool = False,
+        compute_energies: bool = False,
     ) -> Dict[str, Tensor]:
-        """Energy (B,) eV [float64], forces (N,3) eV/A, stress (B,6) eV/A^3 from tensors.
+        """Energy (B,) eV [float64], forces (N,3) eV/A, stress (B,6) eV/A^3 from tensors;
+        with ``compute_energies`` also ``energies`` (N,) eV [float64], the per-atom terms
+        whose sum over each structure is its energy.
 
         ``edge_index`` (2, E) holds ``(i, j)`` with ``r_ij = pos[j] - pos[i] + shift @ cell``.
         Pairs at or beyond the cutoff contribute exactly zero, so a list built with a
@@ -274,10 +290,11 @@ class StudentModel(nn.Module):
         else:
             atom_energy = self.atom_energies(species, pos, cell, batch, edge_index, edge_shift, num_structures)
         net_energy = torch.zeros(num_structures, dtype=dtype, device=pos.device).index_add(0, batch, atom_energy)
-        const = torch.zeros(num_structures, dtype=torch.float64, device=pos.device).index_add(
-            0, batch, self.atom_energy_const.to(torch.float64).index_select(0, species)
-        )
+        atom_const = self.atom_energy_const.to(torch.float64).index_select(0, species)
+        const = torch.zeros(num_structures, dtype=torch.float64, device=pos.device).index_add(0, batch, atom_const)
         out: Dict[str, Tensor] = {"energy": net_energy.to(torch.float64) + const}
+        if compute_energies:
+            out["energies"] = atom_energy.detach().to(torch.float64) + atom_const
 
         if compute_forces or compute_stress:
             grads = torch.autograd.grad(
@@ -303,7 +320,11 @@ class StudentModel(nn.Module):
         return out
 
     def forward(
-        self, batch: Dict[str, Tensor], compute_forces: bool = True, compute_stress: bool = False
+        self,
+        batch: Dict[str, Tensor],
+        compute_forces: bool = True,
+        compute_stress: bool = False,
+        compute_energies: bool = False,
     ) -> Dict[str, Tensor]:
         """Run on a :func:`~mlff_distiller.data.graph.collate` batch dict (see module docstring).
 
@@ -312,7 +333,7 @@ class StudentModel(nn.Module):
         called with grad mode on.
         """
         if not torch.jit.is_scripting() and (compute_forces or compute_stress) and not torch.is_grad_enabled():
-            return self._compute_with_grad(batch, compute_forces, compute_stress)
+            return self._compute_with_grad(batch, compute_forces, compute_stress, compute_energies)
         return self.compute(
             batch["numbers"],
             batch["positions"],
@@ -324,12 +345,15 @@ class StudentModel(nn.Module):
             int(batch["n_atoms"].shape[0]),
             compute_forces,
             compute_stress,
+            compute_energies,
         )
 
     @torch.jit.unused
-    def _compute_with_grad(self, batch: Dict[str, Tensor], compute_forces: bool, compute_stress: bool):
+    def _compute_with_grad(
+        self, batch: Dict[str, Tensor], compute_forces: bool, compute_stress: bool, compute_energies: bool = False
+    ):
         with torch.enable_grad():
-            out = self.forward(batch, compute_forces, compute_stress)
+            out = self.forward(batch, compute_forces, compute_stress, compute_energies)
         return {k: v.detach() for k, v in out.items()}
 
 

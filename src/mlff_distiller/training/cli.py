@@ -3,7 +3,8 @@
 ``train DATASET --config C.yaml -o RUN [--resume]`` fits a student (see
 :class:`~mlff_distiller.training.DistillationTrainer`); start it under
 ``torchrun --nproc_per_node P -m mlff_distiller.cli train ...`` for DDP.
-``export RUN -o student.pt [--checkpoint best|last]`` writes the TorchScript file.
+``export RUN -o student.pt [--checkpoint best|last] [--format torchscript|metatomic]`` writes
+the TorchScript file, or a metatomic model for LAMMPS / i-PI / ASE / torch-sim (docs/student.md).
 """
 
 from __future__ import annotations
@@ -44,13 +45,18 @@ def register(subparsers) -> None:
 
     e = subparsers.add_parser(
         "export",
-        help="export a trained student to TorchScript",
-        description="Write RUN's student as a TorchScript file that runs without this package's model code.",
+        help="export a trained student (TorchScript or metatomic)",
+        description="Write RUN's student as a TorchScript file that runs without this package's model code, "
+        "or (--format metatomic) as a metatomic atomistic model for LAMMPS (pair_style metatomic), i-PI, ASE "
+        "and torch-sim. Units: eV, A.",
     )
     e.add_argument("run", help="run directory (from `mlff-distill train`) or a checkpoint .pt file")
     add_output(e, "TorchScript file to write, e.g. student.pt")
     e.add_argument("--checkpoint", choices=("best", "last"), default="best",
                    help="which checkpoint of the run directory (default: best, the EMA weights)")
+    e.add_argument("--format", choices=("torchscript", "metatomic"), default="torchscript",
+                   help="torchscript (default; StudentCalculator, torch.jit.load) or metatomic "
+                   "(needs the [metatomic] extra)")
     e.set_defaults(func=_export)
 
 
@@ -104,6 +110,12 @@ def _export(args: argparse.Namespace) -> int:
         raise UserError(f"-o {out} would overwrite the checkpoint it exports: choose another output path")
     model = load_student(ckpt)
     model.eval()
-    export_torchscript(model, out)
-    print(f"exported {ckpt} -> {out} (TorchScript)")
+    if args.format == "metatomic":
+        from ..student.metatomic import export_metatomic
+
+        export_metatomic(model, out)
+        print(f"exported {ckpt} -> {out} (metatomic model: energy in eV, lengths in A)")
+    else:
+        export_torchscript(model, out)
+        print(f"exported {ckpt} -> {out} (TorchScript)")
     return 0
