@@ -224,9 +224,9 @@ def label_pool(
     if not isinstance(min_distance, (int, float)) or min_distance < 0:
         raise ConfigError(f"labeling.min_distance: must be a number >= 0 (A), got {min_distance!r}")
     spec = parse_teacher_spec(teacher_spec)
-    from ..teachers.registry import normalize_spec
+    from ..teachers.registry import check_teacher_spec
 
-    normalize_spec(spec)  # an unknown teacher name fails here, before any cluster starts
+    check_teacher_spec(spec)  # a bad name, option or import path fails here, before any cluster starts
     out = Path(out_path)
     pool_p = Path(pool_path)
     if out.resolve() == pool_p.resolve():

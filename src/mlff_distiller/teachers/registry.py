@@ -82,6 +82,21 @@ def teacher_class(name: str) -> type[Teacher]:
     return getattr(module, clsname)
 
 
+def check_teacher_spec(spec: Any) -> dict:
+    """The normalised spec, checked without building the teacher or calling anything it names.
+
+    Raises :class:`TeacherError` / :class:`ConfigError` for an unknown name or option and,
+    for ``ase``, an import path that does not import or names something other than an ASE
+    calculator class (or a factory function marked ``factory: true``). Call it before
+    shipping a spec to workers.
+    """
+    spec = normalize_spec(spec)
+    cls = teacher_class(spec["name"])
+    full = cls.normalize_spec(spec)
+    cls.check_spec(full)
+    return full
+
+
 def _cache_key(spec: dict) -> str:
     stamp = None
     path = spec.get("weights_path")
