@@ -55,8 +55,11 @@ def register(subparsers) -> None:
     q.set_defaults(func=_repack)
 
 
-def summarize(path) -> dict:
-    """Summary of a dataset file as a plain dict (what ``dataset info`` prints)."""
+def summarize(path, verify: bool = True) -> dict:
+    """Summary of a dataset file as a plain dict (what ``dataset info`` prints).
+
+    ``verify`` first reads every stored chunk once (checksums, decompression), so a damaged
+    file is refused with the damaged structures named instead of summarised."""
     import os
 
     import numpy as np
@@ -66,6 +69,8 @@ def summarize(path) -> dict:
     from .store import DatasetReader
 
     with DatasetReader(path) as r:
+        if verify:
+            r.verify()
         counts: Counter = Counter()
         for _, nums in r.iter_atom_blocks(F.NUMBERS):
             zs, cs = np.unique(nums, return_counts=True)
