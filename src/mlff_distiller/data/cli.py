@@ -172,7 +172,10 @@ def _import(args) -> int:
 
 
 def _export(args) -> int:
+    from ..fileio import check_output_path
     from .io import export_structures
+
+    check_output_path(args.output, "-o")
 
     n = export_structures(args.file, args.output, format=args.format, progress=True)
     print(f"exported {n} structures to {args.output}")
@@ -180,7 +183,11 @@ def _export(args) -> int:
 
 
 def _stats(args) -> int:
+    from ..fileio import check_output_path
     from .statistics import dataset_statistics, store_statistics
+
+    if args.output:
+        check_output_path(args.output, "-o")
 
     stats = dataset_statistics(args.file, cutoff=args.cutoff, progress=True)
     text = stats.to_json(args.output)
@@ -191,7 +198,11 @@ def _stats(args) -> int:
 
 
 def _repack(args) -> int:
+    from ..fileio import check_output_path
     from .store import repack
+
+    if args.output:
+        check_output_path(args.output, "-o")
 
     out = repack(args.file, args.output, positions_dtype=args.positions_dtype,
                  forces_mantissa_bits=args.forces_mantissa_bits)
