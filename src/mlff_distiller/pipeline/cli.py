@@ -26,8 +26,11 @@ def _run(args) -> int:
     from ..labeling.config import LabelingConfig
     from .run import GateFailed, RunOptions, run_project
 
-    if args.workers is not None:  # the same rule as `label --workers`
+    if args.workers is not None:  # the same rules as `label --workers`
+        from ..labeling.cluster import check_local_size
+
         LabelingConfig.from_dict({"workers": args.workers})
+        check_local_size(args.workers)
     check_output_path(args.output, "-o", directory=True, create_parents=True)
 
     opts = RunOptions(
