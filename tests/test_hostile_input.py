@@ -402,3 +402,46 @@ def test_existing_output_is_not_changed(data, tmp_path, capsys):
     before = _digest(target)
     msg = _run(capsys, ["generate", "tiny", "-o", target, "--quiet"])
     assert "already exists" in msg and _digest(target) == before
+
+
+# -- every subcommand x broken recipe / config / checkpoint / structure files ------------------------
+@pytest.mark.parametrize("kind", ["missing", "empty-pt", "garbage-pt", "truncated-pt"])
+@pytest.mark.parametrize("command", ["export", "bench"])
+def test_broken_student_files(student_ckpt, tmp_path, capsys, kind, command):
+    src = tmp_path / "student.pt"
+    raw = student_ckpt[0].read_bytes()
+    if kind != "missing":
+        src.write_bytes({"empty-pt": b"", "garbage-pt": b"not a checkpoint\n" * 100, "truncated-pt": raw[: len(raw) // 2]}[kind])
+    argv = (["export", src, "-o", tmp_path / "out.pt"] if command == "export"
+            else ["bench", "--student", src, "--teacher", "emt", "-o", tmp_path / "bench", "--no-md"])
+    msg = _run(capsys, argv)
+    assert "student.pt" in msg
+    assert not (tmp_path / "out.pt").exists() and not (tmp_path / "bench").exists()
+
+
+@pytest.mark.parametrize("content, words", [("a: [1, 2\n", "YAML"), ("- 1\n- 2\n", "mapping")])
+@pytest.mark.parametrize("command", ["generate", "run", "train", "validate", "label", "bench"])
+def test_broken_config_files(data, pool, student_ckpt, tmp_path, capsys, command, content, words):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(content)
+    argv = {
+        "generate": ["generate", cfg, "-o", tmp_path / "g.h5"],
+        "run": ["run", cfg, "-o", tmp_path / "proj"],
+        "train": ["train", data, "-o", tmp_path / "run", "--config", cfg],
+        "validate": ["validate", data, "--config", cfg],
+        "label": ["label", pool, "--teacher", "emt", "-o", tmp_path / "l.h5", "--config", cfg],
+        "bench": ["bench", "--student", student_ckpt[0], "--teacher", "emt", "-o", tmp_path / "b", "--config", cfg],
+    }[command]
+    before = {p.name for p in tmp_path.iterdir()}
+    msg = _run(capsys, argv)
+    assert "cfg.yaml" in msg
+    assert words.lower() in msg.lower()
+    assert {p.name for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize("text", ["", "2\n\nCu 0 0 0\n", "3\nLattice=\"1 0 0\" Properties=species:S:1\nCu 0 0 0\n"])
+def test_broken_structure_files_for_compare(tmp_path, capsys, text):
+    src = tmp_path / "s.xyz"
+    src.write_text(text)
+    msg = _run(capsys, ["teachers", "compare", "emt", "lj", src, "--quiet"])
+    assert "s.xyz" in msg

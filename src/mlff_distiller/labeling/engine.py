@@ -230,7 +230,9 @@ def label_pool(
     spec = parse_teacher_spec(teacher_spec)
     from ..teachers.registry import check_teacher_spec
 
-    check_teacher_spec(spec)  # a bad name, option or import path fails here, before any cluster starts
+    # a bad name, option or import path fails here, before any cluster starts (a package
+    # installed only on the workers is left to them: they check before calling anything)
+    check_teacher_spec(spec, missing_ok=True)
     out = Path(out_path)
     pool_p = Path(pool_path)
     if out.resolve() == pool_p.resolve():

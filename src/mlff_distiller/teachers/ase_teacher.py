@@ -48,10 +48,14 @@ def import_object(path: str, what: str = "calculator"):
     try:
         module = importlib.import_module(modname)
     except ImportError as err:
-        raise TeacherError(
+        error = TeacherError(
             f"teacher {what} '{path}' does not import ({type(err).__name__}: {err}); "
             f"check the module name or install the package that provides it"
-        ) from None
+        )
+        # the package is absent here (it may be installed only where the teacher runs)
+        error.module_missing = isinstance(err, ModuleNotFoundError) and bool(err.name) and \
+            (modname == err.name or modname.startswith(err.name + "."))
+        raise error from None
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):

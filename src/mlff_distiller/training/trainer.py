@@ -150,7 +150,10 @@ def load_train_config(path) -> TrainConfig:
         d = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {p} is not valid YAML ({str(err).splitlines()[0]}): fix its syntax") from None
-    if isinstance(d, dict) and isinstance(d.get("training"), dict):
+    if not isinstance(d, dict):
+        raise ConfigError(f"config file {p} holds a {type(d).__name__}, not a mapping of training settings "
+                          "(or a recipe with a training: section)")
+    if isinstance(d.get("training"), dict):
         d = d["training"]  # a whole recipe ("training" is not a TrainConfig key, so no ambiguity)
     return TrainConfig.from_dict(d)
 
