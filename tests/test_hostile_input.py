@@ -204,7 +204,7 @@ def test_wrong_length_columns_are_refused_on_open(data, tmp_path, capsys, name, 
     before = _digest(data)
     msg = _run(capsys, DATASET_COMMANDS[command](data, tmp_path))
     assert str(data) in msg and repr(name) in msg and "wrong length" in msg
-    assert _digest(data) == before
+    assert _digest(data) == before and not (tmp_path / "run").exists() and not (tmp_path / "v.json").exists()
 
 
 @pytest.mark.parametrize("name, command", [("positions", "info"), ("positions", "validate"), ("forces", "info"),
@@ -251,6 +251,7 @@ def test_nan_labels_are_named_by_train_not_reported_as_divergence(data, tmp_path
     msg = _run(capsys, ["train", data, "-o", tmp_path / "run"])
     assert "NaN/inf labels" in msg and "energy of 1 structure(s) (4)" in msg and "forces of 1 structure(s) (11)" in msg
     assert "diverged" not in msg and "lr" not in msg
+    assert not (tmp_path / "run").exists()
 
 
 # -- tracebacks instead of one-line errors -----------------------------------------------------------
