@@ -49,6 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _end_progress_bars() -> None:
+    """Close every live tqdm bar so that a message printed next starts on its own line."""
+    tqdm_mod = sys.modules.get("tqdm")
+    if tqdm_mod is None:
+        return
+    for bar in list(getattr(tqdm_mod.tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - a broken bar must not hide the error being reported
+            pass
+
+
 def run_handler(args: argparse.Namespace) -> int:
     """Call ``args.func``; a :class:`UserError` prints one line and gives exit status 2.
 
@@ -63,9 +75,11 @@ def run_handler(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as err:
+        _end_progress_bars()
         print(f"mlff-distill: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _end_progress_bars()
         print("mlff-distill: interrupted", file=sys.stderr)
         return 130
 

@@ -79,8 +79,11 @@ def register(subparsers) -> None:
     q.set_defaults(func=_repack)
 
 
-def summarize(path) -> dict:
-    """Summary of a dataset file as a plain dict (what ``dataset info`` prints)."""
+def summarize(path, verify: bool = True) -> dict:
+    """Summary of a dataset file as a plain dict (what ``dataset info`` prints).
+
+    ``verify`` first reads every stored chunk once (checksums, decompression), so a damaged
+    file is refused with the damaged structures named instead of summarised."""
     import os
 
     import numpy as np
@@ -90,6 +93,8 @@ def summarize(path) -> dict:
     from .store import DatasetReader
 
     with DatasetReader(path) as r:
+        if verify:
+            r.verify()
         counts: Counter = Counter()
         for _, nums in r.iter_atom_blocks(F.NUMBERS):
             zs, cs = np.unique(nums, return_counts=True)
@@ -205,10 +210,11 @@ def _import(args) -> int:
 
 
 def _export(args) -> int:
-    from .io import require_dataset
+    from ..fileio import check_output_path
+    from .io import export_structures, require_dataset
 
     require_dataset(args.file)
-    from .io import export_structures
+    check_output_path(args.output, "-o")
 
     n = export_structures(args.file, args.output, format=args.format, progress=show_progress(args))
     print(f"exported {n} structures to {args.output}")
@@ -216,10 +222,13 @@ def _export(args) -> int:
 
 
 def _stats(args) -> int:
+    from ..fileio import check_output_path
     from .io import require_dataset
+    from .statistics import dataset_statistics, store_statistics
 
     require_dataset(args.file)
-    from .statistics import dataset_statistics, store_statistics
+    if args.output:
+        check_output_path(args.output, "-o")
 
     stats = dataset_statistics(args.file, cutoff=args.cutoff, progress=show_progress(args))
     text = stats.to_json(args.output)
@@ -230,10 +239,14 @@ def _stats(args) -> int:
 
 
 def _repack(args) -> int:
+    from ..fileio import check_output_path
     from .io import require_dataset
 
     require_dataset(args.file)
     from .store import repack
+
+    if args.output:
+        check_output_path(args.output, "-o")
 
     out = repack(args.file, args.output, positions_dtype=args.positions_dtype,
                  forces_mantissa_bits=args.forces_mantissa_bits)

@@ -16,7 +16,7 @@ import numpy as np
 from .. import fields as F
 from ..errors import DatasetError
 from .neighbors import neighbor_list
-from .stats import NormalizationStats, compute_statistics
+from .stats import CUTOFF_MAX, CUTOFF_MIN, NormalizationStats, compute_statistics
 from .store import DatasetReader, DatasetWriter
 
 ATTR_KEY = "normalization"
@@ -28,8 +28,9 @@ def dataset_statistics(reader_or_path, cutoff: float = 5.0, progress: bool = Fal
     Structures without an energy label are skipped; forces enter the RMS only where present.
     Raises DatasetError for an unlabelled pool.
     """
-    if not (np.isfinite(cutoff) and cutoff > 0):
-        raise DatasetError(f"cutoff must be a positive distance in A, got {cutoff}")
+    if not (np.isfinite(cutoff) and CUTOFF_MIN <= cutoff <= CUTOFF_MAX):
+        raise DatasetError(f"cutoff {cutoff} A is out of range; use {CUTOFF_MIN:g} to {CUTOFF_MAX:g} A (typical: 4-6 A), "
+                           "the range a student accepts")
     own = not isinstance(reader_or_path, DatasetReader)
     r = DatasetReader(reader_or_path) if own else reader_or_path
     try:

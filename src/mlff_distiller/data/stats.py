@@ -20,6 +20,10 @@ import numpy as np
 
 from ..errors import DatasetError
 
+# Neighbour cutoffs (A) a student and the dataset statistics accept: below 0.5 A no bond is
+# seen; above 20 A the neighbour lists grow beyond memory (and a student gains nothing).
+CUTOFF_MIN, CUTOFF_MAX = 0.5, 20.0
+
 
 @dataclass
 class NormalizationStats:

@@ -327,7 +327,8 @@ class _FileBuilder:
         self.compact = compact
         self.s = 0  # structures written
         self.a = 0  # atoms written
-        comp = dict(compression="gzip", compression_opts=4, shuffle=True) if compact else dict(compression="lzf", shuffle=True)
+        comp = dict(compression="gzip", compression_opts=4) if compact else dict(compression="lzf")
+        comp.update(shuffle=True, fletcher32=True)  # a checksum per chunk: damage is detected on read
 
         def mk(name, n, trailing, dtype, chunk):
             shape = (n,) + tuple(trailing)
@@ -408,7 +409,8 @@ class _FileBuilder:
 def _compression(n: int, chunk: int, trailing=()) -> dict:
     if n == 0:
         return {}
-    return dict(chunks=(min(n, chunk),) + tuple(trailing), compression="gzip", compression_opts=4, shuffle=True)
+    return dict(chunks=(min(n, chunk),) + tuple(trailing), compression="gzip", compression_opts=4, shuffle=True,
+                fletcher32=True)
 
 
 def _write_strings(h5: h5py.File, name: str, values: list[str]) -> None:
@@ -523,29 +525,88 @@ class _Part:
         self.meta = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
         self.label_fields = tuple(json.loads(self.meta["label_fields"]))
         self.uuid = str(self.meta["dataset_uuid"])
-        self.n_atoms = h5[F.N_ATOMS][()].astype(np.int64)
-        self.offsets = h5["offsets"][()]
+        unknown = [name for name in self.label_fields if name not in F.FIELDS or name not in LABEL_FIELDS]
+        if unknown:
+            raise DatasetError(f"{self.path} lists unknown label field {unknown[0]!r}; the file is corrupt, re-create it")
+        self.offsets = None
+        self.n_atoms = self._whole(F.N_ATOMS).astype(np.int64)
+        offsets = self._whole("offsets")
         n = len(self.n_atoms)
-        if len(self.offsets) != n + 1 or (n and (self.offsets[-1] != h5[F.NUMBERS].shape[0]
-                                                 or not np.array_equal(np.diff(self.offsets), self.n_atoms))):
+        if (len(offsets) != n + 1 or (n and (offsets[0] != 0 or offsets[-1] != h5[F.NUMBERS].shape[0]
+                                             or not np.array_equal(np.diff(offsets), self.n_atoms)))):
             raise DatasetError(f"{self.path} has an inconsistent offsets index; the file is corrupt, re-create it")
-        self.small = {name: h5[name][()] for name in (F.CELL, F.PBC, F.CHARGE, F.SPIN)}
+        self.offsets = offsets
+        self.small = {name: self._whole(name) for name in (F.CELL, F.PBC, F.CHARGE, F.SPIN)}
         for name in self.label_fields:
             if F.FIELDS[name].per == "structure":
-                self.small[name] = h5[name][()]
-            self.small[name + "_mask"] = h5[name + "_mask"][()]
-        self.prov = {k: h5["provenance/" + k][()] for k in (*_PROV_STR, *_PROV_INT)}
+                self.small[name] = self._whole(name)
+            self.small[name + "_mask"] = self._whole(name + "_mask")
+        self.prov = {k: self._whole("provenance/" + k) for k in (*_PROV_STR, *_PROV_INT)}
         self.tables = {k: list(h5["provenance/" + k + "_values"].asstr()[()]) for k in _PROV_STR}
-        self.prov["info"] = h5["info"][()]
+        self.prov["info"] = self._whole("info")
         self.tables["info"] = list(h5["info_values"].asstr()[()])
         self.failures = list(zip(h5["failures/index"][()].tolist(), h5["failures/reason"].asstr()[()].tolist()))
         self.atom_ds = {name: h5[name] for name in (F.NUMBERS, F.POSITIONS) + ((F.FORCES,) if F.FORCES in self.label_fields else ())}
         self.extra_specs = json.loads(self.meta.get("extra_arrays", "{}"))
-        self.extra_masks = {name: h5["arrays/" + name + "_mask"][()] for name in self.extra_specs}
+        self.extra_masks = {name: self._whole("arrays/" + name + "_mask") for name in self.extra_specs}
         for name in self.extra_specs:
             self.atom_ds["arrays/" + name] = h5["arrays/" + name]
+        self._check_lengths()
         self.preloaded: dict | None = None
         self._numbers: np.ndarray | None = None
+
+    def _whole(self, name: str) -> np.ndarray:
+        """A whole dataset; DatasetError naming the damaged structures when a chunk fails its checksum."""
+        try:
+            return self.h5[name][()]
+        except OSError as err:
+            raise self._damage(name, err) from None
+
+    def _check_lengths(self) -> None:
+        """Every column must have one entry per structure (or per atom) of the offsets index."""
+        n, n_at = len(self.n_atoms), int(self.offsets[-1]) if len(self.offsets) else 0
+        cols = {**self.small, **{"provenance/" + k: v for k, v in self.prov.items() if k != "info"},
+                "info": self.prov["info"], **{"arrays/" + k + "_mask": v for k, v in self.extra_masks.items()}}
+        for name, col in cols.items():
+            if len(col) != n:
+                raise DatasetError(f"{self.path}: column {name!r} has {len(col)} entries for {n} structures "
+                                   "(wrong length); the file is corrupt, re-create it")
+        for name, ds in self.atom_ds.items():
+            if ds.shape[0] != n_at:
+                raise DatasetError(f"{self.path}: per-atom array {name!r} has {ds.shape[0]} rows for {n_at} atoms "
+                                   "(wrong length); the file is corrupt, re-create it")
+        for key, table in self.tables.items():
+            codes = self.prov[key]
+            if len(codes) and (codes.min() < 0 or codes.max() >= len(table)):
+                raise DatasetError(f"{self.path}: column {key!r} has codes outside its string table; "
+                                   "the file is corrupt, re-create it")
+
+    def _damage(self, name: str, err: Exception) -> DatasetError:
+        """The error for an unreadable dataset ``name``: which chunk (and so which structures) fails."""
+        ds = self.h5[name]
+        first = last = None
+        if ds.chunks is not None and ds.shape and ds.shape[0]:
+            for sl in ds.iter_chunks():
+                try:
+                    ds[sl]
+                except OSError:
+                    first, last = sl[0].start, sl[0].stop - 1
+                    break
+        where = ""
+        if first is not None:
+            per_atom = name in (F.NUMBERS, F.POSITIONS, F.FORCES) or (name.startswith("arrays/") and not name.endswith("_mask"))
+            per_structure = not per_atom and name != "offsets" and not name.endswith("_values") \
+                and not name.startswith("failures/")
+            if per_atom and self.offsets is not None:
+                first, last = (int(np.searchsorted(self.offsets, x, side="right") - 1) for x in (first, last))
+                where = f" of structures {first}-{last}"
+            elif per_structure:
+                where = f" of structures {first}-{last}"
+            else:
+                where = f" (rows {first}-{last})"
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return DatasetError(f"{self.path} is corrupt: {name}{where} cannot be read ({reason}); "
+                            "restore the file from a copy or re-create it")
 
     def __len__(self):
         return len(self.n_atoms)
@@ -567,9 +628,19 @@ class _Part:
         try:
             return self.atom_ds[name][a:b]
         except OSError as err:
-            raise DatasetError(
-                f"{self.path} is corrupt: reading {name} failed ({str(err).splitlines()[0]}); restore it from a copy or re-create it"
-            ) from None
+            raise self._damage(name, err) from None
+
+    def verify(self) -> None:
+        """Read every chunk of every dataset once (checksums, decompression); DatasetError on damage."""
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and obj.chunks is not None and obj.shape and obj.shape[0]:
+                for sl in obj.iter_chunks():
+                    try:
+                        obj[sl]
+                    except OSError as err:
+                        raise self._damage(name, err) from None
+
+        self.h5.visititems(visit)
 
     def close(self):
         try:
@@ -839,6 +910,12 @@ class DatasetReader:
             table = np.array(self._tables[name], dtype=object)
             return table[self._prov_codes[name]] if self._n else np.zeros(0, object)
         raise DatasetError(f"unknown column {name!r}; per-structure columns: {sorted(self._cols) + ['n_atoms']}")
+
+    def verify(self) -> None:
+        """Read every stored chunk once, checking HDF5 checksums (files written since the
+        fletcher32 filter) and decompression; DatasetError naming the damaged structures."""
+        for p in self._parts:
+            p.verify()
 
     def iter_atom_blocks(self, name: str):
         """Yield ``(offsets, values)`` of a per-atom array (numbers, positions, forces), one part at a time."""

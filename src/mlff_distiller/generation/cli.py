@@ -28,6 +28,9 @@ def _run(args) -> int:
         from ..errors import UserError
 
         raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
+    from ..fileio import check_output_path
+
+    check_output_path(args.output, "-o")
     summary = generate(args.recipe, args.output, tier=args.tier, progress=show_progress(args),
                        overwrite=args.overwrite, seed=args.seed)
     print(format_summary(summary))

@@ -158,6 +158,10 @@ def generate(recipe, out_path, tier: str | None = None, progress: bool = True, c
     if seed is not None:
         recipe = {**recipe, "seed": int(seed)}
     cfg = validate_recipe(recipe)
+    if recipe.get("teacher") is not None:  # the pool is labelled by it next: refuse a bad one before writing
+        from ..teachers.registry import check_teacher_spec
+
+        check_teacher_spec(recipe["teacher"])
     tier = cfg.resolve_tier(tier)
     total = sum(cfg.counts(tier))
     out_path = Path(out_path)

@@ -218,7 +218,16 @@ class GenerationConfig:
         src_specs = {}
         for name, spec in sources.items():
             ws = f"{w}.sources.{name}"
-            if not isinstance(spec, dict) or "kind" not in spec:
+            if not isinstance(spec, dict):
+                raise ConfigError(f"{ws}: give a mapping with a kind ({', '.join(SOURCE_KINDS)}), got {spec!r}")
+            if "kind" not in spec:
+                any_kind = {k for keys in SOURCE_KEYS.values() for k in keys} | {"kind", "size"}
+                stray = [k for k in spec if k not in any_kind or difflib.get_close_matches(str(k), ["kind"], n=1)]
+                if stray:  # a misspelt 'kind' (or another typo): name it rather than only "missing"
+                    close = difflib.get_close_matches(str(stray[0]), sorted(any_kind), n=1)
+                    hint = f" (did you mean '{close[0]}'?)" if close else ""
+                    raise ConfigError(f"{ws}: unknown key '{stray[0]}'{hint}, and {ws}.kind is missing; "
+                                      f"kinds: {', '.join(SOURCE_KINDS)}")
                 raise ConfigError(f"{ws}.kind: missing; allowed: {', '.join(SOURCE_KINDS)}")
             kind = spec["kind"]
             if kind not in SOURCE_KINDS:

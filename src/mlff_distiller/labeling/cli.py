@@ -43,9 +43,11 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
+    from ..fileio import check_output_path
     from .config import LabelingConfig
     from .engine import label_pool
 
+    check_output_path(args.output, "-o", create_parents=True)
     recipe: dict = {}
     if args.config:
         import yaml

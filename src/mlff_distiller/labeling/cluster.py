@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -78,6 +79,23 @@ class HPCConfig:
         return kw
 
 
+# A local cluster may use at most this many threads per CPU of the machine (a typo such as
+# --workers 10000 would otherwise start ten thousand processes).
+MAX_THREADS_PER_CPU = 4
+
+
+def check_local_size(n_workers: int, threads_per_worker: int = 1) -> None:
+    """Refuse a local cluster far larger than the machine (ConfigError naming both flags)."""
+    cpus = os.cpu_count() or 1
+    limit = MAX_THREADS_PER_CPU * cpus
+    if int(n_workers) * int(threads_per_worker) > limit:
+        raise ConfigError(
+            f"labeling.workers {n_workers} x threads_per_worker {threads_per_worker} = "
+            f"{int(n_workers) * int(threads_per_worker)} threads on a machine with {cpus} CPUs; a local cluster "
+            f"may use at most {limit} ({MAX_THREADS_PER_CPU} per CPU): lower them, or give a scheduler or hpc section"
+        )
+
+
 def local_cluster(n_workers: int, threads_per_worker: int = 1):
     """A :class:`distributed.LocalCluster` set up for labelling: ``n_workers`` processes
     running one task at a time, each with ``threads_per_worker`` math threads.
@@ -98,6 +116,7 @@ def local_cluster(n_workers: int, threads_per_worker: int = 1):
     import dask
     from distributed import LocalCluster
 
+    check_local_size(n_workers, threads_per_worker)
     threads = str(int(threads_per_worker))
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
     # Read once, in each Nanny's __init__, so it also holds for workers restarted later.

@@ -225,12 +225,18 @@ def label_pool(
     _check_positive("n_workers", n_workers)
     _check_positive("threads_per_worker", threads_per_worker)
     _check_positive("chunk_size", chunk_size, allow_none=True)
+    if scheduler is None and hpc is None:
+        from .cluster import check_local_size
+
+        check_local_size(n_workers, threads_per_worker)
     if not isinstance(min_distance, (int, float)) or min_distance < 0:
         raise ConfigError(f"labeling.min_distance: must be a number >= 0 (A), got {min_distance!r}")
     spec = parse_teacher_spec(teacher_spec)
-    from ..teachers.registry import normalize_spec
+    from ..teachers.registry import check_teacher_spec
 
-    normalize_spec(spec)  # an unknown teacher name fails here, before any cluster starts
+    # a bad name, option or import path fails here, before any cluster starts (a package
+    # installed only on the workers is left to them: they check before calling anything)
+    check_teacher_spec(spec, missing_ok=True)
     out = Path(out_path)
     pool_p = Path(pool_path)
     if out.resolve() == pool_p.resolve():

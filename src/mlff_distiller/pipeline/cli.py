@@ -24,7 +24,16 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
+    from ..fileio import check_output_path
+    from ..labeling.config import LabelingConfig
     from .run import GateFailed, RunOptions, run_project
+
+    if args.workers is not None:  # the same rules as `label --workers`
+        from ..labeling.cluster import check_local_size
+
+        LabelingConfig.from_dict({"workers": args.workers})
+        check_local_size(args.workers)
+    check_output_path(args.output, "-o", directory=True, create_parents=True)
 
     opts = RunOptions(
         until_tier=args.until_tier,

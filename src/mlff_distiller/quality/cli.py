@@ -47,8 +47,11 @@ def _config(args):
 def _validate(args: argparse.Namespace) -> int:
     import json
 
+    from ..fileio import atomic_write_text, check_output_path
     from .gates import evaluate_gates
 
+    if args.json:
+        check_output_path(args.json, "--json")
     config = _config(args)
     gate = evaluate_gates(args.file, args.checkpoint, config, progress=show_progress(args))
     print(gate.validation.summary())
@@ -57,14 +60,15 @@ def _validate(args: argparse.Namespace) -> int:
     if args.json:
         payload = {"validation": gate.validation.to_dict(), "diversity": gate.diversity.to_dict(),
                    "gate": gate.to_dict()}
-        with open(args.json, "w") as fh:
-            json.dump(payload, fh, indent=1, default=str)
+        atomic_write_text(args.json, json.dumps(payload, indent=1, default=str))
     return 0 if gate.passed else 1
 
 
 def _report(args: argparse.Namespace) -> int:
+    from ..fileio import check_output_path
     from .report import write_report
 
+    check_output_path(args.output, "-o", directory=True, create_parents=True)
     html_path, card_path = write_report(args.file, args.output, _config(args), progress=show_progress(args))
     print(f"report: {html_path}")
     print(f"dataset card: {card_path}")

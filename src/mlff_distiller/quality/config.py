@@ -319,7 +319,10 @@ class QualityConfig:
             raise ConfigError(f"quality config {path} is not valid YAML ({first}): fix the file") from None
         if d is None:
             d = {}
-        if isinstance(d, dict) and "quality" in d:
+        if not isinstance(d, dict):
+            raise ConfigError(f"quality config {path} holds a {type(d).__name__}, not a mapping (a quality: section "
+                              "or a recipe)")
+        if "quality" in d:
             d = d["quality"]
         return cls.from_dict(d)
 

@@ -33,6 +33,9 @@ from .model import StudentModel
 
 
 BACKENDS = ("auto", "numba", "torch")
+# Two atoms closer than this (A) are refused: the model's pair terms are undefined at r = 0
+# (NaN energy) and meaningless long before; no physical structure comes near it.
+MIN_PAIR_DISTANCE = 0.01
 
 
 class StudentCalculator(Calculator):
@@ -125,12 +128,39 @@ class StudentCalculator(Calculator):
             self._nl = nl
             self.neighbor_list_builds += 1
         edge_index, edge_shift, shift_vec = nl["edge_index"], nl["edge_shift"], nl["shift_vec"]
-        if self.skin > 0.0 and edge_index.shape[1]:
+        if edge_index.shape[1]:
             i, j = edge_index
             rvec = positions[j] - positions[i] + shift_vec
-            keep = np.einsum("ij,ij->i", rvec, rvec) < self.cutoff**2
-            edge_index, edge_shift, shift_vec = edge_index[:, keep], edge_shift[keep], shift_vec[keep]
+            d2 = np.einsum("ij,ij->i", rvec, rvec)
+            if d2.min() < MIN_PAIR_DISTANCE**2:  # the distances are at hand: one reduction per call
+                self._refuse_close_pair(atoms, edge_index, d2)
+            if self.skin > 0.0:
+                keep = d2 < self.cutoff**2
+                edge_index, edge_shift, shift_vec = edge_index[:, keep], edge_shift[keep], shift_vec[keep]
         return edge_index, edge_shift, shift_vec, cell, pbc
+
+    @staticmethod
+    def _refuse_close_pair(atoms, edge_index, d2):
+        k = int(np.argmin(d2))
+        i, j = sorted((int(edge_index[0, k]), int(edge_index[1, k])))
+        sym = atoms.get_chemical_symbols()
+        image = "" if i != j else " (with its own periodic image)"
+        raise UserError(
+            f"StudentCalculator: atoms {i} ({sym[i]}) and {j} ({sym[j]}){image} are {np.sqrt(d2[k]):.3g} A apart, "
+            f"closer than {MIN_PAIR_DISTANCE} A; the energy is undefined there: fix the structure (or the MD step)"
+        )
+
+    @staticmethod
+    def _check_finite(atoms) -> None:
+        positions = atoms.positions
+        if not np.isfinite(positions).all():
+            k = int(np.flatnonzero(~np.isfinite(positions).all(axis=1))[0])
+            raise UserError(
+                f"StudentCalculator: atom {k} ({atoms.get_chemical_symbols()[k]}) has a non-finite position "
+                f"{positions[k].tolist()}; fix the structure (an MD run that blew up gives this)"
+            )
+        if not np.isfinite(atoms.cell.array).all():
+            raise UserError("StudentCalculator: the cell has NaN/inf entries; fix the structure's cell")
 
     # -- ASE entry points ---------------------------------------------------------------------
     def check_state(self, atoms, tol=1e-15):
@@ -170,23 +200,38 @@ class StudentCalculator(Calculator):
                 f"StudentCalculator: element {names} is not among the student's elements ({known}); "
                 "train a student on data containing it"
             )
+        self._check_finite(atoms)
         want_stress = "stress" in properties
         if want_stress and not atoms.pbc.all():
             raise PropertyNotImplementedError("stress is only defined for cells periodic in all three directions")
         want_energies = "energies" in properties
         edge_index, edge_shift, shift_vec, cell, pbc = self._neighbors(atoms)
+        energy, forces, stress, energies = self._evaluate(
+            atoms, edge_index, edge_shift, shift_vec, cell, pbc, want_stress, want_energies
+        )
+        if not (np.isfinite(energy) and np.isfinite(forces).all()):  # never hand NaN to MD
+            raise UserError(
+                f"StudentCalculator: the student gave a non-finite energy/forces ({energy}) for this {len(atoms)}-atom "
+                "structure; check it for overlapping atoms or values far outside the training data"
+            )
+        self.results["energy"] = energy
+        self.results["free_energy"] = energy
+        self.results["forces"] = forces
+        if want_stress:
+            self.results["stress"] = stress
+        if want_energies:
+            self.results["energies"] = energies
+
+    def _evaluate(self, atoms, edge_index, edge_shift, shift_vec, cell, pbc, want_stress, want_energies):
+        """(energy eV, forces eV/A, Voigt stress eV/A^3 or None, per-atom energies eV or None)
+        from the chosen backend."""
+        numbers = atoms.numbers
         if self._fast is not None:
             energy, forces, virial, *per_atom = self._fast(
                 numbers, atoms.positions, edge_index, shift_vec, per_atom=want_energies
             )
-            self.results["energy"] = energy
-            self.results["free_energy"] = energy
-            self.results["forces"] = forces
-            if want_energies:
-                self.results["energies"] = per_atom[0]
-            if want_stress:
-                self.results["stress"] = matrix_to_voigt(virial / abs(np.linalg.det(cell)))
-            return
+            stress = matrix_to_voigt(virial / abs(np.linalg.det(cell))) if want_stress else None
+            return energy, forces, stress, (per_atom[0] if want_energies else None)
         dev, dt = self.device, self.dtype
         batch = {
             "numbers": torch.as_tensor(numbers, dtype=torch.long, device=dev),
@@ -201,10 +246,7 @@ class StudentCalculator(Calculator):
         }
         out = self.model(batch, compute_forces=True, compute_stress=want_stress, compute_energies=want_energies)
         energy = float(out["energy"].detach()[0])
-        self.results["energy"] = energy
-        self.results["free_energy"] = energy
-        self.results["forces"] = out["forces"].detach().to(torch.float64).cpu().numpy()
-        if want_stress:
-            self.results["stress"] = out["stress"].detach().to(torch.float64).cpu().numpy()[0]
-        if want_energies:
-            self.results["energies"] = out["energies"].detach().to(torch.float64).cpu().numpy()
+        forces = out["forces"].detach().to(torch.float64).cpu().numpy()
+        stress = out["stress"].detach().to(torch.float64).cpu().numpy()[0] if want_stress else None
+        energies = out["energies"].detach().to(torch.float64).cpu().numpy() if want_energies else None
+        return energy, forces, stress, energies

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ase.data import chemical_symbols
 
+from ..data.stats import CUTOFF_MAX, CUTOFF_MIN
 from ..errors import ConfigError
 
 #: Size presets: width (scalar and vector features), interaction layers, radial functions.
@@ -68,8 +69,9 @@ class StudentConfig:
             self.cutoff = float(self.cutoff)
         except (TypeError, ValueError):
             raise ConfigError(f"student.cutoff: must be a number of Angstrom, got {self.cutoff!r}") from None
-        if not (0.5 <= self.cutoff <= 20.0):
-            raise ConfigError(f"student.cutoff: {self.cutoff} A is out of range; use 0.5 to 20 A (typical: 4-6 A)")
+        if not (CUTOFF_MIN <= self.cutoff <= CUTOFF_MAX):
+            raise ConfigError(f"student.cutoff: {self.cutoff} A is out of range; use {CUTOFF_MIN:g} to {CUTOFF_MAX:g} A "
+                              "(typical: 4-6 A)")
         if not isinstance(self.scalar_last_message, bool):
             raise ConfigError(f"student.scalar_last_message: must be true or false, got {self.scalar_last_message!r}")
         if self.dtype not in DTYPES:

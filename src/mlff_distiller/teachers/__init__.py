@@ -6,7 +6,7 @@ periodic cells, or a failure reason). See ``docs/teachers.md``.
 """
 
 from .base import LabelResult, Teacher, TeacherCalculationError, TeacherCalculator
-from .registry import DEFAULT_TEACHER, build_teacher, clear_cache, known_teachers, list_teachers
+from .registry import DEFAULT_TEACHER, build_teacher, check_teacher_spec, clear_cache, known_teachers, list_teachers
 
 __all__ = [
     "DEFAULT_TEACHER",
@@ -15,6 +15,7 @@ __all__ = [
     "TeacherCalculationError",
     "TeacherCalculator",
     "build_teacher",
+    "check_teacher_spec",
     "clear_cache",
     "known_teachers",
     "list_teachers",

@@ -147,6 +147,11 @@ class Teacher:
 
     # -- spec ---------------------------------------------------------------------------
     @classmethod
+    def check_spec(cls, spec: dict) -> None:
+        """Check a normalised spec without loading a model or calling anything it names
+        (subclasses whose spec names code to import override this)."""
+
+    @classmethod
     def normalize_spec(cls, spec: dict) -> dict:
         """Fill defaults and reject unknown keys (ConfigError naming the key)."""
         spec = dict(spec)

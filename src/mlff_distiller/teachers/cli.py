@@ -64,6 +64,10 @@ def _compare(args) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be a positive integer, got {args.limit}")
+    if args.json_out:
+        from ..fileio import check_output_path
+
+        check_output_path(args.json_out, "--json")
     atoms = read_structures(args.structures, limit=args.limit)
     ta = build_teacher(parse_teacher_arg(args.teacher_a))
     tb = build_teacher(parse_teacher_arg(args.teacher_b))

@@ -82,6 +82,27 @@ def teacher_class(name: str) -> type[Teacher]:
     return getattr(module, clsname)
 
 
+def check_teacher_spec(spec: Any, missing_ok: bool = False) -> dict:
+    """The normalised spec, checked without building the teacher or calling anything it names.
+
+    Raises :class:`TeacherError` / :class:`ConfigError` for an unknown name or option and,
+    for ``ase``, an import path that does not import or names something other than an ASE
+    calculator class (or a factory function marked ``factory: true``). Call it before
+    shipping a spec to workers. With ``missing_ok`` an import path whose package is not
+    installed in this process passes (workers may have it; they run the same check before
+    calling anything).
+    """
+    spec = normalize_spec(spec)
+    cls = teacher_class(spec["name"])
+    full = cls.normalize_spec(spec)
+    try:
+        cls.check_spec(full)
+    except TeacherError as err:
+        if not (missing_ok and getattr(err, "module_missing", False)):
+            raise
+    return full
+
+
 def _cache_key(spec: dict) -> str:
     stamp = None
     path = spec.get("weights_path")

@@ -63,13 +63,14 @@ def register(subparsers) -> None:
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ..fileio import check_output_path
     from .config import TrainConfig
     from .trainer import DistillationTrainer, load_train_config
 
     from ..data.io import require_dataset
 
     require_dataset(args.dataset)
-    run = Path(args.output)
+    run = check_output_path(args.output, "-o", directory=True, create_parents=True)
     if args.config:
         cfg = load_train_config(args.config)
     elif args.resume and (run / "config.yaml").is_file():
@@ -94,6 +95,7 @@ def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import UserError
+    from ..fileio import check_output_path
     from ..student import export_torchscript, load_student
 
     src = Path(args.run)
@@ -105,7 +107,7 @@ def _export(args: argparse.Namespace) -> int:
         ckpt = src
     else:
         raise UserError(f"{src} does not exist: give a run directory or a checkpoint file")
-    out = Path(args.output)
+    out = check_output_path(args.output, "-o", create_parents=True)
     if out.resolve() == ckpt.resolve():
         raise UserError(f"-o {out} would overwrite the checkpoint it exports: choose another output path")
     model = load_student(ckpt)

@@ -154,7 +154,10 @@ def load_train_config(path) -> TrainConfig:
         d = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {p} is not valid YAML ({str(err).splitlines()[0]}): fix its syntax") from None
-    if isinstance(d, dict) and isinstance(d.get("training"), dict):
+    if not isinstance(d, dict):
+        raise ConfigError(f"config file {p} holds a {type(d).__name__}, not a mapping of training settings "
+                          "(or a recipe with a training: section)")
+    if isinstance(d.get("training"), dict):
         d = d["training"]  # a whole recipe ("training" is not a TrainConfig key, so no ambiguity)
     return TrainConfig.from_dict(d)
 
@@ -345,7 +348,34 @@ class DistillationTrainer:
             )
         if not scfg.elements:
             scfg.elements = list(elements)
+        self._check_finite_labels(reader, label_fields)
         return label_fields
+
+    def _check_finite_labels(self, reader, label_fields) -> None:
+        """Refuse NaN/inf labels by name (they would only show up later as a diverged loss)."""
+        bad: dict[str, np.ndarray] = {}
+        for name in (F.ENERGY, F.STRESS):
+            if name in label_fields:
+                vals = reader.column(name).reshape(len(reader), -1)
+                bad[name] = reader.column(name + "_mask") & ~np.isfinite(vals).all(axis=1)
+        if F.FORCES in label_fields:
+            rows = []
+            for offsets, forces in reader.iter_atom_blocks(F.FORCES):
+                ok = np.isfinite(forces).all(axis=1)
+                per = np.add.reduceat(~ok, offsets[:-1]) if len(offsets) > 1 and len(ok) else np.zeros(len(offsets) - 1)
+                rows.append(np.asarray(per, dtype=bool) & (np.diff(offsets) > 0))
+            bad[F.FORCES] = reader.column(F.FORCES + "_mask") & (np.concatenate(rows) if rows else np.zeros(0, bool))
+        parts = []
+        for name, mask in bad.items():
+            idx = np.flatnonzero(mask)
+            if len(idx):
+                shown = ", ".join(str(i) for i in idx[:5]) + (", ..." if len(idx) > 5 else "")
+                parts.append(f"{name} of {len(idx)} structure(s) ({shown})")
+        if parts:
+            raise DatasetError(
+                f"{self.dataset_path} has NaN/inf labels: {'; '.join(parts)}; `mlff-distill validate` flags them: "
+                "drop those structures (or relabel them) before training"
+            )
 
     def _bar(self, **kw):
         if not (self.progress and self._dist.main):
