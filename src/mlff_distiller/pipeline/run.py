@@ -178,6 +178,8 @@ def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
     from ..generation.recipe import load_recipe
 
     opts = options or RunOptions()
+    if opts.workers is not None and (isinstance(opts.workers, bool) or not isinstance(opts.workers, int) or opts.workers < 1):
+        raise ConfigError(f"workers = {opts.workers!r}: give at least 1 labeling worker (or None for the recipe's)")
     recipe = load_recipe(recipe_ref)
     name = recipe.get("name") or Path(str(recipe_ref)).stem
     seed = int(recipe.get("seed", 0))
@@ -270,7 +272,7 @@ def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
                 pool,
                 teacher.spec,
                 data,
-                n_workers=opts.workers or lcfg.workers,
+                n_workers=lcfg.workers if opts.workers is None else opts.workers,
                 threads_per_worker=lcfg.threads_per_worker,
                 chunk_size=lcfg.chunk_size,
                 scheduler=lcfg.scheduler,
