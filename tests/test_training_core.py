@@ -306,3 +306,18 @@ def test_tensorboard_scalars(emt_dataset, tmp_path):
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [e.value for e in acc.Scalars("val/loss")] == pytest.approx([float(r["val_loss"]) for r in rows], rel=1e-6)
     assert len(acc.Scalars("train/loss")) == int(rows[-1]["step"])
+
+
+def test_stress_weight_auto_default_and_explicit_values():
+    from mlff_distiller.errors import ConfigError
+    from mlff_distiller.training import TrainConfig
+
+    assert TrainConfig.from_dict({}).stress_weight is None  # auto: resolved against the dataset
+    assert TrainConfig.from_dict({"stress_weight": None}).stress_weight is None
+    assert TrainConfig.from_dict({"stress_weight": 2}).stress_weight == 2.0
+    with pytest.raises(ConfigError, match="training.stress_weight"):
+        TrainConfig.from_dict({"stress_weight": "lots"})
+    with pytest.raises(ConfigError, match="training.stress_weight"):
+        TrainConfig.from_dict({"stress_weight": -1})
+    with pytest.raises(ConfigError, match="energy_weight"):
+        TrainConfig.from_dict({"energy_weight": 0, "forces_weight": 0})

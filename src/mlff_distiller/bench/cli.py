@@ -109,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--threads {args.threads}: give a positive number of threads")
     from ..fileio import check_output_path
 
-    check_output_path(args.out, "-o", directory=True, create_parents=True)
+    check_output_path(args.output, "-o", directory=True, create_parents=True)
     result = run_bench(
         args.student, parse_teacher(args.teacher), systems=args.systems, dataset=args.dataset,
         out_dir=args.output, threads=args.threads, config=cfg, progress=show_progress(args),

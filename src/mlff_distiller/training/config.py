@@ -37,7 +37,9 @@ class TrainConfig:
     energy_weight: float = 20.0
     forces_weight: float = 10.0
     # Stress is trained only on 3-D periodic structures that carry it (masked otherwise).
-    stress_weight: float = 1.0
+    # None (the default) = 1.0 when the dataset has stress labels, else 0 (molecules-only data
+    # trains without error); an explicit number > 0 requires stress labels.
+    stress_weight: float | None = None
     # Optimiser: AdamW.
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -121,8 +123,11 @@ class TrainConfig:
         if not isinstance(self.student, dict):
             raise ConfigError("training.student must be a mapping (preset, cutoff, ...), e.g. {preset: small}")
         for name in ("energy_weight", "forces_weight", "stress_weight"):
-            need(self.__dict__[name] >= 0 and math.isfinite(self.__dict__[name]), name, "a finite number >= 0")
-        need(self.energy_weight + self.forces_weight + self.stress_weight > 0, "energy_weight",
+            value = self.__dict__[name]
+            if name == "stress_weight" and value is None:
+                continue
+            need(value >= 0 and math.isfinite(value), name, "a finite number >= 0" + (" or null (auto)" if name == "stress_weight" else ""))
+        need(self.energy_weight + self.forces_weight + (self.stress_weight or 0.0) > 0, "energy_weight",
              "> 0 when forces_weight and stress_weight are 0 (some loss is needed)")
         need(self.lr > 0 and math.isfinite(self.lr), "lr", "a finite number > 0")
         need(self.weight_decay >= 0, "weight_decay", ">= 0")
@@ -146,6 +151,10 @@ class TrainConfig:
 def _coerce(name: str, value, type_name) -> Any:
     """Check a YAML value against the field's annotated type (given as a string)."""
     t = str(type_name)
+    if t.endswith(" | None"):
+        if value is None:
+            return None
+        t = t[: -len(" | None")]
     if t == "dict":
         if not isinstance(value, dict):
             raise ConfigError(f"training.{name} must be a mapping, got {value!r}")

@@ -29,6 +29,7 @@ from ..fileio import atomic_write_text
 
 import contextlib
 import copy
+import dataclasses
 import csv
 import json
 import logging
@@ -255,6 +256,8 @@ class DistillationTrainer:
         # The saved student section is resolved (elements, preset sizes); compare what the user set.
         s_mine = mine.pop("student")
         s_saved = theirs.pop("student")
+        if mine.get("stress_weight") is None:  # auto: the saved run holds the value it resolved to
+            mine["stress_weight"] = theirs.get("stress_weight")
         diff = [k for k in mine if k not in RESUME_MUTABLE and mine[k] != theirs.get(k)]
         from ..student import StudentConfig
 
@@ -320,6 +323,8 @@ class DistillationTrainer:
 
     def _check_dataset(self, reader, scfg) -> tuple:
         label_fields = tuple(reader.label_fields)
+        if self.config.stress_weight is None:  # auto: train stress when the data has it
+            self.config = dataclasses.replace(self.config, stress_weight=1.0 if F.STRESS in label_fields else 0.0)
         cfg = self.config
         if F.ENERGY not in label_fields and cfg.energy_weight > 0:
             raise DatasetError(
@@ -423,6 +428,7 @@ class DistillationTrainer:
         self.dtype = dtype
 
         self.train_set, self.val_set, train_idx, val_idx, split_kind = self._open_data(scfg)
+        cfg = self.config  # stress_weight resolved against the dataset's labels
         train_items = (self.train_set.graphs if isinstance(self.train_set, GraphListDataset)
                        else self._iter_items(self.train_set, "statistics"))
         stats = training_statistics(train_items, scfg.cutoff, scfg.elements)
