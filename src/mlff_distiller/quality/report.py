@@ -330,7 +330,7 @@ def gate_sections(gates: dict[str, dict], combined: bool) -> list[dict]:
     tiers, each on its own data) one table per tier.
     """
     head = "; ".join(f"{name}: {'PASSED' if g.get('passed') else 'FAILED'}" for name, g in gates.items())
-    sec = {"id": "gates", "title": "Gate verdicts", "level": 3, "paragraphs": [head] if gates else [],
+    sec = {"id": "gates", "title": "Gate verdicts", "level": 3, "paragraphs": [head] if gates and combined else [],
            "note": None if gates else "No gate results found.", "tables": []}
     if combined and gates:
         metrics = list(dict.fromkeys(v["metric"] for g in gates.values() for v in g.get("verdicts", [])))
@@ -419,27 +419,23 @@ def _html(rec: Records, validation, div, gates: dict, plots: dict) -> str:
                   sections=dataset_sections(rec, validation, div, gate_secs, plots))
 
 
-def write_report(path, out_dir, config: QualityConfig | dict | None = None, *, progress: bool = False,
-                 validation=None, diversity_report=None) -> tuple[Path, Path]:
-    """Write ``report.html``, ``dataset_card.md`` and ``quality.json`` for a dataset into ``out_dir``.
+def analyse(path, config: QualityConfig, *, progress: bool = False, validation=None, diversity_report=None):
+    """Everything the dataset sections need: ``(records, validation, diversity, gates, plots)``.
 
-    ``path`` is a dataset file (or a list of labelled ``ase.Atoms``). Returns
-    ``(html_path, card_path)``. ``validation`` / ``diversity_report`` computed earlier on the
-    same data with the same config (e.g. ``GateReport.validation``) are reused when given.
-    Raises :class:`~mlff_distiller.errors.DatasetError` for an empty or unlabelled dataset and
-    :class:`UserError` when ``out_dir`` is a file or cannot be written.
+    ``gates`` holds every checkpoint's :class:`GateReport` on this dataset; ``plots`` maps a
+    :data:`PLOTS` key to a base64 PNG.
     """
-    config = QualityConfig.from_dict(config) if not isinstance(config, QualityConfig) else config
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"report output {out} exists and is not a directory: choose another -o")
     rec = load_records(path)
     validation = validation if validation is not None else validate(rec, config, progress=progress)
     div = diversity_report if diversity_report is not None else diversity(rec, config, progress=progress)
     gates = {cp: evaluate_gates(rec, cp, config, validation=validation, diversity_report=div) for cp in CHECKPOINTS}
-    plots = _plots(rec, div)
+    return rec, validation, div, gates, _plots(rec, div)
+
+
+def write_files(out: Path, html_text: str, parts, config: QualityConfig) -> tuple[Path, Path]:
+    """Write ``report.html`` (the given page), ``dataset_card.md`` and ``quality.json`` into ``out``."""
+    rec, validation, div, gates, _ = parts
     html_path, card_path = out / "report.html", out / "dataset_card.md"
-    html_text = _html(rec, validation, div, gates, plots)
     card_text = _card(rec, validation, div, gates, config)
     payload = {
         "dataset": rec.path,
@@ -458,3 +454,26 @@ def write_report(path, out_dir, config: QualityConfig | dict | None = None, *, p
     except OSError as err:
         raise UserError(f"cannot write the report into {out} ({err.strerror or err}): choose a writable -o") from None
     return html_path, card_path
+
+
+def check_out_dir(out_dir) -> Path:
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"report output {out} exists and is not a directory: choose another -o")
+    return out
+
+
+def write_report(path, out_dir, config: QualityConfig | dict | None = None, *, progress: bool = False,
+                 validation=None, diversity_report=None) -> tuple[Path, Path]:
+    """Write ``report.html``, ``dataset_card.md`` and ``quality.json`` for a dataset into ``out_dir``.
+
+    ``path`` is a dataset file (or a list of labelled ``ase.Atoms``). Returns
+    ``(html_path, card_path)``. ``validation`` / ``diversity_report`` computed earlier on the
+    same data with the same config (e.g. ``GateReport.validation``) are reused when given.
+    Raises :class:`~mlff_distiller.errors.DatasetError` for an empty or unlabelled dataset and
+    :class:`UserError` when ``out_dir`` is a file or cannot be written.
+    """
+    config = QualityConfig.from_dict(config) if not isinstance(config, QualityConfig) else config
+    out = check_out_dir(out_dir)
+    parts = analyse(path, config, progress=progress, validation=validation, diversity_report=diversity_report)
+    return write_files(out, _html(*parts), parts, config)
