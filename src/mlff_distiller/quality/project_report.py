@@ -315,3 +315,38 @@ def write_project_report(project_dir, out_dir=None, config: QualityConfig | dict
     secs += dataset_sections(rec, validation, div, gate_secs, plots)
     html_path, _ = write_files(out, render(title=title, intro=intro, sections=secs), parts, config)
     return html_path
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def find_browser() -> str | None:
+    """Path of a Chromium-family browser that can run headless, or None."""
+    import shutil
+
+    return next((p for p in map(shutil.which, BROWSERS) if p), None)
+
+
+def screenshot(html_path, png_path, width: int = 1200, height: int = 4000, timeout: float = 120) -> Path:
+    """Render ``html_path`` in a headless Chromium (no network, no GPU) and save a PNG of the
+    top ``width`` x ``height`` pixels. Raises :class:`UserError` when no browser is installed
+    or it fails."""
+    import subprocess
+
+    browser = find_browser()
+    if browser is None:
+        raise UserError(f"no headless browser found ({', '.join(BROWSERS)}): install one, e.g. apt-get install chromium")
+    png = Path(png_path).resolve()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    png.unlink(missing_ok=True)
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--hide-scrollbars", f"--window-size={width},{height}", f"--screenshot={png}",
+           Path(html_path).resolve().as_uri()]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise UserError(f"{browser} failed to take a screenshot ({err}): check the browser install") from None
+    if not png.is_file():
+        tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no output"]
+        raise UserError(f"{browser} wrote no screenshot (exit {proc.returncode}: {tail[0]}): check the browser install")
+    return png
