@@ -57,7 +57,7 @@ class _Collect(HTMLParser):
         if tag == "img":
             self.imgs.append(a)
         for key in ("src", "href"):
-            if key in a and not str(a[key]).startswith("data:"):
+            if key in a and not str(a[key]).startswith(("data:", "#")):  # in-page anchors are fine
                 self.ext.append(a[key])
 
 

@@ -370,11 +370,14 @@ def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
         )
     report_info = {}
     if "report" not in opts.skip:
-        fp_rep = fingerprint(upstream, recipe.get("quality"))
+        # The project report reads training and bench results too: redo it when they change.
+        fp_rep = fingerprint(upstream, fp_export, bench_info, recipe.get("quality"), "project-report")
 
         def _report():
-            html, card = write_report(dataset_path, out / "report", qcfg)
-            return {"html": str(html), "card": str(card)}
+            from ..quality.project_report import write_project_report
+
+            html = write_project_report(out, out / "report", qcfg, dataset=dataset_path)
+            return {"html": str(html), "card": str(out / "report" / "dataset_card.md")}
 
         report_info = stage("report", fp_rep, _report)
 

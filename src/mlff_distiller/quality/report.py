@@ -2,10 +2,12 @@
 
 ``write_report(path, out_dir, config)`` writes into ``out_dir``:
 
-* ``report.html`` -- plots embedded as base64 PNG (matplotlib, Agg backend): element
-  histogram, size distribution, energy per atom and |F| distributions, PCA map coloured by
-  source, QUESTS entropy versus sample size, RMSD matrix of the largest composition; tables
-  of check results and gate verdicts for every checkpoint. No external resources.
+* ``report.html`` -- rendered from the Jinja2 template ``templates/report.html.j2``: gate
+  verdicts of every checkpoint in one table, then plots embedded as base64 PNG (matplotlib,
+  Agg backend): element histogram, size distribution, energy per atom and |F| distributions,
+  PCA map coloured by source, QUESTS entropy versus sample size, RMSD matrix of the largest
+  composition; then tables of check results and diversity, long per-source tables collapsed.
+  No external resources. The project report (:mod:`.project_report`) reuses these sections.
 * ``dataset_card.md`` -- teacher (name, version, weights sha256), units, recipe and seeds,
   counts per source and sampler, splits, code version, license, known limitations.
 * ``quality.json`` -- every number behind the two.
@@ -17,10 +19,7 @@ from __future__ import annotations
 
 from ..fileio import atomic_write_text
 
-import base64
 import datetime as _dt
-import html
-import io
 import json
 import os
 import subprocess
@@ -36,6 +35,7 @@ from ._data import Records, load_records
 from .checks import validate
 from .config import CHECKPOINTS, QualityConfig
 from .diversity_metrics import diversity, sampler_category
+from ._html import colors, fig_png, render, table, verdict_cell
 from .gates import evaluate_gates
 
 PLOTS = (
@@ -52,13 +52,7 @@ PLOTS = (
 _atomic_write = atomic_write_text  # one implementation: mlff_distiller.fileio
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+_png = fig_png
 
 
 def _plots(rec: Records, div) -> dict[str, str]:
@@ -111,9 +105,10 @@ def _plots(rec: Records, div) -> dict[str, str]:
     sources = np.asarray(pca["sources"], dtype=object)
     top = [s for s, _ in Counter(sources.tolist()).most_common(12)]
     labels = np.array([s if s in top else "other" for s in sources], dtype=object)
-    for s in top + (["other"] if len(set(sources.tolist())) > len(top) else []):
+    groups = top + (["other"] if len(set(sources.tolist())) > len(top) else [])
+    for s, color in zip(groups, colors(len(groups))):  # distinct colours: no two sources look alike
         m = labels == s
-        ax.scatter(coords[m, 0], coords[m, 1], s=8, alpha=0.7, label=s)
+        ax.scatter(coords[m, 0], coords[m, 1], s=8, alpha=0.7, label=s, color=color)
     ax.set_xlabel(f"PC1 ({100 * pca['explained'][0]:.0f} %)")
     ax.set_ylabel(f"PC2 ({100 * pca['explained'][1]:.0f} %)")
     ax.legend(fontsize=7, markerscale=2, loc="best")
@@ -141,12 +136,6 @@ def _plots(rec: Records, div) -> dict[str, str]:
         ax.set_axis_off()
     out["rmsd-matrix"] = _png(fig)
     return out
-
-
-def _table(headers, rows) -> str:
-    h = "".join(f"<th>{html.escape(str(x))}</th>" for x in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _fmt(x, digits=4) -> str:
@@ -333,43 +322,70 @@ def _limitations(rec, validation, div, teacher) -> list[str]:
     return out
 
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:0.9em}
-th{background:#f0f0f0}.pass{color:#1a7f37;font-weight:bold}.fail{color:#c62828;font-weight:bold}
-figure{display:inline-block;margin:0.5em;vertical-align:top}figcaption{font-size:0.85em;color:#555}"""
+def gate_sections(gates: dict[str, dict], combined: bool) -> list[dict]:
+    """The "Gate verdicts" section from ``{name: GateReport.to_dict()}`` (or ``gate.json`` contents).
+
+    ``combined``: the gates were evaluated on one dataset (a bare dataset's report), so one
+    table holds the value once and a verdict column per checkpoint; otherwise (a project's
+    tiers, each on its own data) one table per tier.
+    """
+    head = "; ".join(f"{name}: {'PASSED' if g.get('passed') else 'FAILED'}" for name, g in gates.items())
+    sec = {"id": "gates", "title": "Gate verdicts", "level": 3, "paragraphs": [head] if gates and combined else [],
+           "note": None if gates else "No gate results found.", "tables": []}
+    if combined and gates:
+        metrics = list(dict.fromkeys(v["metric"] for g in gates.values() for v in g.get("verdicts", [])))
+        by = {cp: {v["metric"]: v for v in g.get("verdicts", [])} for cp, g in gates.items()}
+        rows = []
+        for m in metrics:
+            first = next(b[m] for b in by.values() if m in b)
+            rows.append([m, _fmt(first["value"])] + [
+                verdict_cell(b[m]["passed"], f"pass ({_fmt(b[m]['threshold'])})", f"FAIL ({_fmt(b[m]['threshold'])})")
+                if m in b else "-" for b in by.values()])
+        sec["tables"].append({"caption": "", "collapsed": False, "table": table(
+            ["metric", "value", *[f"{cp}: verdict (threshold)" for cp in gates]], rows)})
+        return [sec]
+    for name, g in gates.items():
+        sec["tables"].append({"caption": f"{name}: {'PASSED' if g.get('passed') else 'FAILED'}", "collapsed": False,
+                              "table": table(["metric", "value", "threshold", "verdict"],
+                                             [[v["metric"], _fmt(v["value"]), _fmt(v["threshold"]),
+                                               verdict_cell(v["passed"])] for v in g.get("verdicts", [])])})
+    return [sec]
 
 
-def _html(rec: Records, validation, div, gates: dict, plots: dict, config: QualityConfig) -> str:
-    title = f"Dataset quality report: {Path(rec.path).name if rec.path else 'in-memory dataset'}"
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-             f"<p>{len(rec)} structures, {int(rec.n_atoms.sum())} atoms. Units: {html.escape(UNIT_SYSTEM)}. "
-             f"{html.escape(code_version())}.</p>"]
-
-    parts.append("<h2 id='gates'>Gate verdicts</h2>")
-    for cp, g in gates.items():
-        cls = "pass" if g.passed else "fail"
-        parts.append(f"<h3>{html.escape(cp)}: <span class='{cls}'>{'PASSED' if g.passed else 'FAILED'}</span></h3>")
-        parts.append(_table(["metric", "value", "threshold", "verdict"],
-                            [[v.metric, _fmt(v.value), _fmt(v.threshold), "pass" if v.passed else "FAIL"]
-                             for v in g.verdicts]))
-
-    parts.append("<h2 id='checks'>Validation checks</h2>")
-    parts.append(f"<p>{validation.n_flagged} of {validation.n_structures} structures flagged "
-                 f"({100 * validation.flagged_fraction:.2f} %).</p>")
+def dataset_sections(rec: Records, validation, div, gate_secs: list[dict], plots: dict) -> list[dict]:
+    """The dataset-quality sections of the report: summary, gates, plots, checks, diversity, counts."""
+    name = Path(rec.path).name if rec.path else "in-memory dataset"
+    t = _teacher(rec.attrs or {})
+    top = {"id": "dataset", "title": f"Dataset quality: {name}", "level": 2, "paragraphs": [
+        f"{len(rec)} structures, {int(rec.n_atoms.sum())} atoms, elements {', '.join(div.chemical['elements'])}; "
+        f"labels by teacher {t['name']} ({t['fingerprint_id']}); {len(rec.failures)} failed labelling attempts."]}
+    figs = {"id": "plots", "title": "Dataset plots", "level": 3,
+            "figures": [{"id": key, "caption": caption, "png": plots[key]} for key, caption in PLOTS]}
     rows = []
     for r in validation.rows():
         idx = validation.flagged_indices(r["check"]) if r["check"] in validation.flags else []
         shown = ", ".join(map(str, idx[:20])) + (" ..." if len(idx) > 20 else "")
         rows.append([r["check"], "on" if r["enabled"] else "off", r["flagged"],
                      "-" if r["worst"] is None else f"{r['worst']:.4g} {r['unit']}", r["description"], shown])
-    parts.append(_table(["check", "enabled", "flagged", "worst value", "criterion", "flagged structures"], rows))
-    for note in validation.notes:
-        parts.append(f"<p>Note: {html.escape(note)}</p>")
+    checks = {"id": "checks", "title": "Validation checks", "level": 3,
+              "paragraphs": [f"{validation.n_flagged} of {validation.n_structures} structures flagged "
+                             f"({100 * validation.flagged_fraction:.2f} %)."] + [f"Note: {n}" for n in validation.notes],
+              "tables": [{"caption": "", "collapsed": False, "table": table(
+                  ["check", "enabled", "flagged", "worst value", "criterion", "flagged structures"], rows)}]}
+    n = len(rec)
+    counts = {"id": "provenance", "title": "Counts per source and sampler", "level": 3, "tables": [
+        {"caption": f"Structures per source ({len(set(rec.source(i) for i in range(n)))} sources)", "collapsed": True,
+         "table": table(["source", "structures"], Counter(rec.source(i) for i in range(n)).most_common())},
+        {"caption": "Structures per sampler", "collapsed": True,
+         "table": table(["sampler", "category", "structures"],
+                        [[s, sampler_category(s).replace("_", "-"), c]
+                         for s, c in Counter(rec.sampler(i) for i in range(n)).most_common()])}]}
+    return [top, *gate_secs, figs, checks, _diversity_section(div), counts]
 
+
+def _diversity_section(div) -> dict:
     s, c = div.structural, div.chemical
-    parts.append("<h2 id='diversity'>Diversity</h2>")
-    parts.append(_table(["metric", "value"], [
+    tables = [{"caption": "", "collapsed": False, "table": table(["metric", "value"], [
         ["diversity score (0-1)", _fmt(div.score, 3)],
         *[[f"component: {k}", _fmt(v, 3)] for k, v in div.components.items()],
         ["QUESTS entropy H (nats)", f"{s['entropy']:.3f} +- {s['entropy_std']:.3f}"],
@@ -385,51 +401,41 @@ def _html(rec: Records, validation, div, gates: dict, plots: dict, config: Quali
          " / ".join(str(div.energetic["category_counts"][k]) for k in ("minima", "perturbed", "high_energy", "other"))],
         ["sampler balance (0-1)", _fmt(div.energetic["balance"], 3)],
         ["median RMSD within a composition (A)", _fmt(s["rmsd"]["median"], 3)],
-    ]))
-    for w in div.warnings:
-        parts.append(f"<p>Warning: {html.escape(w)}</p>")
+    ])}]
     if s["rmsd"]["compositions"]:
-        parts.append("<h3>RMSD within compositions (A)</h3>")
-        parts.append(_table(["composition", "structures", "compared", "mean", "median", "max"],
-                            [[x["formula"], x["n_structures"], x["n_compared"], _fmt(x["mean"], 3),
-                              _fmt(x["median"], 3), _fmt(x["max"], 3)] for x in s["rmsd"]["compositions"]]))
-
-    parts.append("<h2 id='provenance'>Counts per source and sampler</h2>")
-    n = len(rec)
-    parts.append(_table(["source", "structures"], Counter(rec.source(i) for i in range(n)).most_common()))
-    parts.append(_table(["sampler", "category", "structures"],
-                        [[s, sampler_category(s).replace("_", "-"), c]
-                         for s, c in Counter(rec.sampler(i) for i in range(n)).most_common()]))
-
-    parts.append("<h2 id='plots'>Plots</h2>")
-    for key, caption in PLOTS:
-        parts.append(f"<figure><img id='plot-{key}' alt='{html.escape(caption)}' "
-                     f"src='data:image/png;base64,{plots[key]}'><figcaption>{html.escape(caption)}</figcaption></figure>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+        tables.append({"caption": f"RMSD within compositions (A), {len(s['rmsd']['compositions'])} compositions",
+                       "collapsed": True,
+                       "table": table(["composition", "structures", "compared", "mean", "median", "max"],
+                                      [[x["formula"], x["n_structures"], x["n_compared"], _fmt(x["mean"], 3),
+                                        _fmt(x["median"], 3), _fmt(x["max"], 3)] for x in s["rmsd"]["compositions"]])})
+    return {"id": "diversity", "title": "Diversity", "level": 3,
+            "paragraphs": [f"Warning: {w}" for w in div.warnings], "tables": tables}
 
 
-def write_report(path, out_dir, config: QualityConfig | dict | None = None, *, progress: bool = False,
-                 validation=None, diversity_report=None) -> tuple[Path, Path]:
-    """Write ``report.html``, ``dataset_card.md`` and ``quality.json`` for a dataset into ``out_dir``.
+def _html(rec: Records, validation, div, gates: dict, plots: dict) -> str:
+    title = f"Dataset quality report: {Path(rec.path).name if rec.path else 'in-memory dataset'}"
+    gate_secs = gate_sections({cp: g.to_dict() for cp, g in gates.items()}, combined=True)
+    return render(title=title, intro=[f"Units: {UNIT_SYSTEM}. {code_version()}."],
+                  sections=dataset_sections(rec, validation, div, gate_secs, plots))
 
-    ``path`` is a dataset file (or a list of labelled ``ase.Atoms``). Returns
-    ``(html_path, card_path)``. ``validation`` / ``diversity_report`` computed earlier on the
-    same data with the same config (e.g. ``GateReport.validation``) are reused when given.
-    Raises :class:`~mlff_distiller.errors.DatasetError` for an empty or unlabelled dataset and
-    :class:`UserError` when ``out_dir`` is a file or cannot be written.
+
+def analyse(path, config: QualityConfig, *, progress: bool = False, validation=None, diversity_report=None):
+    """Everything the dataset sections need: ``(records, validation, diversity, gates, plots)``.
+
+    ``gates`` holds every checkpoint's :class:`GateReport` on this dataset; ``plots`` maps a
+    :data:`PLOTS` key to a base64 PNG.
     """
-    config = QualityConfig.from_dict(config) if not isinstance(config, QualityConfig) else config
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"report output {out} exists and is not a directory: choose another -o")
     rec = load_records(path)
     validation = validation if validation is not None else validate(rec, config, progress=progress)
     div = diversity_report if diversity_report is not None else diversity(rec, config, progress=progress)
     gates = {cp: evaluate_gates(rec, cp, config, validation=validation, diversity_report=div) for cp in CHECKPOINTS}
-    plots = _plots(rec, div)
+    return rec, validation, div, gates, _plots(rec, div)
+
+
+def write_files(out: Path, html_text: str, parts, config: QualityConfig) -> tuple[Path, Path]:
+    """Write ``report.html`` (the given page), ``dataset_card.md`` and ``quality.json`` into ``out``."""
+    rec, validation, div, gates, _ = parts
     html_path, card_path = out / "report.html", out / "dataset_card.md"
-    html_text = _html(rec, validation, div, gates, plots, config)
     card_text = _card(rec, validation, div, gates, config)
     payload = {
         "dataset": rec.path,
@@ -448,3 +454,26 @@ def write_report(path, out_dir, config: QualityConfig | dict | None = None, *, p
     except OSError as err:
         raise UserError(f"cannot write the report into {out} ({err.strerror or err}): choose a writable -o") from None
     return html_path, card_path
+
+
+def check_out_dir(out_dir) -> Path:
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"report output {out} exists and is not a directory: choose another -o")
+    return out
+
+
+def write_report(path, out_dir, config: QualityConfig | dict | None = None, *, progress: bool = False,
+                 validation=None, diversity_report=None) -> tuple[Path, Path]:
+    """Write ``report.html``, ``dataset_card.md`` and ``quality.json`` for a dataset into ``out_dir``.
+
+    ``path`` is a dataset file (or a list of labelled ``ase.Atoms``). Returns
+    ``(html_path, card_path)``. ``validation`` / ``diversity_report`` computed earlier on the
+    same data with the same config (e.g. ``GateReport.validation``) are reused when given.
+    Raises :class:`~mlff_distiller.errors.DatasetError` for an empty or unlabelled dataset and
+    :class:`UserError` when ``out_dir`` is a file or cannot be written.
+    """
+    config = QualityConfig.from_dict(config) if not isinstance(config, QualityConfig) else config
+    out = check_out_dir(out_dir)
+    parts = analyse(path, config, progress=progress, validation=validation, diversity_report=diversity_report)
+    return write_files(out, _html(*parts), parts, config)
