@@ -63,16 +63,28 @@ class ActiveContext:
     say: Callable = print
 
 
-def run_rounds(ctx: ActiveContext, stage: Callable, run_dir: Path, fp: str, initial_calls: int = 0) -> tuple[Path, str]:
-    """Run (or resume) the rounds through ``stage(name, fingerprint, fn)``; returns the final
-    student's run directory and a fingerprint of the rounds (for the stages after them)."""
+def run_rounds(ctx: ActiveContext, project, stage: Callable, run_dir: Path, fp: str,
+               initial_calls: int = 0) -> tuple[Path, str]:
+    """Run (or resume) the rounds through ``stage(name, fingerprint, fn)`` of the pipeline's
+    ``project``; returns the final student's run directory and a fingerprint of the rounds
+    (for the stages after them)."""
     ctx.root.mkdir(parents=True, exist_ok=True)
     records, dataset, used = [], ctx.train_h5, 0
     fp_round = fp
     for n in range(1, ctx.cfg.max_rounds + 1):
         fp_round = fingerprint(fp_round, ctx.cfg.to_dict(), ctx.teacher.fingerprint_id, n)
-        rec = stage(f"active:round-{n}", fp_round,
-                    lambda n=n, run_dir=run_dir, dataset=dataset, used=used: run_round(ctx, n, run_dir, dataset, used))
+        name = f"active:round-{n}"
+        prev = dict(project.stage(name) or {})
+        # Resume only a round this stage started and did not finish (killed); a round that is
+        # new, forgotten (--restart-from) or whose inputs changed starts from an empty directory.
+        resumable = prev.get("status") == "running" and prev.get("fingerprint") == fp_round
+
+        def fn(n=n, run_dir=run_dir, dataset=dataset, used=used, resumable=resumable):
+            if not resumable and (ctx.root / f"round-{n}").exists():
+                shutil.rmtree(ctx.root / f"round-{n}")
+            return run_round(ctx, n, run_dir, dataset, used)
+
+        rec = stage(name, fp_round, fn)
         records.append(rec)
         used = rec["teacher_calls_total"]
         if rec.get("run_dir"):

@@ -378,7 +378,7 @@ def _active_rounds(acfg, recipe, project, stage, teacher, tcfg, lcfg, train_h5, 
     ctx = ActiveContext(cfg=acfg, teacher=teacher, train_config=tcfg, quality=recipe.get("quality"), labeling=lcfg,
                         train_h5=train_h5, test_h5=test_h5, root=project.root / "active", seed=int(recipe.get("seed", 0)),
                         workers=opts.workers, progress=opts.progress, say=lambda text: _say(opts, text))
-    return run_rounds(ctx, stage, run_dir, fp, initial_calls=initial)
+    return run_rounds(ctx, project, stage, run_dir, fp, initial_calls=initial)
 
 
 def _bench_summary(res: dict) -> dict:
