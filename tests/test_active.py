@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from ase import Atoms
 from ase.build import bulk
 
 from mlff_distiller.active import ActiveConfig

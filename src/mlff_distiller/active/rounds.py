@@ -360,13 +360,14 @@ def _plot(path: Path, records: list[dict], initial_calls: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xs = [initial_calls] + [initial_calls + r["teacher_calls_total"] for r in records if r.get("heldout_after")]
-    ys = [records[0]["heldout_before"]["force_mae"]] + [r["heldout_after"]["force_mae"] for r in records
-                                                          if r.get("heldout_after")]
+    trained = [r for r in records if r.get("heldout_after")]
+    xs = [initial_calls] + [initial_calls + r["teacher_calls_total"] for r in trained]
+    ys = [records[0]["heldout_before"]["force_mae"]] + [r["heldout_after"]["force_mae"] for r in trained]
+    names = ["r0"] + [f"r{r['round']}" for r in trained]
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ax.plot(xs, ys, "o-")
-    for k, (x, y) in enumerate(zip(xs, ys)):
-        ax.annotate(f"r{k}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for name, x, y in zip(names, xs, ys):
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel("teacher calls (cumulative)")
     ax.set_ylabel("held-out force MAE (eV/A)")
     ax.set_title("active learning: error vs teacher calls", fontsize=10)
