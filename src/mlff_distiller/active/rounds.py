@@ -177,15 +177,15 @@ def run_round(ctx: ActiveContext, n: int, student_run: Path, dataset: Path, used
     ds = _done(rdir, "dataset.json") or _dataset_step(ctx, rdir, dataset)
     rec["dataset"] = str(rdir / "dataset.h5")
     rec["appended"], rec["dropped_after_label"], rec["n_dataset"] = ds["appended"], ds["dropped"], ds["n_dataset"]
-    if ds["appended"]:
-        new_frames = load_labelled(rdir / "labels.h5")
-        rec["calibration_selected"] = calibration(new_frames, student, committee)
-
-    ctx.say(f"  round {n}: retrain (warm start)")
-    rec["train"] = _train_step(ctx, rdir, student_run)
-    rec["run_dir"] = str(rdir / "train")
-    rec["heldout_after"] = _heldout(evaluate(StudentCalculator(rdir / "train", backend=cfg.backend), test_frames)[0])
-    if cfg.target_force_mae and rec["heldout_after"]["force_mae"] <= cfg.target_force_mae:
+    if ds["appended"]:  # else (every frame failed or was dropped) the student stays as it was
+        rec["calibration_selected"] = calibration(load_labelled(rdir / "labels.h5"), student, committee)
+        ctx.say(f"  round {n}: retrain (warm start)")
+        rec["train"] = _train_step(ctx, rdir, student_run)
+        rec["run_dir"] = str(rdir / "train")
+        rec["heldout_after"] = _heldout(evaluate(StudentCalculator(rdir / "train", backend=cfg.backend), test_frames)[0])
+    else:
+        rec["dataset"] = str(dataset)
+    if cfg.target_force_mae and (rec.get("heldout_after") or rec["heldout_before"])["force_mae"] <= cfg.target_force_mae:
         rec["stop"] = "accuracy_gate"
     elif rec["teacher_calls_total"] >= cfg.teacher_call_budget:
         rec["stop"] = "teacher_budget"
@@ -294,15 +294,14 @@ def _label_step(ctx, rdir) -> dict:
 
 def _dataset_step(ctx, rdir, dataset) -> dict:
     """``dataset.h5`` = the previous dataset + the labelled frames that pass the checks."""
-    from ..bench.accuracy import load_labelled
     from ..data.store import DatasetReader, DatasetWriter
     from .select import PRE_LABEL_CHECKS, physical_mask
 
     _reset(rdir, "dataset")
-    frames = load_labelled(rdir / "labels.h5")
+    with DatasetReader(rdir / "labels.h5") as r:  # the teacher's failures stay in its failures table
+        frames = [r.get_atoms(i) for i in range(len(r))]
     checks = PRE_LABEL_CHECKS + ("labels_present", "net_force", "stress")
-    ok, dropped = physical_mask(frames, [a.calc.results["energy"] for a in frames],
-                                [a.calc.results["forces"] for a in frames], ctx.quality, checks=checks)
+    ok, dropped = physical_mask(rdir / "labels.h5", quality_config=ctx.quality, checks=checks) if frames else ([], {})
     keep = [a for a, good in zip(frames, ok) if good]
     tmp = rdir / "dataset.tmp.h5"
     shutil.copyfile(dataset, tmp)

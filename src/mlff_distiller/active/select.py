@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 
@@ -22,19 +23,28 @@ import numpy as np
 PRE_LABEL_CHECKS = ("finite", "min_distance", "max_force", "sentinel_energy", "volume_per_atom")
 
 
-def physical_mask(frames, energies, forces, quality_config=None, checks=PRE_LABEL_CHECKS) -> tuple[np.ndarray, dict]:
+def physical_mask(frames, energies=None, forces=None, quality_config=None, checks=PRE_LABEL_CHECKS
+                  ) -> tuple[np.ndarray, dict]:
     """(n,) bool: frames passing the enabled ``checks`` of ``quality_config`` with the given
-    energies (eV) and forces (eV/A); and counts of frames flagged per check."""
+    energies (eV) and forces (eV/A), or with the labels on their calculators when
+    ``energies`` is None (``frames`` may then be a labelled dataset path); and counts of frames flagged per check."""
     from ase.calculators.singlepoint import SinglePointCalculator
 
     from ..quality import QualityConfig, validate
 
-    if not frames:
-        return np.zeros(0, dtype=bool), {}
     cfg = copy.deepcopy(QualityConfig.from_dict(quality_config))
     for name, params in cfg.checks.items():
         if name not in checks:
             params["enabled"] = False
+    if energies is None and isinstance(frames, (str, os.PathLike)):
+        # a labelled dataset file: its attributes tell the checks what the teacher provides
+        rep = validate(frames, cfg)
+        return ~rep.flagged, {k: v for k, v in rep.counts.items() if v}
+    if not len(frames):
+        return np.zeros(0, dtype=bool), {}
+    if energies is None:
+        rep = validate(list(frames), cfg)
+        return ~rep.flagged, {k: v for k, v in rep.counts.items() if v}
     labelled = []
     for atoms, e, f in zip(frames, energies, forces):
         a = atoms.copy()
