@@ -147,7 +147,7 @@ def dask_address():
     from distributed import LocalCluster
 
     cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
-                           dashboard_address=None)
+                           dashboard_address=":0")
     yield cluster.scheduler_address
     cluster.close()
 
