@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+
+# As in the quality tests: numba's thread count is fixed when its first parallel kernel runs
+# (QUESTS in the pipeline's gate), and this module is collected before those that set it.
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import signal
 import subprocess
 import sys
