@@ -1,6 +1,6 @@
 """Recipes: one YAML per project; this module loads it and validates its ``generation`` section.
 
-Top-level keys: ``name, seed, generation, teacher, labeling, quality, training, bench``.
+Top-level keys: ``name, seed, generation, teacher, labeling, quality, training, bench, active``.
 Only ``name``, ``seed`` and ``generation`` are checked here; the other sections pass through
 as dicts for their own stages. Every error is a :class:`~mlff_distiller.errors.ConfigError`
 whose one line names the field and what is allowed. See ``docs/recipes.md``.
@@ -35,7 +35,7 @@ from .sources import (
     element_set,
 )
 
-TOP_LEVEL_KEYS = ("name", "seed", "generation", "teacher", "labeling", "quality", "training", "bench")
+TOP_LEVEL_KEYS = ("name", "seed", "generation", "teacher", "labeling", "quality", "training", "bench", "active")
 GENERATION_KEYS = ("size", "elements", "min_distance_factor", "count", "tiers", "default_tier", "sources", "mix")
 SOURCE_KEYS = {
     "molecules": ("smiles", "smiles_file", "conformers", "optimizer"),

@@ -198,6 +198,9 @@ def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
     from ..labeling.config import LabelingConfig
 
     lcfg = LabelingConfig.from_dict(recipe.get("labeling"))
+    from ..active import ActiveConfig
+
+    acfg = ActiveConfig.from_dict(recipe["active"]) if recipe.get("active") is not None else None
     bench_section = dict(recipe.get("bench") or {})
     test_fraction = float(bench_section.pop("test_fraction", 0.1))
     bench_systems = bench_section.pop("systems", None)
@@ -226,7 +229,7 @@ def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
     (out / "recipe.yaml").write_text(_dump_yaml(recipe))
 
     order = [f"{s}:{t or 'all'}" for t in tiers for s in ("generate", "label", "gate")]
-    order += ["split", "train", "export", "bench", "report"]
+    order += ["split", "train", *(acfg.stage_names() if acfg else []), "export", "bench", "report"]
     if opts.restart_from:
         known = sorted({n.split(":")[0] for n in order})
         if opts.restart_from not in known and opts.restart_from not in order:
@@ -340,6 +343,9 @@ def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
         return _as_dict(DistillationTrainer(train_h5, tcfg, run_dir, resume="auto", progress=opts.progress).fit())
 
     stage("train", fp_train, _train)
+    if acfg is not None:  # active-learning rounds (docs/active.md); the final round's student goes on
+        run_dir, fp_train = _active_rounds(acfg, recipe, project, stage, teacher, tcfg, lcfg, train_h5, test_h5,
+                                           run_dir, fp_train, opts)
 
     from ..student import export_torchscript, load_student
 
@@ -390,6 +396,17 @@ def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
 
         raise AccuracyGateFailed(f"accuracy gate {verdict_line(verdict)}; summary: {summary}")
     return result
+
+
+def _active_rounds(acfg, recipe, project, stage, teacher, tcfg, lcfg, train_h5, test_h5, run_dir, fp, opts):
+    from ..active import ActiveContext, run_rounds
+
+    initial = sum(int((rec.get("info") or {}).get("n_pool") or 0) for name, rec in project.data["stages"].items()
+                  if name.startswith("label:"))
+    ctx = ActiveContext(cfg=acfg, teacher=teacher, train_config=tcfg, quality=recipe.get("quality"), labeling=lcfg,
+                        train_h5=train_h5, test_h5=test_h5, root=project.root / "active", seed=int(recipe.get("seed", 0)),
+                        workers=opts.workers, progress=opts.progress, say=lambda text: _say(opts, text))
+    return run_rounds(ctx, project, stage, run_dir, fp, initial_calls=initial)
 
 
 def _bench_summary(res: dict) -> dict:

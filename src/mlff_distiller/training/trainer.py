@@ -189,11 +189,17 @@ class DistillationTrainer:
         forward, backward, clipping and the AdamW step) and ``"epoch"`` (after validation, ``info`` = the
         metrics row). A callback may raise ``KeyboardInterrupt`` to stop the run the way
         Ctrl-C does (the state after the last finished step is saved).
+    init_from:
+        Warm start: a student checkpoint or run directory whose weights *and normalization
+        statistics* the new run starts from (instead of fresh weights and statistics of this
+        dataset); its architecture must equal ``config.student`` (elements default to its
+        elements). Pass it again when resuming such a run, so that the statistics agree.
     """
 
     def __init__(self, dataset_path, config: TrainConfig | dict, run_dir, *, resume: bool | str = False,
-                 progress: bool = True, callbacks: list[Callable] | None = None):
+                 progress: bool = True, callbacks: list[Callable] | None = None, init_from=None):
         self.dataset_path = Path(dataset_path)
+        self.init_from = init_from
         self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         self.config.validate()
         self.run_dir = Path(run_dir)
@@ -427,17 +433,24 @@ class DistillationTrainer:
         dtype = torch.float64 if scfg.dtype == "float64" else torch.float32
         self.dtype = dtype
 
+        init = self._warm_start_model(scfg)
         self.train_set, self.val_set, train_idx, val_idx, split_kind = self._open_data(scfg)
         cfg = self.config  # stress_weight resolved against the dataset's labels
-        train_items = (self.train_set.graphs if isinstance(self.train_set, GraphListDataset)
-                       else self._iter_items(self.train_set, "statistics"))
-        stats = training_statistics(train_items, scfg.cutoff, scfg.elements)
+        if init is not None:
+            stats = init.stats
+        else:
+            train_items = (self.train_set.graphs if isinstance(self.train_set, GraphListDataset)
+                           else self._iter_items(self.train_set, "statistics"))
+            stats = training_statistics(train_items, scfg.cutoff, scfg.elements)
         self.stats = stats
         self.student_config = scfg
 
         # Same initial weights on every process and in every (resumed) run.
         torch.manual_seed(cfg.seed)
-        model = build_student(scfg, stats).to(device)
+        model = build_student(scfg, stats)
+        if init is not None:
+            model.load_state_dict(init.state_dict())
+        model = model.to(device)
         self.model = model
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -579,6 +592,26 @@ class DistillationTrainer:
         if dist.main:
             self._parity_plot(ema)
         return self._summary(state)
+
+    def _warm_start_model(self, scfg):
+        """The student of ``init_from`` (or None); fills empty ``scfg.elements`` from it and
+        checks that its architecture is the configured one."""
+        if self.init_from is None:
+            return None
+        from ..student import StudentConfig, load_student
+
+        init = load_student(self.init_from)
+        if not scfg.elements:
+            scfg.elements = list(init.elements)
+        mine = StudentConfig.from_dict(scfg.to_dict()).to_dict()
+        theirs = init.config.to_dict()
+        diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+        if diff:
+            raise ConfigError(
+                f"warm start from {self.init_from}: its student differs from training.student in {', '.join(diff)}; "
+                "use the same student section or start without a warm start"
+            )
+        return init
 
     # -- pieces of the loop ------------------------------------------------------------------
     def _loader(self, dataset, batches):

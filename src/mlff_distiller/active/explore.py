@@ -1,0 +1,159 @@
+"""Exploration: the student drives short MD segments, relaxations and hot compressed MD.
+
+Every trajectory starts from a seed structure of the training set and is checked after
+each step; when it leaves the physical region (two atoms closer than ``min_contact`` x the
+sum of their covalent radii, a non-finite coordinate or energy, or an energy per atom more
+than ``max_energy_jump`` eV away from the start) it stops, and the last frame that was
+still physical is kept as a candidate (the frames just before a failure are the most
+useful ones to label). Units: K, fs, 1/fs, A, eV.
+
+Frames carry ``info["provenance"]`` (source ``active/round-N``) and ``info["active"]``
+(trajectory id, kind, step, temperature).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from ase import Atoms
+
+from ..generation.geometry import clean_copy, closest_contact_ratio
+from ..generation.samplers import _langevin, compress
+from .config import ActiveConfig
+
+
+class _LeftPhysicalRegion(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class ExploreResult:
+    frames: list = field(default_factory=list)  # candidate frames (ase.Atoms, no calculator)
+    trajectories: list = field(default_factory=list)  # one dict per trajectory
+
+    @property
+    def stability(self) -> float:
+        """Fraction of MD trajectories that ran all their steps inside the physical region."""
+        md = [t for t in self.trajectories if t["kind"] != "relax"]
+        return float(np.mean([t["stopped"] is None for t in md])) if md else float("nan")
+
+    def summary(self) -> dict:
+        stopped = {}
+        for t in self.trajectories:
+            if t["stopped"]:
+                stopped[t["stopped"].split(":")[0]] = stopped.get(t["stopped"].split(":")[0], 0) + 1
+        return {"n_frames": len(self.frames), "n_trajectories": len(self.trajectories),
+                "md_stability": self.stability, "stopped": stopped,
+                "steps": int(sum(t["steps"] for t in self.trajectories))}
+
+
+class _Guard:
+    """Per-step check of one trajectory; keeps the last physical frame."""
+
+    def __init__(self, atoms: Atoms, cfg: ActiveConfig, dyn):
+        self.atoms, self.cfg, self.dyn = atoms, cfg, dyn
+        self.e0 = self._epa()
+        self.last_good, self.last_good_step = clean_copy(atoms), 0
+
+    @property
+    def step(self) -> int:
+        return int(self.dyn.nsteps)
+
+    def _epa(self) -> float:
+        return float(self.atoms.get_potential_energy()) / len(self.atoms)
+
+    def __call__(self):
+        a = self.atoms
+        if self.cfg.min_contact > 0 and closest_contact_ratio(a, self.cfg.min_contact) < self.cfg.min_contact:
+            raise _LeftPhysicalRegion("min_distance")
+        epa = self._epa()
+        if not np.isfinite(epa) or abs(epa - self.e0) > self.cfg.max_energy_jump:
+            raise _LeftPhysicalRegion("energy")
+        self.last_good, self.last_good_step = clean_copy(a), self.step
+
+
+def _frame(atoms: Atoms, round_no: int, kind: str, traj: int, step: int, parent: int, group: str,
+           seed: int, **params) -> Atoms:
+    out = clean_copy(atoms)
+    out.info["provenance"] = {"source": f"active/round-{round_no}", "sampler": f"active-{kind}",
+                              "params": {"step": step, **params}, "parent": int(parent),
+                              "group": f"active/round-{round_no}/{group}", "seed": int(seed)}
+    out.info["active"] = {"trajectory": traj, "kind": kind, "step": step, **params}
+    return out
+
+
+def _run_md(atoms, calc, T, cfg, rng, n_steps, emit) -> tuple[int, str | None]:
+    """Langevin MD with the student; ``emit(atoms, step)`` every ``sample_interval`` steps."""
+    dyn = _langevin(atoms, calc, T, cfg.timestep, cfg.friction, rng)
+    guard = _Guard(atoms, cfg, dyn)
+    dyn.attach(guard, interval=1)
+    try:
+        for k in range(cfg.sample_interval, n_steps + 1, cfg.sample_interval):
+            dyn.run(cfg.sample_interval)
+            emit(atoms, k)
+    except _LeftPhysicalRegion as err:
+        emit(guard.last_good, guard.last_good_step)
+        return guard.step, f"{err.reason}:step {guard.step}"
+    finally:
+        atoms.calc = None
+    return guard.step, None
+
+
+def explore(seeds: list[Atoms], parents: list[int], calc, cfg: ActiveConfig, round_no: int, seed: int) -> ExploreResult:
+    """Student-driven exploration from ``seeds`` (training-set structures, indices ``parents``).
+
+    Per seed: ``replicas`` NVT trajectories at each temperature, one relaxation of a rattled
+    copy (``relax_steps``) and one hot compressed MD (``hot_compress``). Deterministic for a
+    given ``seed`` and calculator.
+    """
+    res = ExploreResult()
+    for i, (root, parent) in enumerate(zip(seeds, parents)):
+        jobs = [("md", T, r) for T in cfg.temperatures for r in range(cfg.replicas)]
+        if cfg.relax_steps:
+            jobs.append(("relax", 0.0, 0))
+        if cfg.hot_compress:
+            jobs.append(("hot", cfg.hot_temperature, 0))
+        for kind, T, rep in jobs:
+            traj = len(res.trajectories)
+            tseed = int(np.random.SeedSequence([seed, round_no, i, traj]).generate_state(1)[0])
+            rng = np.random.default_rng(tseed)
+            group = f"seed-{parent}"
+
+            def emit(a, step, kind=kind, T=T, rep=rep, traj=traj, tseed=tseed):
+                res.frames.append(_frame(a, round_no, kind, traj, int(step), parent, group, tseed,
+                                         T=float(T), replica=rep))
+
+            atoms = clean_copy(root)
+            if kind == "relax":
+                steps, stopped = _relax(atoms, calc, cfg, rng, emit)
+            else:
+                if kind == "hot":
+                    atoms, _ = compress(atoms, rng, (cfg.hot_compress, cfg.hot_compress))
+                    atoms = clean_copy(atoms)
+                steps, stopped = _run_md(atoms, calc, T, cfg, rng, cfg.md_steps, emit)
+            res.trajectories.append({"trajectory": traj, "seed_index": int(parent), "kind": kind, "T": float(T),
+                                     "replica": rep, "steps": int(steps), "stopped": stopped})
+    return res
+
+
+def _relax(atoms, calc, cfg, rng, emit) -> tuple[int, str | None]:
+    """BFGS with the student from a rattled copy (0.05 A); the end point is a candidate."""
+    from ase.optimize import BFGS
+
+    atoms.positions = atoms.positions + rng.normal(0.0, 0.05, atoms.positions.shape)
+    atoms.calc = calc
+    opt = BFGS(atoms, logfile=None)
+    guard = _Guard(atoms, cfg, opt)
+    opt.attach(guard, interval=1)
+    try:
+        opt.run(fmax=0.05, steps=cfg.relax_steps)
+        emit(atoms, guard.step)
+    except _LeftPhysicalRegion as err:
+        emit(guard.last_good, guard.last_good_step)
+        return guard.step, f"{err.reason}:step {guard.step}"
+    finally:
+        atoms.calc = None
+    return guard.step, None

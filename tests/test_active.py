@@ -1,0 +1,321 @@
+"""Active learning: committee calculator, selection, config, and the rounds of ``mlff-distill run``.
+
+The end-to-end case runs the built-in ``tiny-active`` recipe (EMT teacher) once per module;
+labeling goes through the usual Dask path, here on one in-process worker shared by all rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+# As in the quality tests: numba's thread count is fixed when its first parallel kernel runs
+# (QUESTS in the pipeline's gate), and this module is collected before those that set it.
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase.build import bulk
+
+from mlff_distiller.active import ActiveConfig
+from mlff_distiller.active.select import farthest_point, physical_mask, select_frames
+from mlff_distiller.data.stats import NormalizationStats
+from mlff_distiller.errors import ConfigError
+from mlff_distiller.student import StudentCalculator, StudentConfig, build_student
+from mlff_distiller.student.committee import CommitteeCalculator
+
+STATS = NormalizationStats(element_energies={13: -3.0, 29: -4.0}, force_rms=0.5, avg_num_neighbors=12.0, cutoff=4.0)
+
+
+def _model(seed: int):
+    torch.manual_seed(seed)
+    model = build_student(StudentConfig(preset="tiny", cutoff=4.0, dtype="float64"), STATS).eval()
+    with torch.no_grad():
+        model.readout[-1].weight.mul_(10.0)
+    return model
+
+
+def _cu():
+    atoms = bulk("Cu", "fcc", 3.6, cubic=True)
+    atoms.rattle(0.08, seed=1)
+    return atoms
+
+
+# -- committee ----------------------------------------------------------------------------------
+def test_committee_identical_members_agree_and_single_member_is_the_student():
+    m = _model(1)
+    atoms = _cu()
+    atoms.calc = CommitteeCalculator([m, m], backend="torch")
+    f = atoms.get_forces()
+    std = atoms.calc.results["forces_committee_std"]
+    assert std.shape == (len(atoms),) and np.all(std == 0.0)
+    assert atoms.calc.results["energy_committee_std"] == 0.0
+
+    ref = _cu()
+    ref.calc = StudentCalculator(m, backend="torch")
+    one = _cu()
+    one.calc = CommitteeCalculator([m], backend="torch")
+    np.testing.assert_allclose(one.get_forces(), ref.get_forces(), rtol=0, atol=1e-12)
+    assert one.get_potential_energy() == pytest.approx(ref.get_potential_energy(), abs=1e-12)
+    np.testing.assert_allclose(one.get_stress(), ref.get_stress(), atol=1e-12)
+    np.testing.assert_allclose(f, ref.get_forces(), atol=1e-12)
+
+
+def test_committee_disagreement_of_different_members():
+    a, b = _model(1), _model(2)
+    atoms = _cu()
+    atoms.calc = CommitteeCalculator([a, b], backend="torch")
+    f_mean = atoms.get_forces()
+    res = atoms.calc.results
+    fa = StudentCalculator(a, backend="torch").get_forces(_cu())
+    fb = StudentCalculator(b, backend="torch").get_forces(_cu())
+    np.testing.assert_allclose(f_mean, 0.5 * (fa + fb), atol=1e-12)
+    # two members: the rms deviation from the mean is half the distance between them
+    np.testing.assert_allclose(res["forces_committee_std"], 0.5 * np.linalg.norm(fa - fb, axis=1), atol=1e-12)
+    assert np.all(res["forces_committee_std"] > 0) and res["energy_committee_std"] > 0
+    assert res["forces_committee_std_max"] == pytest.approx(res["forces_committee_std"].max())
+
+
+# -- selection ------------------------------------------------------------------------------------
+def test_farthest_point_covers_every_cluster_and_respects_the_budget():
+    rng = np.random.default_rng(0)
+    centers = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], float)
+    x = np.concatenate([c + 0.1 * rng.normal(size=(25, 2)) for c in centers])
+    picked = farthest_point(x, 0, 4)
+    assert len(picked) == 4 and len(set(picked)) == 4
+    assert sorted({int(i) // 25 for i in picked}) == [0, 1, 2, 3]  # one per cluster
+
+    scores = rng.uniform(size=len(x))
+    for budget in (1, 3, 7):
+        sel = select_frames(scores, x, np.ones(len(x), bool), budget, candidate_factor=4)
+        assert len(sel) == budget and len(set(sel)) == budget
+        assert sel[0] == int(np.argmax(scores))  # farthest-point sampling starts at the most uncertain frame
+    # candidate pool: only the budget x factor most uncertain frames are eligible
+    sel = select_frames(scores, x, np.ones(len(x), bool), 3, candidate_factor=2)
+    assert set(sel) <= set(np.argsort(-scores)[:6].tolist())
+    assert select_frames(scores, x, np.ones(len(x), bool), 5, min_score=2.0) == []
+
+
+def test_unphysical_frames_are_dropped():
+    good = _cu()
+    close = _cu()
+    close.positions[1] = close.positions[0] + [0.3, 0.0, 0.0]  # atoms 0.3 A apart
+    nan = _cu()
+    nan.positions[2, 0] = np.nan
+    frames = [good, close, nan, good.copy()]
+    forces = [np.zeros((len(a), 3)) for a in frames]
+    forces[3][0] = [500.0, 0.0, 0.0]  # above the default max_force
+    energies = [-10.0, -10.0, -10.0, -10.0]
+    ok, flagged = physical_mask(frames, energies, forces)
+    assert ok.tolist() == [True, False, False, False]
+    assert flagged.get("min_distance", 0) >= 1 and flagged.get("max_force", 0) >= 1
+    scores = np.array([0.1, 5.0, 9.0, 7.0])  # the unphysical frames are the most "uncertain"
+    feats = np.arange(8, dtype=float).reshape(4, 2)
+    assert select_frames(scores, feats, ok, budget=4) == [0]
+
+
+# -- config -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("section, field", [
+    ({"budget_per_rund": 3}, "budget_per_rund"),
+    ({"committee_size": 1}, "active.committee_size"),
+    ({"temperatures": []}, "active.temperatures"),
+    ({"backend": "jax"}, "active.backend"),
+    ({"retrain": {"max_stepz": 3}}, "max_stepz"),
+    ({"stop_force_std": "abc"}, "active.stop_force_std"),
+])
+def test_active_config_errors_name_the_field(section, field):
+    with pytest.raises(ConfigError) as err:
+        ActiveConfig.from_dict(section)
+    msg = str(err.value)
+    assert field in msg and "\n" not in msg
+
+
+def test_recipe_accepts_the_active_section():
+    from mlff_distiller.generation.recipe import load_recipe
+
+    recipe = load_recipe("tiny-active")
+    cfg = ActiveConfig.from_dict(recipe["active"])
+    assert cfg.stage_names()[0] == "active:round-1" and cfg.teacher_call_budget == 10
+
+
+# -- end to end -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dask_address():
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                           dashboard_address=":0")
+    yield cluster.scheduler_address
+    cluster.close()
+
+
+def _recipe_file(tmp: Path, address: str, **active) -> Path:
+    from mlff_distiller.generation.recipe import load_recipe
+
+    recipe = load_recipe("tiny-active")
+    recipe["labeling"] = {"scheduler": address, "chunk_size": 8}
+    recipe["active"].update(active)
+    path = tmp / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, dask_address):
+    from mlff_distiller.pipeline.run import RunOptions, run_project
+
+    tmp = tmp_path_factory.mktemp("active")
+    out = tmp / "proj"
+    t0 = time.time()
+    run_project(_recipe_file(tmp, dask_address), out, RunOptions(progress=False, skip=("bench", "report")))
+    return out, time.time() - t0
+
+
+def _sources(path) -> list[str]:
+    from mlff_distiller.data.store import DatasetReader
+
+    with DatasetReader(path) as r:
+        return [str((r.provenance(i) or {}).get("source")) for i in range(len(r))]
+
+
+def test_rounds_append_frames_with_provenance_within_budget(project):
+    out, _ = project
+    rep = json.loads((out / "active" / "rounds.json").read_text())
+    rounds = rep["rounds"]
+    assert rep["initial_teacher_calls"] == 24 and rounds
+    prev = _sources(out / "data" / "train.h5")
+    assert not any(s.startswith("active/") for s in prev)
+    for rec in rounds:
+        n = rec["round"]
+        if not rec.get("dataset"):
+            continue
+        now = _sources(rec["dataset"])
+        assert now[: len(prev)] == prev  # the previous dataset, then the new frames
+        new = now[len(prev):]
+        assert 0 < len(new) <= 4 and set(new) == {f"active/round-{n}"}  # budget_per_round: 4
+        assert rec["appended"] == len(new) and rec["teacher_calls"] <= 4
+        prev = now
+    assert rounds[-1]["teacher_calls_total"] <= 10  # max_teacher_calls
+    # the stopping rule fired: the teacher-call budget (10 = 4 + 4 + 2) ends the third round
+    assert rounds[-1]["stop"] == "teacher_budget" and len(rounds) == 3
+    assert [r["teacher_calls"] for r in rounds] == [4, 4, 2]
+    for name in ("rounds.md", "error_vs_teacher_calls.png"):
+        assert (out / "active" / name).stat().st_size > 100
+    stages = json.loads((out / "project.json").read_text())["stages"]
+    assert [s for s in stages if s.startswith("active:")] == ["active:round-1", "active:round-2", "active:round-3"]
+    # the exported student is the last round's
+    from mlff_distiller.student import load_exported, load_student
+
+    final = load_student(Path(rounds[-1]["run_dir"]))
+    exported = load_exported(out / "student.pt")
+    atoms = _cu()
+    atoms.calc = StudentCalculator(final, backend="torch")
+    ref = atoms.get_forces()
+    atoms.calc = StudentCalculator(exported, backend="torch")
+    np.testing.assert_allclose(atoms.get_forces(), ref, atol=1e-5)
+    r1 = rounds[0]
+    assert r1["explore"]["n_frames"] > 0 and 0 <= r1["explore"]["md_stability"] <= 1
+    assert set(r1["calibration_heldout"]) >= {"frame_spearman", "atom_pearson"}
+
+
+def _ctx(out: Path, **changes):
+    from mlff_distiller.active import ActiveContext
+    from mlff_distiller.labeling.config import LabelingConfig
+    from mlff_distiller.generation.recipe import load_recipe
+    from mlff_distiller.teachers import build_teacher
+    from mlff_distiller.training import TrainConfig
+
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
+    cfg = ActiveConfig.from_dict({**recipe["active"], **changes})
+    return ActiveContext(cfg=cfg, teacher=build_teacher(recipe["teacher"]), train_config=TrainConfig.from_dict(recipe["training"]),
+                         quality=None, labeling=LabelingConfig.from_dict(recipe["labeling"]), train_h5=out / "data" / "train.h5",
+                         test_h5=out / "data" / "test.h5", root=out / "active-extra", seed=3, say=lambda s: None)
+
+
+def test_stopping_rules_accuracy_gate_and_convergence(project):
+    from mlff_distiller.active import run_round
+
+    out, _ = project
+    rec = run_round(_ctx(out, target_force_mae=100.0), 1, out / "train", out / "data" / "train.h5", 0)
+    assert rec["stop"] == "accuracy_gate" and rec["teacher_calls"] == 0 and "explore" not in rec
+    rec = run_round(_ctx(out, stop_force_std=100.0, committee_steps=2), 1, out / "train", out / "data" / "train.h5", 0)
+    assert rec["stop"] == "converged" and rec["teacher_calls"] == 0
+    assert rec["disagreement"]["mean"] < 100.0 and rec["explore"]["n_frames"] > 0
+    assert not (out / "active-extra" / "round-1" / "labels.h5").exists()
+    rec = run_round(_ctx(out), 1, out / "train", out / "data" / "train.h5", 10)
+    assert rec["stop"] == "teacher_budget" and rec["teacher_calls"] == 0
+
+
+def test_warm_start_checks_the_architecture(project, tmp_path):
+    from mlff_distiller.training import DistillationTrainer
+
+    out, _ = project
+    cfg = {"student": {"preset": "small", "cutoff": 4.0}, "max_steps": 1}
+    with pytest.raises(ConfigError, match="warm start"):
+        DistillationTrainer(out / "data" / "train.h5", cfg, tmp_path / "run", progress=False, init_from=out / "train").fit()
+
+
+def test_warm_start_starts_from_the_given_weights(project, tmp_path):
+    from mlff_distiller.student import load_student
+    from mlff_distiller.training import DistillationTrainer
+
+    out, _ = project
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
+    cfg = {**recipe["training"], "max_steps": 1, "lr": 1e-9, "warmup_steps": 0, "ema_decay": 0.0}
+    DistillationTrainer(out / "data" / "train.h5", cfg, tmp_path / "run", progress=False, init_from=out / "train").fit()
+    a, b = load_student(out / "train"), load_student(tmp_path / "run")
+    assert a.stats.to_dict() == b.stats.to_dict()
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va, vb, atol=1e-6, rtol=0, msg=k)
+
+
+@pytest.mark.slow
+def test_kill_and_resume_a_round_gives_the_uninterrupted_result(project, tmp_path, dask_address):
+    """SIGKILL during round 2's exploration/labelling, then resume: same datasets and weights."""
+    ref_out, _ = project
+    recipe = _recipe_file(tmp_path, dask_address)
+    out = tmp_path / "proj"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "mlff_distiller.cli", "run", str(recipe), "-o", str(out), "--skip", "bench",
+           "--skip", "report", "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = out / "active" / "round-2" / "explore.json"
+    deadline = time.time() + 900
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert marker.exists(), "the run ended before round 2 explored"
+    stages = json.loads((out / "project.json").read_text())["stages"]
+    assert stages["active:round-2"]["status"] == "running"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _assert_same_project(ref_out, out)
+
+
+def _assert_same_project(a: Path, b: Path) -> None:
+    from mlff_distiller.data.store import DatasetReader
+    from mlff_distiller.student import load_student
+
+    ra = json.loads((a / "active" / "rounds.json").read_text())["rounds"]
+    rb = json.loads((b / "active" / "rounds.json").read_text())["rounds"]
+    assert len(ra) == len(rb)
+    for x, y in zip(ra, rb):
+        for key in ("teacher_calls", "appended", "stop", "disagreement", "heldout_after"):
+            assert x.get(key) == y.get(key), key
+        with DatasetReader(x["dataset"]) as da, DatasetReader(y["dataset"]) as db:
+            assert len(da) == len(db)
+            for i in range(len(da)):
+                pa, pb = da.get_arrays(i), db.get_arrays(i)
+                for k in ("positions", "energy", "forces"):
+                    np.testing.assert_array_equal(pa[k], pb[k])
+    sa, sb = load_student(Path(ra[-1]["run_dir"])), load_student(Path(rb[-1]["run_dir"]))
+    for (k, va), vb in zip(sa.state_dict().items(), sb.state_dict().values()):
+        torch.testing.assert_close(va, vb, atol=0, rtol=0, msg=k)
