@@ -220,6 +220,8 @@ def test_rounds_append_frames_with_provenance_within_budget(project):
     ref = atoms.get_forces()
     atoms.calc = StudentCalculator(exported, backend="torch")
     np.testing.assert_allclose(atoms.get_forces(), ref, atol=1e-5)
+    summary = (out / "summary.md").read_text()
+    assert "active learning: 3 round(s), 10 teacher calls (after 24 in the initial dataset), stopped: teacher_budget" in summary
     r1 = rounds[0]
     assert r1["explore"]["n_frames"] > 0 and 0 <= r1["explore"]["md_stability"] <= 1
     assert set(r1["calibration_heldout"]) >= {"frame_spearman", "atom_pearson"}

@@ -529,6 +529,17 @@ def _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run
             + ", ".join(f"{k} = {_fmt(val[k])}" for k in ("energy_mae_per_atom", "force_mae", "force_rmse", "force_rel_rmse") if k in val)
             + " (eV/atom, eV/A)"
         )
+    rounds_json = out / "active" / "rounds.json"
+    if rounds_json.is_file():
+        rounds = json.loads(rounds_json.read_text())
+        recs = rounds.get("rounds") or []
+        if recs:
+            last = recs[-1]
+            lines.append(
+                f"- active learning: {len(recs)} round(s), {last.get('teacher_calls_total')} teacher calls "
+                f"(after {rounds.get('initial_teacher_calls')} in the initial dataset), stopped: "
+                f"{last.get('stop') or 'not yet'}; rounds table `active/rounds.md`"
+            )
     if bench_info:
         acc = bench_info.get("accuracy") or {}
         if acc.get("n_structures"):
