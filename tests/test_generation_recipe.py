@@ -53,7 +53,7 @@ def tiny_pool(tmp_path_factory):
 
 
 def test_builtin_recipes_validate_and_tiers_add_up():
-    assert {"tiny", "quickstart", "seed-m2"} <= set(builtin_recipes())
+    assert {"tiny", "quickstart", "seed-m2", "silicon", "water", "tiny-active"} <= set(builtin_recipes())
     tiny = validate_recipe(load_recipe("tiny"))
     assert 30 <= sum(tiny.counts()) <= 60
     assert tiny.elements <= {"H", "C", "N", "O", "Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au"}  # EMT's elements
@@ -68,6 +68,16 @@ def test_builtin_recipes_validate_and_tiers_add_up():
     assert sum(m2.counts()) == 1000  # default tier
     samplers = {e.sampler for e in m2.mix}
     assert {"none", "rattle", "normal_modes", "md", "rattle_relax", "high_energy"} <= samplers
+    # the specialized recipes: one material each, held-out teacher MD and the specialized targets
+    from mlff_distiller.bench.runner import BenchConfig
+
+    for name, elements in (("silicon", {"Si"}), ("water", {"H", "O"})):
+        rec = validate_recipe(load_recipe(name))
+        assert rec.elements == elements and sum(rec.counts()) >= 400
+        bench = {k: v for k, v in load_recipe(name)["bench"].items() if k not in ("systems", "test_fraction")}
+        cfg = BenchConfig.from_dict(bench)
+        assert cfg.heldout and cfg.targets == {"force_rel_rmse": 0.10, "energy_mae_mev": 5.0,
+                                               "nve_drift_mev_per_atom_ps": 1.0, "md_blowups": 0.0}
 
 
 def test_tiny_pool_provenance_sizes_distances(tiny_pool):

@@ -214,3 +214,56 @@ def test_unreadable_cif_is_a_one_line_error(tmp_path):
     assert "broken.cif" in msg and "\n" not in msg
     with pytest.raises(ConfigError, match="not found"):
         S.FileSource("f", S.SizeRange(), [str(tmp_path / "nope.cif")])
+
+
+def test_bulk_vacancies_remove_atoms_and_name_the_group():
+    src = S.BulkSource("b", S.SizeRange(30, 70), ["Si-diamond"], vacancies=[1, 2])
+    rng = np.random.default_rng(0)
+    seen = set()
+    for i in range(12):
+        r = src.make_root(i, rng)
+        n_vac = int(r.group.rsplit("/vac", 1)[1])
+        seen.add(n_vac)
+        assert 1 <= n_vac <= 2 and len(r.atoms) % 8 == 8 - n_vac  # diamond supercells hold 8k atoms
+        assert closest_contact_ratio(r.atoms) > 0.9  # removing atoms never makes a contact
+    assert seen == {1, 2}
+    plain = S.BulkSource("b", S.SizeRange(30, 70), ["Si-diamond"])  # default: no defects
+    assert len(plain.make_root(0, np.random.default_rng(0)).atoms) % 8 == 0
+    for bad in (-1, [2, 1], "two", [1, 2, 3]):
+        with pytest.raises(ConfigError, match="vacancies"):
+            S.BulkSource("b", S.SizeRange(30, 70), ["Si-diamond"], vacancies=bad)
+
+
+def test_ice_ic_obeys_the_ice_rules():
+    atoms = S.build_crystal({"formula": "H2O", "structure": "ice-ic", "a": 6.35})
+    assert atoms.get_chemical_formula() == "H16O8" and atoms.pbc.all()
+    d = atoms.get_all_distances(mic=True)
+    o = np.flatnonzero(atoms.numbers == 8)
+    h = np.flatnonzero(atoms.numbers == 1)
+    # every H: one O at the O-H bond length, the next O across the hydrogen bond (2.75 - 0.96 A)
+    for k in h:
+        near = np.sort(d[k, o])
+        assert near[0] == pytest.approx(0.9572, abs=1e-6) and near[1] == pytest.approx(1.792, abs=2e-3)
+    # every O: exactly two covalent H
+    assert sorted((d[np.ix_(o, h)] < 1.2).sum(axis=1)) == [2] * 8
+    with pytest.raises(ConfigError, match="ice-ic"):
+        S.build_crystal({"formula": "NaCl", "structure": "ice-ic", "a": 6.35})
+
+
+def test_liquid_slab_keeps_molecules_whole_behind_a_vacuum_gap():
+    src = S.LiquidSource("w", S.SizeRange(30, 90, "uniform"), "O", vacuum=12.0)
+    r = src.make_root(0, np.random.default_rng(0))
+    atoms = r.atoms
+    assert r.source == "liquid:O/slab"
+    z = atoms.positions[:, 2]
+    c = atoms.cell[2, 2]
+    assert c - (z.max() - z.min()) > 12.0 - 1.0  # a vacuum gap of about 12 A along z
+    lx, ly = atoms.cell[0, 0], atoms.cell[1, 1]
+    for k in range(0, len(atoms), 3):  # O, H, H per molecule: whole along z (no image needed there)
+        for j in (k + 1, k + 2):
+            v = atoms.positions[j] - atoms.positions[k]
+            v[0] -= lx * np.round(v[0] / lx)
+            v[1] -= ly * np.round(v[1] / ly)
+            assert np.linalg.norm(v) < 1.1
+    with pytest.raises(ConfigError, match="vacuum"):
+        S.LiquidSource("w", S.SizeRange(30, 90), "O", vacuum=-1)
