@@ -149,3 +149,12 @@ def test_heldout_runs_per_system_temperatures():
     assert cfg.runs() == [("si-64", 300.0), ("si-64", 600.0), ("cu-64", 300.0), ("cu-64", 600.0)]
     with pytest.raises(ConfigError, match="bench.heldout.systems.si-64"):
         HeldoutConfig.from_dict({"systems": {"si-64": []}})
+
+
+def test_unknown_fields_name_the_closest_one():
+    from mlff_distiller.bench.runner import BenchConfig
+
+    with pytest.raises(ConfigError, match=r"bench: unknown field\(s\) drift_pss \(did you mean 'drift_ps'"):
+        BenchConfig.from_dict({"drift_pss": 1.0})
+    with pytest.raises(ConfigError, match=r"did you mean 'temperatures_K'"):
+        HeldoutConfig.from_dict({"systems": ["si-64"], "temperature_K": [300]})

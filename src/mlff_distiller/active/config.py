@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..settings import check_fields
 
 BACKENDS = ("auto", "torch", "numba")
 
@@ -62,12 +63,7 @@ class ActiveConfig:
     def from_dict(cls, d: dict | None) -> "ActiveConfig":
         if d is None or d is True:
             d = {}
-        if not isinstance(d, dict):
-            raise ConfigError(f"active must be a mapping of field: value, got {type(d).__name__}")
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ConfigError(f"active: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(known)}")
+        check_fields(cls, d, "active")
         kwargs = {f.name: _coerce(f.name, d[f.name], str(f.type)) for f in dataclasses.fields(cls) if f.name in d}
         cfg = cls(**kwargs)
         cfg.validate()

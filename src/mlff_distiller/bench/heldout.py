@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigError
+from ..settings import check_fields
 
 N_BOOT = 1000
 
@@ -57,12 +58,7 @@ class HeldoutConfig:
     def from_dict(cls, d: dict | None) -> "HeldoutConfig | None":
         if d is None:
             return None
-        if not isinstance(d, dict):
-            raise ConfigError(f"bench.heldout must be a mapping (systems, temperatures_K, frames, ...), got {d!r}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise ConfigError(f"bench.heldout: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
+        check_fields(cls, d, "bench.heldout")
         cfg = cls(**d)
         cfg.validate()
         return cfg

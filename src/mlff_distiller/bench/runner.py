@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError, UserError
+from ..settings import check_fields
 from . import accuracy as acc_mod
 from .md import langevin_run, nve_drift, pair_distance_histogram, rdf_overlap
 from .models import check_coverage, resolve_student, resolve_teacher
@@ -66,10 +67,7 @@ class BenchConfig:
     def from_dict(cls, d: dict | None) -> "BenchConfig":
         """Validated config; :class:`ConfigError` names a bad field and what is allowed."""
         d = dict(d or {})
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise ConfigError(f"bench: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
+        check_fields(cls, d, "bench")
         cfg = cls(**d)
         cfg.validate()
         return cfg
