@@ -88,12 +88,22 @@ def _frame(atoms: Atoms, round_no: int, kind: str, traj: int, step: int, parent:
 def _run_md(atoms, calc, T, cfg, rng, n_steps, emit) -> tuple[int, str | None]:
     """Langevin MD with the student; ``emit(atoms, step)`` every ``sample_interval`` steps."""
     dyn = _langevin(atoms, calc, T, cfg.timestep, cfg.friction, rng)
-    guard = _Guard(atoms, cfg, dyn)
-    dyn.attach(guard, interval=1)
-    try:
+
+    def drive(guard):
         for k in range(cfg.sample_interval, n_steps + 1, cfg.sample_interval):
             dyn.run(cfg.sample_interval)
             emit(atoms, k)
+
+    return _guarded(atoms, dyn, cfg, drive, emit)
+
+
+def _guarded(atoms, dynamics, cfg, drive, emit) -> tuple[int, str | None]:
+    """Run ``drive(guard)`` with the physical-region guard attached to ``dynamics``; a run that
+    leaves the region emits its last good frame. Returns (steps, why it stopped or None)."""
+    guard = _Guard(atoms, cfg, dynamics)
+    dynamics.attach(guard, interval=1)
+    try:
+        drive(guard)
     except _LeftPhysicalRegion as err:
         emit(guard.last_good, guard.last_good_step)
         return guard.step, f"{err.reason}:step {guard.step}"
@@ -146,14 +156,9 @@ def _relax(atoms, calc, cfg, rng, emit) -> tuple[int, str | None]:
     atoms.positions = atoms.positions + rng.normal(0.0, 0.05, atoms.positions.shape)
     atoms.calc = calc
     opt = BFGS(atoms, logfile=None)
-    guard = _Guard(atoms, cfg, opt)
-    opt.attach(guard, interval=1)
-    try:
+
+    def drive(guard):
         opt.run(fmax=0.05, steps=cfg.relax_steps)
         emit(atoms, guard.step)
-    except _LeftPhysicalRegion as err:
-        emit(guard.last_good, guard.last_good_step)
-        return guard.step, f"{err.reason}:step {guard.step}"
-    finally:
-        atoms.calc = None
-    return guard.step, None
+
+    return _guarded(atoms, opt, cfg, drive, emit)
