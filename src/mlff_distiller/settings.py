@@ -23,3 +23,49 @@ def check_fields(cls, d: dict, where: str) -> None:
         hints = [difflib.get_close_matches(str(k), names, n=1) for k in unknown]
         hint = "".join(f" (did you mean '{h[0]}' for '{k}'?)" for k, h in zip(unknown, hints) if h)
         raise ConfigError(f"{where}: unknown field(s) {', '.join(map(str, unknown))}{hint}; allowed: {', '.join(names)}")
+
+
+def coerce_field(where: str, value, type_name, finite: bool = False):
+    """``value`` from YAML checked against a dataclass field's annotated type (as a string:
+    ``dict``, ``list`` (of numbers), ``bool``, ``str``, ``int``, ``float``, each optionally
+    ``| None``); a mismatch is a ``ConfigError`` naming ``where``. ``finite`` also refuses
+    inf/nan numbers. YAML reads ``1e-3`` as a string: a float field accepts it."""
+    import math
+
+    t = str(type_name)
+    if t.endswith(" | None"):
+        if value is None:
+            return None
+        t = t[: -len(" | None")]
+    if t == "dict":
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    if t == "list":
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in items):
+            raise ConfigError(f"{where} must be a list of numbers, got {value!r}")
+        return [float(v) for v in items]
+    if t == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if t == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    if t == "int":
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return int(value)
+    if t == "float":
+        kind = "a finite number" if finite else "a number"
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{where} must be {kind}, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (finite and not math.isfinite(value)):
+            raise ConfigError(f"{where} must be {kind}, got {value!r}")
+        return float(value)
+    return value

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from ..settings import check_fields
+from ..settings import check_fields, coerce_field
 
 BACKENDS = ("auto", "torch", "numba")
 
@@ -118,36 +118,6 @@ class ActiveConfig:
         TrainConfig.from_dict(dict(self.retrain))
 
 
-def _coerce(name: str, value, type_name: str) -> Any:
-    where = f"active.{name}"
-    if type_name == "dict":
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a mapping, got {value!r}")
-        return dict(value)
-    if type_name == "list":
-        if not isinstance(value, (list, tuple)):
-            value = [value]
-        out = []
-        for v in value:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ConfigError(f"{where} must be a list of numbers, got {value!r}")
-            out.append(float(v))
-        return out
-    if type_name == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
-        return value
-    if type_name == "int":
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-        return int(value)
-    if type_name == "float":
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(f"{where} must be a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{where} must be a finite number, got {value!r}")
-        return float(value)
-    return value  # pragma: no cover
+def _coerce(name: str, value, type_name) -> Any:
+    """Check a YAML value against the field's annotated type (given as a string)."""
+    return coerce_field(f"active.{name}", value, type_name, finite=True)

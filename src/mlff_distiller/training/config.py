@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..settings import coerce_field
 
 SCHEDULES = ("cosine", "plateau", "constant")
 DEVICES = ("auto", "cpu", "cuda")
@@ -150,34 +151,4 @@ class TrainConfig:
 
 def _coerce(name: str, value, type_name) -> Any:
     """Check a YAML value against the field's annotated type (given as a string)."""
-    t = str(type_name)
-    if t.endswith(" | None"):
-        if value is None:
-            return None
-        t = t[: -len(" | None")]
-    if t == "dict":
-        if not isinstance(value, dict):
-            raise ConfigError(f"training.{name} must be a mapping, got {value!r}")
-        return dict(value)
-    if t == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"training.{name} must be true or false, got {value!r}")
-        return value
-    if t == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"training.{name} must be a string, got {value!r}")
-        return value
-    if t == "int":
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            raise ConfigError(f"training.{name} must be an integer, got {value!r}")
-        return int(value)
-    if t == "float":
-        if isinstance(value, str):
-            try:  # YAML reads "1e-3" as a string
-                value = float(value)
-            except ValueError:
-                raise ConfigError(f"training.{name} must be a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"training.{name} must be a number, got {value!r}")
-        return float(value)
-    return value  # pragma: no cover - every field has one of the types above
+    return coerce_field(f"training.{name}", value, type_name, finite=False)
