@@ -321,3 +321,32 @@ def test_stress_weight_auto_default_and_explicit_values():
         TrainConfig.from_dict({"stress_weight": -1})
     with pytest.raises(ConfigError, match="energy_weight"):
         TrainConfig.from_dict({"energy_weight": 0, "forces_weight": 0})
+
+
+def test_final_stage_switches_weights_and_picks_best_from_it(emt_dataset, tmp_path):
+    """From final_stage_start on, the loss weights change and best.pt comes from that stage only."""
+    cfg = small_config(max_epochs=4, stress_weight=0.0, energy_weight=1.0, forces_weight=10.0,
+                       final_stage_start=0.5, final_energy_weight=300.0)
+    run = tmp_path / "run"
+    trainer = DistillationTrainer(emt_dataset, cfg, run, progress=False)
+    summary = trainer.fit()
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    steps_per_epoch = int(rows[0]["step"])
+    final_step = cfg.final_stage_step(4 * steps_per_epoch)
+    assert 0 < final_step < 4 * steps_per_epoch
+    for r in rows:  # each row's validation loss is the weighted sum under its stage's weights
+        w_e = 300.0 if int(r["step"]) >= final_step else 1.0
+        expect = w_e * float(r["val_energy_rmse_per_atom"]) ** 2 + 10.0 * float(r["val_force_rmse"]) ** 2
+        assert float(r["val_loss"]) == pytest.approx(expect, rel=1e-5)
+    first_final = min(int(r["epoch"]) for r in rows if int(r["step"]) >= final_step)
+    assert summary["best_epoch"] >= first_final
+    assert int(rows[first_final]["best"]) == 1  # the stage's first epoch starts a new best
+    assert "final stage from step" in (run / "train.log").read_text()
+
+
+def test_final_stage_is_off_without_new_weights():
+    cfg = TrainConfig.from_dict({"final_stage_start": 0.5})
+    assert cfg.final_stage_step(100) == 100
+    assert TrainConfig.from_dict({"final_stage_start": 1.0, "final_energy_weight": 5}).final_stage_step(100) == 100
+    with pytest.raises(ConfigError, match="final_stage_start"):
+        TrainConfig.from_dict({"final_stage_start": 0})

@@ -41,6 +41,13 @@ class TrainConfig:
     # None (the default) = 1.0 when the dataset has stress labels, else 0 (molecules-only data
     # trains without error); an explicit number > 0 requires stress labels.
     stress_weight: float | None = None
+    # Final stage (as MACE's second stage): from ``final_stage_start`` (a fraction of the planned
+    # optimizer steps) on, the loss weights become ``final_energy_weight`` / ``final_forces_weight``
+    # (None = unchanged), and best.pt is chosen among the epochs of this stage only, by the
+    # validation loss under these weights. 1.0 turns the stage off.
+    final_stage_start: float = 0.75
+    final_energy_weight: float | None = None
+    final_forces_weight: float | None = None
     # Optimiser: AdamW.
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -106,6 +113,22 @@ class TrainConfig:
         cfg.validate()
         return cfg
 
+    def stage_weights(self, final: bool) -> tuple[float, float, float]:
+        """Loss weights (energy, forces, stress) of the main (``final=False``) or the final stage."""
+        w_s = self.stress_weight or 0.0
+        if not final:
+            return (self.energy_weight, self.forces_weight, w_s)
+        e = self.energy_weight if self.final_energy_weight is None else self.final_energy_weight
+        f = self.forces_weight if self.final_forces_weight is None else self.final_forces_weight
+        return (e, f, w_s)
+
+    def final_stage_step(self, total_steps: int) -> int:
+        """First optimizer step (0-based count of steps done) of the final stage; ``total_steps``
+        when the stage is off or its weights equal the main ones."""
+        if self.final_stage_start >= 1 or self.stage_weights(True) == self.stage_weights(False):
+            return total_steps
+        return int(math.floor(self.final_stage_start * total_steps))
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["student"] = dict(self.student)
@@ -130,6 +153,11 @@ class TrainConfig:
             need(value >= 0 and math.isfinite(value), name, "a finite number >= 0" + (" or null (auto)" if name == "stress_weight" else ""))
         need(self.energy_weight + self.forces_weight + (self.stress_weight or 0.0) > 0, "energy_weight",
              "> 0 when forces_weight and stress_weight are 0 (some loss is needed)")
+        for name in ("final_energy_weight", "final_forces_weight"):
+            value = self.__dict__[name]
+            need(value is None or (value >= 0 and math.isfinite(value)), name, "a finite number >= 0 or null (unchanged)")
+        need(0 < self.final_stage_start <= 1, "final_stage_start",
+             "in (0, 1]: the fraction of the planned steps after which the final stage starts (1 = off)")
         need(self.lr > 0 and math.isfinite(self.lr), "lr", "a finite number > 0")
         need(self.weight_decay >= 0, "weight_decay", ">= 0")
         need(self.schedule in SCHEDULES, "schedule", "one of " + ", ".join(SCHEDULES))

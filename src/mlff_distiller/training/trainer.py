@@ -457,6 +457,7 @@ class DistillationTrainer:
         order = BatchOrder(len(self.train_set), cfg.batch_size, dist.world, dist.rank, cfg.seed)
         steps_per_epoch = order.steps_per_epoch
         total_steps = planned_steps(cfg, steps_per_epoch)
+        self._final_step = cfg.final_stage_step(total_steps)
         schedule = LRSchedule(optimizer, cfg.lr, cfg.schedule, cfg.warmup_steps, total_steps,
                               cfg.min_lr_ratio, cfg.plateau_factor, cfg.plateau_patience)
         ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -466,7 +467,7 @@ class DistillationTrainer:
         state = {
             "epoch": 0, "batch_in_epoch": 0, "step": 0, "best_val_loss": math.inf, "best_epoch": -1,
             "bad_epochs": 0, "done": False, "stopped": "", "elapsed_s": 0.0, "train_loss_sum": 0.0,
-            "train_loss_n": 0, "rows": 0, "best_metrics": {},
+            "train_loss_n": 0, "rows": 0, "best_metrics": {}, "stage": "main",
         }
         if self.resume:
             state = self._restore(model, optimizer, schedule, ema, state)
@@ -491,7 +492,6 @@ class DistillationTrainer:
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-        weights = (cfg.energy_weight, cfg.forces_weight, cfg.stress_weight)
         want_stress = cfg.stress_weight > 0 and F.STRESS in self.label_fields
         self._mutating = False
         t_start = time.perf_counter() - state["elapsed_s"]
@@ -517,6 +517,7 @@ class DistillationTrainer:
                 for batch in loader:
                     batch = to_device(batch, device)
                     lr = schedule.apply(state["step"])
+                    weights = cfg.stage_weights(state["step"] >= self._final_step)
                     counts = dist.all_sum(label_counts(batch))
                     t_compute = time.perf_counter()
                     out = train_model(batch, compute_forces=cfg.forces_weight > 0, compute_stress=want_stress)
@@ -631,8 +632,10 @@ class DistillationTrainer:
         self.eval_model.eval()
         return self.eval_model
 
-    def evaluate(self, model: torch.nn.Module, dataset, shard: bool = True, collect: bool = False):
-        """Validation metrics of ``model`` on ``dataset`` (all processes take a share)."""
+    def evaluate(self, model: torch.nn.Module, dataset, shard: bool = True, collect: bool = False,
+                 final: bool = False):
+        """Validation metrics of ``model`` on ``dataset`` (all processes take a share); the
+        ``loss`` entry uses the loss weights of the main stage, or of the final one."""
         dist, cfg = self._dist, self.config
         n = len(dataset)
         idx = list(range(dist.rank, n, dist.world)) if shard else list(range(n))
@@ -658,14 +661,21 @@ class DistillationTrainer:
                     pairs["f_ref"].append(batch[F.FORCES].double().cpu()[m].ravel())
         if shard:
             sums.v = dist.all_sum(sums.v)
-        metrics = sums.metrics((cfg.energy_weight, cfg.forces_weight, cfg.stress_weight))
+        metrics = sums.metrics(cfg.stage_weights(final))
         if collect:
             return metrics, {k: (torch.cat(v).numpy() if v else np.zeros(0)) for k, v in pairs.items()}
         return metrics
 
     def _end_epoch(self, state, schedule, ema, t_start) -> dict:
-        cfg = self.config
-        metrics = self.evaluate(self._weights_for_eval(ema), self.val_set)
+        final = state["step"] >= self._final_step
+        if final and state.get("stage") != "final":
+            # The final stage's loss is another quantity: best.pt is chosen among its epochs only.
+            state["stage"], state["best_val_loss"], state["bad_epochs"] = "final", math.inf, 0
+            if self._dist.main:
+                e, f, _ = self.config.stage_weights(True)
+                say(f"final stage from step {state['step']}: loss weights energy {e:g}, forces {f:g}; "
+                    "best.pt is chosen from here on", log)
+        metrics = self.evaluate(self._weights_for_eval(ema), self.val_set, final=final)
         val_loss = metrics["loss"]
         improved = val_loss < state["best_val_loss"]
         if improved:
