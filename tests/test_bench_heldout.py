@@ -158,3 +158,36 @@ def test_unknown_fields_name_the_closest_one():
         BenchConfig.from_dict({"drift_pss": 1.0})
     with pytest.raises(ConfigError, match=r"did you mean 'temperatures_K'"):
         HeldoutConfig.from_dict({"systems": ["si-64"], "temperature_K": [300]})
+
+
+def test_heldout_frames_are_cached_per_teacher_and_settings(tmp_path):
+    """A second bench scores on the stored frames without calling the teacher; other settings rerun it."""
+    from mlff_distiller.bench.heldout import run_heldout
+    from mlff_distiller.bench.models import ModelHandle
+
+    calls = {"n": 0}
+
+    def counting_emt():
+        calc = EMT()
+        orig = calc.calculate
+
+        def calculate(*a, **k):
+            calls["n"] += 1
+            return orig(*a, **k)
+
+        calc.calculate = calculate
+        return calc
+
+    teacher = ModelHandle("emt", counting_emt, [29], {})
+    student = ModelHandle("student", lambda: ShiftedEMT(shift=0.01), [29], {})
+    cfg = HeldoutConfig(systems=["cu-64"], temperatures_K=[500.0], frames=3, interval=2, equil_steps=2)
+    first = run_heldout(student, teacher, cfg, cache_dir=tmp_path / "cache")
+    n_first = calls["n"]
+    assert n_first > 0 and (tmp_path / "cache" / "cu-64@500K.json").is_file()
+    again = run_heldout(student, teacher, cfg, cache_dir=tmp_path / "cache")
+    assert calls["n"] == n_first  # the teacher never ran again
+    assert again["pooled"]["energy_offset_per_atom"] == pytest.approx(first["pooled"]["energy_offset_per_atom"], abs=1e-9)
+    assert again["pooled"]["force_rel_rmse"] == pytest.approx(first["pooled"]["force_rel_rmse"], abs=1e-6)
+    # another temperature, or another teacher label, runs the teacher again
+    run_heldout(student, ModelHandle("emt-v2", counting_emt, [29], {}), cfg, cache_dir=tmp_path / "cache")
+    assert calls["n"] > n_first

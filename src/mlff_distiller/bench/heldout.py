@@ -24,9 +24,16 @@ Units: eV, eV/atom, eV/A, K, fs.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from ase.io import read, write
+
+from ..fileio import atomic_write_text
 
 from ..errors import ConfigError
 from ..settings import check_fields
@@ -207,11 +214,59 @@ def paired_difference(records_a: list[dict], records_b: list[dict], run_ids: lis
             "ci95": [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))]}
 
 
-def run_heldout(s_handle, t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600.0, progress=None) -> dict:
+def _cache_key(teacher_label: str, atoms, temperature_K: float, cfg: HeldoutConfig) -> dict:
+    """What decides a teacher MD run's frames: the teacher, the start structure, T and the MD settings."""
+    h = hashlib.sha256()
+    for arr in (atoms.numbers.astype(np.int64), atoms.positions.astype(np.float64),
+                np.asarray(atoms.cell, dtype=np.float64), atoms.pbc.astype(np.int8)):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    md = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("systems", "temperatures_K")}
+    return {"teacher": teacher_label, "structure_sha256": h.hexdigest(), "temperature_K": float(temperature_K), **md}
+
+
+def _cached_frames(cache_dir, name: str, key: dict):
+    """``(frames, report)`` stored for exactly ``key`` in ``cache_dir``, else None."""
+    if cache_dir is None:
+        return None
+    meta_path = Path(cache_dir) / f"{name}.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") != key:
+            return None
+        with open(Path(cache_dir) / f"{name}.extxyz") as fh:  # a handle: ASE reads '@' in a name as an index
+            frames = read(fh, index=":", format="extxyz")
+    except (OSError, ValueError, KeyError):
+        return None
+    if len(frames) != meta.get("n_frames"):
+        return None
+    for f in frames:  # extxyz reads the labels back under their own names
+        f.calc = None
+    return frames, meta["report"]
+
+
+def _store_frames(cache_dir, name: str, key: dict, frames, report) -> None:
+    if cache_dir is None:
+        return
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    if frames:
+        write(buf, frames, format="extxyz")
+    atomic_write_text(cache_dir / f"{name}.extxyz", buf.getvalue())
+    # the metadata last: it is what makes the frames count as cached
+    atomic_write_text(cache_dir / f"{name}.json",
+                      json.dumps({"key": key, "n_frames": len(frames), "report": report}, default=float) + "\n")
+
+
+def run_heldout(s_handle, t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600.0, progress=None,
+                cache_dir=None) -> dict:
     """Teacher MD on every (system, temperature) of ``cfg``, scored by the student.
 
     Returns ``{"config", "runs": {name: {metrics, md report}}, "pooled": metrics}``; a run
-    whose teacher MD blew up keeps the frames sampled before it (and says so).
+    whose teacher MD blew up keeps the frames sampled before it (and says so). With
+    ``cache_dir``, each run's labelled frames are kept there (extxyz + the settings that made
+    them) and reused while teacher, start structure, temperature and MD settings are the same:
+    a retrained student is scored on the same frames without running the teacher again.
     """
     from .systems import load_system
 
@@ -221,10 +276,18 @@ def run_heldout(s_handle, t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600
     for name, T in cfg.runs():
         sys_ = loaded.setdefault(name, load_system(name))
         key = f"{sys_.name}@{T:g}K"
-        if progress:
-            progress(f"held-out teacher MD {key}")
-        frames, report = teacher_md_frames(t_handle.make_calculator(), sys_.atoms, T, cfg,
-                                           seed=cfg.seed, max_wall_s=max_wall_s)
+        cache_key = _cache_key(t_handle.label, sys_.atoms, T, cfg)
+        cached = _cached_frames(cache_dir, key, cache_key)
+        if cached is not None:
+            frames, report = cached
+            if progress:
+                progress(f"held-out teacher MD {key}: {len(frames)} frames from {cache_dir}")
+        else:
+            if progress:
+                progress(f"held-out teacher MD {key}")
+            frames, report = teacher_md_frames(t_handle.make_calculator(), sys_.atoms, T, cfg,
+                                               seed=cfg.seed, max_wall_s=max_wall_s)
+            _store_frames(cache_dir, key, cache_key, frames, report)
         recs = score_frames(student, frames)
         entry = {"n_atoms": len(sys_.atoms), "temperature_K": T, "teacher_md": report, "n_frames": len(recs)}
         if recs:

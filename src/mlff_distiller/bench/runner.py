@@ -7,6 +7,7 @@ default), so the ratios compare like with like.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError, UserError
@@ -264,7 +265,9 @@ def _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, stu
     hcfg = HeldoutConfig.from_dict(cfg.heldout)
     if hcfg is not None:
         say = (lambda text: print(text, flush=True)) if progress else None
-        result["heldout"] = run_heldout(s_handle, t_handle, hcfg, max_wall_s=cfg.max_wall_s, progress=say)
+        cache = None if out_dir is None else Path(out_dir) / "heldout_frames"
+        result["heldout"] = run_heldout(s_handle, t_handle, hcfg, max_wall_s=cfg.max_wall_s, progress=say,
+                                        cache_dir=cache)
         checkpoint()
 
     # 4. MD fidelity
