@@ -276,7 +276,8 @@ def run_heldout(s_handle, t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600
     for name, T in cfg.runs():
         sys_ = loaded.setdefault(name, load_system(name))
         key = f"{sys_.name}@{T:g}K"
-        cache_key = _cache_key(t_handle.label, sys_.atoms, T, cfg)
+        teacher_id = (t_handle.info or {}).get("fingerprint_id") or t_handle.label  # version + weights hash
+        cache_key = _cache_key(teacher_id, sys_.atoms, T, cfg)
         cached = _cached_frames(cache_dir, key, cache_key)
         if cached is not None:
             frames, report = cached
