@@ -103,6 +103,28 @@ def test_farthest_point_covers_every_cluster_and_respects_the_budget():
     assert select_frames(scores, x, np.ones(len(x), bool), 5, min_score=2.0) == []
 
 
+@pytest.mark.parametrize("kind", ["descriptor", "quests"])
+def test_novelty_is_low_on_training_environments_and_high_off_them(kind):
+    """Both novelty measures rank a thermal copy of the training crystal below a compressed one."""
+    from mlff_distiller.active.uncertainty import make_novelty
+
+    rng = np.random.default_rng(0)
+    base = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    train = []
+    for _ in range(6):
+        a = base.copy()
+        a.positions += rng.normal(0, 0.05, a.positions.shape)
+        train.append(a)
+    nov = make_novelty(kind, train, 8, 5.0)
+    near = base.copy()
+    near.positions += rng.normal(0, 0.05, near.positions.shape)
+    squeezed = base.copy()
+    squeezed.set_cell(base.cell * 0.85, scale_atoms=True)
+    assert nov(near) < nov(squeezed)
+    if kind == "quests":  # dH <= 0 inside the training support, > 0 outside it
+        assert nov(train[0]) <= 0.0 < nov(squeezed)
+
+
 def test_unphysical_frames_are_dropped():
     good = _cu()
     close = _cu()

@@ -53,7 +53,11 @@ class ActiveConfig:
     max_energy_jump: float = 2.0  # eV/atom
     # -- selection -------------------------------------------------------------------------
     candidate_factor: int = 4  # the most uncertain budget x factor frames go to farthest-point sampling
-    novelty_weight: float = 0.0  # score = force std (eV/A) + weight x novelty (descriptor distance)
+    novelty_weight: float = 0.0  # score = force std (eV/A) + weight x novelty
+    # novelty of a frame: ``descriptor`` (largest distance, 1/A, of an atom's sorted inverse
+    # neighbour distances to the closest training environment of its element) or ``quests``
+    # (largest QUESTS differential entropy dH, nats, against the training environments)
+    novelty: str = "descriptor"
     descriptor_k: int = 8  # neighbours in the per-atom environment descriptor
     # -- retraining ------------------------------------------------------------------------
     retrain: dict = field(default_factory=dict)  # TrainConfig overrides for the warm-started retraining
@@ -107,6 +111,7 @@ class ActiveConfig:
         need(self.max_energy_jump > 0, "max_energy_jump", "> 0 eV/atom")
         need(self.candidate_factor >= 1, "candidate_factor", ">= 1")
         need(self.novelty_weight >= 0, "novelty_weight", ">= 0")
+        need(self.novelty in ("descriptor", "quests"), "novelty", "one of descriptor, quests")
         need(self.descriptor_k >= 1, "descriptor_k", ">= 1")
         need(self.backend in BACKENDS, "backend", "one of " + ", ".join(BACKENDS))
         from ..training import TrainConfig

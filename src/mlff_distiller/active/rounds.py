@@ -224,14 +224,14 @@ def _training_frames(dataset: Path, limit: int = 2000):
 def _explore_step(ctx, n, rdir, student, committee, dataset) -> dict:
     from ..data.store import DatasetWriter
     from .explore import explore
-    from .uncertainty import NoveltyIndex, committee_scores
+    from .uncertainty import committee_scores, make_novelty
 
     _reset(rdir, "explore")
     seeds, parents = _seed_structures(ctx, n)
     res = explore(seeds, parents, student, ctx.cfg, n, ctx.seed)
     sc = committee_scores(res.frames, committee)
     cutoff = float(student.cutoff)
-    novelty = NoveltyIndex(_training_frames(dataset), ctx.cfg.descriptor_k, cutoff)
+    novelty = make_novelty(ctx.cfg.novelty, _training_frames(dataset), ctx.cfg.descriptor_k, cutoff)
     from ase.calculators.singlepoint import SinglePointCalculator
 
     labelled = []

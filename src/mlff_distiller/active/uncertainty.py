@@ -9,7 +9,8 @@
 * :func:`environment_descriptors` / :func:`novelty`: a per-atom environment descriptor (the
   inverse distances, 1/A, to the ``k`` nearest neighbours within the cutoff, sorted) and the
   novelty of a frame: the largest over its atoms of the distance to the nearest training
-  environment of the same element.
+  environment of the same element; or (``novelty: quests``) :class:`QuestsNovelty`, the
+  largest QUESTS differential entropy dH of a frame's environments against the training set.
 * :func:`calibration`: correlation between committee disagreement and the true
   student-teacher force error on labelled frames.
 """
@@ -107,6 +108,42 @@ class NoveltyIndex:
             d, _ = tree.query(x[atoms.numbers == z], k=1)
             worst = max(worst, float(np.max(d)))
         return worst
+
+
+class QuestsNovelty:
+    """Novelty as QUESTS measures it: the differential entropy dH of each atomic environment
+    against the training environments (a Gaussian kernel density on QUESTS descriptors).
+    dH > 0 marks an environment outside the training data's support; a frame's novelty is
+    the largest dH over its atoms. Element-agnostic, as QUESTS descriptors are.
+    ``max_reference`` environments (drawn at random) bound the cost of each query."""
+
+    def __init__(self, frames, k: int, cutoff: float, bandwidth: float = 0.015, max_reference: int = 20000,
+                 seed: int = 0):
+        from ..quality.diversity_metrics import quests_descriptors
+
+        self.k, self.cutoff, self.bandwidth = k, cutoff, bandwidth
+        self._describe = quests_descriptors
+        rows = [quests_descriptors(atoms, k, cutoff) for atoms in frames]
+        x = np.concatenate(rows) if rows else np.zeros((0, 2 * k - 1))
+        if len(x) > max_reference:
+            x = x[np.random.default_rng(seed).choice(len(x), max_reference, replace=False)]
+        self.reference = np.ascontiguousarray(x)
+
+    def __call__(self, atoms) -> float:
+        """Largest dH (nats) over the atoms of ``atoms``; ``inf`` with no training environments."""
+        from quests.entropy import delta_entropy
+
+        if len(self.reference) == 0:
+            return float("inf")
+        y = self._describe(atoms, self.k, self.cutoff)
+        return float(np.max(delta_entropy(y, self.reference, h=self.bandwidth)))
+
+
+def make_novelty(kind: str, frames, k: int, cutoff: float):
+    """The novelty measure named by ``active.novelty``: ``descriptor`` or ``quests``."""
+    if kind == "quests":
+        return QuestsNovelty(frames, k, cutoff)
+    return NoveltyIndex(frames, k, cutoff)
 
 
 def structure_features(atoms, k: int, cutoff: float, elements: list[int]) -> np.ndarray:

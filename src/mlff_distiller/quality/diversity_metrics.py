@@ -176,22 +176,27 @@ class _Descriptors:
 
     def __call__(self, i: int) -> np.ndarray:
         if i not in self.cache:
-            from quests.descriptor import get_descriptors
-
-            atoms = self.rec.atoms(i)
-            if atoms.pbc.all() and abs(atoms.cell.volume) < 1e-9:
-                atoms.pbc = False  # a flat cell (the volume check reports it): describe as isolated
-            finite = np.all(np.isfinite(atoms.positions)) and np.all(np.isfinite(atoms.cell[:]))
-            if len(atoms) < 2 or not finite:
-                # an isolated atom has no neighbours; NaN coordinates (flagged by the finite
-                # check) must not reach the numba kernels
-                x = np.zeros((len(atoms), 2 * self.k - 1))
-            else:
-                with one_blas_thread(), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # numba type-safety chatter inside quests
-                    x = get_descriptors([atoms], k=self.k, cutoff=self.cutoff)
-            self.cache[i] = np.ascontiguousarray(x, dtype=np.float64)
+            self.cache[i] = quests_descriptors(self.rec.atoms(i), self.k, self.cutoff)
         return self.cache[i]
+
+
+def quests_descriptors(atoms, k: int, cutoff: float) -> np.ndarray:
+    """(n_atoms, 2k - 1) QUESTS descriptors of one structure (``cutoff`` in A); zeros where an
+    atom has no environment (a single atom) or the coordinates are not finite."""
+    from quests.descriptor import get_descriptors
+
+    atoms = atoms.copy()
+    if atoms.pbc.all() and abs(atoms.cell.volume) < 1e-9:
+        atoms.pbc = False  # a flat cell (the volume check reports it): describe as isolated
+    finite = np.all(np.isfinite(atoms.positions)) and np.all(np.isfinite(atoms.cell[:]))
+    if len(atoms) < 2 or not finite:
+        # an isolated atom has no neighbours; NaN coordinates (flagged by the finite check)
+        # must not reach the numba kernels
+        return np.zeros((len(atoms), 2 * k - 1))
+    with one_blas_thread(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numba type-safety chatter inside quests
+        x = get_descriptors([atoms], k=k, cutoff=cutoff)
+    return np.ascontiguousarray(x, dtype=np.float64)
 
 
 def sample_environments(desc: _Descriptors, n_target: int, rng: np.random.Generator,
