@@ -132,7 +132,7 @@ def test_append_mode_reopens_and_checks_label_fields(tmp_path, mixed):
 def test_journal_is_read_before_finalize_and_compacts(tmp_path, mixed, monkeypatch):
     import mlff_distiller.data.store as store
 
-    monkeypatch.setattr(store, "MAX_JOURNAL_SEGMENTS", 3)
+    monkeypatch.setattr(store.writer, "MAX_JOURNAL_SEGMENTS", 3)
     path = tmp_path / "d.h5"
     w = DatasetWriter(path, attrs={"a": 1})
     for a in mixed:
@@ -316,8 +316,8 @@ def test_random_operation_sequences_match_a_model(tmp_path_factory, ops):
     import mlff_distiller.data.store as store
 
     path = tmp_path_factory.mktemp("ops") / "d.h5"
-    old = store.MAX_JOURNAL_SEGMENTS
-    store.MAX_JOURNAL_SEGMENTS = 3
+    old = store.writer.MAX_JOURNAL_SEGMENTS
+    store.writer.MAX_JOURNAL_SEGMENTS = 3
     model, failures, attrs = [], [], {}
     try:
         w = DatasetWriter(path, label_fields=("energy", "forces", "stress"), finalize_on_close=False)
@@ -347,7 +347,7 @@ def test_random_operation_sequences_match_a_model(tmp_path_factory, ops):
                 assert {key: r.attrs[key] for key in attrs} == attrs
         w.close(finalize=True)
     finally:
-        store.MAX_JOURNAL_SEGMENTS = old
+        store.writer.MAX_JOURNAL_SEGMENTS = old
     with DatasetReader(path) as r:
         assert r.n_segments == 0 and len(r) == len(model) and r.failures() == failures
         for i, a in enumerate(model):
@@ -380,22 +380,20 @@ def _random_structure(i):
 def test_write_failure_is_one_line_and_keeps_committed_data(tmp_path, mixed, monkeypatch):
     import errno
 
-    import mlff_distiller.data.store as store
-
     path = tmp_path / "d.h5"
     w = DatasetWriter(path)
     w.append(mixed[:2])
-    real = store.h5py.File
+    real = h5py.File
 
     def full_disk(name, mode="r", *args, **kwargs):
         if mode == "w":
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(name, mode, *args, **kwargs)
 
-    monkeypatch.setattr(store.h5py, "File", full_disk)
+    monkeypatch.setattr(h5py, "File", full_disk)
     with pytest.raises(DatasetError, match="No space left on device.*everything committed before is intact"):
         w.append(mixed[2:])
-    monkeypatch.setattr(store.h5py, "File", real)
+    monkeypatch.setattr(h5py, "File", real)
     assert not list(tmp_path.rglob("*.tmp"))
     w.close()
     with DatasetReader(path) as r:
