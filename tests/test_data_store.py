@@ -149,6 +149,29 @@ def test_journal_is_read_before_finalize_and_compacts(tmp_path, mixed, monkeypat
         assert len(r) == 6 and r.n_segments == 0 and r.attrs["b"] == 2
 
 
+def test_preloaded_reader_answers_from_memory_and_pickles(tmp_path, mixed):
+    import pickle
+
+    path = tmp_path / "d.h5"
+    mixed[1].set_tags(np.arange(len(mixed[1])))
+    with DatasetWriter(path, finalize_on_close=False) as w:  # main file + journal segments
+        w.append(mixed[:3])
+        w.append(mixed[3:])
+    lazy = DatasetReader(path)
+    mem = DatasetReader(path, preload=True)
+    copy = pickle.loads(pickle.dumps(mem))  # a lazy reader holds open HDF5 files and does not pickle
+    for r in (mem, copy):
+        assert len(r) == len(lazy) and r.n_segments == lazy.n_segments == 2
+        for i in range(len(lazy)):
+            a, b = lazy.get_arrays(i), r.get_arrays(i)
+            assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+            assert r.provenance(i) == lazy.provenance(i)
+            assert r.extra_arrays(i).keys() == lazy.extra_arrays(i).keys()
+        r.verify()  # reopens the files to check every chunk
+    lazy.close()
+    mem.close()
+
+
 def test_writer_is_exclusive(tmp_path, mixed):
     path = tmp_path / "d.h5"
     with DatasetWriter(path) as w:
