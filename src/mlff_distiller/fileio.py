@@ -93,14 +93,20 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = True, keep_suffix: boo
     tmp = temp_path(path, keep_suffix)
     try:
         yield tmp
-        if fsync:
-            fsync_file(tmp)
-        os.replace(tmp, path)
-        if fsync:
-            fsync_dir(path.parent)
+        replace_atomically(tmp, path, fsync=fsync)
     finally:
         if tmp.is_file() or tmp.is_symlink():
             tmp.unlink()
+
+
+def replace_atomically(tmp: str | os.PathLike, path: str | os.PathLike, fsync: bool = True) -> None:
+    """Rename the finished file ``tmp`` over ``path`` (same directory): fsync the file, rename,
+    fsync the directory (``fsync=False`` skips both flushes)."""
+    if fsync:
+        fsync_file(tmp)
+    os.replace(tmp, path)
+    if fsync:
+        fsync_dir(Path(path).parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:

@@ -31,7 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_path, atomic_write_text, replace_atomically
 from ..pipeline.project import fingerprint
 from .config import ActiveConfig
 
@@ -311,7 +311,7 @@ def _dataset_step(ctx, rdir, dataset) -> dict:
         if keep:
             w.append(keep)
         total = len(w)
-    tmp.replace(rdir / "dataset.h5")
+    replace_atomically(tmp, rdir / "dataset.h5")
     return _write_marker(rdir, "dataset.json", {"appended": len(keep), "dropped": dropped, "n_dataset": total})
 
 
@@ -371,7 +371,6 @@ def _plot(path: Path, records: list[dict], initial_calls: int) -> None:
     ax.set_ylabel("held-out force MAE (eV/A)")
     ax.set_title("active learning: error vs teacher calls", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path, keep_suffix=True) as tmp:  # matplotlib picks the format from the suffix
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    tmp.replace(path)
