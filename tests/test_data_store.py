@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -421,3 +422,75 @@ def test_write_failure_is_one_line_and_keeps_committed_data(tmp_path, mixed, mon
     w.close()
     with DatasetReader(path) as r:
         assert len(r) == 2
+
+
+def _v1_fixture():
+    import importlib.util
+
+    here = Path(__file__).with_name("data")
+    spec = importlib.util.spec_from_file_location("make_v1_fixture", here / "make_v1_fixture.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return here / "dataset_v1.h5", mod.v1_structures()
+
+
+def test_reads_appends_to_and_repacks_a_v1_file(tmp_path):
+    """A file written by the format-1 code (tests/data/make_v1_fixture.py) reads back exactly,
+    verifies its checksums, takes appends and repacks into format 2."""
+    import shutil
+
+    fixture, structures = _v1_fixture()
+    path = tmp_path / "old.h5"
+    shutil.copyfile(fixture, path)
+    with h5py.File(path, "r") as h5:
+        assert int(h5.attrs["format_version"]) == 1 and h5["positions"].dtype == np.float64
+
+    def check(r, n_old):
+        assert len(r) >= n_old and r.attrs["fixture"] == "v1" and r.failures() == [(7, "teacher failed")]
+        for i, a in enumerate(structures[:n_old]):
+            b = r.get_atoms(i)
+            assert np.array_equal(a.positions, b.positions) and np.array_equal(a.numbers, b.numbers)
+            assert b.get_potential_energy() == a.get_potential_energy()
+            assert np.array_equal(b.get_forces(), a.get_forces().astype(np.float32))
+            assert b.info["provenance"] == a.info["provenance"]
+        assert np.array_equal(r.get_atoms(1).get_tags(), structures[1].get_tags())
+        assert r.get_atoms(1).info["charge"] == -1
+        r.verify()
+
+    with DatasetReader(path) as r:
+        assert r.format_version == 1
+        check(r, 4)
+    with DatasetWriter(path) as w:  # appending keeps the data and writes the main file as format 2
+        w.append(structures[:1])
+    with DatasetReader(path) as r:
+        assert r.format_version == FORMAT_VERSION == 2 and len(r) == 5 and r.positions_dtype == np.float64
+        check(r, 4)
+    repack(fixture, tmp_path / "new.h5")
+    with DatasetReader(tmp_path / "new.h5") as r:
+        assert r.format_version == 2
+        check(r, 4)
+
+
+def test_generated_pool_positions_are_float32_and_exact_through_labeling(tmp_path):
+    """Generated pools store float32 positions (GENERATED_POSITIONS_DTYPE); reading them back
+    and writing a derived file with the pool's dtype changes no bit."""
+    from mlff_distiller.data.store import GENERATED_POSITIONS_DTYPE
+
+    _, structures = _v1_fixture()
+    pool = tmp_path / "pool.h5"
+    plain = [a.copy() for a in structures]  # no calculators: an unlabelled pool
+    with DatasetWriter(pool, label_fields=(), positions_dtype=GENERATED_POSITIONS_DTYPE) as w:
+        w.append(plain)
+    with DatasetReader(pool) as r:
+        assert r.positions_dtype == np.float32
+        seen = [r.get_atoms(i) for i in range(len(r))]  # what a teacher would be given
+        out = tmp_path / "labelled.h5"
+        with DatasetWriter(out, label_fields=("energy", "forces"), positions_dtype=r.positions_dtype) as w:
+            for a, ref in zip(seen, structures):
+                a.calc = SinglePointCalculator(a, energy=ref.get_potential_energy(), forces=ref.get_forces())
+            w.append(seen)
+    with DatasetReader(out) as r:
+        for i, a in enumerate(seen):
+            assert np.array_equal(r.get_atoms(i).positions, a.positions)  # bit for bit what the teacher saw
+        assert [np.array_equal(r.get_atoms(i).positions, structures[i].positions.astype(np.float32))
+                for i in range(len(r))] == [True] * len(r)

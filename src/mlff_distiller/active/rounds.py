@@ -257,7 +257,7 @@ def _explore_step(ctx, n, rdir, student, committee, dataset) -> dict:
 
 
 def _select_step(ctx, n, rdir, ex, budget) -> dict:
-    from ..data.store import DatasetReader, DatasetWriter
+    from ..data.store import GENERATED_POSITIONS_DTYPE, DatasetReader, DatasetWriter
     from .select import physical_mask, select_frames
     from .uncertainty import structure_features
 
@@ -272,7 +272,8 @@ def _select_step(ctx, n, rdir, ex, budget) -> dict:
     elements = sorted({int(z) for a in frames for z in a.numbers})
     feats = np.array([structure_features(a, cfg.descriptor_k, ex["cutoff"], elements) for a in frames])
     picked = select_frames(score, feats, physical, budget, cfg.candidate_factor, min_score=cfg.stop_force_std)
-    with DatasetWriter(rdir / "pool.h5", label_fields=(), attrs={"active_round": n}, mode="w") as w:
+    with DatasetWriter(rdir / "pool.h5", label_fields=(), attrs={"active_round": n}, mode="w",
+                       positions_dtype=GENERATED_POSITIONS_DTYPE) as w:  # the teacher labels exactly these
         if picked:
             w.append([frames[i].copy() for i in picked])  # copy(): without the committee labels
     mean = lambda x: float(np.mean(x)) if len(x) else float("nan")  # noqa: E731

@@ -593,7 +593,7 @@ def _merge(reader, work: WorkDir, plan: dict, out: Path, n_chunks: int, size: in
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     tmp = temp_path(out)
     try:
-        with DatasetWriter(tmp, label_fields=label_fields, attrs=attrs) as w:
+        with DatasetWriter(tmp, label_fields=label_fields, attrs=attrs, positions_dtype=reader.positions_dtype) as w:
             batch: list = []
             for c in range(n_chunks):  # pass 2: one shard in memory at a time
                 s = work.load(c)

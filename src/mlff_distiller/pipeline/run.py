@@ -149,7 +149,8 @@ def split_dataset(
         attrs = dict(r.attrs)
         for path, want_test in ((train_path, False), (test_path, True)):
             tmp = temp_path(path)
-            with DatasetWriter(tmp, label_fields=tuple(r.label_fields), attrs={**attrs, "split": "test" if want_test else "train", "split_source": str(src)}) as w:
+            with DatasetWriter(tmp, label_fields=tuple(r.label_fields), attrs={**attrs, "split": "test" if want_test else "train", "split_source": str(src)},
+                               positions_dtype=r.positions_dtype) as w:
                 batch = []
                 for i in range(n):
                     if i not in excluded and (i in test_idx) == want_test:

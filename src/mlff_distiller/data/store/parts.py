@@ -24,12 +24,18 @@ from ...fileio import atomic_path
 from .convert import FLOAT32_MANTISSA_BITS, LABEL_FIELDS, PROV_INT, PROV_STR, Block, to_json
 
 FORMAT_NAME = "mlff-distiller-dataset"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what this code writes
+READ_VERSIONS = (1, 2)  # what it reads (v1: chunks of 2048 atoms / 1024 structures, gzip level 4)
+# Positions of generated pools (and of the datasets labelled from them): teachers compute in
+# float32, so float32 coordinates are exactly what the teacher sees; imported data keeps float64.
+GENERATED_POSITIONS_DTYPE = "float32"
 SEG_RE = re.compile(r"^seg-(\d{10})-(\d{10})\.h5$")
-# Chunk lengths of the compact layout: small enough that a random single-structure read
-# decompresses little, large enough that gzip+shuffle still compresses well.
-CHUNK_ATOMS = 2048
-CHUNK_STRUCTURES = 1024
+# Chunk lengths of the compact layout (v2): a random single-structure read decompresses one
+# chunk per array (16384 atoms = 192 KiB of float32 positions), and chunks this long let
+# gzip+shuffle find ~2.5% more than v1's 2048 / 1024 (measured in docs/dataset-format.md).
+CHUNK_ATOMS = 16384
+CHUNK_STRUCTURES = 8192
+GZIP_LEVEL = 9  # costs time only when finalizing/repacking; decompression speed is the same
 
 
 def journal_dir(path) -> Path:
@@ -46,7 +52,7 @@ class _FileBuilder:
         self.compact = compact
         self.s = 0  # structures written
         self.a = 0  # atoms written
-        comp = dict(compression="gzip", compression_opts=4) if compact else dict(compression="lzf")
+        comp = dict(compression="gzip", compression_opts=GZIP_LEVEL) if compact else dict(compression="lzf")
         comp.update(shuffle=True, fletcher32=True)  # a checksum per chunk: damage is detected on read
 
         def mk(name, n, trailing, dtype, chunk):
@@ -128,7 +134,7 @@ class _FileBuilder:
 def _compression(n: int, chunk: int, trailing=()) -> dict:
     if n == 0:
         return {}
-    return dict(chunks=(min(n, chunk),) + tuple(trailing), compression="gzip", compression_opts=4, shuffle=True,
+    return dict(chunks=(min(n, chunk),) + tuple(trailing), compression="gzip", compression_opts=GZIP_LEVEL, shuffle=True,
                 fletcher32=True)
 
 
@@ -198,9 +204,10 @@ class Part:
             raise DatasetError(f"{self.path} is an HDF5 file but not an mlff-distiller dataset (no format attribute); "
                                "import foreign data with `mlff-distill dataset import`")
         version = int(attrs.get("format_version", -1))
-        if version != FORMAT_VERSION:
-            raise DatasetError(f"{self.path} has dataset format version {version}, this mlff-distiller reads version "
-                               f"{FORMAT_VERSION}; use the matching mlff-distiller version or re-import the data")
+        if version not in READ_VERSIONS:
+            raise DatasetError(f"{self.path} has dataset format version {version}, this mlff-distiller reads versions "
+                               f"{', '.join(map(str, READ_VERSIONS))}; use the matching mlff-distiller version or "
+                               "re-import the data")
         self.meta = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
         self.label_fields = tuple(json.loads(self.meta["label_fields"]))
         self.uuid = str(self.meta["dataset_uuid"])
