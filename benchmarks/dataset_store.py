@@ -382,9 +382,9 @@ def render(res: dict) -> str:
         "",
         "| layout | MiB | numpy f64/i64 / this | extxyz / this |",
         "|---|---:|---:|---:|",
-        f"| store, positions float64 (default) | {sb['store_f64_positions'] * mb:.1f} | {sr['numpy_over_store']:.2f}x | "
+        f"| store, positions float64 (imported data; `DatasetWriter` default) | {sb['store_f64_positions'] * mb:.1f} | {sr['numpy_over_store']:.2f}x | "
         f"{sr['extxyz_over_store']:.2f}x |",
-        f"| store, positions float32 (`repack --positions-dtype float32`) | {sb['store_f32_positions'] * mb:.1f} | "
+        f"| store, positions float32 (format 2 default of generated pools; here via `repack --positions-dtype float32`) | {sb['store_f32_positions'] * mb:.1f} | "
         f"{sr['numpy_over_store_f32pos']:.2f}x | {sr['extxyz_over_store_f32pos']:.2f}x |",
         f"| store, compact: positions float32, forces {COMPACT_FORCE_BITS}-bit mantissa (`repack --positions-dtype float32 "
         f"--forces-mantissa-bits {COMPACT_FORCE_BITS}`) | {sb['store_compact'] * mb:.1f} | {sr['numpy_over_store_compact']:.2f}x | "

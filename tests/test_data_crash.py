@@ -23,7 +23,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 import mlff_distiller.data.store as store
 
-store.MAX_JOURNAL_SEGMENTS = 3
+store.writer.MAX_JOURNAL_SEGMENTS = 3
 
 def make(k):
     rng = np.random.default_rng(k)
@@ -125,7 +125,6 @@ def test_sigkill_many_random_moments(tmp_path):
 # atomic rename (segment commit, journal compaction, finalize of the main file).
 KILL_HOOK = r"""
 import os, signal
-import mlff_distiller.data.store as _store
 _real_replace = os.replace
 _calls = [0]
 _when, _nth = os.environ["KILL_AT"].split(":")
@@ -136,7 +135,7 @@ def _replace(src, dst):
     _real_replace(src, dst)
     if _calls[0] == int(_nth) and _when == "after":
         os.kill(os.getpid(), signal.SIGKILL)
-_store.os.replace = _replace
+os.replace = _replace  # the store renames through mlff_distiller.fileio (os.replace)
 """
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -132,7 +133,7 @@ def test_append_mode_reopens_and_checks_label_fields(tmp_path, mixed):
 def test_journal_is_read_before_finalize_and_compacts(tmp_path, mixed, monkeypatch):
     import mlff_distiller.data.store as store
 
-    monkeypatch.setattr(store, "MAX_JOURNAL_SEGMENTS", 3)
+    monkeypatch.setattr(store.writer, "MAX_JOURNAL_SEGMENTS", 3)
     path = tmp_path / "d.h5"
     w = DatasetWriter(path, attrs={"a": 1})
     for a in mixed:
@@ -147,6 +148,29 @@ def test_journal_is_read_before_finalize_and_compacts(tmp_path, mixed, monkeypat
     w.close()
     with DatasetReader(path) as r:
         assert len(r) == 6 and r.n_segments == 0 and r.attrs["b"] == 2
+
+
+def test_preloaded_reader_answers_from_memory_and_pickles(tmp_path, mixed):
+    import pickle
+
+    path = tmp_path / "d.h5"
+    mixed[1].set_tags(np.arange(len(mixed[1])))
+    with DatasetWriter(path, finalize_on_close=False) as w:  # main file + journal segments
+        w.append(mixed[:3])
+        w.append(mixed[3:])
+    lazy = DatasetReader(path)
+    mem = DatasetReader(path, preload=True)
+    copy = pickle.loads(pickle.dumps(mem))  # a lazy reader holds open HDF5 files and does not pickle
+    for r in (mem, copy):
+        assert len(r) == len(lazy) and r.n_segments == lazy.n_segments == 2
+        for i in range(len(lazy)):
+            a, b = lazy.get_arrays(i), r.get_arrays(i)
+            assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+            assert r.provenance(i) == lazy.provenance(i)
+            assert r.extra_arrays(i).keys() == lazy.extra_arrays(i).keys()
+        r.verify()  # reopens the files to check every chunk
+    lazy.close()
+    mem.close()
 
 
 def test_writer_is_exclusive(tmp_path, mixed):
@@ -316,8 +340,8 @@ def test_random_operation_sequences_match_a_model(tmp_path_factory, ops):
     import mlff_distiller.data.store as store
 
     path = tmp_path_factory.mktemp("ops") / "d.h5"
-    old = store.MAX_JOURNAL_SEGMENTS
-    store.MAX_JOURNAL_SEGMENTS = 3
+    old = store.writer.MAX_JOURNAL_SEGMENTS
+    store.writer.MAX_JOURNAL_SEGMENTS = 3
     model, failures, attrs = [], [], {}
     try:
         w = DatasetWriter(path, label_fields=("energy", "forces", "stress"), finalize_on_close=False)
@@ -347,7 +371,7 @@ def test_random_operation_sequences_match_a_model(tmp_path_factory, ops):
                 assert {key: r.attrs[key] for key in attrs} == attrs
         w.close(finalize=True)
     finally:
-        store.MAX_JOURNAL_SEGMENTS = old
+        store.writer.MAX_JOURNAL_SEGMENTS = old
     with DatasetReader(path) as r:
         assert r.n_segments == 0 and len(r) == len(model) and r.failures() == failures
         for i, a in enumerate(model):
@@ -380,23 +404,93 @@ def _random_structure(i):
 def test_write_failure_is_one_line_and_keeps_committed_data(tmp_path, mixed, monkeypatch):
     import errno
 
-    import mlff_distiller.data.store as store
-
     path = tmp_path / "d.h5"
     w = DatasetWriter(path)
     w.append(mixed[:2])
-    real = store.h5py.File
+    real = h5py.File
 
     def full_disk(name, mode="r", *args, **kwargs):
         if mode == "w":
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(name, mode, *args, **kwargs)
 
-    monkeypatch.setattr(store.h5py, "File", full_disk)
+    monkeypatch.setattr(h5py, "File", full_disk)
     with pytest.raises(DatasetError, match="No space left on device.*everything committed before is intact"):
         w.append(mixed[2:])
-    monkeypatch.setattr(store.h5py, "File", real)
+    monkeypatch.setattr(h5py, "File", real)
     assert not list(tmp_path.rglob("*.tmp"))
     w.close()
     with DatasetReader(path) as r:
         assert len(r) == 2
+
+
+def _v1_fixture():
+    import importlib.util
+
+    here = Path(__file__).with_name("data")
+    spec = importlib.util.spec_from_file_location("make_v1_fixture", here / "make_v1_fixture.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return here / "dataset_v1.h5", mod.v1_structures()
+
+
+def test_reads_appends_to_and_repacks_a_v1_file(tmp_path):
+    """A file written by the format-1 code (tests/data/make_v1_fixture.py) reads back exactly,
+    verifies its checksums, takes appends and repacks into format 2."""
+    import shutil
+
+    fixture, structures = _v1_fixture()
+    path = tmp_path / "old.h5"
+    shutil.copyfile(fixture, path)
+    with h5py.File(path, "r") as h5:
+        assert int(h5.attrs["format_version"]) == 1 and h5["positions"].dtype == np.float64
+
+    def check(r, n_old):
+        assert len(r) >= n_old and r.attrs["fixture"] == "v1" and r.failures() == [(7, "teacher failed")]
+        for i, a in enumerate(structures[:n_old]):
+            b = r.get_atoms(i)
+            assert np.array_equal(a.positions, b.positions) and np.array_equal(a.numbers, b.numbers)
+            assert b.get_potential_energy() == a.get_potential_energy()
+            assert np.array_equal(b.get_forces(), a.get_forces().astype(np.float32))
+            assert b.info["provenance"] == a.info["provenance"]
+        assert np.array_equal(r.get_atoms(1).get_tags(), structures[1].get_tags())
+        assert r.get_atoms(1).info["charge"] == -1
+        r.verify()
+
+    with DatasetReader(path) as r:
+        assert r.format_version == 1
+        check(r, 4)
+    with DatasetWriter(path) as w:  # appending keeps the data and writes the main file as format 2
+        w.append(structures[:1])
+    with DatasetReader(path) as r:
+        assert r.format_version == FORMAT_VERSION == 2 and len(r) == 5 and r.positions_dtype == np.float64
+        check(r, 4)
+    repack(fixture, tmp_path / "new.h5")
+    with DatasetReader(tmp_path / "new.h5") as r:
+        assert r.format_version == 2
+        check(r, 4)
+
+
+def test_generated_pool_positions_are_float32_and_exact_through_labeling(tmp_path):
+    """Generated pools store float32 positions (GENERATED_POSITIONS_DTYPE); reading them back
+    and writing a derived file with the pool's dtype changes no bit."""
+    from mlff_distiller.data.store import GENERATED_POSITIONS_DTYPE
+
+    _, structures = _v1_fixture()
+    pool = tmp_path / "pool.h5"
+    plain = [a.copy() for a in structures]  # no calculators: an unlabelled pool
+    with DatasetWriter(pool, label_fields=(), positions_dtype=GENERATED_POSITIONS_DTYPE) as w:
+        w.append(plain)
+    with DatasetReader(pool) as r:
+        assert r.positions_dtype == np.float32
+        seen = [r.get_atoms(i) for i in range(len(r))]  # what a teacher would be given
+        out = tmp_path / "labelled.h5"
+        with DatasetWriter(out, label_fields=("energy", "forces"), positions_dtype=r.positions_dtype) as w:
+            for a, ref in zip(seen, structures):
+                a.calc = SinglePointCalculator(a, energy=ref.get_potential_energy(), forces=ref.get_forces())
+            w.append(seen)
+    with DatasetReader(out) as r:
+        for i, a in enumerate(seen):
+            assert np.array_equal(r.get_atoms(i).positions, a.positions)  # bit for bit what the teacher saw
+        assert [np.array_equal(r.get_atoms(i).positions, structures[i].positions.astype(np.float32))
+                for i in range(len(r))] == [True] * len(r)

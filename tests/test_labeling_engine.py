@@ -319,7 +319,7 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path
     for moment in moments:
         before = n_shards()
         if moment == "merge":
-            pred = lambda: any(out.parent.glob(out.name + ".tmp-*"))  # noqa: E731
+            pred = lambda: any(out.parent.glob(f".{out.name}.*.tmp*"))  # noqa: E731  (fileio.temp_path)
         elif moment == "mid-run":
             target = rng.randint(before + 1, before + max(1, (n_chunks - before) // 2))
             pred = lambda target=target: n_shards() >= target  # noqa: E731
@@ -348,7 +348,7 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path
     assert "labelled" in final.stdout
     assert_same_dataset(ref, out)
     assert not parts.exists()
-    assert not list(tmp_path.glob("data.h5.tmp-*"))
+    assert not list(tmp_path.glob(".data.h5.*.tmp*"))
 
 
 class ExitingEMT:

@@ -2,21 +2,122 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tempfile
+import uuid
 from pathlib import Path
+from typing import Iterator
+
+# Temporary files are named ``.<target name>.<pid>.<8 hex>.tmp[<target suffix>]`` beside
+# their target, so that stale ones (their writer was killed) can be found and removed.
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp(?P<rest>.*)$")
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader (or a crash) sees the old file or the new
-    one, never a partial file: write a temporary file beside it, fsync, rename over."""
+def temp_path(path: str | os.PathLike, keep_suffix: bool = False) -> Path:
+    """A fresh temporary path beside ``path`` (same directory, so a rename is atomic).
+
+    ``keep_suffix`` ends the name with the target's suffix, for writers that choose the
+    format from it (matplotlib, ``ase.db``).
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
+    suffix = path.suffix if keep_suffix else ""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+
+
+def is_temp_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is named like a :func:`temp_path` (or a file derived from one)."""
+    return _TEMP_RE.match(Path(path).name) is not None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (this process counts as alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - someone else's live process
+        return True
+    return True
+
+
+def stale_temp_paths(path: str | os.PathLike) -> list[Path]:
+    """Temporary paths beside ``path`` made for it by processes that no longer run
+    (files and anything named after them, e.g. a dataset's ``.journal`` directory)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    out = []
+    for p in path.parent.iterdir():
+        m = _TEMP_RE.match(p.name)
+        if m and m.group("name") == path.name and not pid_alive(int(m.group("pid"))):
+            out.append(p)
+    return sorted(out)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a written file's data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a directory entry (a rename or a new file in it) to disk; a no-op where
+    directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, fsync: bool = True, keep_suffix: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; write the file there. On a clean exit the file
+    is fsynced, renamed over ``path`` (atomic: readers and crashes see the old file or the
+    new one, never a partial one) and the directory fsynced; on an exception the temporary
+    file is removed and ``path`` is untouched. ``fsync=False`` skips both flushes (tests,
+    scratch files)."""
+    path = Path(path)
+    tmp = temp_path(path, keep_suffix)
+    try:
+        yield tmp
+        replace_atomically(tmp, path, fsync=fsync)
+    finally:
+        if tmp.is_file() or tmp.is_symlink():
+            tmp.unlink()
+
+
+def replace_atomically(tmp: str | os.PathLike, path: str | os.PathLike, fsync: bool = True) -> None:
+    """Rename the finished file ``tmp`` over ``path`` (same directory): fsync the file, rename,
+    fsync the directory (``fsync=False`` skips both flushes)."""
+    if fsync:
+        fsync_file(tmp)
     os.replace(tmp, path)
+    if fsync:
+        fsync_dir(Path(path).parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path, fsync=fsync) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = True) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_path`)."""
+    atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
 def check_output_path(path: str | os.PathLike, what: str = "output", *, directory: bool = False,

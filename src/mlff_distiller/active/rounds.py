@@ -31,7 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_path, atomic_write_text, replace_atomically
 from ..pipeline.project import fingerprint
 from .config import ActiveConfig
 
@@ -257,7 +257,7 @@ def _explore_step(ctx, n, rdir, student, committee, dataset) -> dict:
 
 
 def _select_step(ctx, n, rdir, ex, budget) -> dict:
-    from ..data.store import DatasetReader, DatasetWriter
+    from ..data.store import GENERATED_POSITIONS_DTYPE, DatasetReader, DatasetWriter
     from .select import physical_mask, select_frames
     from .uncertainty import structure_features
 
@@ -272,7 +272,8 @@ def _select_step(ctx, n, rdir, ex, budget) -> dict:
     elements = sorted({int(z) for a in frames for z in a.numbers})
     feats = np.array([structure_features(a, cfg.descriptor_k, ex["cutoff"], elements) for a in frames])
     picked = select_frames(score, feats, physical, budget, cfg.candidate_factor, min_score=cfg.stop_force_std)
-    with DatasetWriter(rdir / "pool.h5", label_fields=(), attrs={"active_round": n}, mode="w") as w:
+    with DatasetWriter(rdir / "pool.h5", label_fields=(), attrs={"active_round": n}, mode="w",
+                       positions_dtype=GENERATED_POSITIONS_DTYPE) as w:  # the teacher labels exactly these
         if picked:
             w.append([frames[i].copy() for i in picked])  # copy(): without the committee labels
     mean = lambda x: float(np.mean(x)) if len(x) else float("nan")  # noqa: E731
@@ -311,7 +312,7 @@ def _dataset_step(ctx, rdir, dataset) -> dict:
         if keep:
             w.append(keep)
         total = len(w)
-    tmp.replace(rdir / "dataset.h5")
+    replace_atomically(tmp, rdir / "dataset.h5")
     return _write_marker(rdir, "dataset.json", {"appended": len(keep), "dropped": dropped, "n_dataset": total})
 
 
@@ -371,7 +372,6 @@ def _plot(path: Path, records: list[dict], initial_calls: int) -> None:
     ax.set_ylabel("held-out force MAE (eV/A)")
     ax.set_title("active learning: error vs teacher calls", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path, keep_suffix=True) as tmp:  # matplotlib picks the format from the suffix
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    tmp.replace(path)

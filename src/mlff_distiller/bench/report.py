@@ -11,10 +11,11 @@ import json
 import math
 import os
 import platform
-import tempfile
 from datetime import datetime, timezone
 
 import numpy as np
+
+from ..fileio import atomic_write_text
 
 
 def cpu_model() -> str:
@@ -72,15 +73,7 @@ def _jsonable(obj):
     return obj
 
 
-def _atomic_write(path: str, text: str):
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are meant to be shared
-    os.replace(tmp, path)
+_atomic_write = atomic_write_text  # one implementation: mlff_distiller.fileio
 
 
 def _f(x, fmt=None):

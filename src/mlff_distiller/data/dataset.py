@@ -106,38 +106,6 @@ class UnitConversion:
         return f"UnitConversion(length={self.length}, energy={self.energy})"
 
 
-# ----------------------------------------------------------------------------------------
-class _InMemory:
-    """Everything a dataset needs, read into RAM (``preload=True``)."""
-
-    def __init__(self, reader: DatasetReader):
-        self.label_fields = reader.label_fields
-        blocks = {}
-        for name in (F.NUMBERS, F.POSITIONS) + ((F.FORCES,) if F.FORCES in reader.label_fields else ()):
-            vals = [v for _, v in reader.iter_atom_blocks(name)]
-            blocks[name] = np.concatenate(vals) if vals else np.zeros((0,) + F.FIELDS[name].shape)
-        self.atoms = blocks
-        self.offsets = np.concatenate([[0], np.cumsum(reader.n_atoms)])
-        self.cols = {k: reader.column(k) for k in reader._cols}
-
-    def get_arrays(self, i: int) -> dict:
-        a, b = self.offsets[i], self.offsets[i + 1]
-        cols = self.cols
-        out = {
-            F.NUMBERS: self.atoms[F.NUMBERS][a:b].astype(np.int64),
-            F.POSITIONS: self.atoms[F.POSITIONS][a:b].astype(np.float64),
-            F.CELL: cols[F.CELL][i].copy(),  # copies: callers may modify them in place
-            F.PBC: cols[F.PBC][i].copy(),
-        }
-        if F.ENERGY in self.label_fields and cols[F.ENERGY + "_mask"][i]:
-            out[F.ENERGY] = np.float64(cols[F.ENERGY][i])
-        if F.FORCES in self.label_fields and cols[F.FORCES + "_mask"][i]:
-            out[F.FORCES] = self.atoms[F.FORCES][a:b].astype(np.float64)
-        if F.STRESS in self.label_fields and cols[F.STRESS + "_mask"][i]:
-            out[F.STRESS] = cols[F.STRESS][i].copy()
-        return out
-
-
 class MolecularDataset(Dataset):
     """PyTorch dataset over a dataset file (see module docstring).
 
@@ -169,13 +137,15 @@ class MolecularDataset(Dataset):
             self.transforms = [transform]
         else:
             self.transforms = list(transform)
-        with DatasetReader(self.path) as r:
+        # preload: the store's in-memory reader (per-atom arrays in RAM, files closed; it
+        # travels with pickles into DataLoader workers)
+        r = DatasetReader(self.path, preload=preload)
+        try:
             self.label_fields = r.label_fields
             self.attrs = r.attrs
             self._file_len = len(r)
             self._n_atoms_file = r.n_atoms.copy()
             self._group_keys = _group_keys(r)
-            self._memory = _InMemory(r) if preload else None
             if indices is None:
                 idx = np.arange(len(r), dtype=np.int64)
             else:
@@ -185,7 +155,11 @@ class MolecularDataset(Dataset):
             if elements is not None:
                 keep = _structures_within(r, {int(z) for z in elements})
                 idx = idx[keep[idx]]
+        finally:
+            if not preload:
+                r.close()
         self.indices = idx
+        self._memory: DatasetReader | None = r if preload else None
         self._reader: DatasetReader | None = None
         self._pid: int | None = None
 
@@ -273,7 +247,7 @@ class MolecularDataset(Dataset):
         """Keep only structures made of the given atomic numbers."""
         allowed = {int(z) for z in elements}
         if self._memory is not None:
-            keep = _within_from_arrays(self._memory.atoms[F.NUMBERS], self._memory.offsets, allowed)
+            keep = _structures_within(self._memory, allowed)
         else:
             with DatasetReader(self.path) as r:
                 keep = _structures_within(r, allowed)

@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import fields as F
 from ..errors import DatasetError
+from ..fileio import replace_atomically, temp_path
 from .store import LABEL_FIELDS, DatasetReader, DatasetWriter, default_provenance, journal_dir
 
 PROV_PREFIX = "prov_"
@@ -283,7 +284,7 @@ def import_structures(sources: Sequence, out, format: str | None = None, index: 
         attrs["imported_from"] = [str(s) for s in sources]
     attrs.update(extra_attrs)
     new_file = mode == "w" or not out.exists()
-    target = out if not out.exists() or mode == "a" else out.with_name(f".{out.name}.import-{os.getpid()}.h5")
+    target = out if not out.exists() or mode == "a" else temp_path(out)
     bar = None
     if progress:
         from ..logs import progress as progress_bar
@@ -309,7 +310,7 @@ def import_structures(sources: Sequence, out, format: str | None = None, index: 
             if failures:
                 w.record_failures(failures)
         if target != out:
-            os.replace(target, out)
+            replace_atomically(target, out)
         ok = True
     finally:
         if bar is not None:
@@ -436,7 +437,7 @@ def export_structures(path, out, format: str | None = "extxyz", indices: Iterabl
         raise DatasetError(f"output {out} is the dataset itself; choose another output path")
     if not out.parent.is_dir():
         raise DatasetError(f"directory {out.parent} does not exist; create it first")
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")  # keeps the suffix some writers need
+    tmp = temp_path(out, keep_suffix=True)  # ase.db and some ASE writers pick the format from the suffix
     n = 0
     with DatasetReader(path) as r:
         idx = range(len(r)) if indices is None else [int(i) for i in indices]
@@ -479,7 +480,7 @@ def export_structures(path, out, format: str | None = "extxyz", indices: Iterabl
             finally:
                 if fh is not None:
                     fh.close()
-            os.replace(tmp, out)
+            replace_atomically(tmp, out)
         finally:
             if tmp.exists():
                 tmp.unlink()

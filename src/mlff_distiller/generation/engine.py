@@ -151,7 +151,7 @@ def generate(recipe, out_path, tier: str | None = None, progress: bool = True, c
     ``overwrite``. Returns a summary dict (counts per mix entry, skipped items, element and size
     coverage, timing). Units: A; see docs/generation.md.
     """
-    from ..data.store import DatasetWriter
+    from ..data.store import GENERATED_POSITIONS_DTYPE, DatasetWriter
     from ..logs import progress as progress_bar, say
 
     recipe = load_recipe(recipe) if not isinstance(recipe, dict) else recipe
@@ -180,7 +180,8 @@ def generate(recipe, out_path, tier: str | None = None, progress: bool = True, c
              "recipe": json.loads(json.dumps(recipe, default=str))}  # the resolved recipe, for reproducibility
     n_atoms, elements = [], Counter()
     try:
-        with DatasetWriter(out_path, label_fields=(), attrs=attrs, mode="w") as writer:
+        with DatasetWriter(out_path, label_fields=(), attrs=attrs, mode="w",
+                           positions_dtype=GENERATED_POSITIONS_DTYPE) as writer:
             buf = []
             bar = progress_bar(total=total, enabled=progress, unit="struct", desc="generate")
             for atoms in iter_structures(cfg, tier, calculator, skips, stats):

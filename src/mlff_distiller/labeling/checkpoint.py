@@ -8,13 +8,13 @@ Layout of ``<out>.parts/`` (next to the output dataset)::
                            eV/A^3, failures); present <=> chunk 12 is committed
     manifest.jsonl         one line per committed chunk (append-only log)
 
-Commit protocol for one chunk: write ``chunk-N.npz.tmp-<pid>``, flush and fsync it,
-``os.replace`` it to ``chunk-N.npz`` (atomic on POSIX), fsync the directory, then append
-a manifest line. The shard file is the source of truth: a process killed at any point
+Commit protocol for one chunk: write it under a temporary name beside ``chunk-N.npz``,
+fsync it, rename it to ``chunk-N.npz`` (atomic on POSIX), fsync the directory (all by
+:func:`mlff_distiller.fileio.atomic_path`), then append a manifest line. The shard file is the source of truth: a process killed at any point
 leaves either no shard for the chunk (it is labelled again on resume) or a complete one
 (it is skipped), never half a chunk and never a chunk twice. A shard whose rename landed
 but whose manifest line did not is found by the directory scan and logged again.
-Leftover ``*.tmp-*`` files of killed runs are removed on resume.
+Leftover temporary files of killed runs are removed on resume.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_path, atomic_write_bytes, is_temp_path
+
 PLAN = "plan.json"
 MANIFEST = "manifest.jsonl"
 _SHARD_KEYS = ("chunk_id", "indices", "energy", "n_atoms", "forces", "stress", "stress_mask", "fail_index", "fail_reason")
@@ -34,29 +36,6 @@ _SHARD_KEYS = ("chunk_id", "indices", "energy", "n_atoms", "forces", "stress", "
 
 def shard_name(chunk_id: int) -> str:
     return f"chunk-{chunk_id:07d}.npz"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 class WorkDir:
@@ -106,13 +85,8 @@ class WorkDir:
         }
         self.path.mkdir(parents=True, exist_ok=True)
         path = self.shard_path(cid)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as fh:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(self.path)
         self._log(cid, len(arrays["indices"]), len(fails))
         return path
 
@@ -175,7 +149,7 @@ class WorkDir:
             return out
         logged = self.manifest()
         for p in self.path.iterdir():
-            if ".tmp-" in p.name:
+            if is_temp_path(p) or ".tmp-" in p.name:  # ".tmp-": temporary names of earlier versions
                 p.unlink(missing_ok=True)
         for cid in range(n_chunks):
             if not self.shard_path(cid).exists():

@@ -24,6 +24,7 @@ import numpy as np
 from .. import fields as F
 from ..errors import ConfigError, DatasetError, TeacherError, UserError
 from ..logs import say
+from ..fileio import replace_atomically, stale_temp_paths, temp_path
 from .checkpoint import WorkDir
 from .worker import TeacherLoadError, spec_key
 
@@ -588,11 +589,11 @@ def _merge(reader, work: WorkDir, plan: dict, out: Path, n_chunks: int, size: in
         "labeling_chunk_size": int(size),
         "pool_attrs": json.loads(json.dumps(pool_attrs, default=str)),
     }
-    for stale in out.parent.glob(f"{out.name}.tmp-*"):  # a merge killed earlier (file + journal)
+    for stale in stale_temp_paths(out):  # a merge killed earlier (file + journal)
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    tmp = temp_path(out)
     try:
-        with DatasetWriter(tmp, label_fields=label_fields, attrs=attrs) as w:
+        with DatasetWriter(tmp, label_fields=label_fields, attrs=attrs, positions_dtype=reader.positions_dtype) as w:
             batch: list = []
             for c in range(n_chunks):  # pass 2: one shard in memory at a time
                 s = work.load(c)
@@ -605,7 +606,7 @@ def _merge(reader, work: WorkDir, plan: dict, out: Path, n_chunks: int, size: in
                 w.append(batch)
             if failures:
                 w.record_failures(failures)
-        os.replace(tmp, out)
+        replace_atomically(tmp, out)
     finally:
         if tmp.exists():
             tmp.unlink()

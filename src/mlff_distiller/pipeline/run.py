@@ -125,6 +125,7 @@ def split_dataset(
     ``exclude``: indices left out of both files (structures flagged by validation).
     """
     from ..data.store import DatasetReader, DatasetWriter
+    from ..fileio import replace_atomically, temp_path
 
     excluded = {int(i) for i in exclude}
     with DatasetReader(src) as r:
@@ -147,9 +148,9 @@ def split_dataset(
         counts = {"train": 0, "test": 0}
         attrs = dict(r.attrs)
         for path, want_test in ((train_path, False), (test_path, True)):
-            tmp = path.with_name(path.name + ".part")
-            tmp.unlink(missing_ok=True)
-            with DatasetWriter(tmp, label_fields=tuple(r.label_fields), attrs={**attrs, "split": "test" if want_test else "train", "split_source": str(src)}) as w:
+            tmp = temp_path(path)
+            with DatasetWriter(tmp, label_fields=tuple(r.label_fields), attrs={**attrs, "split": "test" if want_test else "train", "split_source": str(src)},
+                               positions_dtype=r.positions_dtype) as w:
                 batch = []
                 for i in range(n):
                     if i not in excluded and (i in test_idx) == want_test:
@@ -160,7 +161,7 @@ def split_dataset(
                 if batch:
                     w.append(batch)
                 counts["test" if want_test else "train"] = len(w) if hasattr(w, "__len__") else None
-            tmp.replace(path)
+            replace_atomically(tmp, path)
     return {"n_total": n, "n_excluded": len(excluded), "n_groups": len(uniq), "n_test_groups": len(test_groups), **counts}
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
 import warnings
 import zipfile
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from .. import __version__
 from ..data.stats import NormalizationStats
 from ..errors import UserError
+from ..fileio import atomic_path
 from ..fields import UNIT_SYSTEM
 from .config import StudentConfig
 from .model import StudentModel
@@ -58,14 +58,10 @@ def student_to_dict(model: StudentModel, extra: dict | None = None) -> dict:
 
 
 def _atomic_write(path: Path, write) -> None:
+    """``write(tmp)`` a file, then rename it over ``path`` (mlff_distiller.fileio.atomic_path)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_student(path, model: StudentModel, extra: dict | None = None) -> Path:

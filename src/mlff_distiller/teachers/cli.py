@@ -74,10 +74,7 @@ def _compare(args) -> int:
     rep = compare_teachers(ta, tb, atoms, progress=show_progress(args))
     print(format_report(rep))
     if args.json_out:
-        tmp = args.json_out + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(rep, fh, indent=2)
-        import os
+        from ..fileio import atomic_write_text
 
-        os.replace(tmp, args.json_out)
+        atomic_write_text(args.json_out, json.dumps(rep, indent=2))
     return 0

@@ -25,7 +25,7 @@ the trainer joins the process group (gloo on CPU, nccl on CUDA), wraps the model
 
 from __future__ import annotations
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_path, atomic_write_text, is_temp_path
 
 import contextlib
 import copy
@@ -241,7 +241,7 @@ class DistillationTrainer:
         ours = {"config.yaml", "normalization.json", "split.json", "metrics.csv", "parity.png", "checkpoints",
                 "train.log"}
         names = {p.name for p in rd.iterdir()}
-        foreign = sorted(n for n in names if n not in ours and not n.endswith(".tmp"))
+        foreign = sorted(n for n in names if n not in ours and not is_temp_path(n))
         ckpts = sorted(p.name for p in self.ckpt_dir.iterdir()) if self.ckpt_dir.is_dir() else []
         foreign += [f"checkpoints/{n}" for n in ckpts if n != "best.pt" and not n.startswith(".")]
         if foreign:
@@ -864,7 +864,6 @@ def write_parity_plot(path: Path, pairs: dict, metrics: dict) -> None:
         ax.set_title(title, fontsize=9)
     fig.suptitle("validation split, best checkpoint (EMA weights)", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path, keep_suffix=True) as tmp:  # matplotlib picks the format from the suffix
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)

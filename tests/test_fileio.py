@@ -1,0 +1,47 @@
+"""fileio: atomic writes (temp + fsync + rename), temporary names, stale temporaries."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mlff_distiller.fileio import (atomic_path, atomic_write_bytes, atomic_write_text, is_temp_path,
+                                   stale_temp_paths, temp_path)
+
+
+def test_atomic_write_replaces_whole_file_and_leaves_no_temporary(tmp_path):
+    p = tmp_path / "a.json"
+    atomic_write_text(p, "old")
+    atomic_write_bytes(p, b"new")
+    assert p.read_bytes() == b"new"
+    assert [q.name for q in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_failed_write_keeps_the_old_file(tmp_path):
+    p = tmp_path / "a.txt"
+    p.write_text("committed")
+    with pytest.raises(RuntimeError):
+        with atomic_path(p) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert p.read_text() == "committed"
+    assert [q.name for q in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_temp_names_keep_the_suffix_on_request_and_stale_ones_are_found(tmp_path):
+    target = tmp_path / "plot.png"
+    t = temp_path(target, keep_suffix=True)
+    assert t.parent == tmp_path and t.suffix == ".png" and is_temp_path(t) and not is_temp_path(target)
+    assert not temp_path(target).name.endswith(".png")
+    # a temporary of a process that has exited is stale; one of a live process is not
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    stale = tmp_path / f".plot.png.{pid}.0123abcd.tmp"
+    stale_journal = tmp_path / f".plot.png.{pid}.0123abcd.tmp.journal"
+    stale.write_text("x")
+    stale_journal.mkdir()
+    t.write_text("live")  # this process
+    (tmp_path / f".other.png.{pid}.0123abcd.tmp").write_text("another target")
+    assert stale_temp_paths(target) == sorted([stale, stale_journal])
