@@ -82,6 +82,66 @@ def test_explicit_label_keys_and_unknown_key(tmp_path):
     assert not (tmp_path / "b.h5").exists()
 
 
+def _cu_with_virials(key, voigt=False, n=3):
+    """Rattled, strained EMT bulk Cu with only energy, forces and a virial (eV) under ``key``."""
+    from ase.build import bulk
+
+    from mlff_distiller.fields import voigt_to_matrix
+
+    rng = np.random.default_rng(7)
+    frames, stresses = [], []
+    for _ in range(n):
+        a = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 1, 1))
+        a.set_cell(a.cell[:] @ (np.eye(3) + rng.normal(0, 0.02, (3, 3))), scale_atoms=True)
+        a.positions += rng.normal(0, 0.05, a.positions.shape)
+        a.calc = EMT()
+        stress = a.get_stress()  # ASE: Voigt xx yy zz yz xz xy, eV/A^3
+        assert np.abs(stress[3:]).max() > 1e-4  # shear components present: order and sign are tested
+        b = a.copy()
+        b.info["REF_energy"] = a.get_potential_energy()
+        b.arrays["REF_forces"] = a.get_forces()
+        virial = -stress * a.get_volume() if voigt else (-voigt_to_matrix(stress) * a.get_volume()).ravel()
+        b.info[key] = virial
+        frames.append(b)
+        stresses.append(stress)
+    return frames, stresses
+
+
+@pytest.mark.parametrize("key, voigt, option", [("REF_virials", False, None), ("virials", True, None),
+                                                 ("my_vir", False, "my_vir")])
+def test_mace_virials_become_stress(tmp_path, key, voigt, option, capsys):
+    frames, stresses = _cu_with_virials(key, voigt)
+    src = tmp_path / "vir.extxyz"
+    write(src, frames, format="extxyz")
+    out = tmp_path / "v.h5"
+    argv = ["dataset", "import", str(src), "-o", str(out)] + (["--virials-key", option] if option else [])
+    assert main(argv) == 0
+    assert "labels: energy, forces, stress" in capsys.readouterr().out
+    with DatasetReader(out) as r:
+        for i, stress in enumerate(stresses):
+            a = r.get_atoms(i)
+            np.testing.assert_allclose(a.get_stress(), stress, rtol=1e-9, atol=1e-12)
+            assert key not in a.info
+
+
+def test_virials_refused_off_3d_periodic_cells_and_with_a_stress_key(tmp_path, capsys):
+    frames, _ = _cu_with_virials("REF_virials", n=2)
+    frames[1].pbc = (True, True, False)
+    src = tmp_path / "vir.extxyz"
+    write(src, frames, format="extxyz")
+    out = tmp_path / "v.h5"
+    assert main(["dataset", "import", str(src), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "frame 1" in err and "not periodic in 3-D" in err and "--labels" in err
+    assert not out.exists() and not list(tmp_path.glob(".v.h5*"))
+    # the fix the message names: import without stress
+    assert main(["dataset", "import", str(src), "-o", str(out), "--labels", "energy,forces"]) == 0
+    with pytest.raises(DatasetError, match="--stress-key and --virials-key both"):
+        import_structures([src], tmp_path / "w.h5", label_keys={"stress": "REF_virials", "virials": "REF_virials"})
+    with pytest.raises(DatasetError, match=r"--virials-key nope: .*REF_virials"):
+        import_structures([src], tmp_path / "w.h5", label_keys={"virials": "nope"})
+
+
 def test_import_refuses_existing_output_and_strips_labels(mace_file, tmp_path, capsys):
     path, frames = mace_file
     out = tmp_path / "d.h5"

@@ -24,8 +24,10 @@ def register(subparsers) -> None:
     q = sub.add_parser("import", help="read structures with ASE (extxyz, traj, ...) into a dataset file",
                        description="Read structures with ASE into a dataset file. Labels come from the calculator "
                        "fields ASE reads (energy, forces, stress) or from other tools' keys: MACE's REF_energy / "
-                       "REF_forces / REF_stress, DFT_* and dft_* are recognised; name others with --energy-key, "
-                       "--forces-key, --stress-key. Units must be eV, A, eV/A, eV/A^3.")
+                       "REF_forces / REF_stress, DFT_* and dft_* are recognised, and virials (REF_virials, virials, virial; "
+                       "virial = -stress * volume) become stress when no stress key is present; name others with "
+                       "--energy-key, --forces-key, --stress-key, --virials-key. Units must be eV, A, eV/A, eV/A^3 "
+                       "(virials eV).")
     q.add_argument("inputs", nargs="+", help="structure files ASE can read")
     add_output(q, "dataset file to write (.h5)")
     q.add_argument("--format", default=None, help="ASE format name (default: from the file name)")
@@ -37,6 +39,10 @@ def register(subparsers) -> None:
     q.add_argument("--forces-key", default=None, metavar="KEY", help="per-atom array holding the forces (eV/A), e.g. REF_forces")
     q.add_argument("--stress-key", default=None, metavar="KEY",
                    help="atoms.info key holding the stress (eV/A^3, 6 Voigt or 9 values), e.g. REF_stress")
+    q.add_argument("--virials-key", default=None, metavar="KEY",
+                   help="atoms.info key holding the virial (eV, 3x3/9 or 6 Voigt values; MACE's convention "
+                        "virial = -stress * volume), stored as stress = -virial / volume; 3-D periodic cells only; "
+                        "e.g. REF_virials")
     q.add_argument("--append", action="store_true", help="append to an existing dataset instead of writing a new one")
     q.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     q.add_argument("--positions-dtype", choices=("float64", "float32"), default="float64",
@@ -194,7 +200,8 @@ def _import(args) -> int:
 
     if args.append and args.overwrite:
         raise DatasetError("--append and --overwrite exclude each other; give one")
-    keys = {"energy": args.energy_key, "forces": args.forces_key, "stress": args.stress_key}
+    keys = {"energy": args.energy_key, "forces": args.forces_key, "stress": args.stress_key,
+            "virials": args.virials_key}
     n = import_structures(args.inputs, args.output, format=args.format, index=args.index,
                           label_fields=_parse_labels(args.labels), mode="a" if args.append else "w",
                           positions_dtype=args.positions_dtype, forces_mantissa_bits=args.forces_mantissa_bits,
