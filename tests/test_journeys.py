@@ -268,21 +268,47 @@ def test_progress_off_a_terminal_is_periodic_lines(capsys):
 def _subparsers(parser):
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
             for name, sub in action.choices.items():
+                assert helps.get(name), f"subcommand {name} has no help"
+                assert sub.description or helps.get(name), name
                 yield name, sub
                 yield from ((f"{name} {n}", s) for n, s in _subparsers(sub))
+
+
+# canonical spelling -> the option strings it must carry; old spellings that must be hidden
+CANONICAL = {"output": ["-o", "--output"], "no_progress": ["--no-progress"], "config": ["-c", "--config"],
+             "json_out": ["--json-out"]}
+HIDDEN = {"--out", "--quiet"}
 
 
 def test_every_subcommand_and_argument_has_help_and_one_spelling():
     parser = build_parser()
     subs = dict(_subparsers(parser))
+    assert {"generate", "label", "dataset import", "validate", "train", "bench", "run", "teachers compare"} <= set(subs)
+    n_json = 0
     for name, sub in subs.items():
+        shown_by_dest: dict = {}
         for action in sub._actions:
             if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
                 continue
             assert action.help, f"{name}: {action.option_strings or action.dest} has no help"
-            shown = [o for o in action.option_strings if action.help != argparse.SUPPRESS]
-            assert "--out" not in shown and "--quiet" not in shown, name
+            if action.help == argparse.SUPPRESS:
+                assert set(action.option_strings) <= HIDDEN, (name, action.option_strings)
+                continue
+            assert not set(action.option_strings) & HIDDEN, (name, action.option_strings)
+            shown_by_dest.setdefault(action.dest, []).extend(action.option_strings)
+        for dest, spelling in CANONICAL.items():
+            if dest in shown_by_dest:
+                assert shown_by_dest[dest] == spelling, (name, dest, shown_by_dest[dest])
+        if "json" in shown_by_dest:  # machine-readable output: --json prints, --json-out FILE writes
+            n_json += 1
+            assert shown_by_dest["json"] == ["--json"] and "json_out" in shown_by_dest, name
+            flag = next(a for a in sub._actions if a.dest == "json")
+            assert flag.nargs in (0, "?") and flag.default is False, name  # a flag (an old FILE form at most)
+        for opt in ("--json-file", "--out-json", "--quiet", "--out", "--progress"):
+            assert opt not in sum(shown_by_dest.values(), []), (name, opt)
+    assert n_json == 4  # dataset info, teachers list, teachers compare, validate
     # the old spellings still parse, as hidden aliases
     args = parser.parse_args(["bench", "--student", "s.pt", "--out", "b"])
     assert args.output == "b"
@@ -290,3 +316,27 @@ def test_every_subcommand_and_argument_has_help_and_one_spelling():
     assert args.no_progress
     args = parser.parse_args(["run", "tiny", "-o", "proj", "--quiet"])
     assert args.no_progress
+    args = parser.parse_args(["validate", "d.h5", "--json", "v.json"])
+    assert args.json is False and args.json_out == "v.json"
+    args = parser.parse_args(["validate", "d.h5", "--json"])
+    assert args.json is True and args.json_out is None
+    args = parser.parse_args(["teachers", "compare", "emt", "lj", "s.xyz", "--json", "c.json"])
+    assert args.json is False and args.json_out == "c.json"
+
+
+def test_json_prints_machine_readable_output_and_json_out_writes_it(mace_file, tmp_path, capsys):
+    import json
+
+    path, frames = mace_file
+    h5 = tmp_path / "d.h5"
+    assert main(["dataset", "import", str(path), "-o", str(h5)]) == 0
+    capsys.readouterr()
+    assert main(["dataset", "info", str(h5), "--json", "--json-out", str(tmp_path / "i.json")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["structures"] == len(frames) == json.loads((tmp_path / "i.json").read_text())["structures"]
+    rc = main(["validate", str(h5), "--checkpoint", "1k", "--json", "--no-progress"])
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) == {"validation", "diversity", "gate"} and rc == (0 if printed["gate"]["passed"] else 1)
+    assert main(["teachers", "list", "--json-out", str(tmp_path / "t.json")]) == 0
+    assert "emt" in capsys.readouterr().out  # the table
+    assert any(r["name"] == "emt" for r in json.loads((tmp_path / "t.json").read_text()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from ..cliutil import add_output, add_progress, show_progress
+from ..cliutil import add_json, add_output, add_progress, check_json_out, show_progress, write_json_out
 
 
 def register(subparsers) -> None:
@@ -18,7 +18,7 @@ def register(subparsers) -> None:
                        description="Summarise a dataset file: structures, atoms, elements, labels, units, "
                        "precision, provenance, failures and file attributes.")
     q.add_argument("file", help="dataset or pool file (.h5)")
-    q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json(q, "the summary")
     q.set_defaults(func=_info)
 
     q = sub.add_parser("import", help="read structures with ASE (extxyz, traj, ...) into a dataset file",
@@ -170,7 +170,9 @@ def _info(args) -> int:
     from .io import require_dataset
 
     require_dataset(args.file)
+    check_json_out(args)
     s = summarize(args.file)
+    write_json_out(args, s)
     if args.json:
         print(json.dumps(s, indent=2, default=str))
     else:
