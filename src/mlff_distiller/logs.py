@@ -168,6 +168,9 @@ class LineProgress:
     def update(self, n: int = 1) -> None:
         self.n += int(n)
         now = time.monotonic()
+        if self.total and self.n >= self.total and not self._closed:
+            self._reported = self._reported or now - self._t0 >= self.interval
+            return  # finished: the closing "done in" line says it once
         if now - self._last >= self.interval:
             self._last = now
             self._report()

@@ -263,8 +263,10 @@ def _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, stu
     # 3. held-out teacher MD (structures the recipe did not produce)
     hcfg = HeldoutConfig.from_dict(cfg.heldout)
     if hcfg is not None:
-        say = (lambda text: print(text, flush=True)) if progress else None
-        result["heldout"] = run_heldout(s_handle, t_handle, hcfg, max_wall_s=cfg.max_wall_s, progress=say)
+        from ..logs import say  # a stage line (stderr and the run's log file), not a result on stdout
+
+        result["heldout"] = run_heldout(s_handle, t_handle, hcfg, max_wall_s=cfg.max_wall_s,
+                                        progress=say if progress else None)
         checkpoint()
 
     # 4. MD fidelity
