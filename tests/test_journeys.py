@@ -265,6 +265,30 @@ def test_progress_off_a_terminal_is_periodic_lines(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_progress_lines_of_a_long_step_are_bounded(capsys, monkeypatch):
+    """A 100 s step with a 1 s interval: a line per 5 % of the total (20), not one per second (100)."""
+    from mlff_distiller import logs
+
+    clock = [0.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: clock[0])
+    bar = logs.LineProgress(total=1000, desc="labelling", unit="struct", interval=1.0)
+    for _ in range(1000):
+        clock[0] += 0.1
+        bar.update(1)
+    bar.close()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert 18 <= len(lines) <= 21, len(lines)
+    assert lines[-1].startswith("labelling: 1000/1000 (100 %)") and "done in" in lines[-1]
+    assert sum("(100 %)" in line for line in lines) == 1  # the finished bar says so once
+    # without a total: one line per interval, and at least one per 10 intervals whatever the count
+    bar = logs.LineProgress(desc="steps", interval=1.0)
+    for _ in range(50):
+        clock[0] += 0.5
+        bar.update(1)
+    bar.close()
+    assert 24 <= len(capsys.readouterr().err.strip().splitlines()) <= 26
+
+
 def _subparsers(parser):
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
