@@ -92,3 +92,31 @@ def test_docs_cite_only_files_in_the_repository(doc):
     for m in re.finditer(r"benchmarks/results/([\w./-]+)", text):
         rel = m.group(1).rstrip(".)")
         assert (RESULTS / rel).exists(), f"{doc.name} cites benchmarks/results/{rel}, which is not committed"
+
+
+def test_training_doc_table_matches_the_quickstart_summary():
+    qs = (RESULTS / "quickstart_summary.md").read_text()
+    m = re.search(r"energy_mae_per_atom = ([\d.]+), .*force_rel_rmse = ([\d.]+)", qs)
+    e_mev, f_rel = float(m.group(1)) * 1000, float(m.group(2))
+    row = next(line for line in (ROOT / "docs" / "training.md").read_text().splitlines()
+               if line.startswith("| energy 20 : forces 10"))
+    cells = re.findall(r"\| ([\d.]+) meV/atom \| ([\d.]+) (?=\|)", row)  # validation, then test split
+    (val_e, val_f), (test_e, test_f) = [(float(a), float(b)) for a, b in cells]
+    assert val_e == pytest.approx(e_mev, abs=0.051) and val_f == pytest.approx(f_rel, abs=0.00051), row
+    acc = _json("quickstart/bench.json")["accuracy"]
+    assert test_e == pytest.approx(acc["energy_mae_per_atom"] * 1000, abs=0.051), row
+    assert test_f == pytest.approx(acc["force_rmse_relative"], abs=0.00051), row
+
+
+def test_student_step_over_neighbour_list_ranges():
+    """README's calculator-step / neighbour-list ranges (Numba backend) from student.json."""
+    systems = _json("student.json")["systems"].values()
+
+    def span(variant: str) -> str:
+        r = [s["ms"][f"{variant}/numba"] / s["ms"]["NL"] for s in systems]
+        return f"{min(r):.0f}-{max(r):.0f}x"
+
+    row = next(line for line in README.splitlines() if line.startswith("| student calculator step / vesin"))
+    for label, variant in (("small (default)", "small+sl"), ("tiny", "tiny+sl"), ("quickstart student", "small-2L+sl"),
+                           ("base", "base+sl")):
+        assert f"{label} {span(variant)}" in row, (label, span(variant), row)
