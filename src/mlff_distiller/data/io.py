@@ -354,7 +354,8 @@ def import_structures(sources: Sequence, out, format: str | None = None, index: 
                 for k, atoms in enumerate(_iread(s, format, index)):
                     atoms.info.pop(ATTRS_KEY, None)
                     atoms.info.pop(FAILURES_KEY, None)
-                    apply_label_keys(atoms, mapping, label_fields, where=f"{s} frame {k}" + ("" if index == ":" else f" of --index {index}"))
+                    where = f"{s} frame {k}" + ("" if index == ":" else f" of --index {index}")
+                    apply_label_keys(atoms, mapping, label_fields, where=where)
                     unflatten_provenance(atoms, default_source=f"file:{s.name}")
                     buf.append(atoms)
                     if len(buf) >= chunk:
