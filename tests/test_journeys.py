@@ -82,6 +82,66 @@ def test_explicit_label_keys_and_unknown_key(tmp_path):
     assert not (tmp_path / "b.h5").exists()
 
 
+def _cu_with_virials(key, voigt=False, n=3):
+    """Rattled, strained EMT bulk Cu with only energy, forces and a virial (eV) under ``key``."""
+    from ase.build import bulk
+
+    from mlff_distiller.fields import voigt_to_matrix
+
+    rng = np.random.default_rng(7)
+    frames, stresses = [], []
+    for _ in range(n):
+        a = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 1, 1))
+        a.set_cell(a.cell[:] @ (np.eye(3) + rng.normal(0, 0.02, (3, 3))), scale_atoms=True)
+        a.positions += rng.normal(0, 0.05, a.positions.shape)
+        a.calc = EMT()
+        stress = a.get_stress()  # ASE: Voigt xx yy zz yz xz xy, eV/A^3
+        assert np.abs(stress[3:]).max() > 1e-4  # shear components present: order and sign are tested
+        b = a.copy()
+        b.info["REF_energy"] = a.get_potential_energy()
+        b.arrays["REF_forces"] = a.get_forces()
+        virial = -stress * a.get_volume() if voigt else (-voigt_to_matrix(stress) * a.get_volume()).ravel()
+        b.info[key] = virial
+        frames.append(b)
+        stresses.append(stress)
+    return frames, stresses
+
+
+@pytest.mark.parametrize("key, voigt, option", [("REF_virials", False, None), ("virials", True, None),
+                                                 ("my_vir", False, "my_vir")])
+def test_mace_virials_become_stress(tmp_path, key, voigt, option, capsys):
+    frames, stresses = _cu_with_virials(key, voigt)
+    src = tmp_path / "vir.extxyz"
+    write(src, frames, format="extxyz")
+    out = tmp_path / "v.h5"
+    argv = ["dataset", "import", str(src), "-o", str(out)] + (["--virials-key", option] if option else [])
+    assert main(argv) == 0
+    assert "labels: energy, forces, stress" in capsys.readouterr().out
+    with DatasetReader(out) as r:
+        for i, stress in enumerate(stresses):
+            a = r.get_atoms(i)
+            np.testing.assert_allclose(a.get_stress(), stress, rtol=1e-9, atol=1e-12)
+            assert key not in a.info
+
+
+def test_virials_refused_off_3d_periodic_cells_and_with_a_stress_key(tmp_path, capsys):
+    frames, _ = _cu_with_virials("REF_virials", n=2)
+    frames[1].pbc = (True, True, False)
+    src = tmp_path / "vir.extxyz"
+    write(src, frames, format="extxyz")
+    out = tmp_path / "v.h5"
+    assert main(["dataset", "import", str(src), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "frame 1" in err and "not periodic in 3-D" in err and "--labels" in err
+    assert not out.exists() and not list(tmp_path.glob(".v.h5*"))
+    # the fix the message names: import without stress
+    assert main(["dataset", "import", str(src), "-o", str(out), "--labels", "energy,forces"]) == 0
+    with pytest.raises(DatasetError, match="--stress-key and --virials-key both"):
+        import_structures([src], tmp_path / "w.h5", label_keys={"stress": "REF_virials", "virials": "REF_virials"})
+    with pytest.raises(DatasetError, match=r"--virials-key nope: .*REF_virials"):
+        import_structures([src], tmp_path / "w.h5", label_keys={"virials": "nope"})
+
+
 def test_import_refuses_existing_output_and_strips_labels(mace_file, tmp_path, capsys):
     path, frames = mace_file
     out = tmp_path / "d.h5"
@@ -205,24 +265,74 @@ def test_progress_off_a_terminal_is_periodic_lines(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_progress_lines_of_a_long_step_are_bounded(capsys, monkeypatch):
+    """A 100 s step with a 1 s interval: a line per 5 % of the total (20), not one per second (100)."""
+    from mlff_distiller import logs
+
+    clock = [0.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: clock[0])
+    bar = logs.LineProgress(total=1000, desc="labelling", unit="struct", interval=1.0)
+    for _ in range(1000):
+        clock[0] += 0.1
+        bar.update(1)
+    bar.close()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert 18 <= len(lines) <= 21, len(lines)
+    assert lines[-1].startswith("labelling: 1000/1000 (100 %)") and "done in" in lines[-1]
+    assert sum("(100 %)" in line for line in lines) == 1  # the finished bar says so once
+    # without a total: one line per interval, and at least one per 10 intervals whatever the count
+    bar = logs.LineProgress(desc="steps", interval=1.0)
+    for _ in range(50):
+        clock[0] += 0.5
+        bar.update(1)
+    bar.close()
+    assert 24 <= len(capsys.readouterr().err.strip().splitlines()) <= 26
+
+
 def _subparsers(parser):
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
             for name, sub in action.choices.items():
+                assert helps.get(name), f"subcommand {name} has no help"
+                assert sub.description or helps.get(name), name
                 yield name, sub
                 yield from ((f"{name} {n}", s) for n, s in _subparsers(sub))
+
+
+# canonical spelling -> the option strings it must carry; old spellings that must be hidden
+CANONICAL = {"output": ["-o", "--output"], "no_progress": ["--no-progress"], "config": ["-c", "--config"],
+             "json_out": ["--json-out"]}
+HIDDEN = {"--out", "--quiet"}
 
 
 def test_every_subcommand_and_argument_has_help_and_one_spelling():
     parser = build_parser()
     subs = dict(_subparsers(parser))
+    assert {"generate", "label", "dataset import", "validate", "train", "bench", "run", "teachers compare"} <= set(subs)
+    n_json = 0
     for name, sub in subs.items():
+        shown_by_dest: dict = {}
         for action in sub._actions:
             if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
                 continue
             assert action.help, f"{name}: {action.option_strings or action.dest} has no help"
-            shown = [o for o in action.option_strings if action.help != argparse.SUPPRESS]
-            assert "--out" not in shown and "--quiet" not in shown, name
+            if action.help == argparse.SUPPRESS:
+                assert set(action.option_strings) <= HIDDEN, (name, action.option_strings)
+                continue
+            assert not set(action.option_strings) & HIDDEN, (name, action.option_strings)
+            shown_by_dest.setdefault(action.dest, []).extend(action.option_strings)
+        for dest, spelling in CANONICAL.items():
+            if dest in shown_by_dest:
+                assert shown_by_dest[dest] == spelling, (name, dest, shown_by_dest[dest])
+        if "json" in shown_by_dest:  # machine-readable output: --json prints, --json-out FILE writes
+            n_json += 1
+            assert shown_by_dest["json"] == ["--json"] and "json_out" in shown_by_dest, name
+            flag = next(a for a in sub._actions if a.dest == "json")
+            assert flag.nargs in (0, "?") and flag.default is False, name  # a flag (an old FILE form at most)
+        for opt in ("--json-file", "--out-json", "--quiet", "--out", "--progress"):
+            assert opt not in sum(shown_by_dest.values(), []), (name, opt)
+    assert n_json == 4  # dataset info, teachers list, teachers compare, validate
     # the old spellings still parse, as hidden aliases
     args = parser.parse_args(["bench", "--student", "s.pt", "--out", "b"])
     assert args.output == "b"
@@ -230,3 +340,27 @@ def test_every_subcommand_and_argument_has_help_and_one_spelling():
     assert args.no_progress
     args = parser.parse_args(["run", "tiny", "-o", "proj", "--quiet"])
     assert args.no_progress
+    args = parser.parse_args(["validate", "d.h5", "--json", "v.json"])
+    assert args.json is False and args.json_out == "v.json"
+    args = parser.parse_args(["validate", "d.h5", "--json"])
+    assert args.json is True and args.json_out is None
+    args = parser.parse_args(["teachers", "compare", "emt", "lj", "s.xyz", "--json", "c.json"])
+    assert args.json is False and args.json_out == "c.json"
+
+
+def test_json_prints_machine_readable_output_and_json_out_writes_it(mace_file, tmp_path, capsys):
+    import json
+
+    path, frames = mace_file
+    h5 = tmp_path / "d.h5"
+    assert main(["dataset", "import", str(path), "-o", str(h5)]) == 0
+    capsys.readouterr()
+    assert main(["dataset", "info", str(h5), "--json", "--json-out", str(tmp_path / "i.json")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["structures"] == len(frames) == json.loads((tmp_path / "i.json").read_text())["structures"]
+    rc = main(["validate", str(h5), "--checkpoint", "1k", "--json", "--no-progress"])
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) == {"validation", "diversity", "gate"} and rc == (0 if printed["gate"]["passed"] else 1)
+    assert main(["teachers", "list", "--json-out", str(tmp_path / "t.json")]) == 0
+    assert "emt" in capsys.readouterr().out  # the table
+    assert any(r["name"] == "emt" for r in json.loads((tmp_path / "t.json").read_text()))

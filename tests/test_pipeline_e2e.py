@@ -61,14 +61,44 @@ def _stages(project: Path) -> dict:
     return json.loads((project / "project.json").read_text())["stages"]
 
 
+PROGRESS_INTERVAL = 0.2  # s; short, so the tiny run prints some periodic progress lines
+
+
 @pytest.fixture(scope="module")
 def finished_project(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     recipe = _recipe(tmp)
     project = tmp / "proj"
-    rc = main(["run", str(recipe), "-o", str(project), "--quiet"])
+    with pytest.MonkeyPatch.context() as mp:  # progress on, as in a batch job (stderr is not a terminal here)
+        mp.setattr("mlff_distiller.logs.PROGRESS_INTERVAL", PROGRESS_INTERVAL)
+        rc = main(["run", str(recipe), "-o", str(project)])
     assert rc == 0
     return recipe, project
+
+
+def test_progress_off_a_terminal_is_bounded_periodic_lines(finished_project):
+    """Progress in a non-TTY run: one-line reports at most one per interval per bar, no bar redraws."""
+    import re
+    from datetime import datetime
+
+    _, project = finished_project
+    log = (project / "logs" / "run.log").read_text()
+    assert "\r" not in log and "\x1b[" not in log  # no carriage-return bar refreshes, no ANSI codes
+    line_re = re.compile(r"^(\S+ \S+) INFO +mlff_distiller\.progress: (.+?): \d+(?:/\d+ \(\d+ %\))?, (.*)$")
+    by_desc: dict = {}
+    for line in log.splitlines():
+        m = line_re.match(line)
+        if m:
+            t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            by_desc.setdefault(m.group(2), []).append((t, "done in" in m.group(3)))
+    assert by_desc, "no progress line at all: the line reporter was not used"
+    for desc, rows in by_desc.items():
+        span = rows[-1][0] - rows[0][0]
+        n_done = sum(done for _, done in rows)
+        # each bar: at most one line per interval, plus its closing "done in" line
+        assert len(rows) <= span / PROGRESS_INTERVAL + 2 * max(n_done, 1) + 1, (desc, len(rows), span, n_done)
+    total = sum(len(r) for r in by_desc.values())
+    assert total < 200, total
 
 
 def test_outputs_exist_and_are_sane(finished_project):

@@ -131,7 +131,9 @@ class LineProgress:
     """tqdm's small interface (``update``, ``set_postfix``, ``write``, ``close``) as periodic lines.
 
     One line per ``interval`` seconds (``desc: 120/480 (25 %), 3.1 struct/s, ETA 2 min``)
-    and one when closed, through :func:`say`.
+    and one when closed, through :func:`say`. With a known total a line also waits until the
+    count has moved by ``min_step`` (5 %) of it, or ``10 x interval`` has passed, so an
+    hour-long step prints about 20-30 lines rather than one every interval.
     """
 
     def __init__(self, iterable=None, total=None, desc: str = "", unit: str = "it", initial: int = 0,
@@ -145,6 +147,8 @@ class LineProgress:
         self.n = int(initial or 0)
         self._start_n = self.n
         self.interval = PROGRESS_INTERVAL if interval is None else float(interval)
+        self.min_step = 0.05  # fraction of the total between two periodic lines
+        self._last_n = self.n
         self.postfix = ""
         self._t0 = self._last = time.monotonic()
         self._closed = False
@@ -168,9 +172,17 @@ class LineProgress:
     def update(self, n: int = 1) -> None:
         self.n += int(n)
         now = time.monotonic()
-        if now - self._last >= self.interval:
-            self._last = now
+        if self.total and self.n >= self.total and not self._closed:
+            self._reported = self._reported or now - self._t0 >= self.interval
+            return  # finished: the closing "done in" line says it once
+        if now - self._last >= self.interval and self._moved_enough(now):
+            self._last, self._last_n = now, self.n
             self._report()
+
+    def _moved_enough(self, now: float) -> bool:
+        if not self.total or now - self._last >= 10 * self.interval:
+            return True
+        return self.n - self._last_n >= self.min_step * self.total
 
     def set_postfix(self, *args, refresh: bool = True, **kw) -> None:
         items = dict(*args, **kw) if (args or kw) else {}

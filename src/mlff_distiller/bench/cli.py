@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from ..cliutil import add_output, add_progress, show_progress
+from ..cliutil import add_config, add_output, add_progress, show_progress
 
 
 def register(subparsers) -> None:
@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-rdf", action="store_true", help="skip the teacher-vs-student RDF runs")
     p.add_argument("--student-backend", default=None, choices=["auto", "numba", "torch"],
                    help="student calculator backend (default auto: the numba kernel on the CPU)")
-    p.add_argument("--config", default=None, help="YAML/JSON file with bench settings (the recipe's bench section)")
+    add_config(p, "YAML/JSON file with bench settings (the recipe's bench section)")
     add_progress(p)
     p.set_defaults(func=_run)
 

@@ -264,10 +264,11 @@ def _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, stu
     # 3. held-out teacher MD (structures the recipe did not produce)
     hcfg = HeldoutConfig.from_dict(cfg.heldout)
     if hcfg is not None:
-        say = (lambda text: print(text, flush=True)) if progress else None
+        from ..logs import say  # a stage line (stderr and the run's log file), not a result on stdout
+
         cache = None if out_dir is None else Path(out_dir) / "heldout_frames"
-        result["heldout"] = run_heldout(s_handle, t_handle, hcfg, max_wall_s=cfg.max_wall_s, progress=say,
-                                        cache_dir=cache)
+        result["heldout"] = run_heldout(s_handle, t_handle, hcfg, max_wall_s=cfg.max_wall_s,
+                                        progress=say if progress else None, cache_dir=cache)
         checkpoint()
 
     # 4. MD fidelity

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from ..cliutil import add_output, add_progress, show_progress
+from ..cliutil import add_json, add_output, add_progress, check_json_out, show_progress, write_json_out
 
 
 def register(subparsers) -> None:
@@ -18,14 +18,16 @@ def register(subparsers) -> None:
                        description="Summarise a dataset file: structures, atoms, elements, labels, units, "
                        "precision, provenance, failures and file attributes.")
     q.add_argument("file", help="dataset or pool file (.h5)")
-    q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json(q, "the summary")
     q.set_defaults(func=_info)
 
     q = sub.add_parser("import", help="read structures with ASE (extxyz, traj, ...) into a dataset file",
                        description="Read structures with ASE into a dataset file. Labels come from the calculator "
                        "fields ASE reads (energy, forces, stress) or from other tools' keys: MACE's REF_energy / "
-                       "REF_forces / REF_stress, DFT_* and dft_* are recognised; name others with --energy-key, "
-                       "--forces-key, --stress-key. Units must be eV, A, eV/A, eV/A^3.")
+                       "REF_forces / REF_stress, DFT_* and dft_* are recognised, and virials (REF_virials, virials, virial; "
+                       "virial = -stress * volume) become stress when no stress key is present; name others with "
+                       "--energy-key, --forces-key, --stress-key, --virials-key. Units must be eV, A, eV/A, eV/A^3 "
+                       "(virials eV).")
     q.add_argument("inputs", nargs="+", help="structure files ASE can read")
     add_output(q, "dataset file to write (.h5)")
     q.add_argument("--format", default=None, help="ASE format name (default: from the file name)")
@@ -37,6 +39,10 @@ def register(subparsers) -> None:
     q.add_argument("--forces-key", default=None, metavar="KEY", help="per-atom array holding the forces (eV/A), e.g. REF_forces")
     q.add_argument("--stress-key", default=None, metavar="KEY",
                    help="atoms.info key holding the stress (eV/A^3, 6 Voigt or 9 values), e.g. REF_stress")
+    q.add_argument("--virials-key", default=None, metavar="KEY",
+                   help="atoms.info key holding the virial (eV, 3x3/9 or 6 Voigt values; MACE's convention "
+                        "virial = -stress * volume), stored as stress = -virial / volume; 3-D periodic cells only; "
+                        "e.g. REF_virials")
     q.add_argument("--append", action="store_true", help="append to an existing dataset instead of writing a new one")
     q.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     q.add_argument("--positions-dtype", choices=("float64", "float32"), default="float64",
@@ -164,7 +170,9 @@ def _info(args) -> int:
     from .io import require_dataset
 
     require_dataset(args.file)
+    check_json_out(args)
     s = summarize(args.file)
+    write_json_out(args, s)
     if args.json:
         print(json.dumps(s, indent=2, default=str))
     else:
@@ -194,7 +202,8 @@ def _import(args) -> int:
 
     if args.append and args.overwrite:
         raise DatasetError("--append and --overwrite exclude each other; give one")
-    keys = {"energy": args.energy_key, "forces": args.forces_key, "stress": args.stress_key}
+    keys = {"energy": args.energy_key, "forces": args.forces_key, "stress": args.stress_key,
+            "virials": args.virials_key}
     n = import_structures(args.inputs, args.output, format=args.format, index=args.index,
                           label_fields=_parse_labels(args.labels), mode="a" if args.append else "w",
                           positions_dtype=args.positions_dtype, forces_mantissa_bits=args.forces_mantissa_bits,

@@ -145,6 +145,38 @@ LABEL_CONVENTIONS = {
     F.FORCES: ("REF_forces", "DFT_forces", "dft_forces", "ref_forces", "forces_dft", "force"),
     F.STRESS: ("REF_stress", "DFT_stress", "dft_stress", "ref_stress", "stress_dft"),
 }
+# Virial keys (MACE: ``REF_virials``/``virials``; GAP: ``virial``), converted to stress when no
+# stress key is present. MACE's convention: virial = -stress * volume (eV), 3x3 or 9 values;
+# 6 values are read as Voigt in ASE's order (xx yy zz yz xz xy).
+VIRIAL_CONVENTIONS = ("REF_virials", "DFT_virials", "dft_virials", "ref_virials", "virials",
+                      "REF_virial", "DFT_virial", "dft_virial", "ref_virial", "virial")
+
+
+class VirialKey(str):
+    """An info key holding a virial (eV) that becomes the stress label (eV/A^3) on import."""
+
+
+def virial_to_stress(virial, atoms, where: str = "") -> np.ndarray:
+    """Stress (eV/A^3, Voigt xx yy zz yz xz xy, ASE sign) from a virial (eV): ``-virial / volume``.
+
+    ``virial`` is a 3x3 matrix, 9 values (row-major) or 6 Voigt values. Raises
+    :class:`DatasetError` for a structure that is not periodic in all three directions
+    (stress is defined for 3-D periodic cells only) or a virial of another shape.
+    """
+    v = np.asarray(virial, dtype=np.float64)
+    at = f"{where}: " if where else ""
+    if not bool(np.all(atoms.pbc)) or atoms.cell.rank < 3:
+        raise DatasetError(f"{at}virials on a structure that is not periodic in 3-D (pbc={atoms.pbc.tolist()}); "
+                           "stress is defined for 3-D periodic cells only: remove the virials of these structures "
+                           "or import without stress (--labels energy,forces)")
+    if v.size == 9:
+        voigt = F.matrix_to_voigt(v.reshape(3, 3))
+    elif v.size == 6:
+        voigt = v.reshape(6)
+    else:
+        raise DatasetError(f"{at}virials have {v.size} values; expected 9 (3x3) or 6 (Voigt xx yy zz yz xz xy)")
+    return -voigt / atoms.get_volume()
+
 _LABEL_WORDS = ("energy", "force", "stress", "virial")
 _OWN_KEYS = (ATTRS_KEY, FAILURES_KEY)
 
@@ -170,21 +202,32 @@ def resolve_label_keys(found: dict, calc_fields: set, keys: dict, label_fields) 
     Warns (log) about label-like keys left unused, so a label never goes missing silently.
     """
     mapping: dict = {}
+    if keys.get("virials") and keys.get(F.STRESS):
+        raise DatasetError("--stress-key and --virials-key both name the stress; give one")
     for name in LABEL_FIELDS:
         key = keys.get(name)
+        if name == F.STRESS and keys.get("virials"):
+            key = keys["virials"]
+            if key not in found["info"]:
+                raise DatasetError(f"--virials-key {key}: no structure has atoms.info[{key!r}] (keys found: "
+                                   f"{', '.join(_keys_seen(found['info'])[:12]) or 'none'}); give one of those, "
+                                   "or leave the option out")
+            mapping[name] = VirialKey(key)
+            continue
         where = _where(name)
         if key:
             if key in found[where] or (key == name and name in calc_fields):
                 mapping[name] = None if (key == name and key not in found[where]) else key
                 continue
-            keys_seen = sorted((k for k in found[where] if not k.startswith(PROV_PREFIX) and k not in _OWN_KEYS
-                                and k not in ("numbers", "positions")), key=lambda k: (not _label_like(k), k))
             raise DatasetError(f"--{name}-key {key}: no structure has atoms.{where}[{key!r}] (keys found: "
-                               f"{', '.join(keys_seen[:12]) or 'none'}); give one of those, or leave the option out")
+                               f"{', '.join(_keys_seen(found[where])[:12]) or 'none'}); give one of those, "
+                               "or leave the option out")
         if name in calc_fields:
             mapping[name] = None
             continue
         conv = next((k for k in LABEL_CONVENTIONS[name] if k in found[where]), None)
+        if conv is None and name == F.STRESS:
+            conv = next((VirialKey(k) for k in VIRIAL_CONVENTIONS if k in found["info"]), None)
         if conv is not None:
             mapping[name] = conv
     if label_fields == ():
@@ -194,16 +237,25 @@ def resolve_label_keys(found: dict, calc_fields: set, keys: dict, label_fields) 
         for k in sorted(found[where]):
             if _label_like(k) and k not in used and k not in LABEL_FIELDS:
                 log.warning("input atoms.%s key %r looks like a label but is not imported (labels: %s); map it with "
-                            "--energy-key/--forces-key/--stress-key %s, or ignore this if it is not a label",
+                            "--energy-key/--forces-key/--stress-key/--virials-key %s, or ignore this if it is not "
+                            "a label",
                             where, k, ", ".join(f"{f} <- {v or 'calculator'}" for f, v in mapping.items()) or "none", k)
     return mapping
 
 
-def apply_label_keys(atoms, mapping: dict, label_fields) -> None:
+def _keys_seen(keys) -> list:
+    """Input keys worth naming in an error, label-like ones first."""
+    return sorted((k for k in keys if not k.startswith(PROV_PREFIX) and k not in _OWN_KEYS
+                   and k not in ("numbers", "positions")), key=lambda k: (not _label_like(k), k))
+
+
+def apply_label_keys(atoms, mapping: dict, label_fields, where: str = "") -> None:
     """In place: labels named by ``mapping`` onto a SinglePointCalculator holding only ``label_fields``.
 
     Keys used as labels are removed from ``info``/``arrays`` (they become the labels); labels
-    of the calculator not in ``label_fields`` are dropped (``()`` strips every label).
+    of the calculator not in ``label_fields`` are dropped (``()`` strips every label). A
+    :class:`VirialKey` source is converted to stress (:func:`virial_to_stress`); ``where``
+    names the structure in its errors.
     """
     from ase.calculators.singlepoint import SinglePointCalculator
 
@@ -218,7 +270,9 @@ def apply_label_keys(atoms, mapping: dict, label_fields) -> None:
         store = atoms.arrays if name == F.FORCES else atoms.info
         if src in store:
             value = np.asarray(store[src], dtype=np.float64)
-            if name == F.STRESS and value.size == 9:
+            if isinstance(src, VirialKey):
+                value = virial_to_stress(value, atoms, where or f"atoms.info[{src!r}]")
+            elif name == F.STRESS and value.size == 9:
                 value = F.matrix_to_voigt(value.reshape(3, 3))
             out[name] = float(value) if name == F.ENERGY and value.size == 1 else value
     for src in mapping.values():
@@ -242,7 +296,9 @@ def import_structures(sources: Sequence, out, format: str | None = None, index: 
     ``label_fields=None`` takes every label (energy eV, forces eV/A, stress eV/A^3) that any
     structure carries, on its calculator or under a known key (``REF_energy``,
     ``DFT_forces``, ... see :data:`LABEL_CONVENTIONS`); ``label_keys`` names the keys
-    explicitly (``{"energy": "my_E", "forces": "my_F", "stress": "my_S"}``). A file without
+    explicitly (``{"energy": "my_E", "forces": "my_F", "stress": "my_S"}``, or ``"virials":
+    "my_V"`` for a virial in eV converted to stress = -virial / volume; MACE's ``REF_virials``
+    and ``virials`` are recognised when no stress key is present). A file without
     labels becomes an unlabelled pool, and ``label_fields=()`` strips labels (to relabel
     structures with a teacher). ``mode="w"`` writes a new ``out``, replacing an existing one
     only with ``overwrite``; ``"a"`` appends (the label fields must match). The file is
@@ -296,10 +352,11 @@ def import_structures(sources: Sequence, out, format: str | None = None, index: 
                            forces_mantissa_bits=forces_mantissa_bits) as w:
             for s in sources:
                 buf = []
-                for atoms in _iread(s, format, index):
+                for k, atoms in enumerate(_iread(s, format, index)):
                     atoms.info.pop(ATTRS_KEY, None)
                     atoms.info.pop(FAILURES_KEY, None)
-                    apply_label_keys(atoms, mapping, label_fields)
+                    where = f"{s} frame {k}" + ("" if index == ":" else f" of --index {index}")
+                    apply_label_keys(atoms, mapping, label_fields, where=where)
                     unflatten_provenance(atoms, default_source=f"file:{s.name}")
                     buf.append(atoms)
                     if len(buf) >= chunk:

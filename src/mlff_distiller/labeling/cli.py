@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..cliutil import add_output, add_progress, show_progress
+from ..cliutil import add_config, add_output, add_progress, show_progress
 
 
 def register(subparsers) -> None:
@@ -27,7 +27,7 @@ def register(subparsers) -> None:
         "'{\"name\": \"orb\", \"weights_path\": \"orb.ckpt\"}' or a .yaml/.json file (default: the "
         "config's teacher, else chgnet)",
     )
-    p.add_argument("--config", default=None, help="recipe YAML; its labeling: (and teacher:) sections are used")
+    add_config(p, "recipe YAML; its labeling: (and teacher:) sections are used")
     p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (default 2)")
     p.add_argument("--threads-per-worker", type=int, default=None, help="math threads per worker (default 1)")
     p.add_argument("--chunk-size", type=int, default=None, help="structures per task (default: ~2 s of teacher time)")

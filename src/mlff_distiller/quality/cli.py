@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cliutil import add_output, add_progress, show_progress
+from ..cliutil import add_config, add_json, add_output, add_progress, check_json_out, show_progress, write_json_out
 
 
 def register(subparsers) -> None:
@@ -16,10 +16,10 @@ def register(subparsers) -> None:
         "Exit status 1 when the gate fails, 2 on bad input. Units: eV, A, eV/A, eV/A^3.",
     )
     p.add_argument("file", help="labelled dataset (.h5)")
-    p.add_argument("--config", metavar="Q.yaml", help="YAML with a quality: section (or a whole recipe)")
+    add_config(p, "YAML with a quality: section (or a whole recipe)", metavar="Q.yaml")
     p.add_argument("--checkpoint", default="full", choices=["1k", "10k", "full"],
                    help="gate thresholds to apply (default: full)")
-    p.add_argument("--json", metavar="OUT.json", help="also write all results as JSON")
+    add_json(p, "all results (validation, diversity, gate)", old_file_form=True)
     add_progress(p)
     p.set_defaults(func=_validate)
 
@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     )
     r.add_argument("file", help="labelled dataset (.h5)")
     add_output(r, "output directory", metavar="DIR")
-    r.add_argument("--config", metavar="Q.yaml", help="YAML with a quality: section (or a whole recipe)")
+    add_config(r, "YAML with a quality: section (or a whole recipe)", metavar="Q.yaml")
     add_progress(r)
     r.set_defaults(func=_report)
 
@@ -47,20 +47,20 @@ def _config(args):
 def _validate(args: argparse.Namespace) -> int:
     import json
 
-    from ..fileio import atomic_write_text, check_output_path
     from .gates import evaluate_gates
 
-    if args.json:
-        check_output_path(args.json, "--json")
+    check_json_out(args)
     config = _config(args)
     gate = evaluate_gates(args.file, args.checkpoint, config, progress=show_progress(args))
-    print(gate.validation.summary())
-    print(gate.diversity.summary())
-    print(gate.summary())
+    payload = {"validation": gate.validation.to_dict(), "diversity": gate.diversity.to_dict(),
+               "gate": gate.to_dict()}
     if args.json:
-        payload = {"validation": gate.validation.to_dict(), "diversity": gate.diversity.to_dict(),
-                   "gate": gate.to_dict()}
-        atomic_write_text(args.json, json.dumps(payload, indent=1, default=str))
+        print(json.dumps(payload, indent=1, default=str))
+    else:
+        print(gate.validation.summary())
+        print(gate.diversity.summary())
+        print(gate.summary())
+    write_json_out(args, payload)
     return 0 if gate.passed else 1
 
 

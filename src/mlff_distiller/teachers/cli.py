@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..cliutil import add_progress, show_progress
+from ..cliutil import add_json, add_progress, check_json_out, show_progress, write_json_out
 
 SPEC_HELP = (
     "a teacher: a name (chgnet, emt, lj, xtb, orb, orb-v2, fennol), an ASE calculator import path "
@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="teachers_command", metavar="SUBCOMMAND")
     pl = sub.add_parser("list", help="show each teacher and whether it can load on this machine (and why not)")
     pl.add_argument("--probe", action="store_true", help="build each teacher that needs no file and label a test structure")
-    pl.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_json(pl, "the teacher table")
     pl.set_defaults(func=_list)
     pc = sub.add_parser(
         "compare",
@@ -32,7 +32,7 @@ def register(subparsers) -> None:
     pc.add_argument("teacher_b", metavar="B", help="the second teacher, same forms as A")
     pc.add_argument("structures", metavar="STRUCTURES", help="extxyz / ASE-readable file, or a pool/dataset .h5")
     pc.add_argument("--limit", type=int, default=None, help="use only the first N structures")
-    pc.add_argument("--json", dest="json_out", default=None, metavar="FILE", help="also write the full report as JSON")
+    add_json(pc, "the full report", old_file_form=True)
     add_progress(pc)
     pc.set_defaults(func=_compare)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -43,7 +43,9 @@ def _list(args) -> int:
 
     from .registry import list_teachers
 
+    check_json_out(args)
     rows = list_teachers(probe=args.probe)
+    write_json_out(args, rows)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -64,17 +66,11 @@ def _compare(args) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be a positive integer, got {args.limit}")
-    if args.json_out:
-        from ..fileio import check_output_path
-
-        check_output_path(args.json_out, "--json")
+    check_json_out(args)
     atoms = read_structures(args.structures, limit=args.limit)
     ta = build_teacher(parse_teacher_arg(args.teacher_a))
     tb = build_teacher(parse_teacher_arg(args.teacher_b))
     rep = compare_teachers(ta, tb, atoms, progress=show_progress(args))
-    print(format_report(rep))
-    if args.json_out:
-        from ..fileio import atomic_write_text
-
-        atomic_write_text(args.json_out, json.dumps(rep, indent=2))
+    print(json.dumps(rep, indent=2, default=str) if args.json else format_report(rep))
+    write_json_out(args, rep)
     return 0

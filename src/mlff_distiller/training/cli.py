@@ -34,7 +34,7 @@ def register(subparsers) -> None:
         "(batch_size is the global batch and must be divisible by P). Settings: docs/training.md.",
     )
     p.add_argument("dataset", help="labelled dataset file (HDF5, from `mlff-distill label`)")
-    p.add_argument("--config", "-c", help="YAML with the training settings (or a recipe with a training: section); "
+    p.add_argument("-c", "--config", help="YAML with the training settings (or a recipe with a training: section); "
                    "default: built-in defaults, or the run's saved config when resuming")
     add_output(p, "run directory to create (or to continue with --resume); its log: RUN/train.log")
     p.add_argument("--resume", action="store_true", help="continue the run in -o from checkpoints/last.pt")

@@ -181,7 +181,7 @@ class DistillationTrainer:
         continue it if ``last.pt`` exists, otherwise start afresh, first removing what a run
         killed before its first checkpoint left (for drivers that re-run a command).
     progress:
-        Show progress (process 0 only): a tqdm bar on a terminal, a line every 30 s otherwise.
+        Show progress (process 0 only): a tqdm bar on a terminal, at most a line every 30 s otherwise.
         The per-epoch metric lines are logged (and printed) either way; see :mod:`mlff_distiller.logs`.
     callbacks:
         Functions ``cb(trainer, event, info)`` called on ``"step"`` (after each optimizer

@@ -1,0 +1,123 @@
+"""Key numbers of README.md and docs/*.md against the committed results in benchmarks/results/.
+
+A results file that is re-run (or a README edited by hand) without the other being updated
+fails here, so a measured number in the docs cannot go stale silently. Fast: reads JSON only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = (ROOT / "README.md").read_text()
+
+
+def _json(name: str):
+    return json.loads((RESULTS / name).read_text())
+
+
+def _fmt(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}"
+
+
+def _md_ratio(bench: dict, system: str) -> float:
+    return bench["systems"][system]["speed"]["ratio"]["md_step"]
+
+
+def test_verdict_table_matches_the_held_out_md_results():
+    for recipe in ("silicon", "quickstart"):
+        pooled = _json(f"{recipe}/bench.json")["heldout"]["pooled"]
+        lo, hi = pooled["force_rel_rmse_ci95"]
+        cell = f"{pooled['force_rel_rmse']:.3f} [{lo:.3f}, {hi:.3f}]"
+        row = next(line for line in README.splitlines() if line.startswith(f"| `{recipe}`"))
+        assert cell in row, (recipe, cell, row)
+        mev = pooled["energy_mae_per_atom"] * 1000
+        assert f"{mev:.3g} meV/atom" in row, (recipe, mev, row)
+
+
+def test_speed_ratios_of_the_current_student():
+    rows = {}
+    for teacher in ("bench_chgnet", "bench_orb_v2_random"):
+        bench = _json(f"speed_after_defaults/{teacher}/bench.json")
+        rows[teacher] = [_md_ratio(bench, s) for s in ("aspirin", "si-64", "si-512")]
+    chg = " / ".join(f"{r:.1f}x" for r in rows["bench_chgnet"])
+    orb = " / ".join(f"{r:.1f}x" for r in rows["bench_orb_v2_random"])
+    assert f"{chg} faster than CHGNet" in README.replace("\n", " "), chg
+    assert f"{orb} faster than the Orb-v2 architecture" in README.replace("\n", " "), orb
+    table = "aspirin {:.1f}x, Si-64 {:.1f}x, Si-512 {:.1f}x".format(*rows["bench_chgnet"])
+    assert table in README, table
+
+
+def test_stage_benchmark_rows():
+    store = _json("dataset_store.json")["size_ratio"]
+    assert f"{store['numpy_over_store']:.2f}x smaller (lossless default)" in README
+    assert f"{store['numpy_over_store_compact']:.2f}x with the opt-in compact layout" in README
+    assert f"| {store['extxyz_over_store']:.2f}x (default); {store['extxyz_over_store_f32pos']:.2f}x float32" in README
+    lab = {r["teacher"].split("-")[0]: r for r in _json("labeling.json")}
+    row = next(line for line in README.splitlines() if line.startswith("| labeling: pipeline vs bare"))
+    assert f"{lab['chgnet']['pipeline_over_bare']:.2f} (CHGNet" in row
+    assert f"{lab['emt']['pipeline_over_bare']:.2f} (EMT" in row
+    row = next(line for line in README.splitlines() if line.startswith("| labeling: 2 workers vs 1"))
+    assert f"{lab['chgnet']['two_over_one_worker']:.2f}x (CHGNet)" in row
+    assert f"{lab['emt']['two_over_one_worker']:.2f}x (EMT)" in row
+
+
+def test_labeling_doc_table_matches_the_results():
+    text = (ROOT / "docs" / "labeling.md").read_text()
+    lab = {r["teacher"].split("-")[0]: r for r in _json("labeling.json")}
+    row = next(line for line in text.splitlines() if line.startswith("| 2 workers / 1 worker"))
+    assert f"| {lab['chgnet']['two_over_one_worker']:.2f}x | {lab['emt']['two_over_one_worker']:.2f}x |" in row, row
+    row = next(line for line in text.splitlines() if line.startswith("| pipeline, 1 worker / bare"))
+    assert f"| {lab['chgnet']['pipeline_over_bare']:.2f} | {lab['emt']['pipeline_over_bare']:.2f} |" in row, row
+
+
+def test_summary_lines_quoted_in_readme_exist_in_the_summaries():
+    qs = (RESULTS / "quickstart_summary.md").read_text()
+    for text in ("energy MAE 31.9 meV/atom", "force RMSE / teacher RMS 0.258", "37.6x per MD step",
+                 "best epoch 28 of 75", "labelled 800, failed 0"):
+        assert text in qs, text
+    assert "31.9 meV/atom / 0.258" in README and "epoch 28 of 75" in README
+    si = (RESULTS / "silicon" / "summary.md").read_text()
+    assert "63.57x per MD step" in si and "63.6x (Si-64)" in README
+
+
+@pytest.mark.parametrize("doc", sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"], ids=lambda p: p.name)
+def test_docs_cite_only_files_in_the_repository(doc):
+    """Every benchmarks/results/... path a doc names exists (a renamed results file breaks the link)."""
+    text = doc.read_text()
+    for m in re.finditer(r"benchmarks/results/([\w./-]+)", text):
+        rel = m.group(1).rstrip(".)")
+        assert (RESULTS / rel).exists(), f"{doc.name} cites benchmarks/results/{rel}, which is not committed"
+
+
+def test_training_doc_table_matches_the_quickstart_summary():
+    qs = (RESULTS / "quickstart_summary.md").read_text()
+    m = re.search(r"energy_mae_per_atom = ([\d.]+), .*force_rel_rmse = ([\d.]+)", qs)
+    e_mev, f_rel = float(m.group(1)) * 1000, float(m.group(2))
+    row = next(line for line in (ROOT / "docs" / "training.md").read_text().splitlines()
+               if line.startswith("| energy 20 : forces 10"))
+    cells = re.findall(r"\| ([\d.]+) meV/atom \| ([\d.]+) (?=\|)", row)  # validation, then test split
+    (val_e, val_f), (test_e, test_f) = [(float(a), float(b)) for a, b in cells]
+    assert val_e == pytest.approx(e_mev, abs=0.051) and val_f == pytest.approx(f_rel, abs=0.00051), row
+    acc = _json("quickstart/bench.json")["accuracy"]
+    assert test_e == pytest.approx(acc["energy_mae_per_atom"] * 1000, abs=0.051), row
+    assert test_f == pytest.approx(acc["force_rmse_relative"], abs=0.00051), row
+
+
+def test_student_step_over_neighbour_list_ranges():
+    """README's calculator-step / neighbour-list ranges (Numba backend) from student.json."""
+    systems = _json("student.json")["systems"].values()
+
+    def span(variant: str) -> str:
+        r = [s["ms"][f"{variant}/numba"] / s["ms"]["NL"] for s in systems]
+        return f"{min(r):.0f}-{max(r):.0f}x"
+
+    row = next(line for line in README.splitlines() if line.startswith("| student calculator step / vesin"))
+    for label, variant in (("small (default)", "small+sl"), ("tiny", "tiny+sl"), ("quickstart student", "small-2L+sl"),
+                           ("base", "base+sl")):
+        assert f"{label} {span(variant)}" in row, (label, span(variant), row)
