@@ -26,7 +26,7 @@ from ase.build import bulk
 
 from mlff_distiller.active import ActiveConfig
 from mlff_distiller.active.select import farthest_point, physical_mask, select_frames
-from mlff_distiller.data.stats import NormalizationStats
+from mlff_distiller.data.normalization import NormalizationStats
 from mlff_distiller.errors import ConfigError
 from mlff_distiller.student import StudentCalculator, StudentConfig, build_student
 from mlff_distiller.student.committee import CommitteeCalculator

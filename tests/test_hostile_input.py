@@ -85,7 +85,7 @@ def pool(labelled, tmp_path):
 
 @pytest.fixture(scope="module")
 def student_ckpt(tmp_path_factory):
-    from mlff_distiller.data.stats import NormalizationStats
+    from mlff_distiller.data.normalization import NormalizationStats
     from mlff_distiller.student import StudentConfig, build_student, save_student
 
     stats = NormalizationStats(element_energies={14: -4.6, 29: -3.5}, force_rms=0.5, avg_num_neighbors=12.0, cutoff=4.0)

@@ -247,8 +247,7 @@ def test_config_list_form_and_yaml(tmp_path):
 
 
 def test_robust_element_fit_ignores_a_wild_energy():
-    from mlff_distiller.data.stats import fit_element_energies
-    from mlff_distiller.quality.checks import robust_element_fit
+    from mlff_distiller.data.normalization import fit_element_energies, robust_element_fit
 
     rng = np.random.default_rng(0)
     refs = {1: -3.4, 8: -5.1, 29: -4.0}

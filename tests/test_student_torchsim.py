@@ -12,7 +12,7 @@ from ase.build import bulk, molecule
 
 ts = pytest.importorskip("torch_sim", reason="torch-sim-atomistic not installed (optional extra [torchsim])")
 
-from mlff_distiller.data.stats import NormalizationStats  # noqa: E402
+from mlff_distiller.data.normalization import NormalizationStats  # noqa: E402
 from mlff_distiller.errors import UserError  # noqa: E402
 from mlff_distiller.student import StudentCalculator, StudentConfig, build_student, export_torchscript  # noqa: E402
 from mlff_distiller.student.torchsim import StudentTorchSimModel  # noqa: E402

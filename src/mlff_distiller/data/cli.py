@@ -224,7 +224,7 @@ def _export(args) -> int:
 def _stats(args) -> int:
     from ..fileio import check_output_path
     from .io import require_dataset
-    from .statistics import dataset_statistics, store_statistics
+    from .normalization import dataset_statistics, store_statistics
 
     require_dataset(args.file)
     if args.output:

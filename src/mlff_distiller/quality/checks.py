@@ -13,7 +13,7 @@ import numpy as np
 from ase.data import covalent_radii
 
 from ..data.neighbors import neighbor_list
-from ..data.stats import fit_element_energies
+from ..data.normalization import residual_energy_per_atom, robust_element_fit
 from ._data import Records, load_records
 from .config import CHECK_NAMES, QualityConfig
 
@@ -154,37 +154,6 @@ def _min_distance(rec: Records, i: int, params: dict) -> tuple[float, float]:
     return float(d.min()), float((d / (rc[a] + rc[b])).min())
 
 
-def robust_element_fit(numbers_per_structure, energies, iterations: int = 60) -> dict[int, float]:
-    """Per-element reference energies (eV) minimising the summed |residual energy per atom|.
-
-    A least-absolute-deviation fit by iteratively reweighted least squares, started from the
-    ordinary least-squares fit (``data.stats.fit_element_energies``). Unlike least squares,
-    one wild energy cannot drag the reference of an element that occurs in few structures
-    (and so hide itself while making its neighbours look wrong).
-    """
-    refs = fit_element_energies(numbers_per_structure, energies)
-    elements = sorted(refs)
-    col = {z: k for k, z in enumerate(elements)}
-    counts = np.zeros((len(energies), len(elements)))
-    for r, nums in enumerate(numbers_per_structure):
-        zs, cs = np.unique(nums, return_counts=True)
-        counts[r, [col[int(z)] for z in zs]] = cs
-    n = counts.sum(axis=1)
-    a = counts / n[:, None]  # per-atom composition
-    b = np.asarray(energies, dtype=np.float64) / n  # energy per atom
-    coef = np.array([refs[z] for z in elements])
-    lam = 1e-10 * max(1.0, float(np.mean(a**2)))
-    for _ in range(iterations):
-        w = 1.0 / np.maximum(np.abs(b - a @ coef), 1e-6)
-        aw = a * w[:, None]
-        new = np.linalg.solve(a.T @ aw + lam * np.eye(len(elements)), aw.T @ b)
-        if np.max(np.abs(new - coef)) < 1e-9:
-            coef = new
-            break
-        coef = new
-    return {z: float(coef[col[z]]) for z in elements}
-
-
 def _residual_z(rec: Records, usable: np.ndarray, min_scale: float) -> np.ndarray:
     """Robust z-score of the residual energy per atom after the robust per-element fit."""
     z = np.full(len(rec), np.nan)
@@ -193,9 +162,7 @@ def _residual_z(rec: Records, usable: np.ndarray, min_scale: float) -> np.ndarra
         return z
     nums = [rec.numbers[i] for i in idx]
     energies = np.array([rec.energy[i] for i in idx])
-    refs = robust_element_fit(nums, energies)
-    n = np.array([len(x) for x in nums], dtype=np.float64)
-    resid = (energies - np.array([sum(refs[int(a)] for a in x) for x in nums])) / n
+    resid = residual_energy_per_atom(nums, energies, robust_element_fit(nums, energies))
     med = np.median(resid)
     scale = max(1.4826 * float(np.median(np.abs(resid - med))), min_scale)
     z[idx] = (resid - med) / scale

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ase.data import chemical_symbols
 
-from ..data.stats import CUTOFF_MAX, CUTOFF_MIN
+from ..data.normalization import CUTOFF_MAX, CUTOFF_MIN
 from ..errors import ConfigError
 
 #: Size presets: width (scalar and vector features), interaction layers, radial functions.

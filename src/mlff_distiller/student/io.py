@@ -26,7 +26,7 @@ from typing import Any, Dict
 import torch
 
 from .. import __version__
-from ..data.stats import NormalizationStats
+from ..data.normalization import NormalizationStats
 from ..errors import UserError
 from ..fields import UNIT_SYSTEM
 from .config import StudentConfig

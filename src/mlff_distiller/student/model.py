@@ -31,7 +31,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor, nn
 
-from ..data.stats import NormalizationStats
+from ..data.normalization import NormalizationStats
 from ..errors import ConfigError
 from .config import StudentConfig
 

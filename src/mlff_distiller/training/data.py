@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from .. import fields as F
-from ..data.stats import NormalizationStats, compute_statistics
+from ..data.normalization import NormalizationStats, compute_statistics
 from ..errors import ConfigError, DatasetError
 
 
