@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ..data.neighbors import closest_pair
+
 # (spec json) -> Teacher. One per worker process: building CHGNet or Orb costs seconds
 # and hundreds of MB, so it must not happen per task. ``Teacher.label`` holds its own lock,
 # so several Dask threads in one worker may share the instance safely.
@@ -118,20 +120,16 @@ def too_close(atoms, min_distance: float) -> str | None:
     """
     if min_distance <= 0 or len(atoms) == 0 or (len(atoms) == 1 and not np.any(atoms.pbc)):
         return None
-    from ase.neighborlist import primitive_neighbor_list
-
     pos = atoms.get_positions()
     cell = np.asarray(atoms.cell.array, dtype=np.float64)
-    pbc = np.asarray(atoms.pbc, dtype=bool)
     if not np.all(np.isfinite(pos)):
         return None  # reported by the teacher's pre-check
-    if pbc.any() and abs(np.linalg.det(cell)) < 1e-8:
+    if np.any(atoms.pbc) and abs(np.linalg.det(cell)) < 1e-8:
         return None  # the teacher's own check reports the degenerate cell
-    i, j, d = primitive_neighbor_list("ijd", pbc, cell, pos, float(min_distance), self_interaction=False)
-    if len(d) == 0:
+    pair = closest_pair(pos, cell, atoms.pbc, float(min_distance), engine="ase")
+    if not pair.found:
         return None
-    k = int(np.argmin(d))
-    return f"atoms {int(i[k])} and {int(j[k])} overlap: distance {d[k]:.3f} A < min_distance {min_distance:g} A"
+    return f"atoms {pair.i} and {pair.j} overlap: distance {pair.distance:.3f} A < min_distance {min_distance:g} A"
 
 
 def label_chunk(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from ase.data import covalent_radii
 
-from ..data.neighbors import neighbor_list
+from ..data.neighbors import closest_pair
 from ..data.normalization import residual_energy_per_atom, robust_element_fit
 from ._data import Records, load_records
 from .config import CHECK_NAMES, QualityConfig
@@ -146,12 +146,8 @@ def _min_distance(rec: Records, i: int, params: dict) -> tuple[float, float]:
     cutoff = max(3.0, params["absolute"], params["covalent_fraction"] * 2.0 * float(rc.max()) * 1.05)
     if np.any(pbc) and abs(float(np.linalg.det(cell))) < 1e-9:
         pbc = np.zeros(3, dtype=bool)  # a flat cell: treat as isolated (volume check reports it)
-    edge_index, edge_shift = neighbor_list(pos, cell, pbc, cutoff)
-    if edge_index.shape[1] == 0:
-        return np.inf, np.inf
-    a, b = edge_index
-    d = np.linalg.norm(pos[b] - pos[a] + edge_shift @ cell, axis=1)
-    return float(d.min()), float((d / (rc[a] + rc[b])).min())
+    pair = closest_pair(pos, cell, pbc, cutoff, z)
+    return pair.distance, pair.ratio
 
 
 def _residual_z(rec: Records, usable: np.ndarray, min_scale: float) -> np.ndarray:
