@@ -285,3 +285,14 @@ def test_net_force_skipped_for_a_direct_force_teacher(clean):
     assert {r["check"]: r["enabled"] for r in report.rows()}["net_force"] is False
     rec.attrs = {"teacher_capabilities": {"conservative_forces": True}}
     assert validate(rec).flagged_indices("net_force") == [PLANT]
+
+
+def test_misshaped_label_in_an_atoms_list_is_named():
+    from ase.build import bulk
+
+    good = bulk("Cu", "fcc", a=3.6) * (2, 2, 2)
+    good.calc = SinglePointCalculator(good, energy=-1.0, forces=np.zeros((len(good), 3)))
+    bad = good.copy()
+    bad.calc = SinglePointCalculator(bad, energy=-1.0, forces=np.zeros((len(bad) - 1, 3)))
+    with pytest.raises(DatasetError, match=r"item 1 has forces of shape \(7, 3\), expected \(8, 3\)"):
+        validate([good, bad])
