@@ -20,7 +20,8 @@ from mlff_distiller.data.graph import atoms_to_graph, collate
 from mlff_distiller.data.store import DatasetWriter
 from mlff_distiller.errors import ConfigError
 from mlff_distiller.training import DistillationTrainer, TrainConfig
-from mlff_distiller.training.data import BatchOrder, grouped_split
+from mlff_distiller.data.split import grouped_split
+from mlff_distiller.training.data import BatchOrder
 from mlff_distiller.training.loss import MetricSums, distillation_loss, label_counts
 
 TINY = {"preset": "tiny", "cutoff": 4.0, "num_features": 16, "num_rbf": 8}

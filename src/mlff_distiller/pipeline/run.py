@@ -124,16 +124,15 @@ def split_dataset(
 
     ``exclude``: indices left out of both files (structures flagged by validation).
     """
+    from ..data.split import chemistry_keys, grouped_split, provenance_groups
     from ..data.store import DatasetReader, DatasetWriter
 
     excluded = {int(i) for i in exclude}
     with DatasetReader(src) as r:
         n = len(r)
-        groups = [str((r.provenance(i) or {}).get("group", i)) for i in range(n)]
-        # Same rule as the trainer's validation split: whole provenance groups, and a group
-        # is held out only if its element set stays represented in training.
-        from ..training.data import chemistry_keys, grouped_split
-
+        # The trainer's validation split, with the same groups: whole provenance groups, and a
+        # group is held out only if its element set stays represented in training.
+        groups = provenance_groups(r)
         keep = [i for i in range(n) if i not in excluded]
         sub_groups = [groups[i] for i in keep]
         chem = chemistry_keys(r)

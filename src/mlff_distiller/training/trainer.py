@@ -48,7 +48,8 @@ from ..logs import log_to_file, say
 from ..data.graph import collate
 from ..errors import ConfigError, DatasetError, UserError
 from .config import TrainConfig
-from .data import BatchOrder, GraphListDataset, chemistry_keys, grouped_split, to_device, training_statistics
+from ..data.split import chemistry_keys, grouped_split, provenance_groups
+from .data import BatchOrder, GraphListDataset, to_device, training_statistics
 from .loss import MetricSums, distillation_loss, label_counts
 from .schedule import EMA, LRSchedule
 
@@ -289,7 +290,7 @@ class DistillationTrainer:
         reader = DatasetReader(self.dataset_path)
         try:
             self.label_fields = self._check_dataset(reader, scfg)
-            groups = self._groups(reader)
+            groups = provenance_groups(reader)
             chemistry = chemistry_keys(reader)
         finally:
             reader.close()
@@ -318,14 +319,6 @@ class DistillationTrainer:
         finally:
             if bar is not None:
                 bar.close()
-
-    @staticmethod
-    def _groups(reader) -> list[str]:
-        try:
-            col = reader.column("group")
-            return [str(g) if g else f"#{i}" for i, g in enumerate(col)]
-        except UserError:
-            return [str((reader.provenance(i) or {}).get("group") or f"#{i}") for i in range(len(reader))]
 
     def _check_dataset(self, reader, scfg) -> tuple:
         label_fields = tuple(reader.label_fields)
