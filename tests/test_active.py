@@ -230,7 +230,6 @@ def test_rounds_append_frames_with_provenance_within_budget(project):
 def _ctx(out: Path, **changes):
     from mlff_distiller.active import ActiveContext
     from mlff_distiller.labeling.config import LabelingConfig
-    from mlff_distiller.generation.recipe import load_recipe
     from mlff_distiller.teachers import build_teacher
     from mlff_distiller.training import TrainConfig
 

@@ -19,7 +19,6 @@ import h5py
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.calculators.calculator import Calculator
 
 from mlff_distiller.cli import main
 from mlff_distiller.data.store import DatasetReader, DatasetWriter

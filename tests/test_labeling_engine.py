@@ -310,7 +310,6 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     rng = random.Random(1234)
     import time
-    T0 = time.monotonic()
 
     def n_shards():
         return len(list(parts.glob("chunk-*.npz"))) if parts.exists() else 0

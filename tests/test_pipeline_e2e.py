@@ -199,9 +199,10 @@ def test_sigkill_in_labeling_and_training_then_resume_matches(tmp_path):
     out = proc.communicate()[0]
     assert proc.returncode == 0, out
 
-    from mlff_distiller.data.store import DatasetReader
     import numpy as np
     import torch
+
+    from mlff_distiller.data.store import DatasetReader
 
     with DatasetReader(ref / "tiers/all/dataset.h5") as a, DatasetReader(proj / "tiers/all/dataset.h5") as b:
         assert len(a) == len(b)

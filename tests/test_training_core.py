@@ -17,10 +17,10 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlff_distiller import fields as F
 from mlff_distiller.data.graph import atoms_to_graph, collate
+from mlff_distiller.data.split import grouped_split
 from mlff_distiller.data.store import DatasetWriter
 from mlff_distiller.errors import ConfigError
 from mlff_distiller.training import DistillationTrainer, TrainConfig
-from mlff_distiller.data.split import grouped_split
 from mlff_distiller.training.data import BatchOrder
 from mlff_distiller.training.loss import MetricSums, distillation_loss, label_counts
 
@@ -36,7 +36,7 @@ def emt_structures(n_roots: int = 6, per_root: int = 3, seed: int = 0, stress: b
             base = Atoms("Cu4", positions=[[0, 0, 0], [2.4, 0, 0], [0, 2.4, 0], [1.2, 1.2, 2.0]])
         else:
             base = bulk("Cu" if r % 3 == 0 else "Ni", "fcc", a=3.6 if r % 3 == 0 else 3.52, cubic=True)
-        for k in range(per_root):
+        for _ in range(per_root):
             a = base.copy()
             a.positions += rng.normal(0, 0.08, a.positions.shape)
             if a.pbc.all():

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from ..errors import ConfigError, UserError
 from ..settings import check_fields
 from . import accuracy as acc_mod
+from .heldout import HeldoutConfig, run_heldout
 from .md import langevin_run, nve_drift, pair_distance_histogram, rdf_overlap
 from .models import check_coverage, resolve_student, resolve_teacher
 from .report import machine_info, write_outputs
 from .speed import profile_speed, set_threads, speed_ratios
-from .heldout import HeldoutConfig, run_heldout
 from .systems import DEFAULT_SYSTEMS, load_system, symbols
 from .targets import check_targets, evaluate_targets
 

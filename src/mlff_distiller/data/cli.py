@@ -188,9 +188,8 @@ def _parse_labels(text):
 
 
 def _import(args) -> int:
-    from .io import import_structures
-
     from ..errors import DatasetError
+    from .io import import_structures
 
     if args.append and args.overwrite:
         raise DatasetError("--append and --overwrite exclude each other; give one")

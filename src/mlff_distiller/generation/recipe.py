@@ -328,7 +328,7 @@ class GenerationConfig:
         """One source object per mix entry (each with that entry's size range)."""
         skips = skips if skips is not None else SkipLog()
         built = []
-        for k, entry in enumerate(self.mix):
+        for entry in self.mix:
             spec = self.sources[entry.source]
             built.append(_make_source(entry.source, spec, entry.size, self, skips))
         return built

@@ -234,7 +234,7 @@ def sample_normal_modes(root, rng, params, calc=None):
     inv_sqrt_m = 1.0 / np.sqrt(np.repeat(relaxed.get_masses(), 3))
     out = []
     temps = params["temperatures"]
-    for k in range(params["per_root"]):
+    for _ in range(params["per_root"]):
         T = temps[int(rng.integers(len(temps)))]
         kT = units.kB * T
         for _ in range(params["max_tries"]):
@@ -250,8 +250,8 @@ def sample_normal_modes(root, rng, params, calc=None):
 
 
 def _langevin(atoms, calc, T, timestep, friction, rng):
-    from ase.md.langevin import Langevin
     from ase.md import velocitydistribution as vd
+    from ase.md.langevin import Langevin
 
     atoms.calc = calc
     if hasattr(vd, "thermalize_momenta"):  # ASE >= 3.28 name

@@ -11,8 +11,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 

@@ -457,6 +457,7 @@ def _dispatch(client, label_chunk, reader, work, spec, threads, todo, size, n, m
     """Keep ``window`` chunk tasks in flight; commit each result as it arrives."""
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
+
     from ..logs import progress as progress_bar
 
     total = sum(min(size, n - c * size) for c in todo)

@@ -8,8 +8,6 @@ that invalidates a finished stage is reported, never silently mixed with old out
 
 from __future__ import annotations
 
-from ..fileio import atomic_write_text
-
 import hashlib
 import json
 import os
@@ -17,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
+from ..fileio import atomic_write_text
 
 PROJECT_FILE = "project.json"
 PROJECT_FORMAT = 1
@@ -43,7 +42,7 @@ class Project:
             try:
                 self.data = json.loads(self.file.read_text())
             except (OSError, json.JSONDecodeError) as err:
-                raise UserError(f"{self.file} is unreadable ({err}); move the directory away or pass --overwrite")
+                raise UserError(f"{self.file} is unreadable ({err}); move the directory away or pass --overwrite") from None
             if self.data.get("recipe_name") != recipe_name and not overwrite:
                 raise UserError(
                     f"{self.root} holds project '{self.data.get('recipe_name')}', not '{recipe_name}': "

@@ -27,8 +27,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import ConfigError, UserError
 from ..logs import log_to_file, say
 from .project import Project, fingerprint
@@ -186,11 +184,10 @@ def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
     tiers = _tiers(recipe, opts.until_tier)
 
     # -- validate every section and load the teacher before any work is done ------------
-    from ..quality import QualityConfig
-    from ..training import TrainConfig
-    from ..teachers import build_teacher
-
     from ..bench.runner import BenchConfig
+    from ..quality import QualityConfig
+    from ..teachers import build_teacher
+    from ..training import TrainConfig
 
     qcfg = QualityConfig.from_dict(recipe.get("quality") or {})
     tcfg = TrainConfig.from_dict(recipe.get("training") or {})

@@ -17,11 +17,8 @@ Files are written under a temporary name and renamed, so a crash never leaves a 
 
 from __future__ import annotations
 
-from ..fileio import atomic_write_text
-
 import datetime as _dt
 import json
-import os
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -31,11 +28,12 @@ import numpy as np
 from .. import __version__
 from ..errors import UserError
 from ..fields import UNIT_SYSTEM
+from ..fileio import atomic_write_text
 from ._data import Records, load_records
+from ._html import colors, fig_png, render, table, verdict_cell
 from .checks import validate
 from .config import CHECKPOINTS, QualityConfig
 from .diversity_metrics import diversity, sampler_category
-from ._html import colors, fig_png, render, table, verdict_cell
 from .gates import evaluate_gates
 
 PLOTS = (

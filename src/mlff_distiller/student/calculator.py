@@ -31,7 +31,6 @@ from .fast import HAVE_NUMBA, fast_student
 from .io import ExportedStudent, load_any
 from .model import StudentModel
 
-
 BACKENDS = ("auto", "numba", "torch")
 # Two atoms closer than this (A) are refused: the model's pair terms are undefined at r = 0
 # (NaN energy) and meaningless long before; no physical structure comes near it.

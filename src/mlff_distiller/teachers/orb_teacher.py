@@ -138,7 +138,6 @@ class OrbTeacher(Teacher):
 
     # -- loading ------------------------------------------------------------------------
     def _load(self, loader, wpath):
-        import torch
 
         s = self._spec
         kwargs = {"weights_path": wpath, "device": s["device"], "precision": s["precision"], "compile": bool(s["compile"])}

@@ -61,13 +61,11 @@ def register(subparsers) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
+    from ..data.io import require_dataset
     from ..fileio import check_output_path
     from .config import TrainConfig
     from .trainer import DistillationTrainer, load_train_config
-
-    from ..data.io import require_dataset
 
     require_dataset(args.dataset)
     run = check_output_path(args.output, "-o", directory=True, create_parents=True)

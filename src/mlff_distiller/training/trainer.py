@@ -25,12 +25,10 @@ the trainer joins the process group (gloo on CPU, nccl on CUDA), wraps the model
 
 from __future__ import annotations
 
-from ..fileio import atomic_write_text
-
 import contextlib
 import copy
-import dataclasses
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -44,11 +42,12 @@ import torch
 
 from .. import __version__
 from .. import fields as F
-from ..logs import log_to_file, say
 from ..data.graph import collate
-from ..errors import ConfigError, DatasetError, UserError
-from .config import TrainConfig
 from ..data.split import chemistry_keys, grouped_split, provenance_groups
+from ..errors import ConfigError, DatasetError, UserError
+from ..fileio import atomic_write_text
+from ..logs import log_to_file, say
+from .config import TrainConfig
 from .data import BatchOrder, GraphListDataset, to_device, training_statistics
 from .loss import MetricSums, distillation_loss, label_counts
 from .schedule import EMA, LRSchedule
@@ -476,9 +475,9 @@ class DistillationTrainer:
 
         train_model = model
         if dist.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             import warnings
+
+            from torch.nn.parallel import DistributedDataParallel as DDP
 
             # A (1, F) readout weight's gradient has strides (1, 1) instead of (F, 1): same memory
             # order, harmless, but DDP warns on every step.
