@@ -411,7 +411,9 @@ def test_broken_student_files(student_ckpt, tmp_path, capsys, kind, command):
     src = tmp_path / "student.pt"
     raw = student_ckpt[0].read_bytes()
     if kind != "missing":
-        src.write_bytes({"empty-pt": b"", "garbage-pt": b"not a checkpoint\n" * 100, "truncated-pt": raw[: len(raw) // 2]}[kind])
+        src.write_bytes(
+            {"empty-pt": b"", "garbage-pt": b"not a checkpoint\n" * 100, "truncated-pt": raw[: len(raw) // 2]}[kind]
+        )
     argv = (["export", src, "-o", tmp_path / "out.pt"] if command == "export"
             else ["bench", "--student", src, "--teacher", "emt", "-o", tmp_path / "bench", "--no-md"])
     msg = _run(capsys, argv)

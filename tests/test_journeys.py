@@ -75,7 +75,10 @@ def test_explicit_label_keys_and_unknown_key(tmp_path):
     assert main(["dataset", "import", str(src), "-o", str(out), "--energy-key", "my_E", "--forces-key", "my_F"]) == 0
     with DatasetReader(out) as r:
         assert set(r.label_fields) >= {"energy", "forces"}
-    with pytest.raises(DatasetError, match=r"--energy-key nope: no structure has atoms.info.*REF_stress, REF_virials, config_type, my_E"):
+    with pytest.raises(
+        DatasetError,
+        match=r"--energy-key nope: no structure has atoms.info.*REF_stress, REF_virials, config_type, my_E",
+    ):
         import_structures([src], tmp_path / "b.h5", label_keys={"energy": "nope"})
     assert not (tmp_path / "b.h5").exists()
 

@@ -131,7 +131,9 @@ def test_min_distance_sees_periodic_images():
                                        stress=np.zeros(6) if x.pbc.all() else None)
     report = validate([a, b], {"checks": {"volume_per_atom": {"enabled": False}}})
     assert report.values["min_distance"][0] == pytest.approx(0.4, abs=1e-9)  # across the boundary
-    assert report.values["min_distance"][1] == pytest.approx(9.6, abs=1e-9) or np.isinf(report.values["min_distance"][1])
+    assert report.values["min_distance"][1] == pytest.approx(9.6, abs=1e-9) or np.isinf(
+        report.values["min_distance"][1]
+    )
     assert report.flagged_indices("min_distance") == [0]
 
 
@@ -237,7 +239,9 @@ def test_config_list_form_and_yaml(tmp_path):
     cfg = QualityConfig.from_dict({"checks": ["finite", "max_force"]})
     assert cfg.enabled("finite") and cfg.enabled("max_force") and not cfg.enabled("stress")
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("name: x\nquality:\n  checks:\n    max_force: {max: 10}\n  gates:\n    1k: {min_diversity_score: null}\n")
+    recipe.write_text(
+        "name: x\nquality:\n  checks:\n    max_force: {max: 10}\n  gates:\n    1k: {min_diversity_score: null}\n"
+    )
     cfg = QualityConfig.from_yaml(recipe)
     assert cfg.checks["max_force"]["max"] == 10.0 and cfg.gates["1k"]["min_diversity_score"] is None
     bad = tmp_path / "bad.yaml"

@@ -27,7 +27,9 @@ def _cu_cluster():
 
 
 # -- EMT through the ASE wrapper ------------------------------------------------------------
-@pytest.mark.parametrize("spec", ["emt", {"name": "ase", "calculator": "ase.calculators.emt:EMT"}, "ase.calculators.emt:EMT"])
+@pytest.mark.parametrize(
+    "spec", ["emt", {"name": "ase", "calculator": "ase.calculators.emt:EMT"}, "ase.calculators.emt:EMT"]
+)
 def test_emt_matches_ase_emt_directly(spec):
     teacher = build_teacher(spec, cache=False)
     atoms = _cu_cell()
@@ -131,8 +133,12 @@ def test_backend_exception_and_nan_output_become_failures():
     mod.Flaky = Flaky
     sys.modules["flaky_teacher_mod"] = mod
     teacher = build_teacher({"name": "ase", "calculator": "flaky_teacher_mod:Flaky"}, cache=False)
-    structs = [Atoms("H2", positions=np.eye(3)[:2] * 3), Atoms("H3", positions=np.eye(3) * 3),
-               Atoms("H4", positions=np.vstack([np.eye(3), [[1, 1, 1]]]) * 3), Atoms("H5", positions=np.random.rand(5, 3) * 5)]
+    structs = [
+        Atoms("H2", positions=np.eye(3)[:2] * 3),
+        Atoms("H3", positions=np.eye(3) * 3),
+        Atoms("H4", positions=np.vstack([np.eye(3), [[1, 1, 1]]]) * 3),
+        Atoms("H5", positions=np.random.rand(5, 3) * 5),
+    ]
     res = teacher.label(structs)
     assert [r.ok for r in res] == [True, False, False, True]
     assert "ValueError: three atoms are bad luck" in res[1].error
@@ -330,7 +336,11 @@ def test_orb_model_names_are_aliases():
     from mlff_distiller.teachers.registry import normalize_spec
 
     assert normalize_spec("orb-v3-conservative-inf-omat") == {"name": "orb", "model": "orb-v3-conservative-inf-omat"}
-    assert normalize_spec({"name": "orb-v2", "weights_path": "w"}) == {"name": "orb", "model": "orb-v2", "weights_path": "w"}
+    assert normalize_spec({"name": "orb-v2", "weights_path": "w"}) == {
+        "name": "orb",
+        "model": "orb-v2",
+        "weights_path": "w",
+    }
 
 
 def test_bad_batch_size_is_named():

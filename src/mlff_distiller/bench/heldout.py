@@ -76,7 +76,9 @@ class HeldoutConfig:
             raise ConfigError("bench.heldout.systems must list at least one system (e.g. [si-64, si-slab])")
         groups = self.systems.items() if isinstance(self.systems, dict) else [("temperatures_K", self.temperatures_K)]
         for name, temps in groups:
-            where = f"bench.heldout.systems.{name}" if isinstance(self.systems, dict) else "bench.heldout.temperatures_K"
+            where = (
+                f"bench.heldout.systems.{name}" if isinstance(self.systems, dict) else "bench.heldout.temperatures_K"
+            )
             if not isinstance(temps, (list, tuple)) or not temps or not all(
                 isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in temps
             ):

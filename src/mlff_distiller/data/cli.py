@@ -9,8 +9,11 @@ from ..cliutil import add_output, add_progress, show_progress
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("dataset", help="inspect, import, export and repack dataset files (HDF5)",
-                              description="Dataset files (HDF5, see docs/dataset-format.md). Units: eV, A, eV/A, eV/A^3.")
+    p = subparsers.add_parser(
+        "dataset",
+        help="inspect, import, export and repack dataset files (HDF5)",
+        description="Dataset files (HDF5, see docs/dataset-format.md). Units: eV, A, eV/A, eV/A^3.",
+    )
     sub = p.add_subparsers(dest="dataset_command", metavar="ACTION")
     sub.required = True
 
@@ -30,26 +33,40 @@ def register(subparsers) -> None:
     add_output(q, "dataset file to write (.h5)")
     q.add_argument("--format", default=None, help="ASE format name (default: from the file name)")
     q.add_argument("--index", default=":", help="ASE frame selection, e.g. ':' or '::10' (default ':')")
-    q.add_argument("--labels", default=None,
-                   help="comma-separated label fields to store (energy,forces,stress); default: what the input carries; "
-                        "'none' strips the labels and stores an unlabelled pool (e.g. to relabel it with a teacher)")
-    q.add_argument("--energy-key", default=None, metavar="KEY", help="atoms.info key holding the energy (eV), e.g. REF_energy")
-    q.add_argument("--forces-key", default=None, metavar="KEY", help="per-atom array holding the forces (eV/A), e.g. REF_forces")
+    q.add_argument(
+        "--labels",
+        default=None,
+        help="comma-separated label fields to store (energy,forces,stress); default: what the input carries; "
+        "'none' strips the labels and stores an unlabelled pool (e.g. to relabel it with a teacher)",
+    )
+    q.add_argument(
+        "--energy-key", default=None, metavar="KEY", help="atoms.info key holding the energy (eV), e.g. REF_energy"
+    )
+    q.add_argument(
+        "--forces-key", default=None, metavar="KEY", help="per-atom array holding the forces (eV/A), e.g. REF_forces"
+    )
     q.add_argument("--stress-key", default=None, metavar="KEY",
                    help="atoms.info key holding the stress (eV/A^3, 6 Voigt or 9 values), e.g. REF_stress")
     q.add_argument("--append", action="store_true", help="append to an existing dataset instead of writing a new one")
     q.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     q.add_argument("--positions-dtype", choices=("float64", "float32"), default="float64",
                    help="precision of stored positions (float32: ~5e-7 A error, smaller file)")
-    q.add_argument("--forces-mantissa-bits", type=int, default=None,
-                   help="keep this many float32 mantissa bits of forces (4-23; 16: relative error <= 7.6e-6, smaller file)")
+    q.add_argument(
+        "--forces-mantissa-bits",
+        type=int,
+        default=None,
+        help="keep this many float32 mantissa bits of forces (4-23; 16: relative error <= 7.6e-6, smaller file)",
+    )
     add_progress(q)
     q.set_defaults(func=_import)
 
-    q = sub.add_parser("export", help="write a dataset file as extxyz, ASE db, traj or another format ASE writes",
-                       description="Write the structures of a dataset file with ASE, labels on a calculator (energy eV, "
-                       "forces eV/A, stress eV/A^3). The format follows the output name (.xyz/.extxyz, .db for "
-                       "`ase db`, .traj for `ase gui`, ...) unless --format is given.")
+    q = sub.add_parser(
+        "export",
+        help="write a dataset file as extxyz, ASE db, traj or another format ASE writes",
+        description="Write the structures of a dataset file with ASE, labels on a calculator (energy eV, "
+        "forces eV/A, stress eV/A^3). The format follows the output name (.xyz/.extxyz, .db for "
+        "`ase db`, .traj for `ase gui`, ...) unless --format is given.",
+    )
     q.add_argument("file", help="dataset or pool file (.h5)")
     add_output(q, "structure file to write, e.g. out.extxyz, out.db, out.traj")
     q.add_argument("--format", default=None,
@@ -57,9 +74,12 @@ def register(subparsers) -> None:
     add_progress(q)
     q.set_defaults(func=_export)
 
-    q = sub.add_parser("stats", help="normalization statistics (reference energies, scales, neighbours); stored in the file",
-                       description="Fit per-element reference energies and compute energy/force scales and mean "
-                       "neighbour counts (eV, eV/A, A); store them in the file and print them as JSON.")
+    q = sub.add_parser(
+        "stats",
+        help="normalization statistics (reference energies, scales, neighbours); stored in the file",
+        description="Fit per-element reference energies and compute energy/force scales and mean "
+        "neighbour counts (eV, eV/A, A); store them in the file and print them as JSON.",
+    )
     q.add_argument("file", help="labelled dataset file (.h5)")
     q.add_argument("--cutoff", type=float, default=5.0, help="neighbour cutoff in A (default 5.0)")
     add_output(q, "also write the statistics as JSON here", required=False)
@@ -146,7 +166,9 @@ def _print_summary(s: dict) -> None:
     units = s["units"]
     line("units", ", ".join(f"{k} {units[k]}" for k in ("positions", "energy", "forces", "stress") if k in units)
          + f"; stress {units.get('stress_order', 'voigt')}")
-    line("precision", f"positions {s['positions_dtype']}, forces float32 with {s['forces_mantissa_bits']} mantissa bits")
+    line(
+        "precision", f"positions {s['positions_dtype']}, forces float32 with {s['forces_mantissa_bits']} mantissa bits"
+    )
     prov = s["provenance"]
     line("sources", f"{prov['n_sources']}: " + ", ".join(f"{k or '-'} ({v})" for k, v in prov["sources"].items()))
     line("samplers", ", ".join(f"{k or '-'} ({v})" for k, v in prov["samplers"].items()))
@@ -183,7 +205,9 @@ def _parse_labels(text):
     fields = tuple(x.strip() for x in text.split(",") if x.strip())
     bad = [f for f in fields if f not in LABEL_FIELDS]
     if bad:
-        raise DatasetError(f"--labels has unknown field {bad[0]!r}; use a comma-separated subset of {','.join(LABEL_FIELDS)} or 'none'")
+        raise DatasetError(
+            f"--labels has unknown field {bad[0]!r}; use a comma-separated subset of {','.join(LABEL_FIELDS)} or 'none'"
+        )
     return fields
 
 

@@ -128,7 +128,9 @@ def robust_element_fit(numbers_per_structure, energies, iterations: int = 60) ->
     return {z: float(coef[k]) for k, z in enumerate(elements)}
 
 
-def residual_energy_per_atom(numbers_per_structure: Sequence[np.ndarray], energies, refs: dict[int, float]) -> np.ndarray:
+def residual_energy_per_atom(
+    numbers_per_structure: Sequence[np.ndarray], energies, refs: dict[int, float]
+) -> np.ndarray:
     """``(E - sum_Z n_Z e_Z) / n_atoms`` per structure (eV/atom) for reference energies ``refs``."""
     n = np.array([len(x) for x in numbers_per_structure], dtype=np.float64)
     ref_e = np.array([sum(refs[int(z)] for z in nums) for nums in numbers_per_structure])
@@ -172,8 +174,10 @@ def dataset_statistics(reader_or_path, cutoff: float = 5.0, progress: bool = Fal
     Raises DatasetError for an unlabelled pool.
     """
     if not (np.isfinite(cutoff) and CUTOFF_MIN <= cutoff <= CUTOFF_MAX):
-        raise DatasetError(f"cutoff {cutoff} A is out of range; use {CUTOFF_MIN:g} to {CUTOFF_MAX:g} A (typical: 4-6 A), "
-                           "the range a student accepts")
+        raise DatasetError(
+            f"cutoff {cutoff} A is out of range; use {CUTOFF_MIN:g} to {CUTOFF_MAX:g} A (typical: 4-6 A), "
+            "the range a student accepts"
+        )
     from .neighbors import neighbor_list
     from .store import DatasetReader
 
@@ -181,7 +185,9 @@ def dataset_statistics(reader_or_path, cutoff: float = 5.0, progress: bool = Fal
     r = DatasetReader(reader_or_path) if own else reader_or_path
     try:
         if F.ENERGY not in r.label_fields:
-            raise DatasetError(f"{r.path} holds no energy labels (an unlabelled pool); label it before computing statistics")
+            raise DatasetError(
+                f"{r.path} holds no energy labels (an unlabelled pool); label it before computing statistics"
+            )
         emask = r.column(F.ENERGY + "_mask")
         fmask = r.column(F.FORCES + "_mask") if F.FORCES in r.label_fields else np.zeros(len(r), bool)
         energies_all = r.column(F.ENERGY)
@@ -240,5 +246,7 @@ def load_statistics(path) -> NormalizationStats:
     with DatasetReader(path) as r:
         d = r.attrs.get(ATTR_KEY)
     if not d:
-        raise DatasetError(f"{Path(path)} has no stored normalization statistics; run `mlff-distill dataset stats {path}`")
+        raise DatasetError(
+            f"{Path(path)} has no stored normalization statistics; run `mlff-distill dataset stats {path}`"
+        )
     return NormalizationStats.from_dict(d)

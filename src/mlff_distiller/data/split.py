@@ -44,8 +44,9 @@ def grouped_split(
     all groups). With ``chemistry`` (one key per structure, e.g. its sorted element set) a
     group is held out only if each of its keys still occurs in a group left for training:
     validation then measures the student inside the chemistry it was trained on, and a
-    one-of-a-kind prototype (say the only SiC crystal) is never the whole val signal. With a single group (e.g. one MD trajectory) a grouped split is
-    impossible; the structures are then split at random and the returned ``kind`` says so.
+    one-of-a-kind prototype (say the only SiC crystal) is never the whole val signal. With a
+    single group (e.g. one MD trajectory) a grouped split is impossible; the structures are
+    then split at random and the returned ``kind`` says so.
     Returns sorted index arrays and ``kind`` (``"grouped"`` or ``"random"``).
     """
     n = len(groups)

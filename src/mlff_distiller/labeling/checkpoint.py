@@ -29,7 +29,17 @@ import numpy as np
 
 PLAN = "plan.json"
 MANIFEST = "manifest.jsonl"
-_SHARD_KEYS = ("chunk_id", "indices", "energy", "n_atoms", "forces", "stress", "stress_mask", "fail_index", "fail_reason")
+_SHARD_KEYS = (
+    "chunk_id",
+    "indices",
+    "energy",
+    "n_atoms",
+    "forces",
+    "stress",
+    "stress_mask",
+    "fail_index",
+    "fail_reason",
+)
 
 
 def shard_name(chunk_id: int) -> str:

@@ -54,7 +54,9 @@ class HPCConfig:
         allowed = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(d) - allowed)
         if unknown:
-            raise ConfigError(f"labeling.hpc.{unknown[0]}: unknown field; allowed: cluster, {', '.join(sorted(allowed))}")
+            raise ConfigError(
+                f"labeling.hpc.{unknown[0]}: unknown field; allowed: cluster, {', '.join(sorted(allowed))}"
+            )
         cfg = cls(**d)
         for name in ("jobs", "cores", "processes"):
             v = getattr(cfg, name)

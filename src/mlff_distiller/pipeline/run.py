@@ -146,7 +146,11 @@ def split_dataset(
         for path, want_test in ((train_path, False), (test_path, True)):
             tmp = path.with_name(path.name + ".part")
             tmp.unlink(missing_ok=True)
-            with DatasetWriter(tmp, label_fields=tuple(r.label_fields), attrs={**attrs, "split": "test" if want_test else "train", "split_source": str(src)}) as w:
+            with DatasetWriter(
+                tmp,
+                label_fields=tuple(r.label_fields),
+                attrs={**attrs, "split": "test" if want_test else "train", "split_source": str(src)},
+            ) as w:
                 batch = []
                 for i in range(n):
                     if i not in excluded and (i in test_idx) == want_test:
@@ -158,7 +162,13 @@ def split_dataset(
                     w.append(batch)
                 counts["test" if want_test else "train"] = len(w) if hasattr(w, "__len__") else None
             tmp.replace(path)
-    return {"n_total": n, "n_excluded": len(excluded), "n_groups": len(uniq), "n_test_groups": len(test_groups), **counts}
+    return {
+        "n_total": n,
+        "n_excluded": len(excluded),
+        "n_groups": len(uniq),
+        "n_test_groups": len(test_groups),
+        **counts,
+    }
 
 
 def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunResult:
@@ -175,7 +185,9 @@ def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
     from ..generation.recipe import load_recipe
 
     opts = options or RunOptions()
-    if opts.workers is not None and (isinstance(opts.workers, bool) or not isinstance(opts.workers, int) or opts.workers < 1):
+    if opts.workers is not None and (
+        isinstance(opts.workers, bool) or not isinstance(opts.workers, int) or opts.workers < 1
+    ):
         raise ConfigError(f"workers = {opts.workers!r}: give at least 1 labeling worker (or None for the recipe's)")
     recipe = load_recipe(recipe_ref)
     name = recipe.get("name") or Path(str(recipe_ref)).stem
@@ -262,7 +274,11 @@ def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
         pool = tdir / "pool.h5"
         data = tdir / "dataset.h5"
         fp_gen = fingerprint(seed, recipe.get("generation"), recipe.get("teacher"), tier)
-        stage(f"generate:{tname}", fp_gen, lambda: _as_dict(generate(recipe, pool, tier=tier, progress=opts.progress, overwrite=True)))
+        stage(
+            f"generate:{tname}",
+            fp_gen,
+            lambda: _as_dict(generate(recipe, pool, tier=tier, progress=opts.progress, overwrite=True)),
+        )
         fp_lab = fingerprint(fp_gen, teacher_fp, recipe.get("labeling"))
         monitor = ChunkMonitor(qcfg, events_path=tdir / "monitor_events.jsonl")
 
@@ -347,7 +363,11 @@ def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
 
     student_pt = out / "student.pt"
     fp_export = fingerprint(fp_train)
-    stage("export", fp_export, lambda: (export_torchscript(load_student(run_dir), student_pt), {"path": str(student_pt)})[1])
+    stage(
+        "export",
+        fp_export,
+        lambda: (export_torchscript(load_student(run_dir), student_pt), {"path": str(student_pt)})[1],
+    )
 
     # -- bench -> report -> summary ---------------------------------------------------------
     bench_info = {}
@@ -399,9 +419,20 @@ def _active_rounds(acfg, recipe, project, stage, teacher, tcfg, lcfg, train_h5, 
 
     initial = sum(int((rec.get("info") or {}).get("n_pool") or 0) for name, rec in project.data["stages"].items()
                   if name.startswith("label:"))
-    ctx = ActiveContext(cfg=acfg, teacher=teacher, train_config=tcfg, quality=recipe.get("quality"), labeling=lcfg,
-                        train_h5=train_h5, test_h5=test_h5, root=project.root / "active", seed=int(recipe.get("seed", 0)),
-                        workers=opts.workers, progress=opts.progress, say=lambda text: _say(opts, text))
+    ctx = ActiveContext(
+        cfg=acfg,
+        teacher=teacher,
+        train_config=tcfg,
+        quality=recipe.get("quality"),
+        labeling=lcfg,
+        train_h5=train_h5,
+        test_h5=test_h5,
+        root=project.root / "active",
+        seed=int(recipe.get("seed", 0)),
+        workers=opts.workers,
+        progress=opts.progress,
+        say=lambda text: _say(opts, text),
+    )
     return run_rounds(ctx, project, stage, run_dir, fp, initial_calls=initial)
 
 
@@ -411,7 +442,10 @@ def _bench_summary(res: dict) -> dict:
     acc = res.get("accuracy") or {}
     pooled = (res.get("heldout") or {}).get("pooled") or {}
     out = {
-        "accuracy": {k: acc.get(k) for k in ("n_structures", "energy_mae_per_atom", "force_mae", "force_rmse_relative", "force_angle_mean_deg")},
+        "accuracy": {
+            k: acc.get(k)
+            for k in ("n_structures", "energy_mae_per_atom", "force_mae", "force_rmse_relative", "force_angle_mean_deg")
+        },
         "heldout": {k: v for k, v in pooled.items()} if pooled else None,
         "verdict": res.get("verdict"),
         "flags": _bench_flags(res),
@@ -442,7 +476,9 @@ def _bench_flags(res: dict) -> list[str]:
         for label, reps in (md.get("stability") or {}).items():
             for rep in reps:
                 if not rep.get("stable"):
-                    flags.append(f"{name} Langevin {rep.get('temperature_K', '?'):g} K ({label}): UNSTABLE, {rep.get('reason')}")
+                    flags.append(
+                        f"{name} Langevin {rep.get('temperature_K', '?'):g} K ({label}): UNSTABLE, {rep.get('reason')}"
+                    )
     for key, run in ((res.get("heldout") or {}).get("runs") or {}).items():
         md = run.get("teacher_md") or {}
         if md and not md.get("stable", True):
@@ -522,7 +558,11 @@ def _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run
     if val:
         lines.append(
             f"- student validation (best epoch {train.get('best_epoch')} of {train.get('epochs')}): "
-            + ", ".join(f"{k} = {_fmt(val[k])}" for k in ("energy_mae_per_atom", "force_mae", "force_rmse", "force_rel_rmse") if k in val)
+            + ", ".join(
+                f"{k} = {_fmt(val[k])}"
+                for k in ("energy_mae_per_atom", "force_mae", "force_rmse", "force_rel_rmse")
+                if k in val
+            )
             + " (eV/atom, eV/A)"
         )
     rounds_json = out / "active" / "rounds.json"
@@ -542,14 +582,16 @@ def _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run
             lines.append(
                 f"- student vs teacher on {acc['n_structures']} held-out structures: energy MAE "
                 f"{1000 * acc['energy_mae_per_atom']:.1f} meV/atom, force MAE {1000 * acc['force_mae']:.0f} meV/A, "
-                f"force RMSE / teacher RMS {acc['force_rmse_relative']:.3f}, mean force angle {acc['force_angle_mean_deg']:.1f} deg"
+                f"force RMSE / teacher RMS {acc['force_rmse_relative']:.3f}, mean force angle "
+                f"{acc['force_angle_mean_deg']:.1f} deg"
             )
         ho = bench_info.get("heldout") or {}
         if ho.get("n_frames"):
             lines.append(
                 f"- student vs teacher on {ho['n_frames']} frames of the teacher's own MD ({ho['n_runs']} runs, "
                 f"held out): energy MAE {1000 * ho['energy_mae_per_atom']:.1f} meV/atom (absolute; offset "
-                f"{1000 * ho['energy_offset_per_atom']:+.1f}, centered {1000 * ho['energy_mae_centered_per_atom']:.1f}), "
+                f"{1000 * ho['energy_offset_per_atom']:+.1f}, centered "
+                f"{1000 * ho['energy_mae_centered_per_atom']:.1f}), "
                 f"force RMSE / teacher RMS {ho['force_rel_rmse']:.3f} "
                 f"[{ho['force_rel_rmse_ci95'][0]:.3f}, {ho['force_rel_rmse_ci95'][1]:.3f}]"
             )
@@ -558,7 +600,8 @@ def _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run
             drift = e.get("nve_drift_ev_per_atom_per_ps")
             lines.append(
                 f"- {name} ({e.get('n_atoms')} atoms): student {_fmt(e.get('student_md_step_ms'))} ms per MD step, "
-                f"speed-up vs teacher {_fmt(r.get('md_step'))}x per MD step, {_fmt(r.get('force_call'))}x per force call"
+                f"speed-up vs teacher {_fmt(r.get('md_step'))}x per MD step, {_fmt(r.get('force_call'))}x per "
+                "force call"
                 + (f"; NVE drift {drift:.2e} eV/atom/ps ({e.get('nve_status')})" if drift is not None else "")
             )
         for flag in bench_info.get("flags") or []:
@@ -570,7 +613,9 @@ def _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run
     text = "\n".join(lines) + "\n"
     path = out / "summary.md"
     path.write_text(text)
-    (out / "summary.json").write_text(json.dumps({"stages": stages, "bench": bench_info, "report": report_info}, indent=2, default=str))
+    (out / "summary.json").write_text(
+        json.dumps({"stages": stages, "bench": bench_info, "report": report_info}, indent=2, default=str)
+    )
     return path
 
 

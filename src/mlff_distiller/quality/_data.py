@@ -55,7 +55,9 @@ def _from_atoms_list(atoms_list) -> Records:
     rec = Records([], [], [], [], [], [], [], [])
     for k, atoms in enumerate(atoms_list):
         if not hasattr(atoms, "get_atomic_numbers"):
-            raise DatasetError(f"item {k} is a {type(atoms).__name__}, not an ase.Atoms: pass a list of Atoms or a dataset path")
+            raise DatasetError(
+                f"item {k} is a {type(atoms).__name__}, not an ase.Atoms: pass a list of Atoms or a dataset path"
+            )
         rec.numbers.append(np.asarray(atoms.numbers, dtype=np.int64))
         rec.positions.append(np.asarray(atoms.positions, dtype=np.float64))
         rec.cells.append(np.asarray(atoms.cell[:], dtype=np.float64))

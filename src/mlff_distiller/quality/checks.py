@@ -22,7 +22,8 @@ CHECK_DESCRIPTIONS = {
     "labels_present": "a declared label (energy, forces, stress of 3-D periodic cells) is missing",
     "min_distance": "closest pair below {absolute} A or below {covalent_fraction} x sum of covalent radii",
     "max_force": "largest per-atom |F| above {max} eV/A",
-    "energy_outlier": "robust z-score (scale >= {min_scale} eV/atom) of residual energy per atom after the per-element fit above {z_max}{exempt_text}",
+    "energy_outlier": "robust z-score (scale >= {min_scale} eV/atom) of residual energy per atom after the "
+    "per-element fit above {z_max}{exempt_text}",
     "sentinel_energy": "energy equals a sentinel {values} eV (+-{tol}) or |E|/atom above {max_abs_per_atom} eV",
     "volume_per_atom": "3-D periodic cell with volume per atom outside [{min}, {max}] A^3",
     "net_force": "|sum of forces| above {max} eV/A{per_atom_text} (conservative teacher)",
@@ -97,7 +98,11 @@ class ValidationReport:
                 if finite.size:
                     worst = finite.min() if name in ("min_distance",) else finite.max()
                     if name == "volume_per_atom":
-                        worst = finite.min() if abs(finite.min() - params["min"]) < abs(finite.max() - params["max"]) else finite.max()
+                        worst = (
+                            finite.min()
+                            if abs(finite.min() - params["min"]) < abs(finite.max() - params["max"])
+                            else finite.max()
+                        )
                     row["worst"] = float(worst)
             out.append(row)
         return out
@@ -210,7 +215,9 @@ def validate(atoms_or_path, config: QualityConfig | dict | None = None, *, progr
 
     p = checks["max_force"]
     if p["enabled"]:
-        v = np.array([np.nan if f is None or len(f) == 0 else float(np.linalg.norm(f, axis=1).max()) for f in rec.forces])
+        v = np.array(
+            [np.nan if f is None or len(f) == 0 else float(np.linalg.norm(f, axis=1).max()) for f in rec.forces]
+        )
         flags["max_force"] = np.nan_to_num(v, nan=0.0, posinf=np.inf) > p["max"]
         flags["max_force"] |= np.isinf(v)
         values["max_force"] = v

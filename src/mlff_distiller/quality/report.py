@@ -365,11 +365,23 @@ def dataset_sections(rec: Records, validation, div, gate_secs: list[dict], plots
         shown = ", ".join(map(str, idx[:20])) + (" ..." if len(idx) > 20 else "")
         rows.append([r["check"], "on" if r["enabled"] else "off", r["flagged"],
                      "-" if r["worst"] is None else f"{r['worst']:.4g} {r['unit']}", r["description"], shown])
-    checks = {"id": "checks", "title": "Validation checks", "level": 3,
-              "paragraphs": [f"{validation.n_flagged} of {validation.n_structures} structures flagged "
-                             f"({100 * validation.flagged_fraction:.2f} %)."] + [f"Note: {n}" for n in validation.notes],
-              "tables": [{"caption": "", "collapsed": False, "table": table(
-                  ["check", "enabled", "flagged", "worst value", "criterion", "flagged structures"], rows)}]}
+    checks = {
+        "id": "checks",
+        "title": "Validation checks",
+        "level": 3,
+        "paragraphs": [
+            f"{validation.n_flagged} of {validation.n_structures} structures flagged "
+            f"({100 * validation.flagged_fraction:.2f} %)."
+        ]
+        + [f"Note: {n}" for n in validation.notes],
+        "tables": [
+            {
+                "caption": "",
+                "collapsed": False,
+                "table": table(["check", "enabled", "flagged", "worst value", "criterion", "flagged structures"], rows),
+            }
+        ],
+    }
     n = len(rec)
     counts = {"id": "provenance", "title": "Counts per source and sampler", "level": 3, "tables": [
         {"caption": f"Structures per source ({len(set(rec.source(i) for i in range(n)))} sources)", "collapsed": True,

@@ -20,7 +20,12 @@ __all__ = ["DEFAULT_TEACHER", "build_teacher", "check_teacher_spec", "clear_cach
 
 # name -> (module, class, one-line description, python package that must import)
 _TEACHERS: dict[str, tuple[str, str, str, str | None]] = {
-    "chgnet": ("chgnet_teacher", "CHGNetTeacher", "CHGNet 0.3.0 universal potential, weights ship in the wheel (default)", "chgnet"),
+    "chgnet": (
+        "chgnet_teacher",
+        "CHGNetTeacher",
+        "CHGNet 0.3.0 universal potential, weights ship in the wheel (default)",
+        "chgnet",
+    ),
     "orb": ("orb_teacher", "OrbTeacher", "Orb (orb-models): orb-v2 / orb-v3 from a local weights_path", "orb_models"),
     "fennol": ("fennol_teacher", "FennolTeacher", "FeNNol FENNIX model from a .fnx file (weights_path)", "fennol"),
     "xtb": ("ase_teacher", "XTBTeacher", "GFN2-xTB through tblite (molecules)", "tblite"),
@@ -134,7 +139,9 @@ def list_teachers(probe: bool = False) -> list[dict]:
         except (ImportError, ValueError):
             importable = False
         if not importable:
-            row.update(available=False, reason=f"package '{dist}' is not installed (pip install 'mlff-distiller[{name}]')")
+            row.update(
+                available=False, reason=f"package '{dist}' is not installed (pip install 'mlff-distiller[{name}]')"
+            )
             rows.append(row)
             continue
         needs = teacher_class(name).availability_note()

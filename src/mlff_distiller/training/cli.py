@@ -100,7 +100,9 @@ def _export(args: argparse.Namespace) -> int:
     if src.is_dir():
         ckpt = src / "checkpoints" / f"{args.checkpoint}.pt"
         if not ckpt.is_file():
-            raise UserError(f"{ckpt} does not exist: train first (mlff-distill train ... -o {src}) or pick --checkpoint")
+            raise UserError(
+                f"{ckpt} does not exist: train first (mlff-distill train ... -o {src}) or pick --checkpoint"
+            )
     elif src.is_file():
         ckpt = src
     else:

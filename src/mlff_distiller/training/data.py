@@ -83,7 +83,12 @@ class BatchOrder:
 
     def epoch(self, epoch: int) -> list[list[int]]:
         sampler = DistributedSampler(
-            _Sized(self.n), num_replicas=self.world, rank=self.rank, shuffle=self.shuffle, seed=self.seed, drop_last=False
+            _Sized(self.n),
+            num_replicas=self.world,
+            rank=self.rank,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            drop_last=False,
         )
         sampler.set_epoch(epoch)
         idx = list(sampler)
