@@ -32,9 +32,9 @@ def neighbor_list(
     """
     positions = np.ascontiguousarray(positions, dtype=np.float64)
     pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
+    periodic: bool | list[bool] = False
     if cell is None or not pbc.any():
         box = np.zeros((3, 3))
-        periodic = False
     else:
         box = np.ascontiguousarray(cell, dtype=np.float64)
         if abs(np.linalg.det(box)) < 1e-10:
@@ -42,9 +42,8 @@ def neighbor_list(
                 "periodic structure has a singular cell (zero volume): give all three cell vectors "
                 "or set pbc=False along the directions without one"
             )
-        periodic = [bool(p) for p in pbc]
-        if all(periodic):
-            periodic = True
+        axes = [bool(p) for p in pbc]
+        periodic = True if all(axes) else axes
     if len(positions) == 0:
         return np.zeros((2, 0), np.int64), np.zeros((0, 3), np.int64)
     import vesin

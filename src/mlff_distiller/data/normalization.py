@@ -214,7 +214,7 @@ def dataset_statistics(reader_or_path, cutoff: float = 5.0, progress: bool = Fal
                 a, b = offsets[j], offsets[j + 1]
                 numbers_list.append(nums[a:b].astype(np.int64))
                 energies.append(energies_all[i])
-                if fmask[i]:
+                if fmask[i] and frc is not None:
                     forces_list.append(frc[a:b])
                 ei, _ = neighbor_list(pos[a:b].astype(np.float64), cells[i], pbcs[i], cutoff)
                 nb_counts.append(ei.shape[1])

@@ -211,7 +211,7 @@ class ExportedStudent:
     def __call__(
         self, batch, compute_forces: bool = True, compute_stress: bool = False, compute_energies: bool = False
     ):
-        args = (batch, compute_forces, compute_stress)
+        args: tuple = (batch, compute_forces, compute_stress)
         if compute_energies:  # exports written before per-atom energies take three arguments
             if not self.has_energies:
                 raise StudentFileError(

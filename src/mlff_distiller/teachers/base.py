@@ -192,7 +192,7 @@ class Teacher:
     @property
     def fingerprint(self) -> dict:
         if self._fingerprint is None:
-            fp = {"teacher": self.name}
+            fp: dict[str, Any] = {"teacher": self.name}
             fp.update(self._fingerprint_parts())
             fp.setdefault("options", {k: v for k, v in self._spec.items() if k in self.result_options()})
             self._fingerprint = fp
@@ -209,7 +209,7 @@ class Teacher:
         digest = hashlib.sha256(_canonical_json(fp).encode()).hexdigest()[:12]
         model = fp.get("model")
         short = isinstance(model, str) and model != self.name and all(c.isalnum() or c in "._-" for c in model)
-        if short and len(model) <= 40:
+        if short and isinstance(model, str) and len(model) <= 40:
             stem = model if model.startswith(self.name) else f"{self.name}-{model}"
         else:
             stem = self.name
@@ -402,7 +402,7 @@ class TeacherCalculator(Calculator):
     Voigt eV/A^3 for 3-D periodic cells). Raises :class:`TeacherCalculationError` when the
     teacher fails on the structure."""
 
-    implemented_properties = ("energy", "free_energy", "forces", "stress")
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
     def __init__(self, teacher: Teacher, **kwargs):
         super().__init__(**kwargs)

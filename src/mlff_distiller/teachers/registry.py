@@ -132,8 +132,9 @@ def list_teachers(probe: bool = False) -> list[dict]:
 
     rows = []
     for name, (_, _, desc, pkg) in _TEACHERS.items():
-        dist = {"orb_models": "orb-models"}.get(pkg, pkg)
-        row = {"name": name, "description": desc, "package": dist, "version": package_version(dist) if dist else None}
+        dist = {"orb_models": "orb-models"}.get(pkg, pkg) if pkg else None
+        version = package_version(dist) if dist else None
+        row: dict[str, Any] = {"name": name, "description": desc, "package": dist, "version": version}
         try:
             importable = pkg is None or importlib.util.find_spec(pkg) is not None
         except (ImportError, ValueError):
