@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
-EXTRAS ?= test,orb,fennol,xtb,tensorboard,hpc,metatomic,torchsim
+EXTRAS ?= test,dev,orb,fennol,xtb,tensorboard,hpc,metatomic,torchsim
 
 .PHONY: demo test test-slow bench venv clean
 
@@ -22,8 +22,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mlff-distill run quickstart -o projects/quickstart || [ $$? -eq 3 ]
 
-# The default test suite (what CI runs).
+# The default test suite (what CI runs): lint (ruff), type check of the public API (mypy,
+# modules listed in pyproject.toml), then the tests.
 test: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

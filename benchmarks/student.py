@@ -55,7 +55,7 @@ import torch
 
 from mlff_distiller.data.graph import atoms_to_batch
 from mlff_distiller.data.neighbors import neighbor_list
-from mlff_distiller.data.stats import NormalizationStats
+from mlff_distiller.data.normalization import NormalizationStats
 from mlff_distiller.student import PRESETS, StudentCalculator, StudentConfig, build_student, export_torchscript, load_exported
 
 CUTOFF = 5.0

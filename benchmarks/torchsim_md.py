@@ -45,7 +45,7 @@ REPLICAS = (1, 8, 64)
 
 
 def make_student(path):
-    from mlff_distiller.data.stats import NormalizationStats
+    from mlff_distiller.data.normalization import NormalizationStats
     from mlff_distiller.student import StudentConfig, build_student, load_student
 
     if path:

@@ -26,7 +26,7 @@ from ase.build import bulk
 
 from mlff_distiller.active import ActiveConfig
 from mlff_distiller.active.select import farthest_point, physical_mask, select_frames
-from mlff_distiller.data.stats import NormalizationStats
+from mlff_distiller.data.normalization import NormalizationStats
 from mlff_distiller.errors import ConfigError
 from mlff_distiller.student import StudentCalculator, StudentConfig, build_student
 from mlff_distiller.student.committee import CommitteeCalculator
@@ -243,7 +243,10 @@ def test_rounds_append_frames_with_provenance_within_budget(project):
     atoms.calc = StudentCalculator(exported, backend="torch")
     np.testing.assert_allclose(atoms.get_forces(), ref, atol=1e-5)
     summary = (out / "summary.md").read_text()
-    assert "active learning: 3 round(s), 10 teacher calls (after 24 in the initial dataset), stopped: teacher_budget" in summary
+    assert (
+        "active learning: 3 round(s), 10 teacher calls (after 24 in the initial dataset), stopped: teacher_budget"
+        in summary
+    )
     r1 = rounds[0]
     assert r1["explore"]["n_frames"] > 0 and 0 <= r1["explore"]["md_stability"] <= 1
     assert set(r1["calibration_heldout"]) >= {"frame_spearman", "atom_pearson"}
@@ -252,15 +255,23 @@ def test_rounds_append_frames_with_provenance_within_budget(project):
 def _ctx(out: Path, **changes):
     from mlff_distiller.active import ActiveContext
     from mlff_distiller.labeling.config import LabelingConfig
-    from mlff_distiller.generation.recipe import load_recipe
     from mlff_distiller.teachers import build_teacher
     from mlff_distiller.training import TrainConfig
 
     recipe = yaml.safe_load((out / "recipe.yaml").read_text())
     cfg = ActiveConfig.from_dict({**recipe["active"], **changes})
-    return ActiveContext(cfg=cfg, teacher=build_teacher(recipe["teacher"]), train_config=TrainConfig.from_dict(recipe["training"]),
-                         quality=None, labeling=LabelingConfig.from_dict(recipe["labeling"]), train_h5=out / "data" / "train.h5",
-                         test_h5=out / "data" / "test.h5", root=out / "active-extra", seed=3, say=lambda s: None)
+    return ActiveContext(
+        cfg=cfg,
+        teacher=build_teacher(recipe["teacher"]),
+        train_config=TrainConfig.from_dict(recipe["training"]),
+        quality=None,
+        labeling=LabelingConfig.from_dict(recipe["labeling"]),
+        train_h5=out / "data" / "train.h5",
+        test_h5=out / "data" / "test.h5",
+        root=out / "active-extra",
+        seed=3,
+        say=lambda s: None,
+    )
 
 
 def test_stopping_rules_accuracy_gate_and_convergence(project):
@@ -283,7 +294,9 @@ def test_warm_start_checks_the_architecture(project, tmp_path):
     out, _ = project
     cfg = {"student": {"preset": "small", "cutoff": 4.0}, "max_steps": 1}
     with pytest.raises(ConfigError, match="warm start"):
-        DistillationTrainer(out / "data" / "train.h5", cfg, tmp_path / "run", progress=False, init_from=out / "train").fit()
+        DistillationTrainer(
+            out / "data" / "train.h5", cfg, tmp_path / "run", progress=False, init_from=out / "train"
+        ).fit()
 
 
 def test_warm_start_starts_from_the_given_weights(project, tmp_path):

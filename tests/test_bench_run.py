@@ -274,7 +274,7 @@ def test_teacher_nve_and_md_systems_selection():
 def test_bench_against_chgnet_on_aspirin(tmp_path):
     """The default teacher end to end (CHGNet boxes the molecule itself); an untrained student."""
     pytest.importorskip("chgnet")
-    from mlff_distiller.data.stats import NormalizationStats
+    from mlff_distiller.data.normalization import NormalizationStats
     from mlff_distiller.student import StudentConfig, build_student, save_student
 
     stats = NormalizationStats(element_energies={1: -3.0, 6: -8.0, 8: -6.0}, avg_num_neighbors=10.0, cutoff=4.0)

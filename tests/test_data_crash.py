@@ -85,7 +85,7 @@ def _random_kills(tmp_path, n_kills: int, seed: int):
     rng = np.random.default_rng(seed)
     returned = 0
     kills = 0
-    for trial in range(n_kills):
+    for _ in range(n_kills):
         proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True,
                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
         first = proc.stdout.readline()  # wait until the child is inside its append loop

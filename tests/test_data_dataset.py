@@ -54,7 +54,9 @@ def data_file(tmp_path_factory):
 def _same_graph(g, h):
     assert set(k for k in g if k != "index") == set(h)
     for key in h:
-        np.testing.assert_allclose(np.asarray(g[key], float), np.asarray(h[key], float), rtol=1e-6, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(
+            np.asarray(g[key], float), np.asarray(h[key], float), rtol=1e-6, atol=1e-6, err_msg=key
+        )
 
 
 @pytest.mark.parametrize("preload", [False, True])

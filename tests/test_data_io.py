@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from mlff_distiller.cli import main as cli_main
 from mlff_distiller.data.io import export_structures, import_structures
-from mlff_distiller.data.statistics import load_statistics
+from mlff_distiller.data.normalization import load_statistics
 from mlff_distiller.data.store import DatasetReader, DatasetWriter
 from mlff_distiller.errors import DatasetError
 

@@ -61,3 +61,55 @@ def test_collate_offsets_edges_and_masks():
     assert (batch["edge_index"][:, ea:].numpy() == gb["edge_index"] + len(a)).all()
     assert batch["stress_mask"].tolist() == [False, True]
     assert batch["energy"].dtype.is_floating_point and batch["energy"].tolist() == [1.0, 2.0]
+
+
+def _brute_force_closest(atoms, cutoff):
+    """(distance, ratio) over every pair and periodic image, by enumerating cell shifts."""
+    from ase.data import covalent_radii
+
+    pos, cell, pbc = atoms.positions, atoms.cell.array, atoms.pbc
+    reach = [int(np.ceil(cutoff / max(np.linalg.norm(cell[k]), 1e-9))) + 1 if pbc[k] else 0 for k in range(3)]
+    best_d, best_r = np.inf, np.inf
+    r = covalent_radii[atoms.numbers]
+    for s in np.ndindex(*(2 * n + 1 for n in reach)):
+        shift = np.array(s) - reach
+        for i in range(len(atoms)):
+            for j in range(len(atoms)):
+                if i == j and not shift.any():
+                    continue
+                d = np.linalg.norm(pos[j] - pos[i] + shift @ cell)
+                if d < cutoff:
+                    best_d, best_r = min(best_d, d), min(best_r, d / (r[i] + r[j]))
+    return best_d, best_r
+
+
+@pytest.mark.parametrize("name", list(_cases()))
+@pytest.mark.parametrize("engine", ["vesin", "ase"])
+def test_closest_pair_equals_brute_force(name, engine):
+    from mlff_distiller.data.neighbors import closest_pair
+
+    atoms = _cases()[name]
+    if name == "triclinic":
+        atoms = atoms.copy()
+        atoms.positions[1] = atoms.positions[0] + [0.3, -2.9, 1.0]  # closest through an image
+    for cutoff in (1.0, 2.5, 5.0):
+        ref_d, ref_r = _brute_force_closest(atoms, cutoff)
+        pair = closest_pair(atoms.positions, atoms.cell.array, atoms.pbc, cutoff, atoms.numbers, engine=engine)
+        assert pair.distance == pytest.approx(ref_d, abs=1e-12) if np.isfinite(ref_d) else pair.distance == np.inf
+        assert pair.ratio == pytest.approx(ref_r, abs=1e-12) if np.isfinite(ref_r) else pair.ratio == np.inf
+        assert pair.found == bool(np.isfinite(ref_d))
+        if pair.found:  # the reported pair is at the reported distance (through some image)
+            _, _, shifts = ase_neighbor_list("ijS", atoms, cutoff)
+            d_ij = [np.linalg.norm(atoms.positions[pair.j] - atoms.positions[pair.i] + s @ atoms.cell.array)
+                    for s in shifts]
+            assert min(abs(d - pair.distance) for d in d_ij) < 1e-9
+
+
+def test_closest_pair_in_a_cell_smaller_than_the_cutoff():
+    from mlff_distiller.data.neighbors import closest_pair
+
+    small = bulk("Cu", "sc", a=2.1)  # one atom: the closest pair is the atom and its own image
+    pair = closest_pair(small.positions, small.cell.array, small.pbc, 5.0, small.numbers)
+    assert pair.distance == pytest.approx(2.1) and (pair.i, pair.j) == (0, 0)
+    lone = closest_pair(small.positions, None, [False] * 3, 5.0)
+    assert not lone.found and lone.distance == np.inf

@@ -10,7 +10,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
 from mlff_distiller.data import NormalizationStats
-from mlff_distiller.data.statistics import dataset_statistics, load_statistics, store_statistics
+from mlff_distiller.data.normalization import dataset_statistics, load_statistics, store_statistics
 from mlff_distiller.data.store import DatasetWriter
 from mlff_distiller.errors import DatasetError
 

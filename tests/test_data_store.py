@@ -119,7 +119,9 @@ def test_append_mode_reopens_and_checks_label_fields(tmp_path, mixed):
     with DatasetWriter(path, label_fields=("energy", "forces")) as w:
         assert w.append([emt_labelled(molecule("C2H6"), seed=1)]) == [1]
     assert len(DatasetReader(path)) == 2
-    with pytest.raises(DatasetError, match=r"stores label fields \(energy, forces\).*opened with \(energy, forces, stress\)"):
+    with pytest.raises(
+        DatasetError, match=r"stores label fields \(energy, forces\).*opened with \(energy, forces, stress\)"
+    ):
         DatasetWriter(path, label_fields=("energy", "forces", "stress"))
     # the file is untouched by the refused writer
     with DatasetReader(path) as r:

@@ -7,8 +7,14 @@ import sys
 
 import pytest
 
-from mlff_distiller.fileio import (atomic_path, atomic_write_bytes, atomic_write_text, is_temp_path,
-                                   stale_temp_paths, temp_path)
+from mlff_distiller.fileio import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    is_temp_path,
+    stale_temp_paths,
+    temp_path,
+)
 
 
 def test_atomic_write_replaces_whole_file_and_leaves_no_temporary(tmp_path):

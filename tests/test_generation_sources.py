@@ -25,7 +25,17 @@ from mlff_distiller.generation.geometry import (
 def test_every_builtin_crystal_builds_with_its_stoichiometry():
     table = S.builtin_crystals()
     structures = {spec["structure"] for spec in table.values()}
-    assert {"fcc", "bcc", "hcp", "diamond", "rocksalt", "zincblende", "wurtzite", "perovskite", "fluorite"} <= structures
+    assert {
+        "fcc",
+        "bcc",
+        "hcp",
+        "diamond",
+        "rocksalt",
+        "zincblende",
+        "wurtzite",
+        "perovskite",
+        "fluorite",
+    } <= structures
     for name, spec in table.items():
         atoms = S.build_crystal(spec, name)
         assert atoms.pbc.all()

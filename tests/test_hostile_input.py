@@ -19,7 +19,6 @@ import h5py
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.calculators.calculator import Calculator
 
 from mlff_distiller.cli import main
 from mlff_distiller.data.store import DatasetReader, DatasetWriter
@@ -85,7 +84,7 @@ def pool(labelled, tmp_path):
 
 @pytest.fixture(scope="module")
 def student_ckpt(tmp_path_factory):
-    from mlff_distiller.data.stats import NormalizationStats
+    from mlff_distiller.data.normalization import NormalizationStats
     from mlff_distiller.student import StudentConfig, build_student, save_student
 
     stats = NormalizationStats(element_energies={14: -4.6, 29: -3.5}, force_rms=0.5, avg_num_neighbors=12.0, cutoff=4.0)
@@ -412,7 +411,9 @@ def test_broken_student_files(student_ckpt, tmp_path, capsys, kind, command):
     src = tmp_path / "student.pt"
     raw = student_ckpt[0].read_bytes()
     if kind != "missing":
-        src.write_bytes({"empty-pt": b"", "garbage-pt": b"not a checkpoint\n" * 100, "truncated-pt": raw[: len(raw) // 2]}[kind])
+        src.write_bytes(
+            {"empty-pt": b"", "garbage-pt": b"not a checkpoint\n" * 100, "truncated-pt": raw[: len(raw) // 2]}[kind]
+        )
     argv = (["export", src, "-o", tmp_path / "out.pt"] if command == "export"
             else ["bench", "--student", src, "--teacher", "emt", "-o", tmp_path / "bench", "--no-md"])
     msg = _run(capsys, argv)

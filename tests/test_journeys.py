@@ -8,14 +8,12 @@ import logging
 import numpy as np
 import pytest
 from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 
 from mlff_distiller.cli import build_parser, main
 from mlff_distiller.data.io import import_structures
 from mlff_distiller.data.store import DatasetReader
 from mlff_distiller.errors import DatasetError
-
 from test_training_core import TINY, emt_structures
 
 
@@ -66,7 +64,7 @@ def test_mace_keys_are_imported_as_labels_and_unmapped_ones_warned(mace_file, tm
 
 def test_explicit_label_keys_and_unknown_key(tmp_path):
     frames = []
-    for b, res in mace_frames(n_roots=2, per_root=1):
+    for b, _ in mace_frames(n_roots=2, per_root=1):
         b.info["my_E"] = b.info.pop("REF_energy")
         b.arrays["my_F"] = b.arrays.pop("REF_forces")
         frames.append(b)
@@ -77,7 +75,10 @@ def test_explicit_label_keys_and_unknown_key(tmp_path):
     assert main(["dataset", "import", str(src), "-o", str(out), "--energy-key", "my_E", "--forces-key", "my_F"]) == 0
     with DatasetReader(out) as r:
         assert set(r.label_fields) >= {"energy", "forces"}
-    with pytest.raises(DatasetError, match=r"--energy-key nope: no structure has atoms.info.*REF_stress, REF_virials, config_type, my_E"):
+    with pytest.raises(
+        DatasetError,
+        match=r"--energy-key nope: no structure has atoms.info.*REF_stress, REF_virials, config_type, my_E",
+    ):
         import_structures([src], tmp_path / "b.h5", label_keys={"energy": "nope"})
     assert not (tmp_path / "b.h5").exists()
 

@@ -219,7 +219,9 @@ def test_resume_skips_committed_chunks_and_matches_uninterrupted(tmp_path, clien
     # a third run finds the finished output and does nothing, except dropping the
     # checkpoint a kill between the final rename and the clean-up would leave behind
     attrs = DatasetReader(out).attrs
-    work.write_plan({"pool_sha256": attrs["labeling_pool_sha256"], "teacher_fingerprint_id": attrs["teacher_fingerprint_id"]})
+    work.write_plan(
+        {"pool_sha256": attrs["labeling_pool_sha256"], "teacher_fingerprint_id": attrs["teacher_fingerprint_id"]}
+    )
     again = label_pool(pool, "emt", out, scheduler=client, progress=False)
     assert again.already_complete and again.skipped == 12 and again.labelled == 0
     assert not work.exists()
@@ -310,7 +312,6 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     rng = random.Random(1234)
     import time
-    T0 = time.monotonic()
 
     def n_shards():
         return len(list(parts.glob("chunk-*.npz"))) if parts.exists() else 0

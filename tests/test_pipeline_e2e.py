@@ -140,7 +140,9 @@ def test_rerun_skips_every_stage(finished_project, capsys):
     cap = capsys.readouterr()
     out = cap.out + cap.err  # stage lines are log lines: stderr (and logs/run.log)
     assert "[run ]" not in out and out.count("[skip]") >= 8
-    assert {k: v["fingerprint"] for k, v in _stages(project).items()} == {k: v["fingerprint"] for k, v in before.items()}
+    assert {k: v["fingerprint"] for k, v in _stages(project).items()} == {
+        k: v["fingerprint"] for k, v in before.items()
+    }
 
 
 def test_changed_recipe_is_reported_not_mixed(finished_project, tmp_path, capsys):
@@ -192,7 +194,19 @@ def test_bad_inputs_one_line_errors(tmp_path, capsys):
 def _run_cli(recipe: Path, project: Path) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return subprocess.Popen(
-        [sys.executable, "-m", "mlff_distiller.cli", "run", str(recipe), "-o", str(project), "--skip", "bench", "--skip", "report"],
+        [
+            sys.executable,
+            "-m",
+            "mlff_distiller.cli",
+            "run",
+            str(recipe),
+            "-o",
+            str(project),
+            "--skip",
+            "bench",
+            "--skip",
+            "report",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -218,10 +232,26 @@ def test_sigkill_in_labeling_and_training_then_resume_matches(tmp_path):
     """Kill -9 during labeling, then during training; the resumed run equals an uninterrupted one."""
     recipe = _recipe(tmp_path)
     ref = tmp_path / "ref"
-    assert subprocess.run(
-        [sys.executable, "-m", "mlff_distiller.cli", "run", str(recipe), "-o", str(ref), "--quiet", "--skip", "bench", "--skip", "report"],
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-    ).returncode == 0
+    assert (
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mlff_distiller.cli",
+                "run",
+                str(recipe),
+                "-o",
+                str(ref),
+                "--quiet",
+                "--skip",
+                "bench",
+                "--skip",
+                "report",
+            ],
+            env=dict(os.environ, OMP_NUM_THREADS="1"),
+        ).returncode
+        == 0
+    )
     proj = tmp_path / "proj"
     _kill_when(_run_cli(recipe, proj), "[run ] label:all")
     _kill_when(_run_cli(recipe, proj), "[run ] train")
@@ -229,9 +259,10 @@ def test_sigkill_in_labeling_and_training_then_resume_matches(tmp_path):
     out = proc.communicate()[0]
     assert proc.returncode == 0, out
 
-    from mlff_distiller.data.store import DatasetReader
     import numpy as np
     import torch
+
+    from mlff_distiller.data.store import DatasetReader
 
     with DatasetReader(ref / "tiers/all/dataset.h5") as a, DatasetReader(proj / "tiers/all/dataset.h5") as b:
         assert len(a) == len(b)
@@ -252,7 +283,10 @@ def test_restart_from_train_retrains_from_scratch(finished_project, capsys):
     recipe, project = finished_project
     rows_before = (project / "train" / "metrics.csv").read_text().splitlines()
     mtime = (project / "train" / "metrics.csv").stat().st_mtime_ns
-    assert main(["run", str(recipe), "-o", str(project), "--restart-from", "train", "--skip", "bench", "--skip", "report"]) == 0
+    assert (
+        main(["run", str(recipe), "-o", str(project), "--restart-from", "train", "--skip", "bench", "--skip", "report"])
+        == 0
+    )
     cap = capsys.readouterr()
     out = cap.out + cap.err
     assert "[run ] train" in out and "[skip] split" in out

@@ -65,7 +65,7 @@ def test_disk_estimate_scales_and_refuses(tmp_path):
 
 
 def test_grouped_split_keeps_one_of_a_kind_chemistry_in_training():
-    from mlff_distiller.training.data import grouped_split
+    from mlff_distiller.data.split import grouped_split
 
     # 10 molecule groups sharing one element set, and one crystal group of its own chemistry.
     groups = [f"mol{k}" for k in range(10) for _ in range(3)] + ["SiC"] * 12

@@ -131,7 +131,9 @@ def test_min_distance_sees_periodic_images():
                                        stress=np.zeros(6) if x.pbc.all() else None)
     report = validate([a, b], {"checks": {"volume_per_atom": {"enabled": False}}})
     assert report.values["min_distance"][0] == pytest.approx(0.4, abs=1e-9)  # across the boundary
-    assert report.values["min_distance"][1] == pytest.approx(9.6, abs=1e-9) or np.isinf(report.values["min_distance"][1])
+    assert report.values["min_distance"][1] == pytest.approx(9.6, abs=1e-9) or np.isinf(
+        report.values["min_distance"][1]
+    )
     assert report.flagged_indices("min_distance") == [0]
 
 
@@ -237,7 +239,9 @@ def test_config_list_form_and_yaml(tmp_path):
     cfg = QualityConfig.from_dict({"checks": ["finite", "max_force"]})
     assert cfg.enabled("finite") and cfg.enabled("max_force") and not cfg.enabled("stress")
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("name: x\nquality:\n  checks:\n    max_force: {max: 10}\n  gates:\n    1k: {min_diversity_score: null}\n")
+    recipe.write_text(
+        "name: x\nquality:\n  checks:\n    max_force: {max: 10}\n  gates:\n    1k: {min_diversity_score: null}\n"
+    )
     cfg = QualityConfig.from_yaml(recipe)
     assert cfg.checks["max_force"]["max"] == 10.0 and cfg.gates["1k"]["min_diversity_score"] is None
     bad = tmp_path / "bad.yaml"
@@ -247,8 +251,7 @@ def test_config_list_form_and_yaml(tmp_path):
 
 
 def test_robust_element_fit_ignores_a_wild_energy():
-    from mlff_distiller.data.stats import fit_element_energies
-    from mlff_distiller.quality.checks import robust_element_fit
+    from mlff_distiller.data.normalization import fit_element_energies, robust_element_fit
 
     rng = np.random.default_rng(0)
     refs = {1: -3.4, 8: -5.1, 29: -4.0}
@@ -286,3 +289,14 @@ def test_net_force_skipped_for_a_direct_force_teacher(clean):
     assert {r["check"]: r["enabled"] for r in report.rows()}["net_force"] is False
     rec.attrs = {"teacher_capabilities": {"conservative_forces": True}}
     assert validate(rec).flagged_indices("net_force") == [PLANT]
+
+
+def test_misshaped_label_in_an_atoms_list_is_named():
+    from ase.build import bulk
+
+    good = bulk("Cu", "fcc", a=3.6) * (2, 2, 2)
+    good.calc = SinglePointCalculator(good, energy=-1.0, forces=np.zeros((len(good), 3)))
+    bad = good.copy()
+    bad.calc = SinglePointCalculator(bad, energy=-1.0, forces=np.zeros((len(bad) - 1, 3)))
+    with pytest.raises(DatasetError, match=r"item 1 has forces of shape \(7, 3\), expected \(8, 3\)"):
+        validate([good, bad])

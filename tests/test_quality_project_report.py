@@ -49,32 +49,98 @@ def _png(path, color):
 
 
 BENCH = {
-    "student": {"label": "student"}, "teacher": {"label": "emt"}, "complete": True,
+    "student": {"label": "student"},
+    "teacher": {"label": "emt"},
+    "complete": True,
     "meta": {"cpu": "test cpu", "torch_threads": 1, "torch": "2.x", "date_utc": "2026-01-01 00:00 UTC"},
-    "verdict": {"passed": False, "targets": [
-        {"target": "force_rel_rmse", "value": 0.42, "threshold": 0.1, "passed": False, "measured_on": "held-out teacher MD"},
-        {"target": "md_blowups", "value": 0.0, "threshold": 0.0, "passed": True, "measured_on": "2 student Langevin runs"},
-    ]},
-    "heldout": {"pooled": {"n_frames": 20, "energy_mae_per_atom": 0.012, "energy_mae_per_atom_ci95": [0.01, 0.014],
-                           "energy_offset_per_atom": 0.003, "energy_mae_centered_per_atom": 0.009,
-                           "force_rel_rmse": 0.42},
-                "runs": {"cu-300K": {"n_frames": 20, "energy_mae_per_atom": 0.012, "energy_offset_per_atom": 0.003,
-                                     "energy_mae_centered_per_atom": 0.009, "force_rel_rmse": 0.42}}},
-    "accuracy": {"n_structures": 8, "n_atoms": 96, "energy_mae_per_atom": 0.02, "force_mae": 0.15,
-                 "force_rmse_relative": 0.4, "force_angle_mean_deg": 20.0,
-                 "per_element": {"Cu": {"n_atoms": 96, "energy_mae_per_atom": None, "force_mae": 0.15,
-                                        "force_rmse_relative": 0.4, "force_angle_mean_deg": 20.0}},
-                 "per_type": {"bulk": {"n_structures": 8, "n_atoms": 96, "energy_mae_per_atom": 0.0217,
-                                       "force_mae": 0.15, "force_rmse_relative": 0.4, "force_angle_mean_deg": 20.0}}},
-    "systems": {"cu-bulk": {
-        "n_atoms": 32,
-        "speed": {"emt": {"force_call_ms": {"median": 4.0}, "md_step_ms": {"median": 5.0}, "ns_per_day": 10.0},
-                  "student": {"force_call_ms": {"median": 2.0}, "md_step_ms": {"median": 2.5}, "ns_per_day": 20.0},
-                  "ratio": {"force_call": 2.0, "md_step": 2.0}},
-        "md": {"nve": {"student": {"drift_ev_per_atom_per_ps": 1.5e-4, "simulated_ps": 1.0, "status": "ok",
-                                   "flagged": False, "flags": []}},
-               "stability": {"student": [{"temperature_K": 300, "stable": True, "reason": ""}]},
-               "rdf": {"overlap": 0.987}}}},
+    "verdict": {
+        "passed": False,
+        "targets": [
+            {
+                "target": "force_rel_rmse",
+                "value": 0.42,
+                "threshold": 0.1,
+                "passed": False,
+                "measured_on": "held-out teacher MD",
+            },
+            {
+                "target": "md_blowups",
+                "value": 0.0,
+                "threshold": 0.0,
+                "passed": True,
+                "measured_on": "2 student Langevin runs",
+            },
+        ],
+    },
+    "heldout": {
+        "pooled": {
+            "n_frames": 20,
+            "energy_mae_per_atom": 0.012,
+            "energy_mae_per_atom_ci95": [0.01, 0.014],
+            "energy_offset_per_atom": 0.003,
+            "energy_mae_centered_per_atom": 0.009,
+            "force_rel_rmse": 0.42,
+        },
+        "runs": {
+            "cu-300K": {
+                "n_frames": 20,
+                "energy_mae_per_atom": 0.012,
+                "energy_offset_per_atom": 0.003,
+                "energy_mae_centered_per_atom": 0.009,
+                "force_rel_rmse": 0.42,
+            }
+        },
+    },
+    "accuracy": {
+        "n_structures": 8,
+        "n_atoms": 96,
+        "energy_mae_per_atom": 0.02,
+        "force_mae": 0.15,
+        "force_rmse_relative": 0.4,
+        "force_angle_mean_deg": 20.0,
+        "per_element": {
+            "Cu": {
+                "n_atoms": 96,
+                "energy_mae_per_atom": None,
+                "force_mae": 0.15,
+                "force_rmse_relative": 0.4,
+                "force_angle_mean_deg": 20.0,
+            }
+        },
+        "per_type": {
+            "bulk": {
+                "n_structures": 8,
+                "n_atoms": 96,
+                "energy_mae_per_atom": 0.0217,
+                "force_mae": 0.15,
+                "force_rmse_relative": 0.4,
+                "force_angle_mean_deg": 20.0,
+            }
+        },
+    },
+    "systems": {
+        "cu-bulk": {
+            "n_atoms": 32,
+            "speed": {
+                "emt": {"force_call_ms": {"median": 4.0}, "md_step_ms": {"median": 5.0}, "ns_per_day": 10.0},
+                "student": {"force_call_ms": {"median": 2.0}, "md_step_ms": {"median": 2.5}, "ns_per_day": 20.0},
+                "ratio": {"force_call": 2.0, "md_step": 2.0},
+            },
+            "md": {
+                "nve": {
+                    "student": {
+                        "drift_ev_per_atom_per_ps": 1.5e-4,
+                        "simulated_ps": 1.0,
+                        "status": "ok",
+                        "flagged": False,
+                        "flags": [],
+                    }
+                },
+                "stability": {"student": [{"temperature_K": 300, "stable": True, "reason": ""}]},
+                "rdf": {"overlap": 0.987},
+            },
+        }
+    },
 }
 
 

@@ -98,10 +98,30 @@ def test_report_html_parses_and_embeds_every_plot(dataset, report):
 def test_dataset_card_fields(report):
     _, card_path = report
     card = card_path.read_text()
-    for needle in ("## Teacher", "- name: emt", "ase 3.23.0", "ab" * 32, "emt-0123456789ab", "## Units", "eV/A",
-                   "recipe: quickstart (tier 1k)", "recipe seed: 7", "```yaml", "count: 20", "| bulk:Cu-fcc | 5 |", "| rattle | 16 |", "| none | 4 |",
-                   "## Splits", "## Code version", "mlff-distiller", "## License", "CC-BY-4.0",
-                   "## Known limitations", "failed labelling attempts | 1", "1 structures are flagged"):
+    for needle in (
+        "## Teacher",
+        "- name: emt",
+        "ase 3.23.0",
+        "ab" * 32,
+        "emt-0123456789ab",
+        "## Units",
+        "eV/A",
+        "recipe: quickstart (tier 1k)",
+        "recipe seed: 7",
+        "```yaml",
+        "count: 20",
+        "| bulk:Cu-fcc | 5 |",
+        "| rattle | 16 |",
+        "| none | 4 |",
+        "## Splits",
+        "## Code version",
+        "mlff-distiller",
+        "## License",
+        "CC-BY-4.0",
+        "## Known limitations",
+        "failed labelling attempts | 1",
+        "1 structures are flagged",
+    ):
         assert needle in card, needle
     assert "| structures | 20 |" in card
 
@@ -125,7 +145,9 @@ def test_write_report_api_and_atomic_rewrite(dataset, report, tmp_path):
 def test_cli_validate_exit_codes(dataset, tmp_path, capsys):
     cfg = str(dataset.parent / "q.yaml")
     # one of 20 structures flagged = 5 %: passes the 1k gate (<= 5 %), fails full (<= 2 %)
-    assert main(["validate", str(dataset), "--config", cfg, "--checkpoint", "1k", "--json", str(tmp_path / "v.json")]) == 0
+    assert (
+        main(["validate", str(dataset), "--config", cfg, "--checkpoint", "1k", "--json", str(tmp_path / "v.json")]) == 0
+    )
     out = capsys.readouterr().out
     assert "gate 1k: PASSED" in out and "max_force" in out
     assert json.loads((tmp_path / "v.json").read_text())["gate"]["passed"] is True

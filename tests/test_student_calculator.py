@@ -12,7 +12,7 @@ from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_s
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
-from mlff_distiller.data.stats import NormalizationStats
+from mlff_distiller.data.normalization import NormalizationStats
 from mlff_distiller.errors import UserError
 from mlff_distiller.student import StudentCalculator, StudentConfig, build_student, export_torchscript, save_student
 

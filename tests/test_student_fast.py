@@ -14,7 +14,7 @@ from ase import Atoms
 from ase.build import bulk, molecule
 from ase.calculators.fd import calculate_numerical_forces
 
-from mlff_distiller.data.stats import NormalizationStats
+from mlff_distiller.data.normalization import NormalizationStats
 from mlff_distiller.errors import UserError
 from mlff_distiller.student import StudentCalculator, StudentConfig, build_student, export_torchscript
 

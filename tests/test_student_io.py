@@ -13,7 +13,7 @@ from ase.build import bulk, molecule
 
 from mlff_distiller.cli import main as cli_main
 from mlff_distiller.data.graph import atoms_to_batch
-from mlff_distiller.data.stats import NormalizationStats
+from mlff_distiller.data.normalization import NormalizationStats
 from mlff_distiller.errors import UserError
 from mlff_distiller.student import (
     StudentConfig,

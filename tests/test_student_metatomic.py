@@ -19,7 +19,7 @@ metatomic_ase = pytest.importorskip("metatomic_ase", reason="metatomic-ase not i
 from metatomic.torch import System, load_atomistic_model  # noqa: E402
 
 from mlff_distiller.cli import main  # noqa: E402
-from mlff_distiller.data.stats import NormalizationStats  # noqa: E402
+from mlff_distiller.data.normalization import NormalizationStats  # noqa: E402
 from mlff_distiller.student import StudentCalculator, StudentConfig, build_student, save_student  # noqa: E402
 from mlff_distiller.student.metatomic import export_metatomic  # noqa: E402
 

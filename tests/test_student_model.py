@@ -9,7 +9,7 @@ from ase import Atoms
 from ase.build import bulk, molecule
 
 from mlff_distiller.data.graph import atoms_to_batch, atoms_to_graph, collate
-from mlff_distiller.data.stats import NormalizationStats
+from mlff_distiller.data.normalization import NormalizationStats
 from mlff_distiller.errors import ConfigError
 from mlff_distiller.student import PRESETS, StudentConfig, build_student
 

@@ -12,7 +12,7 @@ from ase.build import bulk, molecule
 
 ts = pytest.importorskip("torch_sim", reason="torch-sim-atomistic not installed (optional extra [torchsim])")
 
-from mlff_distiller.data.stats import NormalizationStats  # noqa: E402
+from mlff_distiller.data.normalization import NormalizationStats  # noqa: E402
 from mlff_distiller.errors import UserError  # noqa: E402
 from mlff_distiller.student import StudentCalculator, StudentConfig, build_student, export_torchscript  # noqa: E402
 from mlff_distiller.student.torchsim import StudentTorchSimModel  # noqa: E402
@@ -147,7 +147,7 @@ def test_torch_backend_on_cuda():
     assert tsm.backend == "torch"
     out = tsm(ts.io.atoms_to_state(atoms_list, torch.device("cuda"), torch.float64))
     start = 0
-    for k, (e, f, s) in enumerate(per_system_reference(model, atoms_list, True)):
+    for k, (_, f, s) in enumerate(per_system_reference(model, atoms_list, True)):
         assert np.abs(out["forces"][start : start + len(f)].cpu().numpy() - f).max() <= 1e-4
         np.testing.assert_allclose(out["stress"][k].cpu().numpy(), s, atol=1e-5)
         start += len(f)

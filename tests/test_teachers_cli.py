@@ -88,7 +88,10 @@ def test_cli_list(capsys):
         (["teachers", "compare", "nosuch", "emt", "STRUCT"], "unknown teacher 'nosuch'; known teachers: chgnet"),
         (["teachers", "compare", "emt", "nomod.calc:X", "STRUCT"], "does not import"),
         (["teachers", "compare", "emt", "emt", "/no/such.extxyz"], "does not exist"),
-        (["teachers", "compare", "emt", "orb,weights_path=/no/orb.ckpt", "STRUCT"], "weights_path '/no/orb.ckpt' does not exist"),
+        (
+            ["teachers", "compare", "emt", "orb,weights_path=/no/orb.ckpt", "STRUCT"],
+            "weights_path '/no/orb.ckpt' does not exist",
+        ),
         (["teachers", "compare", "emt", "emt,bogus", "STRUCT"], "not key=value"),
         (["teachers", "compare", "emt", "emt", "STRUCT", "--limit", "0"], "--limit"),
     ],

@@ -27,7 +27,9 @@ def _cu_cluster():
 
 
 # -- EMT through the ASE wrapper ------------------------------------------------------------
-@pytest.mark.parametrize("spec", ["emt", {"name": "ase", "calculator": "ase.calculators.emt:EMT"}, "ase.calculators.emt:EMT"])
+@pytest.mark.parametrize(
+    "spec", ["emt", {"name": "ase", "calculator": "ase.calculators.emt:EMT"}, "ase.calculators.emt:EMT"]
+)
 def test_emt_matches_ase_emt_directly(spec):
     teacher = build_teacher(spec, cache=False)
     atoms = _cu_cell()
@@ -131,8 +133,12 @@ def test_backend_exception_and_nan_output_become_failures():
     mod.Flaky = Flaky
     sys.modules["flaky_teacher_mod"] = mod
     teacher = build_teacher({"name": "ase", "calculator": "flaky_teacher_mod:Flaky"}, cache=False)
-    structs = [Atoms("H2", positions=np.eye(3)[:2] * 3), Atoms("H3", positions=np.eye(3) * 3),
-               Atoms("H4", positions=np.vstack([np.eye(3), [[1, 1, 1]]]) * 3), Atoms("H5", positions=np.random.rand(5, 3) * 5)]
+    structs = [
+        Atoms("H2", positions=np.eye(3)[:2] * 3),
+        Atoms("H3", positions=np.eye(3) * 3),
+        Atoms("H4", positions=np.vstack([np.eye(3), [[1, 1, 1]]]) * 3),
+        Atoms("H5", positions=np.random.rand(5, 3) * 5),
+    ]
     res = teacher.label(structs)
     assert [r.ok for r in res] == [True, False, False, True]
     assert "ValueError: three atoms are bad luck" in res[1].error
@@ -284,11 +290,57 @@ def test_teacher_pickles_as_its_spec():
     assert t2.label([atoms])[0].energy == t.label([atoms])[0].energy
 
 
+def test_one_teacher_cache_for_builds_unpickling_and_workers():
+    import pickle
+
+    from mlff_distiller.labeling.worker import get_teacher
+    from mlff_distiller.teachers import clear_cache
+
+    clear_cache()
+    t = build_teacher({"name": "lj", "kwargs": {"sigma": 2.3}})
+    assert get_teacher({"name": "lj", "kwargs": {"sigma": 2.3}}) is t
+    assert pickle.loads(pickle.dumps(t)) is t
+    clear_cache()
+    assert build_teacher({"name": "lj", "kwargs": {"sigma": 2.3}}) is not t
+    # base.py imports nothing from registry.py (the former import cycle), not even lazily
+    import ast
+
+    import mlff_distiller.teachers.base as base
+
+    tree = ast.parse(open(base.__file__).read())
+    imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not any("registry" in m for m in imported), imported
+
+
+def test_label_checks_name_the_field_and_the_problem():
+    from mlff_distiller.labels import LabelError, check_energy, check_forces, check_stress
+
+    assert check_energy(np.array([[-1.5]])) == -1.5
+    with pytest.raises(LabelError, match=r"energy of shape \(2,\), expected a scalar") as err:
+        check_energy([1.0, 2.0])
+    assert (err.value.field, err.value.kind) == ("energy", "shape")
+    with pytest.raises(LabelError, match="non-finite energy") as err:
+        check_energy(np.nan)
+    assert err.value.kind == "finite" and np.isnan(check_energy(np.nan, finite=False))
+    with pytest.raises(LabelError, match=r"forces of shape \(2, 3\), expected \(3, 3\)"):
+        check_forces(np.zeros((2, 3)), 3)
+    with pytest.raises(LabelError, match="non-finite forces"):
+        check_forces(np.full((3, 3), np.inf), 3)
+    m = np.array([[1.0, 6.0, 5.0], [6.0, 2.0, 4.0], [5.0, 4.0, 3.0]])
+    np.testing.assert_array_equal(check_stress(m), [1, 2, 3, 4, 5, 6])
+    with pytest.raises(LabelError, match=r"stress of shape \(5,\)"):
+        check_stress(np.zeros(5))
+
+
 def test_orb_model_names_are_aliases():
     from mlff_distiller.teachers.registry import normalize_spec
 
     assert normalize_spec("orb-v3-conservative-inf-omat") == {"name": "orb", "model": "orb-v3-conservative-inf-omat"}
-    assert normalize_spec({"name": "orb-v2", "weights_path": "w"}) == {"name": "orb", "model": "orb-v2", "weights_path": "w"}
+    assert normalize_spec({"name": "orb-v2", "weights_path": "w"}) == {
+        "name": "orb",
+        "model": "orb-v2",
+        "weights_path": "w",
+    }
 
 
 def test_bad_batch_size_is_named():

@@ -10,7 +10,6 @@ import yaml
 
 from mlff_distiller.cli import main
 from mlff_distiller.data.graph import atoms_to_batch
-
 from test_training_core import TINY, emt_structures, small_config, write_dataset
 
 

@@ -11,7 +11,6 @@ import torch
 import yaml
 
 from mlff_distiller.training import DistillationTrainer
-
 from test_training_core import TINY, emt_structures, small_config, write_dataset
 
 

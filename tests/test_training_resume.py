@@ -15,7 +15,6 @@ import torch
 
 from mlff_distiller.errors import ConfigError, UserError
 from mlff_distiller.training import DistillationTrainer
-
 from test_training_core import emt_structures, small_config, write_dataset
 
 

@@ -16,7 +16,9 @@ import argparse
 
 def add_output(parser: argparse.ArgumentParser, help: str, required: bool = True, metavar: str | None = None) -> None:
     """``-o/--output`` (and the hidden old spelling ``--out``), stored as ``args.output``."""
-    parser.add_argument("-o", "--output", default=None, metavar=metavar, help=help + ("" if required else " (optional)"))
+    parser.add_argument(
+        "-o", "--output", default=None, metavar=metavar, help=help + ("" if required else " (optional)")
+    )
     parser.add_argument("--out", dest="output", default=None, help=argparse.SUPPRESS)
     if required:
         parser.set_defaults(_require_output=parser)

@@ -22,7 +22,9 @@ def check_fields(cls, d: dict, where: str) -> None:
     if unknown:
         hints = [difflib.get_close_matches(str(k), names, n=1) for k in unknown]
         hint = "".join(f" (did you mean '{h[0]}' for '{k}'?)" for k, h in zip(unknown, hints) if h)
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(map(str, unknown))}{hint}; allowed: {', '.join(names)}")
+        raise ConfigError(
+            f"{where}: unknown field(s) {', '.join(map(str, unknown))}{hint}; allowed: {', '.join(names)}"
+        )
 
 
 def coerce_field(where: str, value, type_name, finite: bool = False):

@@ -9,7 +9,6 @@ energies in eV, forces and force disagreements in eV/A.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 

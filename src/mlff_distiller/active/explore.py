@@ -132,7 +132,7 @@ def explore(seeds: list[Atoms], parents: list[int], calc, cfg: ActiveConfig, rou
             rng = np.random.default_rng(tseed)
             group = f"seed-{parent}"
 
-            def emit(a, step, kind=kind, T=T, rep=rep, traj=traj, tseed=tseed):
+            def emit(a, step, kind=kind, T=T, rep=rep, traj=traj, tseed=tseed, parent=parent, group=group):
                 res.frames.append(_frame(a, round_no, kind, traj, int(step), parent, group, tseed,
                                          T=float(T), replica=rep))
 

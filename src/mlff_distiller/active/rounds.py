@@ -182,10 +182,15 @@ def run_round(ctx: ActiveContext, n: int, student_run: Path, dataset: Path, used
         ctx.say(f"  round {n}: retrain (warm start)")
         rec["train"] = _train_step(ctx, rdir, student_run)
         rec["run_dir"] = str(rdir / "train")
-        rec["heldout_after"] = _heldout(evaluate(StudentCalculator(rdir / "train", backend=cfg.backend), test_frames)[0])
+        rec["heldout_after"] = _heldout(
+            evaluate(StudentCalculator(rdir / "train", backend=cfg.backend), test_frames)[0]
+        )
     else:
         rec["dataset"] = str(dataset)
-    if cfg.target_force_mae and (rec.get("heldout_after") or rec["heldout_before"])["force_mae"] <= cfg.target_force_mae:
+    if (
+        cfg.target_force_mae
+        and (rec.get("heldout_after") or rec["heldout_before"])["force_mae"] <= cfg.target_force_mae
+    ):
         rec["stop"] = "accuracy_gate"
     elif rec["teacher_calls_total"] >= cfg.teacher_call_budget:
         rec["stop"] = "teacher_budget"
@@ -247,10 +252,16 @@ def _explore_step(ctx, n, rdir, student, committee, dataset) -> dict:
             w.append(labelled)
     s = sc["force_std_max"]
     info = {
-        "summary": res.summary(), "trajectories": res.trajectories,
-        "disagreement": {"mean": float(s.mean()) if s.size else 0.0, "median": float(np.median(s)) if s.size else 0.0,
-                         "max": float(s.max()) if s.size else 0.0, "energy_std_mean": float(sc["energy_std"].mean()) if s.size else 0.0},
-        "force_std_max": s, "novelty": np.array([novelty(a) for a in res.frames]),
+        "summary": res.summary(),
+        "trajectories": res.trajectories,
+        "disagreement": {
+            "mean": float(s.mean()) if s.size else 0.0,
+            "median": float(np.median(s)) if s.size else 0.0,
+            "max": float(s.max()) if s.size else 0.0,
+            "energy_std_mean": float(sc["energy_std"].mean()) if s.size else 0.0,
+        },
+        "force_std_max": s,
+        "novelty": np.array([novelty(a) for a in res.frames]),
         "cutoff": cutoff,
     }
     return _write_marker(rdir, "explore.json", info)
@@ -330,14 +341,19 @@ def write_report(root: Path, records: list[dict], initial_calls: int = 0) -> Non
     """``rounds.json``, ``rounds.md`` and ``error_vs_teacher_calls.png`` in ``root``."""
     atomic_write_text(root / "rounds.json", json.dumps({"initial_teacher_calls": initial_calls, "rounds": records},
                                                        indent=2, default=_jsonable) + "\n")
-    lines = ["# Active learning rounds", "",
-             "Teacher calls are cumulative over the rounds (plus the first dataset's "
-             f"{initial_calls}); errors in eV/A on the held-out set; disagreement = mean over explored "
-             "frames of the largest per-atom committee force std (eV/A); MD stability = fraction of "
-             "student MD trajectories that stayed in the physical region.", "",
-             "| round | teacher calls | total | selected | appended | disagreement | committee-error corr. (held-out, per atom) "
-             "| held-out force MAE before | after | MD stability | stop |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Active learning rounds",
+        "",
+        "Teacher calls are cumulative over the rounds (plus the first dataset's "
+        f"{initial_calls}); errors in eV/A on the held-out set; disagreement = mean over explored "
+        "frames of the largest per-atom committee force std (eV/A); MD stability = fraction of "
+        "student MD trajectories that stayed in the physical region.",
+        "",
+        "| round | teacher calls | total | selected | appended | disagreement | committee-error corr. (held-out, "
+        "per atom) "
+        "| held-out force MAE before | after | MD stability | stop |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in records:
         cal = (r.get("calibration_heldout") or {}).get("atom_spearman")
         lines.append("| " + " | ".join(str(x) for x in (

@@ -74,7 +74,9 @@ def farthest_point(features: np.ndarray, first: int, n: int) -> list[int]:
     return picked
 
 
-def select_frames(scores, features, physical, budget: int, candidate_factor: int = 4, min_score: float = 0.0) -> list[int]:
+def select_frames(
+    scores, features, physical, budget: int, candidate_factor: int = 4, min_score: float = 0.0
+) -> list[int]:
     """Indices (into the candidates) of at most ``budget`` frames to label, in pick order."""
     scores = np.asarray(scores, dtype=np.float64)
     ok = np.flatnonzero(np.asarray(physical, bool) & np.isfinite(scores) & (scores >= min_score))

@@ -33,9 +33,8 @@ from pathlib import Path
 import numpy as np
 from ase.io import read, write
 
-from ..fileio import atomic_write_text
-
 from ..errors import ConfigError
+from ..fileio import atomic_write_text
 from ..settings import check_fields
 
 N_BOOT = 1000
@@ -83,7 +82,9 @@ class HeldoutConfig:
             raise ConfigError("bench.heldout.systems must list at least one system (e.g. [si-64, si-slab])")
         groups = self.systems.items() if isinstance(self.systems, dict) else [("temperatures_K", self.temperatures_K)]
         for name, temps in groups:
-            where = f"bench.heldout.systems.{name}" if isinstance(self.systems, dict) else "bench.heldout.temperatures_K"
+            where = (
+                f"bench.heldout.systems.{name}" if isinstance(self.systems, dict) else "bench.heldout.temperatures_K"
+            )
             if not isinstance(temps, (list, tuple)) or not temps or not all(
                 isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in temps
             ):

@@ -26,7 +26,7 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 from ase.md.verlet import VelocityVerlet
 
-from ..data.neighbors import neighbor_list
+from ..data.neighbors import closest_pair, neighbor_list
 
 #: NVE drift above this (eV/atom/ps, absolute) is flagged.
 DRIFT_LIMIT = 1e-3
@@ -45,11 +45,8 @@ def min_pair_distance(atoms, within: float = 3.0) -> float | None:
     """Shortest interatomic distance (A) if below ``within``, else ``None`` (periodic images included)."""
     if len(atoms) < 2 and not atoms.pbc.any():
         return None
-    ei, sh = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, within)
-    if ei.shape[1] == 0:
-        return None
-    d = atoms.positions[ei[1]] - atoms.positions[ei[0]] + sh @ atoms.cell.array
-    return float(np.sqrt((d**2).sum(axis=1)).min())
+    pair = closest_pair(atoms.positions, atoms.cell.array, atoms.pbc, within)
+    return pair.distance if pair.found else None
 
 
 def temperature(atoms) -> float:

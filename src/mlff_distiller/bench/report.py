@@ -115,7 +115,10 @@ def markdown(result: dict) -> str:
         "",
     ]
     if result.get("complete") is False:
-        lines += ["**Partial result**: the bench was interrupted or is still running; missing rows were not measured.", ""]
+        lines += [
+            "**Partial result**: the bench was interrupted or is still running; missing rows were not measured.",
+            "",
+        ]
     for note in result.get("notes", []):
         lines.append(f"- {note}")
     if result.get("notes"):
@@ -141,7 +144,8 @@ def markdown(result: dict) -> str:
         mem_s, mem_t = mem(s.get("memory")), mem(t.get("memory"))
         lines.append(
             f"| {name} | {sysres['n_atoms']} | {_f(t['force_call_ms']['median'])} | {_f(s['force_call_ms']['median'])} "
-            f"| **{_f(r['force_call'], '{:.1f}')}x** | {_f(t['md_step_ms']['median'])} | {_f(s['md_step_ms']['median'])} "
+            f"| **{_f(r['force_call'], '{:.1f}')}x** | {_f(t['md_step_ms']['median'])} | "
+            f"{_f(s['md_step_ms']['median'])} "
             f"| **{_f(r['md_step'], '{:.1f}')}x** | {_f(s['ns_per_day'])} | {_f(t['ns_per_day'])} "
             f"| {mem_s} | {mem_t} |"
         )
@@ -160,7 +164,8 @@ def markdown(result: dict) -> str:
             e = b.get("energy_mae_per_atom")
             e = None if e is None else 1000 * e
             lines.append(
-                f"| {label} | {b.get('n_structures', '-')} | {b['n_atoms']} | {_f(e)} | {_f(1000 * b['force_mae'] if b['force_mae'] is not None else None)} "
+                f"| {label} | {b.get('n_structures', '-')} | {b['n_atoms']} | {_f(e)} | "
+                f"{_f(1000 * b['force_mae'] if b['force_mae'] is not None else None)} "
                 f"| {_f(b['force_rmse_relative'])} | {_f(b['force_angle_mean_deg'], '{:.1f}')} |"
             )
 
@@ -191,13 +196,18 @@ def markdown(result: dict) -> str:
                     stab = [md["rdf"]["runs"][label]]  # the teacher's 300 K RDF run
                 if nve is None and not stab:
                     continue
-                stab_txt = ", ".join(
-                    f"{int(x['temperature_K'])} K {'ok' if x['stable'] else 'UNSTABLE (' + x['reason'] + ')'}" for x in stab
-                ) or "-"
+                stab_txt = (
+                    ", ".join(
+                        f"{int(x['temperature_K'])} K {'ok' if x['stable'] else 'UNSTABLE (' + x['reason'] + ')'}"
+                        for x in stab
+                    )
+                    or "-"
+                )
                 if nve:
                     status = nve["status"] + (" FLAGGED: " + "; ".join(nve["flags"]) if nve["flagged"] else "")
                     cells = (
-                        f"{_f(nve['drift_ev_per_atom_per_ps'], '{:.2e}')} | {_f(nve['excursion_ev_per_atom'], '{:.2e}')} "
+                        f"{_f(nve['drift_ev_per_atom_per_ps'], '{:.2e}')} | "
+                        f"{_f(nve['excursion_ev_per_atom'], '{:.2e}')} "
                         f"| {_f(nve['simulated_ps'])} | {status}"
                     )
                 else:
@@ -236,7 +246,8 @@ def _heldout_lines(heldout: dict | None) -> list[str]:
             lines.append(f"| {label} | 0 | - | - | - | - | {md} |")
             return
         lines.append(
-            f"| {label} | {b['n_frames']} | {ci(b, 'energy_mae_per_atom', 1000)} | {ci(b, 'energy_offset_per_atom', 1000)} "
+            f"| {label} | {b['n_frames']} | {ci(b, 'energy_mae_per_atom', 1000)} | "
+            f"{ci(b, 'energy_offset_per_atom', 1000)} "
             f"| {ci(b, 'energy_mae_centered_per_atom', 1000)} | {ci(b, 'force_rel_rmse')} | {md} |"
         )
 

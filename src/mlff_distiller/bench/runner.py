@@ -7,17 +7,17 @@ default), so the ratios compare like with like.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import ConfigError, UserError
 from ..settings import check_fields
 from . import accuracy as acc_mod
+from .heldout import HeldoutConfig, run_heldout
 from .md import langevin_run, nve_drift, pair_distance_histogram, rdf_overlap
 from .models import check_coverage, resolve_student, resolve_teacher
 from .report import machine_info, write_outputs
 from .speed import profile_speed, set_threads, speed_ratios
-from .heldout import HeldoutConfig, run_heldout
 from .systems import DEFAULT_SYSTEMS, load_system, symbols
 from .targets import check_targets, evaluate_targets
 
@@ -83,7 +83,16 @@ class BenchConfig:
                 kind = "a positive integer" if integer else "a positive number"
                 raise ConfigError(f"bench.{name} = {v!r}: must be {kind}")
 
-        for name in ("timestep_fs", "drift_ps", "stability_ps", "rdf_ps", "rdf_r_max", "max_wall_s", "rdf_temperature_K", "drift_temperature_K"):
+        for name in (
+            "timestep_fs",
+            "drift_ps",
+            "stability_ps",
+            "rdf_ps",
+            "rdf_r_max",
+            "max_wall_s",
+            "rdf_temperature_K",
+            "drift_temperature_K",
+        ):
             positive(name)
         for name in ("n_rounds", "n_calls", "n_md_steps", "md_max_atoms", "rdf_every"):
             positive(name, integer=True)
@@ -91,7 +100,9 @@ class BenchConfig:
             raise ConfigError(f"bench.warmup = {self.warmup!r}: must be an integer >= 0")
         temps = self.stability_temperatures_K
         if not isinstance(temps, (list, tuple)) or not all(isinstance(t, (int, float)) and t > 0 for t in temps):
-            raise ConfigError(f"bench.stability_temperatures_K = {temps!r}: must be a list of positive temperatures in K")
+            raise ConfigError(
+                f"bench.stability_temperatures_K = {temps!r}: must be a list of positive temperatures in K"
+            )
         if self.student_backend not in ("auto", "numba", "torch"):
             raise ConfigError(f"bench.student_backend = {self.student_backend!r}: must be auto, numba or torch")
         if self.max_structures is not None and (not isinstance(self.max_structures, int) or self.max_structures < 1):
@@ -151,7 +162,9 @@ def run_bench(
         torch.set_num_threads(previous_threads)
 
 
-def _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, student_elements, teacher_elements, progress):
+def _run(
+    student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, student_elements, teacher_elements, progress
+):
     s_handle = resolve_student(student, elements=student_elements, backend=cfg.student_backend)
     t_handle = resolve_teacher(teacher_spec, elements=teacher_elements)
     if s_handle.label == t_handle.label:
@@ -225,7 +238,13 @@ def _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, stu
         "skipped": skipped,
         "systems": {},
         "accuracy": None,
-        "units": {"time": "ms (calls, steps), ps (MD)", "energy": "eV", "forces": "eV/A", "temperature": "K", "length": "A"},
+        "units": {
+            "time": "ms (calls, steps), ps (MD)",
+            "energy": "eV",
+            "forces": "eV/A",
+            "temperature": "K",
+            "length": "A",
+        },
     }
     models = {t_lab: t_handle, s_lab: s_handle}
 

@@ -181,7 +181,10 @@ def load_system(spec) -> BenchSystem:
     try:
         atoms = read(spec, index=-1)
     except Exception as err:  # ASE raises many types for unreadable files
-        raise UserError(f"cannot read system file {spec}: {type(err).__name__}: {err}; give a file ASE can read (xyz, cif, POSCAR, ...)") from None
+        raise UserError(
+            f"cannot read system file {spec}: {type(err).__name__}: {err}; give a file ASE can read (xyz, cif, "
+            "POSCAR, ...)"
+        ) from None
     if len(atoms) == 0:
         raise UserError(f"system file {spec} holds no atoms; give a structure with at least one atom")
     atoms.calc = None

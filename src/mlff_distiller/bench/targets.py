@@ -92,5 +92,7 @@ def verdict_line(verdict: dict | None) -> str | None:
     parts = []
     for r in verdict["targets"]:
         v = "n/a" if r["value"] is None else f"{r['value']:.3g}"
-        parts.append(f"{r['target']} {v} <= {r['threshold']:g} {'met' if r['passed'] else 'NOT met'} ({r['measured_on']})")
+        parts.append(
+            f"{r['target']} {v} <= {r['threshold']:g} {'met' if r['passed'] else 'NOT met'} ({r['measured_on']})"
+        )
     return ("GO" if verdict["passed"] else "NO-GO") + ": " + "; ".join(parts)

@@ -17,10 +17,10 @@ _EXPORTS = {
     "collate": "graph",
     "atoms_to_graph": "graph",
     "atoms_to_batch": "graph",
-    "NormalizationStats": "stats",
-    "compute_statistics": "stats",
-    "dataset_statistics": "statistics",
-    "store_statistics": "statistics",
+    "NormalizationStats": "normalization",
+    "compute_statistics": "normalization",
+    "dataset_statistics": "normalization",
+    "store_statistics": "normalization",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -91,7 +91,9 @@ def _extxyz_safe(text: str) -> str:
         return text
     encoded = _JSON_MARK + json.dumps(text)
     if not survives(encoded):
-        raise DatasetError(f"provenance text {text!r} cannot be written to extxyz intact; avoid backslashes in provenance strings")
+        raise DatasetError(
+            f"provenance text {text!r} cannot be written to extxyz intact; avoid backslashes in provenance strings"
+        )
     return encoded
 
 
@@ -127,7 +129,9 @@ def _iread(path: Path, format: str | None, index: str):
         raise
     except Exception as err:  # ASE raises many types for unreadable input
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DatasetError(f"cannot read {path} with ASE (format {format or 'auto'}): {msg}; check the file and --format") from None
+        raise DatasetError(
+            f"cannot read {path} with ASE (format {format or 'auto'}): {msg}; check the file and --format"
+        ) from None
 
 
 def _carried_labels(atoms) -> set[str]:
@@ -532,8 +536,11 @@ def export_structures(path, out, format: str | None = "extxyz", indices: Iterabl
             except DatasetError:
                 raise
             except Exception as err:
-                raise DatasetError(f"ASE cannot write format {format!r} ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
-                                   "use extxyz or another multi-frame format ASE writes") from None
+                raise DatasetError(
+                    f"ASE cannot write format {format!r} "
+                    f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                    "use extxyz or another multi-frame format ASE writes"
+                ) from None
             finally:
                 if fh is not None:
                     fh.close()

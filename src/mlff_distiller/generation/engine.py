@@ -152,7 +152,8 @@ def generate(recipe, out_path, tier: str | None = None, progress: bool = True, c
     coverage, timing). Units: A; see docs/generation.md.
     """
     from ..data.store import GENERATED_POSITIONS_DTYPE, DatasetWriter
-    from ..logs import progress as progress_bar, say
+    from ..logs import progress as progress_bar
+    from ..logs import say
 
     recipe = load_recipe(recipe) if not isinstance(recipe, dict) else recipe
     if seed is not None:

@@ -14,7 +14,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, covalent_radii
 
-from ..data.neighbors import edge_vectors, neighbor_list
+from ..data.neighbors import closest_pair
 from ..errors import ConfigError
 
 #: Default ratio of the closest allowed pair distance to the sum of covalent radii.
@@ -31,10 +31,6 @@ def check_symbol(symbol: str, where: str) -> int:
     return z
 
 
-def _cell_or_none(atoms: Atoms):
-    return atoms.cell.array if atoms.pbc.any() else None
-
-
 def closest_contact_ratio(atoms: Atoms, factor: float = DEFAULT_MIN_DISTANCE_FACTOR) -> float:
     """Smallest ``d_ij / (r_cov_i + r_cov_j)`` over pairs closer than ``factor`` times the sum.
 
@@ -45,16 +41,9 @@ def closest_contact_ratio(atoms: Atoms, factor: float = DEFAULT_MIN_DISTANCE_FAC
         return 0.0
     if factor <= 0 or (len(atoms) < 2 and not atoms.pbc.any()):
         return math.inf
-    radii = covalent_radii[atoms.numbers]
-    cutoff = float(factor * 2.0 * radii.max()) + 1e-6
-    edge_index, edge_shift = neighbor_list(atoms.positions, _cell_or_none(atoms), atoms.pbc, cutoff)
-    if edge_index.shape[1] == 0:
-        return math.inf
-    cell = atoms.cell.array if atoms.pbc.any() else np.zeros((3, 3))
-    d = np.linalg.norm(edge_vectors(atoms.positions, cell, edge_index, edge_shift), axis=1)
-    ratio = d / (radii[edge_index[0]] + radii[edge_index[1]])
-    ratio = ratio[ratio < factor]
-    return float(ratio.min()) if ratio.size else math.inf
+    cutoff = float(factor * 2.0 * covalent_radii[atoms.numbers].max()) + 1e-6
+    ratio = closest_pair(atoms.positions, atoms.cell.array, atoms.pbc, cutoff, atoms.numbers).ratio
+    return ratio if ratio < factor else math.inf
 
 
 def respects_min_distance(atoms: Atoms, factor: float = DEFAULT_MIN_DISTANCE_FACTOR) -> bool:
@@ -65,11 +54,7 @@ def respects_min_distance(atoms: Atoms, factor: float = DEFAULT_MIN_DISTANCE_FAC
 
 def min_pair_distance(atoms: Atoms, cutoff: float = 6.0) -> float:
     """Smallest interatomic distance in A (images included) up to ``cutoff``; ``inf`` if none."""
-    edge_index, edge_shift = neighbor_list(atoms.positions, _cell_or_none(atoms), atoms.pbc, cutoff)
-    if edge_index.shape[1] == 0:
-        return math.inf
-    cell = atoms.cell.array if atoms.pbc.any() else np.zeros((3, 3))
-    return float(np.linalg.norm(edge_vectors(atoms.positions, cell, edge_index, edge_shift), axis=1).min())
+    return closest_pair(atoms.positions, atoms.cell.array, atoms.pbc, cutoff).distance
 
 
 def supercell_repeats(atoms: Atoms, target: int, n_min: int, n_max: int) -> tuple[int, int, int] | None:

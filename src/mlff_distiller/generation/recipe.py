@@ -78,7 +78,9 @@ def load_recipe(name_or_path) -> dict:
         try:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(f"cannot read recipe '{s}': {err.__class__.__name__}; give a readable YAML file") from None
+            raise ConfigError(
+                f"cannot read recipe '{s}': {err.__class__.__name__}; give a readable YAML file"
+            ) from None
         base = path.resolve().parent
     elif s in builtin_recipes():
         text = resources.files("mlff_distiller.generation").joinpath(f"recipes/{s}.yaml").read_text()
@@ -208,13 +210,17 @@ class GenerationConfig:
                 raise ConfigError(f"{w}.tiers.{k}: give a positive number of structures, got {v!r}")
         default_tier = d.get("default_tier")
         if default_tier is not None and str(default_tier) not in tiers:
-            raise ConfigError(f"{w}.default_tier: '{default_tier}' is not one of the tiers ({', '.join(tiers) or 'none'})")
+            raise ConfigError(
+                f"{w}.default_tier: '{default_tier}' is not one of the tiers ({', '.join(tiers) or 'none'})"
+            )
         count = d.get("count")
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
             raise ConfigError(f"{w}.count: give a positive number of structures, got {count!r}")
         sources = d.get("sources")
         if not isinstance(sources, dict) or not sources:
-            raise ConfigError(f"{w}.sources: give a mapping of source name -> {{kind: ...}}; kinds: {', '.join(SOURCE_KINDS)}")
+            raise ConfigError(
+                f"{w}.sources: give a mapping of source name -> {{kind: ...}}; kinds: {', '.join(SOURCE_KINDS)}"
+            )
         src_specs = {}
         for name, spec in sources.items():
             ws = f"{w}.sources.{name}"
@@ -328,7 +334,7 @@ class GenerationConfig:
         """One source object per mix entry (each with that entry's size range)."""
         skips = skips if skips is not None else SkipLog()
         built = []
-        for k, entry in enumerate(self.mix):
+        for entry in self.mix:
             spec = self.sources[entry.source]
             built.append(_make_source(entry.source, spec, entry.size, self, skips))
         return built

@@ -99,13 +99,22 @@ def validate_params(sampler: str, params: dict | None, where: str) -> dict:
     for key in ("strain", "fmax", "delta", "timestep", "friction", "temperature"):
         if key in out:
             v = out[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (key in ("delta", "timestep") and v == 0):
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or v < 0
+                or (key in ("delta", "timestep") and v == 0)
+            ):
                 raise ConfigError(f"{w}.{key}: give a non-negative number, got {v!r}")
             out[key] = float(v)
     if "temperatures" in out:
         t = out["temperatures"]
         t = [t] if isinstance(t, (int, float)) and not isinstance(t, bool) else t
-        if not isinstance(t, list) or not t or any(isinstance(x, bool) or not isinstance(x, (int, float)) or x <= 0 for x in t):
+        if (
+            not isinstance(t, list)
+            or not t
+            or any(isinstance(x, bool) or not isinstance(x, (int, float)) or x <= 0 for x in t)
+        ):
             raise ConfigError(f"{w}.temperatures: give a list of positive temperatures in K")
         out["temperatures"] = [float(x) for x in t]
     if "methods" in out:
@@ -234,7 +243,7 @@ def sample_normal_modes(root, rng, params, calc=None):
     inv_sqrt_m = 1.0 / np.sqrt(np.repeat(relaxed.get_masses(), 3))
     out = []
     temps = params["temperatures"]
-    for k in range(params["per_root"]):
+    for _ in range(params["per_root"]):
         T = temps[int(rng.integers(len(temps)))]
         kT = units.kB * T
         for _ in range(params["max_tries"]):
@@ -250,8 +259,8 @@ def sample_normal_modes(root, rng, params, calc=None):
 
 
 def _langevin(atoms, calc, T, timestep, friction, rng):
-    from ase.md.langevin import Langevin
     from ase.md import velocitydistribution as vd
+    from ase.md.langevin import Langevin
 
     atoms.calc = calc
     if hasattr(vd, "thermalize_momenta"):  # ASE >= 3.28 name

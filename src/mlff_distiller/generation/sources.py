@@ -136,7 +136,9 @@ def build_crystal(spec: dict, where: str = "crystal") -> Atoms:
     try:
         return bulk(name, structure, **kwargs)
     except (ValueError, KeyError, RuntimeError) as err:
-        raise ConfigError(f"{where}: ASE cannot build {formula} as {structure} ({err}); check formula and structure") from None
+        raise ConfigError(
+            f"{where}: ASE cannot build {formula} as {structure} ({err}); check formula and structure"
+        ) from None
 
 
 def ice_ic_cell(a: float = 6.35, oh: float = 0.9572) -> Atoms:
@@ -319,7 +321,9 @@ class BulkSource(Source):
         v = [vacancies, vacancies] if isinstance(vacancies, int) and not isinstance(vacancies, bool) else vacancies
         if (not isinstance(v, (list, tuple)) or len(v) != 2
                 or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in v) or v[0] > v[1]):
-            raise ConfigError(f"generation.sources.{name}.vacancies: give an integer >= 0 or [min, max], got {vacancies!r}")
+            raise ConfigError(
+                f"generation.sources.{name}.vacancies: give an integer >= 0 or [min, max], got {vacancies!r}"
+            )
         self.vacancies = (int(v[0]), int(v[1]))
         where = f"generation.sources.{name}.crystals"
         self.items = []
@@ -472,7 +476,9 @@ class SurfaceSource(Source):
             self.miller = [tuple(int(i) for i in m) for m in miller]
             assert all(len(m) == 3 and any(m) for m in self.miller)
         except (TypeError, ValueError, AssertionError):
-            raise ConfigError(f"{where}.miller: give a list of three-integer Miller indices such as [1, 1, 1]") from None
+            raise ConfigError(
+                f"{where}.miller: give a list of three-integer Miller indices such as [1, 1, 1]"
+            ) from None
         try:
             lo, hi = (int(layers), int(layers)) if isinstance(layers, int) else (int(layers[0]), int(layers[1]))
         except (TypeError, ValueError, IndexError):

@@ -10,7 +10,8 @@ Layout of ``<out>.parts/`` (next to the output dataset)::
 
 Commit protocol for one chunk: write it under a temporary name beside ``chunk-N.npz``,
 fsync it, rename it to ``chunk-N.npz`` (atomic on POSIX), fsync the directory (all by
-:func:`mlff_distiller.fileio.atomic_path`), then append a manifest line. The shard file is the source of truth: a process killed at any point
+:func:`mlff_distiller.fileio.atomic_path`), then append a manifest line. The shard file is
+the source of truth: a process killed at any point
 leaves either no shard for the chunk (it is labelled again on resume) or a complete one
 (it is skipped), never half a chunk and never a chunk twice. A shard whose rename landed
 but whose manifest line did not is found by the directory scan and logged again.
@@ -31,7 +32,17 @@ from ..fileio import atomic_path, atomic_write_bytes, is_temp_path
 
 PLAN = "plan.json"
 MANIFEST = "manifest.jsonl"
-_SHARD_KEYS = ("chunk_id", "indices", "energy", "n_atoms", "forces", "stress", "stress_mask", "fail_index", "fail_reason")
+_SHARD_KEYS = (
+    "chunk_id",
+    "indices",
+    "energy",
+    "n_atoms",
+    "forces",
+    "stress",
+    "stress_mask",
+    "fail_index",
+    "fail_reason",
+)
 
 
 def shard_name(chunk_id: int) -> str:

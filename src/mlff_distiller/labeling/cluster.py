@@ -11,8 +11,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -54,7 +54,9 @@ class HPCConfig:
         allowed = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(d) - allowed)
         if unknown:
-            raise ConfigError(f"labeling.hpc.{unknown[0]}: unknown field; allowed: cluster, {', '.join(sorted(allowed))}")
+            raise ConfigError(
+                f"labeling.hpc.{unknown[0]}: unknown field; allowed: cluster, {', '.join(sorted(allowed))}"
+            )
         cfg = cls(**d)
         for name in ("jobs", "cores", "processes"):
             v = getattr(cfg, name)

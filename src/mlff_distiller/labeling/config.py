@@ -35,7 +35,9 @@ class LabelingConfig:
         if d is None:
             return cls()
         if not isinstance(d, dict):
-            raise ConfigError("labeling: must be a mapping (workers, threads_per_worker, chunk_size, scheduler, min_distance, hpc)")
+            raise ConfigError(
+                "labeling: must be a mapping (workers, threads_per_worker, chunk_size, scheduler, min_distance, hpc)"
+            )
         allowed = [f.name for f in fields(cls)]
         unknown = sorted(set(d) - set(allowed))
         if unknown:

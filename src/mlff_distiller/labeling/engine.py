@@ -23,8 +23,8 @@ import numpy as np
 
 from .. import fields as F
 from ..errors import ConfigError, DatasetError, TeacherError, UserError
-from ..logs import say
 from ..fileio import replace_atomically, stale_temp_paths, temp_path
+from ..logs import say
 from .checkpoint import WorkDir
 from .worker import TeacherLoadError, spec_key
 
@@ -254,7 +254,8 @@ def label_pool(
         if existing is not None and existing.get("labeling_pool_sha256") != pool_sha and not overwrite:
             raise UserError(
                 f"output {out} exists and was labelled from another pool "
-                f"({existing.get('labeling_pool_path', 'unknown')}); pass --overwrite to replace it or choose another -o"
+                f"({existing.get('labeling_pool_path', 'unknown')}); pass --overwrite to replace it or choose "
+                "another -o"
             )
         if (
             existing is not None
@@ -313,7 +314,8 @@ def label_pool(
                 if not overwrite:
                     raise UserError(
                         f"checkpoint {work.path} was made with teacher {plan.get('teacher_fingerprint_id')} "
-                        f"(min_distance {plan.get('min_distance')}); pass --overwrite to discard it or choose another -o"
+                        f"(min_distance {plan.get('min_distance')}); pass --overwrite to discard it or choose "
+                        "another -o"
                     )
                 work.remove()
                 plan = None
@@ -336,7 +338,9 @@ def label_pool(
                 }
                 work.write_plan(plan)
             elif chunk_size and chunk_size != plan["chunk_size"]:
-                log.warning("resuming with the checkpoint's chunk size %d (ignoring %d)", plan["chunk_size"], chunk_size)
+                log.warning(
+                    "resuming with the checkpoint's chunk size %d (ignoring %d)", plan["chunk_size"], chunk_size
+                )
             size = int(plan["chunk_size"])
             n_chunks = math.ceil(n / size) if n else 0
             done = work.committed(n_chunks)
@@ -375,7 +379,9 @@ def label_pool(
             n_chunks=n_chunks,
             chunk_size=size,
             seconds=seconds,
-            structures_per_second=(stats["labelled"] + stats["failed"]) / stats["seconds"] if stats["seconds"] > 0 else 0.0,
+            structures_per_second=(stats["labelled"] + stats["failed"]) / stats["seconds"]
+            if stats["seconds"] > 0
+            else 0.0,
             teacher=teacher_id,
             out_path=str(out),
             resumed=bool(done),
@@ -458,6 +464,7 @@ def _dispatch(client, label_chunk, reader, work, spec, threads, todo, size, n, m
     """Keep ``window`` chunk tasks in flight; commit each result as it arrives."""
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
+
     from ..logs import progress as progress_bar
 
     total = sum(min(size, n - c * size) for c in todo)
@@ -598,7 +605,9 @@ def _merge(reader, work: WorkDir, plan: dict, out: Path, n_chunks: int, size: in
             for c in range(n_chunks):  # pass 2: one shard in memory at a time
                 s = work.load(c)
                 if len(s["indices"]):
-                    batch += _labelled_atoms(_read_atoms(reader, s["indices"]), s, plan["teacher_fingerprint_id"], parent_map)
+                    batch += _labelled_atoms(
+                        _read_atoms(reader, s["indices"]), s, plan["teacher_fingerprint_id"], parent_map
+                    )
                 if len(batch) >= MERGE_BATCH:
                     w.append(batch)
                     batch = []

@@ -13,17 +13,12 @@ import json
 import os
 import socket
 import sys
-import threading
 import time
-from typing import Any
 
 import numpy as np
 
-# (spec json) -> Teacher. One per worker process: building CHGNet or Orb costs seconds
-# and hundreds of MB, so it must not happen per task. ``Teacher.label`` holds its own lock,
-# so several Dask threads in one worker may share the instance safely.
-_TEACHERS: dict[str, Any] = {}
-_BUILD_LOCK = threading.Lock()
+from ..data.neighbors import closest_pair
+from ..labels import LabelError, check_energy, check_forces, check_stress
 
 
 class TeacherLoadError(RuntimeError):
@@ -31,6 +26,7 @@ class TeacherLoadError(RuntimeError):
 
 
 def spec_key(spec: dict | str) -> str:
+    """Canonical JSON of a teacher spec (stored in the labelled file to recognise a rerun)."""
     return json.dumps(spec, sort_keys=True, default=str)
 
 
@@ -42,29 +38,24 @@ def where() -> str:
 def get_teacher(spec: dict | str, threads: int | None = None):
     """The teacher for ``spec`` in this process, built on first use.
 
-    ``threads`` sets torch's intra-op threads (the math threads of one worker) before the
-    first build. Any error while building becomes :class:`TeacherLoadError` naming the
-    worker and the original exception, so the client can fail fast with it.
+    The teachers' per-process cache (:func:`mlff_distiller.teachers.build_teacher`) builds
+    it once per worker: building CHGNet or Orb costs seconds and hundreds of MB, so it must
+    not happen per task. ``threads`` sets torch's intra-op threads (the math threads of one
+    worker), and ``OMP_NUM_THREADS`` before the first build. Any error while building becomes
+    :class:`TeacherLoadError` naming the worker and the original exception, so the client can
+    fail fast with it.
     """
-    key = spec_key(spec)
-    teacher = _TEACHERS.get(key)
-    if teacher is not None:
-        return teacher
-    with _BUILD_LOCK:
-        teacher = _TEACHERS.get(key)
-        if teacher is None:
-            if threads:
-                os.environ["OMP_NUM_THREADS"] = str(int(threads))
-            try:
-                from ..teachers import build_teacher
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(int(threads))
+    try:
+        from ..teachers import build_teacher
 
-                teacher = build_teacher(spec)
-            except Exception as err:  # noqa: BLE001 - reported to the client verbatim
-                msg = " ".join(f"{type(err).__name__}: {err}".split())
-                raise TeacherLoadError(f"teacher failed to load on worker {where()}: {msg}") from None
-            if threads:
-                _set_threads(int(threads))
-            _TEACHERS[key] = teacher
+        teacher = build_teacher(spec)
+    except Exception as err:  # noqa: BLE001 - reported to the client verbatim
+        msg = " ".join(f"{type(err).__name__}: {err}".split())
+        raise TeacherLoadError(f"teacher failed to load on worker {where()}: {msg}") from None
+    if threads:
+        _set_threads(int(threads))
     return teacher
 
 
@@ -118,20 +109,16 @@ def too_close(atoms, min_distance: float) -> str | None:
     """
     if min_distance <= 0 or len(atoms) == 0 or (len(atoms) == 1 and not np.any(atoms.pbc)):
         return None
-    from ase.neighborlist import primitive_neighbor_list
-
     pos = atoms.get_positions()
     cell = np.asarray(atoms.cell.array, dtype=np.float64)
-    pbc = np.asarray(atoms.pbc, dtype=bool)
     if not np.all(np.isfinite(pos)):
         return None  # reported by the teacher's pre-check
-    if pbc.any() and abs(np.linalg.det(cell)) < 1e-8:
+    if np.any(atoms.pbc) and abs(np.linalg.det(cell)) < 1e-8:
         return None  # the teacher's own check reports the degenerate cell
-    i, j, d = primitive_neighbor_list("ijd", pbc, cell, pos, float(min_distance), self_interaction=False)
-    if len(d) == 0:
+    pair = closest_pair(pos, cell, atoms.pbc, float(min_distance), engine="ase")
+    if not pair.found:
         return None
-    k = int(np.argmin(d))
-    return f"atoms {int(i[k])} and {int(j[k])} overlap: distance {d[k]:.3f} A < min_distance {min_distance:g} A"
+    return f"atoms {pair.i} and {pair.j} overlap: distance {pair.distance:.3f} A < min_distance {min_distance:g} A"
 
 
 def label_chunk(
@@ -168,14 +155,12 @@ def label_chunk(
             continue
         # The teacher already checks shapes and finiteness; check again here because a
         # non-finite label must never reach a dataset, whatever the backend did.
-        f = np.asarray(res.forces, dtype=np.float64)
-        e = float(res.energy)
-        s = None if res.stress is None else np.asarray(res.stress, dtype=np.float64).reshape(6)
-        if not np.isfinite(e) or f.shape != (len(atoms), 3) or not np.all(np.isfinite(f)):
-            failures.append((idx, "teacher returned a non-finite or misshaped energy/forces"))
-            continue
-        if s is not None and not np.all(np.isfinite(s)):
-            failures.append((idx, "teacher returned non-finite stress (NaN/inf)"))
+        try:
+            e = check_energy(res.energy)
+            f = check_forces(res.forces, len(atoms))
+            s = None if res.stress is None else check_stress(res.stress)
+        except LabelError as err:
+            failures.append((idx, f"teacher returned {err}"))
             continue
         ok_idx.append(idx)
         energy.append(e)

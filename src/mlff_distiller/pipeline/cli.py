@@ -15,7 +15,10 @@ def register(sub) -> None:
     p.add_argument("recipe", help="built-in recipe name or path to a recipe YAML")
     add_output(p, "project directory (its log: logs/run.log)")
     p.add_argument("--until-tier", help="for tiered recipes: stop adding tiers after this one (e.g. 1k)")
-    p.add_argument("--restart-from", help="redo this stage and all after it (generate, label, gate, split, train, active, export, bench, report)")
+    p.add_argument(
+        "--restart-from",
+        help="redo this stage and all after it (generate, label, gate, split, train, active, export, bench, report)",
+    )
     p.add_argument("--workers", type=int, help="labeling workers (default from recipe, else 2)")
     p.add_argument("--skip", action="append", default=[], choices=["bench", "report"], help="skip an optional stage")
     p.add_argument("--overwrite", action="store_true", help="reuse an output directory that holds another project")

@@ -8,8 +8,6 @@ that invalidates a finished stage is reported, never silently mixed with old out
 
 from __future__ import annotations
 
-from ..fileio import atomic_write_text
-
 import hashlib
 import json
 import os
@@ -17,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
+from ..fileio import atomic_write_text
 
 PROJECT_FILE = "project.json"
 PROJECT_FORMAT = 1
@@ -43,7 +42,9 @@ class Project:
             try:
                 self.data = json.loads(self.file.read_text())
             except (OSError, json.JSONDecodeError) as err:
-                raise UserError(f"{self.file} is unreadable ({err}); move the directory away or pass --overwrite")
+                raise UserError(
+                    f"{self.file} is unreadable ({err}); move the directory away or pass --overwrite"
+                ) from None
             if self.data.get("recipe_name") != recipe_name and not overwrite:
                 raise UserError(
                     f"{self.root} holds project '{self.data.get('recipe_name')}', not '{recipe_name}': "
@@ -79,7 +80,8 @@ class Project:
         if rec.get("fingerprint") != fp:
             raise UserError(
                 f"the recipe changed since stage '{name}' ran in {self.root} (its inputs differ): "
-                f"re-run with --restart-from {name.split(':')[0]} to redo it and everything after, or use a new -o directory"
+                f"re-run with --restart-from {name.split(':')[0]} to redo it and everything after, or use a new -o "
+                "directory"
             )
         return True
 

@@ -27,8 +27,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import ConfigError, UserError
 from ..logs import log_to_file, say
 from .project import Project, fingerprint
@@ -124,17 +122,16 @@ def split_dataset(
 
     ``exclude``: indices left out of both files (structures flagged by validation).
     """
+    from ..data.split import chemistry_keys, grouped_split, provenance_groups
     from ..data.store import DatasetReader, DatasetWriter
     from ..fileio import replace_atomically, temp_path
 
     excluded = {int(i) for i in exclude}
     with DatasetReader(src) as r:
         n = len(r)
-        groups = [str((r.provenance(i) or {}).get("group", i)) for i in range(n)]
-        # Same rule as the trainer's validation split: whole provenance groups, and a group
-        # is held out only if its element set stays represented in training.
-        from ..training.data import chemistry_keys, grouped_split
-
+        # The trainer's validation split, with the same groups: whole provenance groups, and a
+        # group is held out only if its element set stays represented in training.
+        groups = provenance_groups(r)
         keep = [i for i in range(n) if i not in excluded]
         sub_groups = [groups[i] for i in keep]
         chem = chemistry_keys(r)
@@ -149,7 +146,8 @@ def split_dataset(
         attrs = dict(r.attrs)
         for path, want_test in ((train_path, False), (test_path, True)):
             tmp = temp_path(path)
-            with DatasetWriter(tmp, label_fields=tuple(r.label_fields), attrs={**attrs, "split": "test" if want_test else "train", "split_source": str(src)},
+            split_attrs = {**attrs, "split": "test" if want_test else "train", "split_source": str(src)}
+            with DatasetWriter(tmp, label_fields=tuple(r.label_fields), attrs=split_attrs,
                                positions_dtype=r.positions_dtype) as w:
                 batch = []
                 for i in range(n):
@@ -162,7 +160,8 @@ def split_dataset(
                     w.append(batch)
                 counts["test" if want_test else "train"] = len(w) if hasattr(w, "__len__") else None
             replace_atomically(tmp, path)
-    return {"n_total": n, "n_excluded": len(excluded), "n_groups": len(uniq), "n_test_groups": len(test_groups), **counts}
+    return {"n_total": n, "n_excluded": len(excluded), "n_groups": len(uniq), "n_test_groups": len(test_groups),
+            **counts}
 
 
 def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunResult:
@@ -179,7 +178,9 @@ def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
     from ..generation.recipe import load_recipe
 
     opts = options or RunOptions()
-    if opts.workers is not None and (isinstance(opts.workers, bool) or not isinstance(opts.workers, int) or opts.workers < 1):
+    if opts.workers is not None and (
+        isinstance(opts.workers, bool) or not isinstance(opts.workers, int) or opts.workers < 1
+    ):
         raise ConfigError(f"workers = {opts.workers!r}: give at least 1 labeling worker (or None for the recipe's)")
     recipe = load_recipe(recipe_ref)
     name = recipe.get("name") or Path(str(recipe_ref)).stem
@@ -188,11 +189,10 @@ def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
     tiers = _tiers(recipe, opts.until_tier)
 
     # -- validate every section and load the teacher before any work is done ------------
-    from ..quality import QualityConfig
-    from ..training import TrainConfig
-    from ..teachers import build_teacher
-
     from ..bench.runner import BenchConfig
+    from ..quality import QualityConfig
+    from ..teachers import build_teacher
+    from ..training import TrainConfig
 
     qcfg = QualityConfig.from_dict(recipe.get("quality") or {})
     tcfg = TrainConfig.from_dict(recipe.get("training") or {})
@@ -267,7 +267,11 @@ def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
         pool = tdir / "pool.h5"
         data = tdir / "dataset.h5"
         fp_gen = fingerprint(seed, recipe.get("generation"), recipe.get("teacher"), tier)
-        stage(f"generate:{tname}", fp_gen, lambda: _as_dict(generate(recipe, pool, tier=tier, progress=opts.progress, overwrite=True)))
+        stage(
+            f"generate:{tname}",
+            fp_gen,
+            lambda: _as_dict(generate(recipe, pool, tier=tier, progress=opts.progress, overwrite=True)),
+        )
         fp_lab = fingerprint(fp_gen, teacher_fp, recipe.get("labeling"))
         monitor = ChunkMonitor(qcfg, events_path=tdir / "monitor_events.jsonl")
 
@@ -352,7 +356,11 @@ def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
 
     student_pt = out / "student.pt"
     fp_export = fingerprint(fp_train)
-    stage("export", fp_export, lambda: (export_torchscript(load_student(run_dir), student_pt), {"path": str(student_pt)})[1])
+    stage(
+        "export",
+        fp_export,
+        lambda: (export_torchscript(load_student(run_dir), student_pt), {"path": str(student_pt)})[1],
+    )
 
     # -- bench -> report -> summary ---------------------------------------------------------
     bench_info = {}
@@ -404,9 +412,20 @@ def _active_rounds(acfg, recipe, project, stage, teacher, tcfg, lcfg, train_h5, 
 
     initial = sum(int((rec.get("info") or {}).get("n_pool") or 0) for name, rec in project.data["stages"].items()
                   if name.startswith("label:"))
-    ctx = ActiveContext(cfg=acfg, teacher=teacher, train_config=tcfg, quality=recipe.get("quality"), labeling=lcfg,
-                        train_h5=train_h5, test_h5=test_h5, root=project.root / "active", seed=int(recipe.get("seed", 0)),
-                        workers=opts.workers, progress=opts.progress, say=lambda text: _say(opts, text))
+    ctx = ActiveContext(
+        cfg=acfg,
+        teacher=teacher,
+        train_config=tcfg,
+        quality=recipe.get("quality"),
+        labeling=lcfg,
+        train_h5=train_h5,
+        test_h5=test_h5,
+        root=project.root / "active",
+        seed=int(recipe.get("seed", 0)),
+        workers=opts.workers,
+        progress=opts.progress,
+        say=lambda text: _say(opts, text),
+    )
     return run_rounds(ctx, project, stage, run_dir, fp, initial_calls=initial)
 
 
@@ -416,7 +435,10 @@ def _bench_summary(res: dict) -> dict:
     acc = res.get("accuracy") or {}
     pooled = (res.get("heldout") or {}).get("pooled") or {}
     out = {
-        "accuracy": {k: acc.get(k) for k in ("n_structures", "energy_mae_per_atom", "force_mae", "force_rmse_relative", "force_angle_mean_deg")},
+        "accuracy": {
+            k: acc.get(k)
+            for k in ("n_structures", "energy_mae_per_atom", "force_mae", "force_rmse_relative", "force_angle_mean_deg")
+        },
         "heldout": {k: v for k, v in pooled.items()} if pooled else None,
         "verdict": res.get("verdict"),
         "flags": _bench_flags(res),
@@ -447,7 +469,9 @@ def _bench_flags(res: dict) -> list[str]:
         for label, reps in (md.get("stability") or {}).items():
             for rep in reps:
                 if not rep.get("stable"):
-                    flags.append(f"{name} Langevin {rep.get('temperature_K', '?'):g} K ({label}): UNSTABLE, {rep.get('reason')}")
+                    flags.append(
+                        f"{name} Langevin {rep.get('temperature_K', '?'):g} K ({label}): UNSTABLE, {rep.get('reason')}"
+                    )
     for key, run in ((res.get("heldout") or {}).get("runs") or {}).items():
         md = run.get("teacher_md") or {}
         if md and not md.get("stable", True):
@@ -527,7 +551,11 @@ def _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run
     if val:
         lines.append(
             f"- student validation (best epoch {train.get('best_epoch')} of {train.get('epochs')}): "
-            + ", ".join(f"{k} = {_fmt(val[k])}" for k in ("energy_mae_per_atom", "force_mae", "force_rmse", "force_rel_rmse") if k in val)
+            + ", ".join(
+                f"{k} = {_fmt(val[k])}"
+                for k in ("energy_mae_per_atom", "force_mae", "force_rmse", "force_rel_rmse")
+                if k in val
+            )
             + " (eV/atom, eV/A)"
         )
     rounds_json = out / "active" / "rounds.json"
@@ -547,14 +575,16 @@ def _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run
             lines.append(
                 f"- student vs teacher on {acc['n_structures']} held-out structures: energy MAE "
                 f"{1000 * acc['energy_mae_per_atom']:.1f} meV/atom, force MAE {1000 * acc['force_mae']:.0f} meV/A, "
-                f"force RMSE / teacher RMS {acc['force_rmse_relative']:.3f}, mean force angle {acc['force_angle_mean_deg']:.1f} deg"
+                f"force RMSE / teacher RMS {acc['force_rmse_relative']:.3f}, mean force angle "
+                f"{acc['force_angle_mean_deg']:.1f} deg"
             )
         ho = bench_info.get("heldout") or {}
         if ho.get("n_frames"):
             lines.append(
                 f"- student vs teacher on {ho['n_frames']} frames of the teacher's own MD ({ho['n_runs']} runs, "
                 f"held out): energy MAE {1000 * ho['energy_mae_per_atom']:.1f} meV/atom (absolute; offset "
-                f"{1000 * ho['energy_offset_per_atom']:+.1f}, centered {1000 * ho['energy_mae_centered_per_atom']:.1f}), "
+                f"{1000 * ho['energy_offset_per_atom']:+.1f}, centered "
+                f"{1000 * ho['energy_mae_centered_per_atom']:.1f}), "
                 f"force RMSE / teacher RMS {ho['force_rel_rmse']:.3f} "
                 f"[{ho['force_rel_rmse_ci95'][0]:.3f}, {ho['force_rel_rmse_ci95'][1]:.3f}]"
             )
@@ -563,7 +593,8 @@ def _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run
             drift = e.get("nve_drift_ev_per_atom_per_ps")
             lines.append(
                 f"- {name} ({e.get('n_atoms')} atoms): student {_fmt(e.get('student_md_step_ms'))} ms per MD step, "
-                f"speed-up vs teacher {_fmt(r.get('md_step'))}x per MD step, {_fmt(r.get('force_call'))}x per force call"
+                f"speed-up vs teacher {_fmt(r.get('md_step'))}x per MD step, {_fmt(r.get('force_call'))}x per "
+                "force call"
                 + (f"; NVE drift {drift:.2e} eV/atom/ps ({e.get('nve_status')})" if drift is not None else "")
             )
         for flag in bench_info.get("flags") or []:
@@ -575,7 +606,9 @@ def _write_summary(project, recipe, teacher, tiers, bench_info, report_info, run
     text = "\n".join(lines) + "\n"
     path = out / "summary.md"
     path.write_text(text)
-    (out / "summary.json").write_text(json.dumps({"stages": stages, "bench": bench_info, "report": report_info}, indent=2, default=str))
+    (out / "summary.json").write_text(
+        json.dumps({"stages": stages, "bench": bench_info, "report": report_info}, indent=2, default=str)
+    )
     return path
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import DatasetError
+from ..labels import LabelError, check_energy, check_forces, check_stress
 
 
 @dataclass
@@ -54,25 +55,21 @@ def _from_atoms_list(atoms_list) -> Records:
     rec = Records([], [], [], [], [], [], [], [])
     for k, atoms in enumerate(atoms_list):
         if not hasattr(atoms, "get_atomic_numbers"):
-            raise DatasetError(f"item {k} is a {type(atoms).__name__}, not an ase.Atoms: pass a list of Atoms or a dataset path")
+            raise DatasetError(
+                f"item {k} is a {type(atoms).__name__}, not an ase.Atoms: pass a list of Atoms or a dataset path"
+            )
         rec.numbers.append(np.asarray(atoms.numbers, dtype=np.int64))
         rec.positions.append(np.asarray(atoms.positions, dtype=np.float64))
         rec.cells.append(np.asarray(atoms.cell[:], dtype=np.float64))
         rec.pbcs.append(np.asarray(atoms.pbc, dtype=bool))
         results = getattr(atoms.calc, "results", None) or {}
-        e = results.get("energy")
-        rec.energy.append(None if e is None else float(np.asarray(e).reshape(())))
-        f = results.get("forces")
-        rec.forces.append(None if f is None else np.asarray(f, dtype=np.float64).reshape(-1, 3))
-        s = results.get("stress")
-        if s is not None:
-            s = np.asarray(s, dtype=np.float64)
-            if s.shape == (3, 3):
-                from ..fields import matrix_to_voigt
-
-                s = matrix_to_voigt(s)
-            s = s.reshape(6)
-        rec.stress.append(s)
+        e, f, s = (results.get(name) for name in ("energy", "forces", "stress"))
+        try:  # shapes only: NaN/inf labels are what the "finite" check reports
+            rec.energy.append(None if e is None else check_energy(e, finite=False))
+            rec.forces.append(None if f is None else check_forces(f, len(atoms), finite=False))
+            rec.stress.append(None if s is None else check_stress(s, finite=False))
+        except LabelError as err:
+            raise DatasetError(f"item {k} has {err}; fix or drop the structure") from None
         prov = atoms.info.get("provenance") or {}
         rec.provenance.append(dict(prov) if isinstance(prov, dict) else {})
     # A plain list declares the label fields that at least one structure carries.

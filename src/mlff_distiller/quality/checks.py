@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from ase.data import covalent_radii
 
-from ..data.neighbors import neighbor_list
-from ..data.stats import fit_element_energies
+from ..data.neighbors import closest_pair
+from ..data.normalization import residual_energy_per_atom, robust_element_fit
 from ._data import Records, load_records
 from .config import CHECK_NAMES, QualityConfig
 
@@ -22,7 +22,8 @@ CHECK_DESCRIPTIONS = {
     "labels_present": "a declared label (energy, forces, stress of 3-D periodic cells) is missing",
     "min_distance": "closest pair below {absolute} A or below {covalent_fraction} x sum of covalent radii",
     "max_force": "largest per-atom |F| above {max} eV/A",
-    "energy_outlier": "robust z-score (scale >= {min_scale} eV/atom) of residual energy per atom after the per-element fit above {z_max}{exempt_text}",
+    "energy_outlier": "robust z-score (scale >= {min_scale} eV/atom) of residual energy per atom after the "
+    "per-element fit above {z_max}{exempt_text}",
     "sentinel_energy": "energy equals a sentinel {values} eV (+-{tol}) or |E|/atom above {max_abs_per_atom} eV",
     "volume_per_atom": "3-D periodic cell with volume per atom outside [{min}, {max}] A^3",
     "net_force": "|sum of forces| above {max} eV/A{per_atom_text} (conservative teacher)",
@@ -97,7 +98,11 @@ class ValidationReport:
                 if finite.size:
                     worst = finite.min() if name in ("min_distance",) else finite.max()
                     if name == "volume_per_atom":
-                        worst = finite.min() if abs(finite.min() - params["min"]) < abs(finite.max() - params["max"]) else finite.max()
+                        worst = (
+                            finite.min()
+                            if abs(finite.min() - params["min"]) < abs(finite.max() - params["max"])
+                            else finite.max()
+                        )
                     row["worst"] = float(worst)
             out.append(row)
         return out
@@ -146,43 +151,8 @@ def _min_distance(rec: Records, i: int, params: dict) -> tuple[float, float]:
     cutoff = max(3.0, params["absolute"], params["covalent_fraction"] * 2.0 * float(rc.max()) * 1.05)
     if np.any(pbc) and abs(float(np.linalg.det(cell))) < 1e-9:
         pbc = np.zeros(3, dtype=bool)  # a flat cell: treat as isolated (volume check reports it)
-    edge_index, edge_shift = neighbor_list(pos, cell, pbc, cutoff)
-    if edge_index.shape[1] == 0:
-        return np.inf, np.inf
-    a, b = edge_index
-    d = np.linalg.norm(pos[b] - pos[a] + edge_shift @ cell, axis=1)
-    return float(d.min()), float((d / (rc[a] + rc[b])).min())
-
-
-def robust_element_fit(numbers_per_structure, energies, iterations: int = 60) -> dict[int, float]:
-    """Per-element reference energies (eV) minimising the summed |residual energy per atom|.
-
-    A least-absolute-deviation fit by iteratively reweighted least squares, started from the
-    ordinary least-squares fit (``data.stats.fit_element_energies``). Unlike least squares,
-    one wild energy cannot drag the reference of an element that occurs in few structures
-    (and so hide itself while making its neighbours look wrong).
-    """
-    refs = fit_element_energies(numbers_per_structure, energies)
-    elements = sorted(refs)
-    col = {z: k for k, z in enumerate(elements)}
-    counts = np.zeros((len(energies), len(elements)))
-    for r, nums in enumerate(numbers_per_structure):
-        zs, cs = np.unique(nums, return_counts=True)
-        counts[r, [col[int(z)] for z in zs]] = cs
-    n = counts.sum(axis=1)
-    a = counts / n[:, None]  # per-atom composition
-    b = np.asarray(energies, dtype=np.float64) / n  # energy per atom
-    coef = np.array([refs[z] for z in elements])
-    lam = 1e-10 * max(1.0, float(np.mean(a**2)))
-    for _ in range(iterations):
-        w = 1.0 / np.maximum(np.abs(b - a @ coef), 1e-6)
-        aw = a * w[:, None]
-        new = np.linalg.solve(a.T @ aw + lam * np.eye(len(elements)), aw.T @ b)
-        if np.max(np.abs(new - coef)) < 1e-9:
-            coef = new
-            break
-        coef = new
-    return {z: float(coef[col[z]]) for z in elements}
+    pair = closest_pair(pos, cell, pbc, cutoff, z)
+    return pair.distance, pair.ratio
 
 
 def _residual_z(rec: Records, usable: np.ndarray, min_scale: float) -> np.ndarray:
@@ -193,9 +163,7 @@ def _residual_z(rec: Records, usable: np.ndarray, min_scale: float) -> np.ndarra
         return z
     nums = [rec.numbers[i] for i in idx]
     energies = np.array([rec.energy[i] for i in idx])
-    refs = robust_element_fit(nums, energies)
-    n = np.array([len(x) for x in nums], dtype=np.float64)
-    resid = (energies - np.array([sum(refs[int(a)] for a in x) for x in nums])) / n
+    resid = residual_energy_per_atom(nums, energies, robust_element_fit(nums, energies))
     med = np.median(resid)
     scale = max(1.4826 * float(np.median(np.abs(resid - med))), min_scale)
     z[idx] = (resid - med) / scale
@@ -247,7 +215,9 @@ def validate(atoms_or_path, config: QualityConfig | dict | None = None, *, progr
 
     p = checks["max_force"]
     if p["enabled"]:
-        v = np.array([np.nan if f is None or len(f) == 0 else float(np.linalg.norm(f, axis=1).max()) for f in rec.forces])
+        v = np.array(
+            [np.nan if f is None or len(f) == 0 else float(np.linalg.norm(f, axis=1).max()) for f in rec.forces]
+        )
         flags["max_force"] = np.nan_to_num(v, nan=0.0, posinf=np.inf) > p["max"]
         flags["max_force"] |= np.isinf(v)
         values["max_force"] = v

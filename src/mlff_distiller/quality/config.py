@@ -249,8 +249,17 @@ class QualityConfig:
             raise ConfigError("quality.checks.volume_per_atom: min must be below max")
 
         div = _merge_section("diversity", d.get("diversity"), DIVERSITY_DEFAULTS, nested=True)
-        for key in ("subsample_atoms", "repeats", "env_per_structure", "k", "pca_structures", "rmsd_max_per_composition",
-                    "rmsd_max_compositions", "elements_target", "compositions_target"):
+        for key in (
+            "subsample_atoms",
+            "repeats",
+            "env_per_structure",
+            "k",
+            "pca_structures",
+            "rmsd_max_per_composition",
+            "rmsd_max_compositions",
+            "elements_target",
+            "compositions_target",
+        ):
             div[key] = _number("diversity", key, div[key], lo=1, integer=True)
         div["seed"] = _number("diversity", "seed", div["seed"], lo=0, integer=True)
         if div["subsample_atoms"] < 10:

@@ -131,15 +131,20 @@ class DiversityReport:
     def summary(self) -> str:
         s = self.structural
         c = self.chemical
-        return "\n".join([
-            f"diversity score {self.score:.3f}  (" + ", ".join(f"{k} {v:.2f}" for k, v in self.components.items()) + ")",
-            f"  QUESTS H {s['entropy']:.3f} +- {s['entropy_std']:.3f} nats, D {s['diversity']:.3f} nats "
-            f"on {s['subsample_atoms']} environments x {s['repeats']} (H/ln n = {s['entropy_fraction']:.3f})",
-            f"  {c['n_elements']} elements ({', '.join(c['elements'])}), {c['n_compositions']} compositions, "
-            f"composition entropy {c['composition_entropy']:.3f} nats",
-            f"  sizes {self.size['min']}-{self.size['max']} atoms, smoothness {self.size['smoothness']:.2f}; "
-            f"samplers {dict(self.energetic['category_counts'])}",
-        ] + [f"  warning: {w}" for w in self.warnings])
+        return "\n".join(
+            [
+                f"diversity score {self.score:.3f}  ("
+                + ", ".join(f"{k} {v:.2f}" for k, v in self.components.items())
+                + ")",
+                f"  QUESTS H {s['entropy']:.3f} +- {s['entropy_std']:.3f} nats, D {s['diversity']:.3f} nats "
+                f"on {s['subsample_atoms']} environments x {s['repeats']} (H/ln n = {s['entropy_fraction']:.3f})",
+                f"  {c['n_elements']} elements ({', '.join(c['elements'])}), {c['n_compositions']} compositions, "
+                f"composition entropy {c['composition_entropy']:.3f} nats",
+                f"  sizes {self.size['min']}-{self.size['max']} atoms, smoothness {self.size['smoothness']:.2f}; "
+                f"samplers {dict(self.energetic['category_counts'])}",
+            ]
+            + [f"  warning: {w}" for w in self.warnings]
+        )
 
 
 # -- QUESTS ----------------------------------------------------------------------------------
@@ -458,7 +463,11 @@ def diversity(atoms_or_path, config: QualityConfig | dict | None = None, *, prog
 
     # components and score
     chem_cov = min(1.0, len(elements) / cfg["elements_target"])
-    comp_h = min(1.0, chemical["composition_entropy"] / math.log(cfg["compositions_target"])) if cfg["compositions_target"] > 1 else 1.0
+    comp_h = (
+        min(1.0, chemical["composition_entropy"] / math.log(cfg["compositions_target"]))
+        if cfg["compositions_target"] > 1
+        else 1.0
+    )
     components = {
         "structural": float(np.clip(structural["entropy_fraction"], 0.0, 1.0)),
         "chemical": 0.5 * chem_cov + 0.5 * comp_h,
@@ -486,5 +495,15 @@ def _stats(x: np.ndarray) -> dict:
     if x.size == 0:
         return {"n": 0}
     q = np.percentile(x, [5, 25, 50, 75, 95])
-    return {"n": int(x.size), "min": float(x.min()), "p5": float(q[0]), "p25": float(q[1]), "median": float(q[2]),
-            "p75": float(q[3]), "p95": float(q[4]), "max": float(x.max()), "mean": float(x.mean()), "std": float(x.std())}
+    return {
+        "n": int(x.size),
+        "min": float(x.min()),
+        "p5": float(q[0]),
+        "p25": float(q[1]),
+        "median": float(q[2]),
+        "p75": float(q[3]),
+        "p95": float(q[4]),
+        "max": float(x.max()),
+        "mean": float(x.mean()),
+        "std": float(x.std()),
+    }

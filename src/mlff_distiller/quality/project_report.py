@@ -132,7 +132,9 @@ def _training_section(project: Path) -> dict:
         ax.set_yscale("log")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    sec["figures"] = [{"id": "training-curves", "caption": "Losses and validation errors per epoch", "png": fig_png(fig)}]
+    sec["figures"] = [
+        {"id": "training-curves", "caption": "Losses and validation errors per epoch", "png": fig_png(fig)}
+    ]
     vl = m.get("val_loss")
     line = f"{int(np.nanmax(ep))} epochs"
     if vl is not None and np.isfinite(vl).any():
@@ -335,7 +337,9 @@ def screenshot(html_path, png_path, width: int = 1200, height: int = 4000, timeo
 
     browser = find_browser()
     if browser is None:
-        raise UserError(f"no headless browser found ({', '.join(BROWSERS)}): install one, e.g. apt-get install chromium")
+        raise UserError(
+            f"no headless browser found ({', '.join(BROWSERS)}): install one, e.g. apt-get install chromium"
+        )
     png = Path(png_path).resolve()
     png.parent.mkdir(parents=True, exist_ok=True)
     png.unlink(missing_ok=True)

@@ -17,11 +17,8 @@ Files are written under a temporary name and renamed, so a crash never leaves a 
 
 from __future__ import annotations
 
-from ..fileio import atomic_write_text
-
 import datetime as _dt
 import json
-import os
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -31,11 +28,12 @@ import numpy as np
 from .. import __version__
 from ..errors import UserError
 from ..fields import UNIT_SYSTEM
+from ..fileio import atomic_write_text
 from ._data import Records, load_records
+from ._html import colors, fig_png, render, table, verdict_cell
 from .checks import validate
 from .config import CHECKPOINTS, QualityConfig
 from .diversity_metrics import diversity, sampler_category
-from ._html import colors, fig_png, render, table, verdict_cell
 from .gates import evaluate_gates
 
 PLOTS = (
@@ -367,11 +365,23 @@ def dataset_sections(rec: Records, validation, div, gate_secs: list[dict], plots
         shown = ", ".join(map(str, idx[:20])) + (" ..." if len(idx) > 20 else "")
         rows.append([r["check"], "on" if r["enabled"] else "off", r["flagged"],
                      "-" if r["worst"] is None else f"{r['worst']:.4g} {r['unit']}", r["description"], shown])
-    checks = {"id": "checks", "title": "Validation checks", "level": 3,
-              "paragraphs": [f"{validation.n_flagged} of {validation.n_structures} structures flagged "
-                             f"({100 * validation.flagged_fraction:.2f} %)."] + [f"Note: {n}" for n in validation.notes],
-              "tables": [{"caption": "", "collapsed": False, "table": table(
-                  ["check", "enabled", "flagged", "worst value", "criterion", "flagged structures"], rows)}]}
+    checks = {
+        "id": "checks",
+        "title": "Validation checks",
+        "level": 3,
+        "paragraphs": [
+            f"{validation.n_flagged} of {validation.n_structures} structures flagged "
+            f"({100 * validation.flagged_fraction:.2f} %)."
+        ]
+        + [f"Note: {n}" for n in validation.notes],
+        "tables": [
+            {
+                "caption": "",
+                "collapsed": False,
+                "table": table(["check", "enabled", "flagged", "worst value", "criterion", "flagged structures"], rows),
+            }
+        ],
+    }
     n = len(rec)
     counts = {"id": "provenance", "title": "Counts per source and sampler", "level": 3, "tables": [
         {"caption": f"Structures per source ({len(set(rec.source(i) for i in range(n)))} sources)", "collapsed": True,

@@ -13,7 +13,6 @@ Units: eV, A, eV/A, eV/A^3 (stress in Voigt order xx yy zz yz xz xy).
 """
 
 from .config import PRESETS, StudentConfig
-from .model import StudentModel, build_student
 from .io import (
     ExportedStudent,
     StudentFileError,
@@ -26,6 +25,7 @@ from .io import (
     student_from_dict,
     student_to_dict,
 )
+from .model import StudentModel, build_student
 
 
 def __getattr__(name):  # the calculator imports ASE's calculator machinery: load it on demand

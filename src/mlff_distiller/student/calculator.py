@@ -31,7 +31,6 @@ from .fast import HAVE_NUMBA, fast_student
 from .io import ExportedStudent, load_any
 from .model import StudentModel
 
-
 BACKENDS = ("auto", "numba", "torch")
 # Two atoms closer than this (A) are refused: the model's pair terms are undefined at r = 0
 # (NaN energy) and meaningless long before; no physical structure comes near it.
@@ -69,7 +68,9 @@ class StudentCalculator(Calculator):
                 raise UserError("StudentCalculator: the model is in training mode; call model.eval() first")
             param = next(self.model.parameters())
             if param.device != self.device:
-                raise UserError(f"StudentCalculator: the model is on {param.device}, not {self.device}; move it or pass device=")
+                raise UserError(
+                    f"StudentCalculator: the model is on {param.device}, not {self.device}; move it or pass device="
+                )
             self.dtype = param.dtype
             if compile:
                 self.model = copy.deepcopy(self.model).enable_compile()
@@ -90,9 +91,13 @@ class StudentCalculator(Calculator):
         if backend == "torch" or (backend == "auto" and (compile or self.device.type != "cpu" or not HAVE_NUMBA)):
             return "torch"
         if self.device.type != "cpu":
-            raise UserError(f"StudentCalculator: the numba backend runs on the CPU only, not {self.device}; use backend='torch'")
+            raise UserError(
+                f"StudentCalculator: the numba backend runs on the CPU only, not {self.device}; use backend='torch'"
+            )
         if compile:
-            raise UserError("StudentCalculator: compile=True needs backend='torch' (the numba kernel is compiled already)")
+            raise UserError(
+                "StudentCalculator: compile=True needs backend='torch' (the numba kernel is compiled already)"
+            )
         if not HAVE_NUMBA:
             raise UserError("StudentCalculator: backend='numba' needs numba: pip install numba, or use backend='torch'")
         return "numba"

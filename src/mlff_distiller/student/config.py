@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ase.data import chemical_symbols
 
-from ..data.stats import CUTOFF_MAX, CUTOFF_MIN
+from ..data.normalization import CUTOFF_MAX, CUTOFF_MIN
 from ..errors import ConfigError
 
 #: Size presets: width (scalar and vector features), interaction layers, radial functions.
@@ -70,8 +70,10 @@ class StudentConfig:
         except (TypeError, ValueError):
             raise ConfigError(f"student.cutoff: must be a number of Angstrom, got {self.cutoff!r}") from None
         if not (CUTOFF_MIN <= self.cutoff <= CUTOFF_MAX):
-            raise ConfigError(f"student.cutoff: {self.cutoff} A is out of range; use {CUTOFF_MIN:g} to {CUTOFF_MAX:g} A "
-                              "(typical: 4-6 A)")
+            raise ConfigError(
+                f"student.cutoff: {self.cutoff} A is out of range; use {CUTOFF_MIN:g} to {CUTOFF_MAX:g} A "
+                "(typical: 4-6 A)"
+            )
         if not isinstance(self.scalar_last_message, bool):
             raise ConfigError(f"student.scalar_last_message: must be true or false, got {self.scalar_last_message!r}")
         if self.dtype not in DTYPES:
@@ -85,7 +87,9 @@ class StudentConfig:
             if isinstance(z, str) and z in chemical_symbols[1:]:
                 z = chemical_symbols.index(z)
             if isinstance(z, bool) or not isinstance(z, int) or not 1 <= z <= 118:
-                raise ConfigError(f"student.elements: {z!r} is not an atomic number (use integers 1..118 or symbols like 'Si')")
+                raise ConfigError(
+                    f"student.elements: {z!r} is not an atomic number (use integers 1..118 or symbols like 'Si')"
+                )
             elements.append(int(z))
         self.elements = sorted(set(elements))
         return self

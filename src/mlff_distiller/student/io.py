@@ -25,10 +25,10 @@ from typing import Any, Dict
 import torch
 
 from .. import __version__
-from ..data.stats import NormalizationStats
+from ..data.normalization import NormalizationStats
 from ..errors import UserError
-from ..fileio import atomic_path
 from ..fields import UNIT_SYSTEM
+from ..fileio import atomic_path
 from .config import StudentConfig
 from .model import StudentModel
 
@@ -108,14 +108,17 @@ def read_checkpoint(path_or_run_dir, map_location="cpu") -> dict:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # unpickling refused, truncated file, not a torch file
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise StudentFileError(f"cannot read student checkpoint {path} ({first[:160]}): the file is corrupt or not a student checkpoint") from None
+        raise StudentFileError(
+            f"cannot read student checkpoint {path} ({first[:160]}): the file is corrupt or not a student checkpoint"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise StudentFileError(f"{path} is not an mlff-distiller student checkpoint (no '{FORMAT}' format tag)")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
         raise StudentFileError(
             f"{path} has student format version {version} (written by mlff-distiller {data.get('code_version', '?')}); "
-            f"this mlff-distiller {__version__} reads version {FORMAT_VERSION}: retrain, or load it with the matching version"
+            f"this mlff-distiller {__version__} reads version {FORMAT_VERSION}: retrain, or load it with the "
+            "matching version"
         )
     for key in ("config", "stats", "state_dict"):
         if key not in data:
@@ -201,8 +204,10 @@ class ExportedStudent:
         self.elements = [int(z) for z in meta["elements"]]
         self.has_energies = "compute_energies" in str(module.forward.schema)
 
-    def __call__(self, batch, compute_forces: bool = True, compute_stress: bool = False, compute_energies: bool = False):
-        args = (batch, compute_forces, compute_stress)
+    def __call__(
+        self, batch, compute_forces: bool = True, compute_stress: bool = False, compute_energies: bool = False
+    ):
+        args: tuple = (batch, compute_forces, compute_stress)
         if compute_energies:  # exports written before per-atom energies take three arguments
             if not self.has_energies:
                 raise StudentFileError(
@@ -230,7 +235,9 @@ def load_exported(path, map_location="cpu") -> ExportedStudent:
     """Load a TorchScript export written by :func:`export_torchscript`."""
     path = Path(path)
     if not path.is_file():
-        raise StudentFileError(f"exported student {path} does not exist: write one with `mlff-distill export RUN -o FILE`")
+        raise StudentFileError(
+            f"exported student {path} does not exist: write one with `mlff-distill export RUN -o FILE`"
+        )
     if not is_torchscript_file(path):
         raise StudentFileError(f"{path} is not a TorchScript export: use load_student() for a checkpoint")
     extra = {EXPORT_META: ""}
@@ -238,13 +245,17 @@ def load_exported(path, map_location="cpu") -> ExportedStudent:
         with _quiet_jit():
             module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
     except Exception as err:
-        raise StudentFileError(f"cannot load TorchScript file {path} ({str(err).splitlines()[0][:160]}): re-export it") from None
+        raise StudentFileError(
+            f"cannot load TorchScript file {path} ({str(err).splitlines()[0][:160]}): re-export it"
+        ) from None
     try:
         meta = json.loads(extra[EXPORT_META])
     except json.JSONDecodeError:
         meta = None
     if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
-        raise StudentFileError(f"{path} is a TorchScript file without mlff-distiller metadata: export it with export_torchscript()")
+        raise StudentFileError(
+            f"{path} is a TorchScript file without mlff-distiller metadata: export it with export_torchscript()"
+        )
     if meta.get("format_version") != FORMAT_VERSION:
         raise StudentFileError(
             f"{path} has export format version {meta.get('format_version')}; this mlff-distiller {__version__} "

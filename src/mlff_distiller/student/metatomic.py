@@ -109,11 +109,17 @@ if HAVE_METATOMIC:
             numbers = torch.cat(types)
             species = self.student.z_to_index.index_select(0, numbers)
             if bool((species < 0).any()):
-                raise ValueError("mlff-distiller student: a system contains an atomic type the student was not trained on")
+                raise ValueError(
+                    "mlff-distiller student: a system contains an atomic type the student was not trained on"
+                )
             net = self.student.energies_from_vectors(species, torch.cat(rvecs).to(dtype), torch.cat(pairs, dim=1))
-            atom_energy = net.to(torch.float64) + self.student.atom_energy_const.to(torch.float64).index_select(0, species)
+            atom_energy = net.to(torch.float64) + self.student.atom_energy_const.to(torch.float64).index_select(
+                0, species
+            )
             owner = torch.cat(owners)
-            atom_index = torch.arange(offset, device=device) - torch.tensor(starts, device=device).index_select(0, owner)
+            atom_index = torch.arange(offset, device=device) - torch.tensor(starts, device=device).index_select(
+                0, owner
+            )
             if selected_atoms is not None:
                 sel_system = selected_atoms.column("system").to(torch.long)
                 sel_atom = selected_atoms.column("atom").to(torch.long)
@@ -127,7 +133,9 @@ if HAVE_METATOMIC:
                 samples = Labels(["system", "atom"], torch.stack([owner, atom_index], dim=1).to(torch.int32))
                 values = atom_energy.reshape(-1, 1)
             else:
-                samples = Labels(["system"], torch.arange(len(systems), dtype=torch.int32, device=device).reshape(-1, 1))
+                samples = Labels(
+                    ["system"], torch.arange(len(systems), dtype=torch.int32, device=device).reshape(-1, 1)
+                )
                 values = torch.zeros(len(systems), dtype=torch.float64, device=device).index_add(0, owner, atom_energy)
                 values = values.reshape(-1, 1)
             block = TensorBlock(

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 from torch import Tensor, nn
 
-from ..data.stats import NormalizationStats
+from ..data.normalization import NormalizationStats
 from ..errors import ConfigError
 from .config import StudentConfig
 
@@ -137,7 +137,9 @@ class StudentModel(nn.Module):
         # Bias-free, so that the envelope can multiply the basis instead of the filters.
         self.filters = nn.ModuleList([nn.Linear(n_rbf, m.width, bias=False) for m in self.messages])
         self.updates = nn.ModuleList([_Update(f, last=(k == n_layers - 1)) for k in range(n_layers)])
-        self.readout = nn.Sequential(nn.Linear(f, f // 2 if f >= 4 else f), nn.SiLU(), nn.Linear(f // 2 if f >= 4 else f, 1))
+        self.readout = nn.Sequential(
+            nn.Linear(f, f // 2 if f >= 4 else f), nn.SiLU(), nn.Linear(f // 2 if f >= 4 else f, 1)
+        )
         self._compiled = None  # set by enable_compile(); Python-only
         self.to(_DTYPES[config.dtype])
 
@@ -308,7 +310,9 @@ class StudentModel(nn.Module):
                 virial = g if g is not None else torch.zeros_like(strain)
                 volume = torch.abs(torch.linalg.det(cell.detach()))
                 periodic = pbc.to(torch.bool).all(dim=1) & (volume > 1e-10)
-                inv_vol = torch.where(periodic, 1.0 / torch.where(periodic, volume, torch.ones_like(volume)), torch.zeros_like(volume))
+                inv_vol = torch.where(
+                    periodic, 1.0 / torch.where(periodic, volume, torch.ones_like(volume)), torch.zeros_like(volume)
+                )
                 m = virial * inv_vol.view(-1, 1, 1)
                 m = 0.5 * (m + m.transpose(1, 2))
                 out["stress"] = torch.stack(

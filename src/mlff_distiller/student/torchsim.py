@@ -158,9 +158,13 @@ class StudentTorchSimModel(ModelInterface):
         if backend == "auto":
             backend = "numba" if device.type == "cpu" and HAVE_NUMBA else "torch"
         if backend == "numba" and device.type != "cpu":
-            raise UserError(f"StudentTorchSimModel: the numba backend runs on the CPU only, not {device}; use backend='torch'")
+            raise UserError(
+                f"StudentTorchSimModel: the numba backend runs on the CPU only, not {device}; use backend='torch'"
+            )
         if backend == "numba" and not HAVE_NUMBA:
-            raise UserError("StudentTorchSimModel: backend='numba' needs numba: pip install numba, or use backend='torch'")
+            raise UserError(
+                "StudentTorchSimModel: backend='numba' needs numba: pip install numba, or use backend='torch'"
+            )
         student = load_any(model, map_location=device)
         if isinstance(student, StudentModel):
             if student.training:

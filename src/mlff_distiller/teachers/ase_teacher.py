@@ -59,7 +59,9 @@ def import_object(path: str, what: str = "calculator"):
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise TeacherError(f"teacher {what} '{path}': module '{modname}' has no attribute '{attr}'; check the class name")
+            raise TeacherError(
+                f"teacher {what} '{path}': module '{modname}' has no attribute '{attr}'; check the class name"
+            )
         obj = getattr(obj, part)
     return obj
 
@@ -113,7 +115,9 @@ def _as_numbers(elements) -> frozenset[int] | None:
         elif isinstance(e, str) and e in atomic_numbers:
             out.add(atomic_numbers[e])
         else:
-            raise ConfigError(f"teacher.elements: {e!r} is not an element symbol or atomic number; use e.g. ['H', 'C', 'O']")
+            raise ConfigError(
+                f"teacher.elements: {e!r} is not an element symbol or atomic number; use e.g. ['H', 'C', 'O']"
+            )
     return frozenset(out)
 
 
@@ -165,7 +169,8 @@ class ASETeacher(Teacher):
         missing = [p for p in ("energy", "forces") if p not in props]
         if missing:
             raise TeacherError(
-                f"teacher calculator '{path}' does not implement {', '.join(missing)}; a teacher needs energy and forces"
+                f"teacher calculator '{path}' does not implement {', '.join(missing)}; a teacher needs energy and "
+                "forces"
             )
         self._has_stress = "stress" in props
 

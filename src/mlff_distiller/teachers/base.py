@@ -20,10 +20,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -31,10 +30,11 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.data import chemical_symbols
 
-from .. import fields as F
 from ..errors import ConfigError, TeacherError
+from ..labels import LabelError, check_energy, check_forces, check_stress
 
-__all__ = ["LabelResult", "Teacher", "TeacherCalculator", "TeacherCalculationError", "sha256_file"]
+__all__ = ["LabelResult", "Teacher", "TeacherCalculator", "TeacherCalculationError", "cached_teacher", "clear_cache",
+           "sha256_file"]
 
 
 class TeacherCalculationError(RuntimeError):
@@ -192,7 +192,7 @@ class Teacher:
     @property
     def fingerprint(self) -> dict:
         if self._fingerprint is None:
-            fp = {"teacher": self.name}
+            fp: dict[str, Any] = {"teacher": self.name}
             fp.update(self._fingerprint_parts())
             fp.setdefault("options", {k: v for k, v in self._spec.items() if k in self.result_options()})
             self._fingerprint = fp
@@ -209,7 +209,7 @@ class Teacher:
         digest = hashlib.sha256(_canonical_json(fp).encode()).hexdigest()[:12]
         model = fp.get("model")
         short = isinstance(model, str) and model != self.name and all(c.isalnum() or c in "._-" for c in model)
-        if short and len(model) <= 40:
+        if short and isinstance(model, str) and len(model) <= 40:
             stem = model if model.startswith(self.name) else f"{self.name}-{model}"
         else:
             stem = self.name
@@ -237,10 +237,8 @@ class Teacher:
         }
 
     def __reduce__(self):
-        # pickling (e.g. to a Dask worker) sends the spec; the worker rebuilds (once, cached)
-        from .registry import build_teacher
-
-        return (build_teacher, (self.spec,))
+        # pickling (e.g. to a Dask worker) sends the class and spec; the worker rebuilds (once, cached)
+        return (cached_teacher, (type(self), self.spec))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.fingerprint_id}>"
@@ -346,28 +344,12 @@ class Teacher:
             energy, forces, stress = raw.energy, raw.forces, raw.stress
         else:
             energy, forces, stress = raw
-        n = len(atoms)
         try:
-            energy = float(np.asarray(energy, dtype=np.float64).reshape(()))
-        except (TypeError, ValueError):
-            return LabelResult.failure(f"teacher returned a non-scalar energy of shape {np.shape(energy)}")
-        forces = np.asarray(forces, dtype=np.float64)
-        if forces.shape != (n, 3):
-            return LabelResult.failure(f"teacher returned forces of shape {forces.shape}, expected ({n}, 3)")
-        if not math.isfinite(energy):
-            return LabelResult.failure(f"teacher returned a non-finite energy ({energy})")
-        if not np.all(np.isfinite(forces)):
-            return LabelResult.failure("teacher returned non-finite forces (NaN/inf)")
-        if is_3d_periodic(atoms) and stress is not None:
-            stress = np.asarray(stress, dtype=np.float64)
-            if stress.shape == (3, 3):
-                stress = F.matrix_to_voigt(stress)
-            if stress.shape != (6,):
-                return LabelResult.failure(f"teacher returned stress of shape {stress.shape}, expected (6,) or (3, 3)")
-            if not np.all(np.isfinite(stress)):
-                return LabelResult.failure("teacher returned non-finite stress (NaN/inf)")
-        else:
-            stress = None
+            energy = check_energy(energy)
+            forces = check_forces(forces, len(atoms))
+            stress = check_stress(stress) if is_3d_periodic(atoms) and stress is not None else None
+        except LabelError as err:
+            return LabelResult.failure(f"teacher returned {err}")
         return LabelResult(energy=energy, forces=forces, stress=stress)
 
     # -- ASE ----------------------------------------------------------------------------
@@ -376,12 +358,51 @@ class Teacher:
         return TeacherCalculator(self)
 
 
+# The one per-process cache of built teachers, keyed by the normalised spec and the weights
+# file's size/mtime: building CHGNet or Orb costs seconds and hundreds of MB, so a Dask worker
+# that labels many chunks (or an unpickled teacher) must reuse it. ``Teacher.label`` holds its
+# own lock, so threads may share one instance.
+_CACHE: dict[str, Teacher] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _cache_key(spec: dict) -> str:
+    stamp = None
+    path = spec.get("weights_path")
+    if isinstance(path, str) and os.path.exists(path):
+        st = os.stat(path)
+        stamp = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    return json.dumps([spec, stamp], sort_keys=True, default=str)
+
+
+def cached_teacher(cls: type[Teacher], spec: dict) -> Teacher:
+    """The instance of ``cls`` for ``spec`` in this process, built on first use.
+
+    :func:`mlff_distiller.teachers.build_teacher` (names and aliases) and unpickling both
+    come here.
+    """
+    full = cls.normalize_spec(spec)
+    key = _cache_key(full)
+    with _CACHE_LOCK:
+        teacher = _CACHE.get(key)
+        if teacher is None:
+            teacher = cls(full)
+            _CACHE[key] = teacher
+    return teacher
+
+
+def clear_cache() -> None:
+    """Forget every teacher built in this process."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
 class TeacherCalculator(Calculator):
     """ASE calculator that evaluates a :class:`Teacher` (energy eV, forces eV/A, stress
     Voigt eV/A^3 for 3-D periodic cells). Raises :class:`TeacherCalculationError` when the
     teacher fails on the structure."""
 
-    implemented_properties = ("energy", "free_energy", "forces", "stress")
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
     def __init__(self, teacher: Teacher, **kwargs):
         super().__init__(**kwargs)

@@ -74,7 +74,9 @@ class CHGNetTeacher(Teacher):
         try:
             from chgnet.model import CHGNet
         except ImportError as err:
-            raise TeacherError(f"teacher 'chgnet' needs the chgnet package ({err}); install it: pip install chgnet") from None
+            raise TeacherError(
+                f"teacher 'chgnet' needs the chgnet package ({err}); install it: pip install chgnet"
+            ) from None
         wpath = self._spec["weights_path"]
         model_name = self._spec["model"]
         if wpath is not None:
@@ -129,7 +131,9 @@ class CHGNetTeacher(Teacher):
     def _precheck(self, atoms: Atoms):
         reason = super()._precheck(atoms)
         if reason is None and any(atoms.pbc) and not all(atoms.pbc):
-            reason = "teacher 'chgnet' handles molecules (no pbc) and 3-D periodic cells, not partly periodic structures"
+            reason = (
+                "teacher 'chgnet' handles molecules (no pbc) and 3-D periodic cells, not partly periodic structures"
+            )
         return reason
 
     def _graph(self, atoms: Atoms):

@@ -19,7 +19,8 @@ def register(subparsers) -> None:
     )
     sub = p.add_subparsers(dest="teachers_command", metavar="SUBCOMMAND")
     pl = sub.add_parser("list", help="show each teacher and whether it can load on this machine (and why not)")
-    pl.add_argument("--probe", action="store_true", help="build each teacher that needs no file and label a test structure")
+    pl.add_argument("--probe", action="store_true",
+                    help="build each teacher that needs no file and label a test structure")
     add_json(pl, "the teacher table")
     pl.set_defaults(func=_list)
     pc = sub.add_parser(

@@ -36,10 +36,14 @@ def parse_teacher_arg(text: str) -> Any:
         try:
             return json.loads(text)
         except json.JSONDecodeError as err:
-            raise UserError(f"teacher spec '{text}' is not valid JSON ({err.msg}); write it like '{{\"name\": \"emt\"}}'") from None
+            raise UserError(
+                f"teacher spec '{text}' is not valid JSON ({err.msg}); write it like '{{\"name\": \"emt\"}}'"
+            ) from None
     if text.endswith((".yaml", ".yml", ".json")):
         if not os.path.isfile(text):
-            raise UserError(f"teacher spec file '{text}' does not exist; give a teacher name or an existing YAML/JSON file")
+            raise UserError(
+                f"teacher spec file '{text}' does not exist; give a teacher name or an existing YAML/JSON file"
+            )
         with open(text) as fh:
             spec = yaml.safe_load(fh)
         if isinstance(spec, dict) and "teacher" in spec and isinstance(spec["teacher"], (dict, str)):
@@ -50,12 +54,16 @@ def parse_teacher_arg(text: str) -> Any:
         spec: dict[str, Any] = {"name": name}
         for pair in pairs:
             if "=" not in pair:
-                raise UserError(f"teacher option '{pair}' in '{text}' is not key=value; write e.g. 'orb,weights_path=/w.ckpt'")
+                raise UserError(
+                    f"teacher option '{pair}' in '{text}' is not key=value; write e.g. 'orb,weights_path=/w.ckpt'"
+                )
             key, _, value = pair.partition("=")
             try:
                 spec[key.strip()] = yaml.safe_load(value)
             except yaml.YAMLError:
-                raise UserError(f"teacher option '{pair}' has a value YAML cannot parse; quote it or fix the brackets") from None
+                raise UserError(
+                    f"teacher option '{pair}' has a value YAML cannot parse; quote it or fix the brackets"
+                ) from None
         return spec
     return text
 
@@ -93,7 +101,9 @@ def read_structures(path: str, limit: int | None = None) -> list[Atoms]:
         index = ":" if limit is None else f":{int(limit)}"
         atoms = ase.io.read(path, index=index)
     except Exception as err:  # noqa: BLE001 - ASE raises many kinds for unreadable files
-        raise UserError(f"cannot read structures from '{path}' ({type(err).__name__}: {err}); use extxyz or a dataset .h5") from None
+        raise UserError(
+            f"cannot read structures from '{path}' ({type(err).__name__}: {err}); use extxyz or a dataset .h5"
+        ) from None
     atoms = atoms if isinstance(atoms, list) else [atoms]
     if not atoms:
         raise UserError(f"'{path}' holds no structures")
@@ -220,7 +230,10 @@ def format_report(rep: dict) -> str:
     lines += ["", f"{'quantity':<34}{'MAE':>12}{'RMSE':>12}{'max':>12}{'n':>10}"]
 
     def row(label, st, scale=1.0):
-        lines.append(f"{label:<34}{_fmt(st['mae'], scale):>12}{_fmt(st['rmse'], scale):>12}{_fmt(st['max'], scale):>12}{st['n']:>10}")
+        lines.append(
+            f"{label:<34}{_fmt(st['mae'], scale):>12}{_fmt(st['rmse'], scale):>12}"
+            f"{_fmt(st['max'], scale):>12}{st['n']:>10}"
+        )
 
     row("energy (meV/atom)", rep["energy_per_atom"], 1000)
     row("energy, offset removed (meV/atom)", rep["energy_per_atom_offset_removed"], 1000)

@@ -66,14 +66,18 @@ class FennolTeacher(Teacher):
             ) from None
         path = self._spec["weights_path"]
         if path is None:
-            raise TeacherError("teacher 'fennol' needs weights_path: the .fnx file of a FENNIX model (fennol ships none)")
+            raise TeacherError(
+                "teacher 'fennol' needs weights_path: the .fnx file of a FENNIX model (fennol ships none)"
+            )
         if not os.path.isfile(path):
             raise TeacherError(f"teacher 'fennol': weights_path '{path}' does not exist; pass a FENNIX .fnx model file")
         self._path = os.path.abspath(path)
         try:
             self._model = FENNIX.load(self._path, use_atom_padding=True)
         except Exception as err:  # noqa: BLE001 - any parse failure means a bad file
-            raise TeacherError(f"teacher 'fennol': cannot load '{path}' as a FENNIX model ({type(err).__name__}: {err})") from None
+            raise TeacherError(
+                f"teacher 'fennol': cannot load '{path}' as a FENNIX model ({type(err).__name__}: {err})"
+            ) from None
         # model energy unit -> eV
         self._to_ev = units.Hartree / au.get_multiplier(self._model.energy_unit)
         order = _find_species_order(self._model._input_args.get("modules", {}))
@@ -111,7 +115,9 @@ class FennolTeacher(Teacher):
     def _precheck(self, atoms: Atoms):
         reason = super()._precheck(atoms)
         if reason is None and any(atoms.pbc) and not all(atoms.pbc):
-            reason = "teacher 'fennol' handles molecules (no pbc) and 3-D periodic cells, not partly periodic structures"
+            reason = (
+                "teacher 'fennol' handles molecules (no pbc) and 3-D periodic cells, not partly periodic structures"
+            )
         return reason
 
     def _run(self, atoms_list: list[Atoms], periodic: bool) -> list[tuple]:

@@ -138,10 +138,14 @@ class OrbTeacher(Teacher):
 
     # -- loading ------------------------------------------------------------------------
     def _load(self, loader, wpath):
-        import torch
 
         s = self._spec
-        kwargs = {"weights_path": wpath, "device": s["device"], "precision": s["precision"], "compile": bool(s["compile"])}
+        kwargs = {
+            "weights_path": wpath,
+            "device": s["device"],
+            "precision": s["precision"],
+            "compile": bool(s["compile"]),
+        }
         accepted = inspect.signature(loader).parameters
         kwargs = {k: v for k, v in kwargs.items() if k in accepted}
         with torch_global_state(), warnings.catch_warnings():

@@ -2,24 +2,30 @@
 
 A spec is a name string (``"chgnet"``, ``"emt"``, ``"orb-v2"``, or an import path
 ``"ase.calculators.emt:EMT"``) or a dict ``{"name": ..., <options>}``. Building is cached
-per process (keyed by the normalised spec and the weights file's size/mtime), so a Dask
-worker that labels many chunks loads the model once.
+per process (:func:`mlff_distiller.teachers.base.cached_teacher`, keyed by the normalised
+spec and the weights file's size/mtime), so a Dask worker that labels many chunks loads the
+model once.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
-import os
-import threading
 from typing import Any
 
 from ..errors import ConfigError, TeacherError
-from .base import Teacher, package_version
+from .base import Teacher, cached_teacher, clear_cache, package_version
+
+__all__ = ["DEFAULT_TEACHER", "build_teacher", "check_teacher_spec", "clear_cache", "known_teachers", "list_teachers",
+           "normalize_spec", "teacher_class"]
 
 # name -> (module, class, one-line description, python package that must import)
 _TEACHERS: dict[str, tuple[str, str, str, str | None]] = {
-    "chgnet": ("chgnet_teacher", "CHGNetTeacher", "CHGNet 0.3.0 universal potential, weights ship in the wheel (default)", "chgnet"),
+    "chgnet": (
+        "chgnet_teacher",
+        "CHGNetTeacher",
+        "CHGNet 0.3.0 universal potential, weights ship in the wheel (default)",
+        "chgnet",
+    ),
     "orb": ("orb_teacher", "OrbTeacher", "Orb (orb-models): orb-v2 / orb-v3 from a local weights_path", "orb_models"),
     "fennol": ("fennol_teacher", "FennolTeacher", "FeNNol FENNIX model from a .fnx file (weights_path)", "fennol"),
     "xtb": ("ase_teacher", "XTBTeacher", "GFN2-xTB through tblite (molecules)", "tblite"),
@@ -35,10 +41,6 @@ _ALIASES: dict[str, tuple[str, dict]] = {
 # any other "orb-..." name is read as {"name": "orb", "model": <that name>} (checked against
 # the installed orb-models when the teacher is built)
 _ORB_PREFIXES = ("orb-", "separate-d")
-
-_CACHE: dict[str, Teacher] = {}
-_CACHE_LOCK = threading.Lock()
-
 
 def known_teachers() -> list[str]:
     return list(_TEACHERS)
@@ -103,15 +105,6 @@ def check_teacher_spec(spec: Any, missing_ok: bool = False) -> dict:
     return full
 
 
-def _cache_key(spec: dict) -> str:
-    stamp = None
-    path = spec.get("weights_path")
-    if isinstance(path, str) and os.path.exists(path):
-        st = os.stat(path)
-        stamp = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
-    return json.dumps([spec, stamp], sort_keys=True, default=str)
-
-
 def build_teacher(spec: Any = DEFAULT_TEACHER, *, cache: bool = True) -> Teacher:
     """Build (or reuse, per process) the teacher described by ``spec``.
 
@@ -123,21 +116,9 @@ def build_teacher(spec: Any = DEFAULT_TEACHER, *, cache: bool = True) -> Teacher
     """
     spec = normalize_spec(spec)
     cls = teacher_class(spec["name"])
-    full = cls.normalize_spec(spec)
     if not cache:
-        return cls(full)
-    key = _cache_key(full)
-    with _CACHE_LOCK:
-        teacher = _CACHE.get(key)
-        if teacher is None:
-            teacher = cls(full)
-            _CACHE[key] = teacher
-    return teacher
-
-
-def clear_cache() -> None:
-    with _CACHE_LOCK:
-        _CACHE.clear()
+        return cls(cls.normalize_spec(spec))
+    return cached_teacher(cls, spec)
 
 
 def list_teachers(probe: bool = False) -> list[dict]:
@@ -151,14 +132,17 @@ def list_teachers(probe: bool = False) -> list[dict]:
 
     rows = []
     for name, (_, _, desc, pkg) in _TEACHERS.items():
-        dist = {"orb_models": "orb-models"}.get(pkg, pkg)
-        row = {"name": name, "description": desc, "package": dist, "version": package_version(dist) if dist else None}
+        dist = {"orb_models": "orb-models"}.get(pkg, pkg) if pkg else None
+        version = package_version(dist) if dist else None
+        row: dict[str, Any] = {"name": name, "description": desc, "package": dist, "version": version}
         try:
             importable = pkg is None or importlib.util.find_spec(pkg) is not None
         except (ImportError, ValueError):
             importable = False
         if not importable:
-            row.update(available=False, reason=f"package '{dist}' is not installed (pip install 'mlff-distiller[{name}]')")
+            row.update(
+                available=False, reason=f"package '{dist}' is not installed (pip install 'mlff-distiller[{name}]')"
+            )
             rows.append(row)
             continue
         needs = teacher_class(name).availability_note()

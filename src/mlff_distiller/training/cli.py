@@ -61,13 +61,11 @@ def register(subparsers) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
+    from ..data.io import require_dataset
     from ..fileio import check_output_path
     from .config import TrainConfig
     from .trainer import DistillationTrainer, load_train_config
-
-    from ..data.io import require_dataset
 
     require_dataset(args.dataset)
     run = check_output_path(args.output, "-o", directory=True, create_parents=True)
@@ -102,7 +100,9 @@ def _export(args: argparse.Namespace) -> int:
     if src.is_dir():
         ckpt = src / "checkpoints" / f"{args.checkpoint}.pt"
         if not ckpt.is_file():
-            raise UserError(f"{ckpt} does not exist: train first (mlff-distill train ... -o {src}) or pick --checkpoint")
+            raise UserError(
+                f"{ckpt} does not exist: train first (mlff-distill train ... -o {src}) or pick --checkpoint"
+            )
     elif src.is_file():
         ckpt = src
     else:

@@ -150,12 +150,18 @@ class TrainConfig:
             value = self.__dict__[name]
             if name == "stress_weight" and value is None:
                 continue
-            need(value >= 0 and math.isfinite(value), name, "a finite number >= 0" + (" or null (auto)" if name == "stress_weight" else ""))
+            need(
+                value >= 0 and math.isfinite(value),
+                name,
+                "a finite number >= 0" + (" or null (auto)" if name == "stress_weight" else ""),
+            )
         need(self.energy_weight + self.forces_weight + (self.stress_weight or 0.0) > 0, "energy_weight",
              "> 0 when forces_weight and stress_weight are 0 (some loss is needed)")
         for name in ("final_energy_weight", "final_forces_weight"):
             value = self.__dict__[name]
-            need(value is None or (value >= 0 and math.isfinite(value)), name, "a finite number >= 0 or null (unchanged)")
+            need(
+                value is None or (value >= 0 and math.isfinite(value)), name, "a finite number >= 0 or null (unchanged)"
+            )
         need(0 < self.final_stage_start <= 1, "final_stage_start",
              "in (0, 1]: the fraction of the planned steps after which the final stage starts (1 = off)")
         need(self.lr > 0 and math.isfinite(self.lr), "lr", "a finite number > 0")

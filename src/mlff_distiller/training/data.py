@@ -1,4 +1,5 @@
-"""Data plumbing for the trainer: grouped split, training-split statistics, batch order.
+"""Data plumbing for the trainer: training-split statistics, batch order (the grouped split
+is :mod:`mlff_distiller.data.split`).
 
 Everything here is deterministic given the seed, so that an interrupted run that is
 resumed sees exactly the batches the uninterrupted run would have seen, and a DDP run
@@ -16,7 +17,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from .. import fields as F
-from ..data.stats import NormalizationStats, compute_statistics
+from ..data.normalization import NormalizationStats, compute_statistics
 from ..errors import ConfigError, DatasetError
 
 
@@ -31,61 +32,6 @@ class GraphListDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return self.graphs[i]
-
-
-def grouped_split(
-    groups: Sequence[str], val_fraction: float, seed: int, chemistry: Sequence[str] | None = None
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """Split structure indices into (train, val) so that no provenance group is in both.
-
-    Groups are visited in an order fixed by ``seed`` and moved to validation until it
-    holds at least ``val_fraction`` of the structures (at least one structure, and never
-    all groups). With ``chemistry`` (one key per structure, e.g. its sorted element set) a
-    group is held out only if each of its keys still occurs in a group left for training:
-    validation then measures the student inside the chemistry it was trained on, and a
-    one-of-a-kind prototype (say the only SiC crystal) is never the whole val signal. With a single group (e.g. one MD trajectory) a grouped split is
-    impossible; the structures are then split at random and the returned ``kind`` says so.
-    Returns sorted index arrays and ``kind`` (``"grouped"`` or ``"random"``).
-    """
-    n = len(groups)
-    if n < 2:
-        raise DatasetError(f"dataset holds {n} structure(s); training needs at least 2 (one for validation)")
-    target = max(1, int(round(val_fraction * n)))
-    rng = np.random.default_rng(seed)
-    unique = sorted(set(groups))
-    if len(unique) >= 2:
-        order = [unique[k] for k in rng.permutation(len(unique))]
-        members: dict[str, list[int]] = {}
-        for i, g in enumerate(groups):
-            members.setdefault(g, []).append(i)
-        key_count: dict[str, int] = {}
-        group_keys: dict[str, set] = {}
-        if chemistry is not None:
-            for g, idx in members.items():
-                group_keys[g] = {chemistry[i] for i in idx}
-                for k in group_keys[g]:
-                    key_count[k] = key_count.get(k, 0) + 1
-        val: list[int] = []
-        for g in order[:-1]:  # keep at least one group for training
-            if len(val) >= target:
-                break
-            keys = group_keys.get(g, ())
-            if any(key_count[k] < 2 for k in keys):
-                continue  # its chemistry would leave training entirely
-            for k in keys:
-                key_count[k] -= 1
-            val.extend(members[g])
-        if not val:  # every group is one of a kind: fall back to the plain grouped split
-            for g in order[:-1]:
-                if len(val) >= target:
-                    break
-                val.extend(members[g])
-        val_idx = np.array(sorted(val), dtype=np.int64)
-        train_idx = np.setdiff1d(np.arange(n), val_idx)
-        return train_idx, val_idx, "grouped"
-    perm = rng.permutation(n)
-    target = min(target, n - 1)
-    return np.sort(perm[target:]), np.sort(perm[:target]), "random"
 
 
 def training_statistics(graphs: Iterable[dict], cutoff: float, elements: Sequence[int]) -> NormalizationStats:
@@ -137,7 +83,12 @@ class BatchOrder:
 
     def epoch(self, epoch: int) -> list[list[int]]:
         sampler = DistributedSampler(
-            _Sized(self.n), num_replicas=self.world, rank=self.rank, shuffle=self.shuffle, seed=self.seed, drop_last=False
+            _Sized(self.n),
+            num_replicas=self.world,
+            rank=self.rank,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            drop_last=False,
         )
         sampler.set_epoch(epoch)
         idx = list(sampler)
@@ -162,12 +113,3 @@ def to_device(batch: dict, device: torch.device) -> dict:
     if device.type == "cpu":
         return batch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def chemistry_keys(reader) -> list[str]:
-    """One key per structure of a :class:`DatasetReader`: its sorted element set, e.g. ``"6-14"``."""
-    keys: list[str] = []
-    for offsets, numbers in reader.iter_atom_blocks("numbers"):
-        for a, b in zip(offsets[:-1], offsets[1:]):
-            keys.append("-".join(str(z) for z in np.unique(numbers[a:b])))
-    return keys

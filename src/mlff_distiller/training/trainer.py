@@ -25,12 +25,10 @@ the trainer joins the process group (gloo on CPU, nccl on CUDA), wraps the model
 
 from __future__ import annotations
 
-from ..fileio import atomic_path, atomic_write_text, is_temp_path
-
 import contextlib
 import copy
-import dataclasses
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -44,11 +42,13 @@ import torch
 
 from .. import __version__
 from .. import fields as F
-from ..logs import log_to_file, say
 from ..data.graph import collate
+from ..data.split import chemistry_keys, grouped_split, provenance_groups
 from ..errors import ConfigError, DatasetError, UserError
+from ..fileio import atomic_path, atomic_write_text, is_temp_path
+from ..logs import log_to_file, say
 from .config import TrainConfig
-from .data import BatchOrder, GraphListDataset, chemistry_keys, grouped_split, to_device, training_statistics
+from .data import BatchOrder, GraphListDataset, to_device, training_statistics
 from .loss import MetricSums, distillation_loss, label_counts
 from .schedule import EMA, LRSchedule
 
@@ -289,7 +289,7 @@ class DistillationTrainer:
         reader = DatasetReader(self.dataset_path)
         try:
             self.label_fields = self._check_dataset(reader, scfg)
-            groups = self._groups(reader)
+            groups = provenance_groups(reader)
             chemistry = chemistry_keys(reader)
         finally:
             reader.close()
@@ -318,14 +318,6 @@ class DistillationTrainer:
         finally:
             if bar is not None:
                 bar.close()
-
-    @staticmethod
-    def _groups(reader) -> list[str]:
-        try:
-            col = reader.column("group")
-            return [str(g) if g else f"#{i}" for i, g in enumerate(col)]
-        except UserError:
-            return [str((reader.provenance(i) or {}).get("group") or f"#{i}") for i in range(len(reader))]
 
     def _check_dataset(self, reader, scfg) -> tuple:
         label_fields = tuple(reader.label_fields)
@@ -483,9 +475,9 @@ class DistillationTrainer:
 
         train_model = model
         if dist.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             import warnings
+
+            from torch.nn.parallel import DistributedDataParallel as DDP
 
             # A (1, F) readout weight's gradient has strides (1, 1) instead of (F, 1): same memory
             # order, harmless, but DDP warns on every step.

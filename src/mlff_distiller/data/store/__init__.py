@@ -21,17 +21,35 @@ Modules: :mod:`.convert` (``ase.Atoms`` <-> columns), :mod:`.parts` (one HDF5 pa
 
 from __future__ import annotations
 
-from .convert import (FLOAT32_MANTISSA_BITS, LABEL_FIELDS, PROVENANCE_KEYS, default_provenance,
-                      round_mantissa)
-from .parts import (CHUNK_ATOMS, CHUNK_STRUCTURES, FORMAT_NAME, FORMAT_VERSION, GENERATED_POSITIONS_DTYPE,
-                    READ_VERSIONS, journal_dir)
+from .convert import FLOAT32_MANTISSA_BITS, LABEL_FIELDS, PROVENANCE_KEYS, default_provenance, round_mantissa
+from .parts import (
+    CHUNK_ATOMS,
+    CHUNK_STRUCTURES,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    GENERATED_POSITIONS_DTYPE,
+    READ_VERSIONS,
+    journal_dir,
+)
 from .reader import DatasetReader
 from .repack import repack
 from .writer import MAX_JOURNAL_SEGMENTS, DatasetWriter
 
 __all__ = [
-    "CHUNK_ATOMS", "CHUNK_STRUCTURES", "FLOAT32_MANTISSA_BITS", "FORMAT_NAME", "FORMAT_VERSION", "GENERATED_POSITIONS_DTYPE",
-    "LABEL_FIELDS", "READ_VERSIONS",
-    "MAX_JOURNAL_SEGMENTS", "PROVENANCE_KEYS", "DatasetReader", "DatasetWriter", "default_provenance",
-    "journal_dir", "repack", "round_mantissa",
+    "CHUNK_ATOMS",
+    "CHUNK_STRUCTURES",
+    "FLOAT32_MANTISSA_BITS",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "GENERATED_POSITIONS_DTYPE",
+    "LABEL_FIELDS",
+    "READ_VERSIONS",
+    "MAX_JOURNAL_SEGMENTS",
+    "PROVENANCE_KEYS",
+    "DatasetReader",
+    "DatasetWriter",
+    "default_provenance",
+    "journal_dir",
+    "repack",
+    "round_mantissa",
 ]

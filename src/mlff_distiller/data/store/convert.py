@@ -70,6 +70,7 @@ def default_provenance() -> dict:
 
 def to_json(obj) -> str:
     """Sorted JSON text; numpy scalars and arrays become plain numbers and lists."""
+
     def default(o):
         if isinstance(o, np.generic):
             return o.item()
@@ -115,8 +116,10 @@ def merge_specs(specs: Iterable[dict], where: str) -> dict:
     for sp_all in specs:
         for name, sp in sp_all.items():
             if name in out and out[name] != list(sp):
-                raise DatasetError(f"per-atom array {name!r} has dtype/shape {sp} in {where} but {out[name]} elsewhere; "
-                                   "make it consistent or drop it (del atoms.arrays[name])")
+                raise DatasetError(
+                    f"per-atom array {name!r} has dtype/shape {sp} in {where} but {out[name]} elsewhere; "
+                    "make it consistent or drop it (del atoms.arrays[name])"
+                )
             out[name] = list(sp)
     return out
 
@@ -169,7 +172,9 @@ def _labels(atoms, what: str, n: int, pbc: np.ndarray, label_fields: tuple) -> d
             out[name] = _stress(results.get(F.STRESS) if periodic3d else None, what)
             continue
         if name not in results:
-            raise DatasetError(f"{what} has no {name} label but the file stores {name}; label it or record it as a failure")
+            raise DatasetError(
+                f"{what} has no {name} label but the file stores {name}; label it or record it as a failure"
+            )
         if name == F.ENERGY:
             e = np.asarray(results[F.ENERGY], dtype=np.float64)
             if e.size != 1:
@@ -222,7 +227,9 @@ def _provenance_and_info(atoms, what: str) -> tuple[dict, dict, float, float, st
         spin = np.nan if spin is None else float(spin)
         info_text = to_json(info) if info else ""
     except (TypeError, ValueError) as err:
-        raise DatasetError(f"{what} has provenance/info that is not JSON-serialisable ({err}); use plain types") from None
+        raise DatasetError(
+            f"{what} has provenance/info that is not JSON-serialisable ({err}); use plain types"
+        ) from None
     return strs, ints, charge, spin, info_text
 
 
@@ -234,8 +241,10 @@ def _extra_arrays(atoms, what: str, n: int) -> dict:
             continue
         arr = np.asarray(values)
         if arr.dtype.kind not in _EXTRA_KINDS or arr.shape[:1] != (n,):
-            raise DatasetError(f"{what} has per-atom array {name!r} of dtype {arr.dtype} and shape {arr.shape}; "
-                               "only numeric arrays with one row per atom are stored, drop it (del atoms.arrays[name])")
+            raise DatasetError(
+                f"{what} has per-atom array {name!r} of dtype {arr.dtype} and shape {arr.shape}; "
+                "only numeric arrays with one row per atom are stored, drop it (del atoms.arrays[name])"
+            )
         arr = arr.astype(_EXTRA_KINDS[arr.dtype.kind])
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise DatasetError(f"{what} has NaN/inf in per-atom array {name!r}; fix or drop it")
@@ -251,13 +260,15 @@ def _extra_columns(extra_vals: dict, sizes: np.ndarray) -> dict:
         trailing = {a.shape[1:] for _, a in items}
         kinds = {a.dtype for _, a in items}
         if len(trailing) > 1 or len(kinds) > 1:
-            raise DatasetError(f"per-atom array {name!r} has different dtypes/shapes across the appended structures; "
-                               "make it consistent or drop it")
+            raise DatasetError(
+                f"per-atom array {name!r} has different dtypes/shapes across the appended structures; "
+                "make it consistent or drop it"
+            )
         (tr,), (dt,) = trailing, kinds
         vals = np.zeros((int(starts[-1]),) + tr, dtype=dt)
         mask = np.zeros(len(sizes), bool)
         for s_idx, a in items:
-            vals[starts[s_idx]:starts[s_idx + 1]] = a
+            vals[starts[s_idx] : starts[s_idx + 1]] = a
             mask[s_idx] = True
         out[name] = (vals, mask)
     return out
@@ -275,8 +286,9 @@ def _label_column(name: str, vals: list, forces_bits: int) -> np.ndarray:
     return round_mantissa(arr, forces_bits) if name == F.FORCES else arr
 
 
-def atoms_to_block(atoms_list: Sequence, label_fields: tuple, positions_dtype: np.dtype,
-                   forces_bits: int = FLOAT32_MANTISSA_BITS) -> Block:
+def atoms_to_block(
+    atoms_list: Sequence, label_fields: tuple, positions_dtype: np.dtype, forces_bits: int = FLOAT32_MANTISSA_BITS
+) -> Block:
     """Validate ``ase.Atoms`` and convert them into columns (DatasetError on bad input)."""
     numbers, positions, n_atoms, cells, pbcs, charges, spins, infos = [], [], [], [], [], [], [], []
     labels = {name: [] for name in label_fields}

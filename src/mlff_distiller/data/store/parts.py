@@ -38,6 +38,14 @@ CHUNK_STRUCTURES = 8192
 GZIP_LEVEL = 9  # costs time only when finalizing/repacking; decompression speed is the same
 
 
+
+def _first_line(err: BaseException, default: str | None = None) -> str:
+    """The first line of an exception's message (its type name, or ``default``, when empty)."""
+    text = str(err)
+    if text:
+        return text.splitlines()[0]
+    return type(err).__name__ if default is None else default
+
 def journal_dir(path) -> Path:
     """Directory holding the append journal of dataset ``path``."""
     p = Path(path)
@@ -98,8 +106,14 @@ class _FileBuilder:
             return
         s0, s1, a0, a1 = self.s, self.s + ns, self.a, self.a + na
         put = {
-            F.NUMBERS: blk.numbers, F.POSITIONS: blk.positions, F.N_ATOMS: blk.n_atoms, F.CELL: blk.cell,
-            F.PBC: blk.pbc, F.CHARGE: blk.charge, F.SPIN: blk.spin, **blk.labels,
+            F.NUMBERS: blk.numbers,
+            F.POSITIONS: blk.positions,
+            F.N_ATOMS: blk.n_atoms,
+            F.CELL: blk.cell,
+            F.PBC: blk.pbc,
+            F.CHARGE: blk.charge,
+            F.SPIN: blk.spin,
+            **blk.labels,
         }
         for name, arr in put.items():
             ds = self.ds[name]
@@ -134,8 +148,13 @@ class _FileBuilder:
 def _compression(n: int, chunk: int, trailing=()) -> dict:
     if n == 0:
         return {}
-    return dict(chunks=(min(n, chunk),) + tuple(trailing), compression="gzip", compression_opts=GZIP_LEVEL, shuffle=True,
-                fletcher32=True)
+    return dict(
+        chunks=(min(n, chunk),) + tuple(trailing),
+        compression="gzip",
+        compression_opts=GZIP_LEVEL,
+        shuffle=True,
+        fletcher32=True,
+    )
 
 
 def _write_strings(h5: h5py.File, name: str, values: list[str]) -> None:
@@ -150,16 +169,30 @@ def _write_strings(h5: h5py.File, name: str, values: list[str]) -> None:
         h5.create_dataset(name, data=np.array(values, dtype=object), dtype=h5py.string_dtype("utf-8"))
 
 
-def write_part(final_path: Path, blocks: Iterable[Block], n_structures: int, n_atoms: int, meta: dict,
-               failures, compact: bool, fsync: bool) -> None:
+def write_part(
+    final_path: Path,
+    blocks: Iterable[Block],
+    n_structures: int,
+    n_atoms: int,
+    meta: dict,
+    failures,
+    compact: bool,
+    fsync: bool,
+) -> None:
     """Write a complete part file under a temporary name, then rename it to ``final_path``."""
     try:
         with atomic_path(final_path, fsync=fsync) as tmp:
             with h5py.File(tmp, "w", libver="latest") as h5:
                 for key, value in meta.items():
                     h5.attrs[key] = value
-                b = _FileBuilder(h5, n_structures, n_atoms, json.loads(meta["label_fields"]),
-                                 np.dtype(meta["positions_dtype"]), compact)
+                b = _FileBuilder(
+                    h5,
+                    n_structures,
+                    n_atoms,
+                    json.loads(meta["label_fields"]),
+                    np.dtype(meta["positions_dtype"]),
+                    compact,
+                )
                 for blk in blocks:
                     b.add(blk)
                 if b.s != n_structures or b.a != n_atoms:  # pragma: no cover - internal consistency
@@ -167,7 +200,7 @@ def write_part(final_path: Path, blocks: Iterable[Block], n_structures: int, n_a
                 b.close(list(failures))
     except OSError as err:  # disk full, permissions, quota: nothing committed is touched
         raise DatasetError(
-            f"writing {final_path} failed ({str(err).splitlines()[0] if str(err) else type(err).__name__}); check free disk "
+            f"writing {final_path} failed ({_first_line(err)}); check free disk "
             "space and permissions, everything committed before is intact"
         ) from None
 
@@ -194,32 +227,44 @@ class Part:
         except (KeyError, OSError, ValueError, TypeError, json.JSONDecodeError) as err:
             self.h5.close()
             raise DatasetError(
-                f"{path} is corrupt or incomplete ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                f"{path} is corrupt or incomplete ({type(err).__name__}: {_first_line(err, '')}); "
                 "restore it from a copy or re-create it"
             ) from None
 
     def _load(self):
         h5, attrs = self.h5, self.h5.attrs
         if attrs.get("format") != FORMAT_NAME:
-            raise DatasetError(f"{self.path} is an HDF5 file but not an mlff-distiller dataset (no format attribute); "
-                               "import foreign data with `mlff-distill dataset import`")
+            raise DatasetError(
+                f"{self.path} is an HDF5 file but not an mlff-distiller dataset (no format attribute); "
+                "import foreign data with `mlff-distill dataset import`"
+            )
         version = int(attrs.get("format_version", -1))
         if version not in READ_VERSIONS:
-            raise DatasetError(f"{self.path} has dataset format version {version}, this mlff-distiller reads versions "
-                               f"{', '.join(map(str, READ_VERSIONS))}; use the matching mlff-distiller version or "
-                               "re-import the data")
+            raise DatasetError(
+                f"{self.path} has dataset format version {version}, this mlff-distiller reads versions "
+                f"{', '.join(map(str, READ_VERSIONS))}; use the matching mlff-distiller version or "
+                "re-import the data"
+            )
         self.meta = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
         self.label_fields = tuple(json.loads(self.meta["label_fields"]))
         self.uuid = str(self.meta["dataset_uuid"])
         unknown = [name for name in self.label_fields if name not in F.FIELDS or name not in LABEL_FIELDS]
         if unknown:
-            raise DatasetError(f"{self.path} lists unknown label field {unknown[0]!r}; the file is corrupt, re-create it")
+            raise DatasetError(
+                f"{self.path} lists unknown label field {unknown[0]!r}; the file is corrupt, re-create it"
+            )
         self.offsets = None
         self.n_atoms = self._whole(F.N_ATOMS).astype(np.int64)
         offsets = self._whole("offsets")
         n = len(self.n_atoms)
-        if (len(offsets) != n + 1 or (n and (offsets[0] != 0 or offsets[-1] != h5[F.NUMBERS].shape[0]
-                                             or not np.array_equal(np.diff(offsets), self.n_atoms)))):
+        if len(offsets) != n + 1 or (
+            n
+            and (
+                offsets[0] != 0
+                or offsets[-1] != h5[F.NUMBERS].shape[0]
+                or not np.array_equal(np.diff(offsets), self.n_atoms)
+            )
+        ):
             raise DatasetError(f"{self.path} has an inconsistent offsets index; the file is corrupt, re-create it")
         self.offsets = offsets
         self.small = {name: self._whole(name) for name in (F.CELL, F.PBC, F.CHARGE, F.SPIN)}
@@ -232,7 +277,9 @@ class Part:
         self.prov["info"] = self._whole("info")
         self.tables["info"] = list(h5["info_values"].asstr()[()])
         self.failures = list(zip(h5["failures/index"][()].tolist(), h5["failures/reason"].asstr()[()].tolist()))
-        self.atom_ds = {name: h5[name] for name in (F.NUMBERS, F.POSITIONS) + ((F.FORCES,) if F.FORCES in self.label_fields else ())}
+        self.atom_ds = {
+            name: h5[name] for name in (F.NUMBERS, F.POSITIONS) + ((F.FORCES,) if F.FORCES in self.label_fields else ())
+        }
         self.extra_specs = json.loads(self.meta.get("extra_arrays", "{}"))
         self.extra_masks = {name: self._whole("arrays/" + name + "_mask") for name in self.extra_specs}
         for name in self.extra_specs:
@@ -251,21 +298,30 @@ class Part:
     def _check_lengths(self) -> None:
         """Every column must have one entry per structure (or per atom) of the offsets index."""
         n, n_at = len(self.n_atoms), int(self.offsets[-1]) if len(self.offsets) else 0
-        cols = {**self.small, **{"provenance/" + k: v for k, v in self.prov.items() if k != "info"},
-                "info": self.prov["info"], **{"arrays/" + k + "_mask": v for k, v in self.extra_masks.items()}}
+        cols = {
+            **self.small,
+            **{"provenance/" + k: v for k, v in self.prov.items() if k != "info"},
+            "info": self.prov["info"],
+            **{"arrays/" + k + "_mask": v for k, v in self.extra_masks.items()},
+        }
         for name, col in cols.items():
             if len(col) != n:
-                raise DatasetError(f"{self.path}: column {name!r} has {len(col)} entries for {n} structures "
-                                   "(wrong length); the file is corrupt, re-create it")
+                raise DatasetError(
+                    f"{self.path}: column {name!r} has {len(col)} entries for {n} structures "
+                    "(wrong length); the file is corrupt, re-create it"
+                )
         for name, ds in self.atom_ds.items():
             if ds.shape[0] != n_at:
-                raise DatasetError(f"{self.path}: per-atom array {name!r} has {ds.shape[0]} rows for {n_at} atoms "
-                                   "(wrong length); the file is corrupt, re-create it")
+                raise DatasetError(
+                    f"{self.path}: per-atom array {name!r} has {ds.shape[0]} rows for {n_at} atoms "
+                    "(wrong length); the file is corrupt, re-create it"
+                )
         for key, table in self.tables.items():
             codes = self.prov[key]
             if len(codes) and (codes.min() < 0 or codes.max() >= len(table)):
-                raise DatasetError(f"{self.path}: column {key!r} has codes outside its string table; "
-                                   "the file is corrupt, re-create it")
+                raise DatasetError(
+                    f"{self.path}: column {key!r} has codes outside its string table; the file is corrupt, re-create it"
+                )
 
     def _damage(self, name: str, err: Exception) -> DatasetError:
         """The error for an unreadable dataset ``name``: which chunk (and so which structures) fails."""
@@ -280,9 +336,12 @@ class Part:
                     break
         where = ""
         if first is not None:
-            per_atom = name in (F.NUMBERS, F.POSITIONS, F.FORCES) or (name.startswith("arrays/") and not name.endswith("_mask"))
-            per_structure = not per_atom and name != "offsets" and not name.endswith("_values") \
-                and not name.startswith("failures/")
+            per_atom = name in (F.NUMBERS, F.POSITIONS, F.FORCES) or (
+                name.startswith("arrays/") and not name.endswith("_mask")
+            )
+            per_structure = (
+                not per_atom and name != "offsets" and not name.endswith("_values") and not name.startswith("failures/")
+            )
             if per_atom and self.offsets is not None:
                 first, last = (int(np.searchsorted(self.offsets, x, side="right") - 1) for x in (first, last))
                 where = f" of structures {first}-{last}"
@@ -291,8 +350,10 @@ class Part:
             else:
                 where = f" (rows {first}-{last})"
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return DatasetError(f"{self.path} is corrupt: {name}{where} cannot be read ({reason}); "
-                            "restore the file from a copy or re-create it")
+        return DatasetError(
+            f"{self.path} is corrupt: {name}{where} cannot be read ({reason}); "
+            "restore the file from a copy or re-create it"
+        )
 
     def __len__(self):
         return len(self.n_atoms)
@@ -327,6 +388,7 @@ class Part:
 
     def verify(self) -> None:
         """Read every chunk of every dataset once (checksums, decompression); DatasetError on damage."""
+
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset) and obj.chunks is not None and obj.shape and obj.shape[0]:
                 for sl in obj.iter_chunks():
@@ -387,8 +449,13 @@ def part_block(p: Part, lo: int = 0, hi: int | None = None) -> Block:
     hi = len(p) if hi is None else hi
     a, b = int(p.offsets[lo]), int(p.offsets[hi])
     blk = Block(
-        numbers=p.read_atoms(F.NUMBERS, a, b), positions=p.read_atoms(F.POSITIONS, a, b), n_atoms=p.n_atoms[lo:hi].astype(np.int32),
-        cell=p.small[F.CELL][lo:hi], pbc=p.small[F.PBC][lo:hi], charge=p.small[F.CHARGE][lo:hi], spin=p.small[F.SPIN][lo:hi],
+        numbers=p.read_atoms(F.NUMBERS, a, b),
+        positions=p.read_atoms(F.POSITIONS, a, b),
+        n_atoms=p.n_atoms[lo:hi].astype(np.int32),
+        cell=p.small[F.CELL][lo:hi],
+        pbc=p.small[F.PBC][lo:hi],
+        charge=p.small[F.CHARGE][lo:hi],
+        spin=p.small[F.SPIN][lo:hi],
     )
     for name in p.label_fields:
         blk.labels[name] = p.read_atoms(name, a, b) if name == F.FORCES else p.small[name][lo:hi]

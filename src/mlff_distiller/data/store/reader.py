@@ -106,7 +106,9 @@ class DatasetReader:
                     continue
                 if part.label_fields != main.label_fields:
                     part.close()
-                    raise DatasetError(f"journal segment {p} has other label fields than {self.path}; delete the segment")
+                    raise DatasetError(
+                        f"journal segment {p} has other label fields than {self.path}; delete the segment"
+                    )
                 parts.append(part)
             try:
                 after = os.stat(self.path).st_ino

@@ -20,15 +20,27 @@ from .parts import SEG_RE, base_meta, journal_dir, write_part
 from .reader import DatasetReader
 
 
-def merge_into(src: Path, dst: Path, positions_dtype=None, fsync: bool = True, merged_through: int | None = None,
-               forces_bits: int | None = None) -> None:
+def merge_into(
+    src: Path,
+    dst: Path,
+    positions_dtype=None,
+    fsync: bool = True,
+    merged_through: int | None = None,
+    forces_bits: int | None = None,
+) -> None:
     """Write the dataset at ``src`` (main + journal) as one compact file at ``dst`` (temp + rename)."""
     r = DatasetReader(src)
     try:
         pdt = np.dtype(positions_dtype) if positions_dtype is not None else r.positions_dtype
         bits = min(check_bits(forces_bits), r.forces_mantissa_bits)  # precision lost once stays lost
-        meta = base_meta(r.label_fields, r.attrs, pdt, r.uuid if dst == src else _uuid.uuid4().hex,
-                         merged_through if merged_through is not None else 0, bits)
+        meta = base_meta(
+            r.label_fields,
+            r.attrs,
+            pdt,
+            r.uuid if dst == src else _uuid.uuid4().hex,
+            merged_through if merged_through is not None else 0,
+            bits,
+        )
         meta["extra_arrays"] = json.dumps(r.extra_specs, sort_keys=True)
         if dst != src:
             meta["attrs"] = to_json(r.attrs)
@@ -46,8 +58,9 @@ def merge_into(src: Path, dst: Path, positions_dtype=None, fsync: bool = True, m
         r.close()
 
 
-def repack(src, dst=None, positions_dtype: str | None = None, forces_mantissa_bits: int | None = None,
-           fsync: bool = True) -> Path:
+def repack(
+    src, dst=None, positions_dtype: str | None = None, forces_mantissa_bits: int | None = None, fsync: bool = True
+) -> Path:
     """Write the compact read-optimised layout of ``src`` to ``dst`` (default: in place).
 
     In place, this is what :meth:`DatasetWriter.finalize` does. ``positions_dtype="float32"``

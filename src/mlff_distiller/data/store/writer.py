@@ -41,9 +41,17 @@ class DatasetWriter:
     durable when it returns; ``close`` (also on leaving ``with``) runs :meth:`finalize`.
     """
 
-    def __init__(self, path, label_fields: Sequence[str] = LABEL_FIELDS, attrs: dict | None = None, mode: str = "a",
-                 positions_dtype: str = "float64", forces_mantissa_bits: int | None = None, fsync: bool = True,
-                 finalize_on_close: bool = True):
+    def __init__(
+        self,
+        path,
+        label_fields: Sequence[str] = LABEL_FIELDS,
+        attrs: dict | None = None,
+        mode: str = "a",
+        positions_dtype: str = "float64",
+        forces_mantissa_bits: int | None = None,
+        fsync: bool = True,
+        finalize_on_close: bool = True,
+    ):
         self.path = Path(path)
         label_fields = tuple(label_fields)
         bad = [f for f in label_fields if f not in LABEL_FIELDS]
@@ -64,12 +72,16 @@ class DatasetWriter:
             self._jdir.mkdir(exist_ok=True)
             self._lock_fh = open(self._jdir / "writer.lock", "a+")
         except OSError as err:
-            raise DatasetError(f"cannot write next to {self.path} ({err.strerror or err}); check the directory's permissions") from None
+            raise DatasetError(
+                f"cannot write next to {self.path} ({err.strerror or err}); check the directory's permissions"
+            ) from None
         try:
             fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._lock_fh.close()
-            raise DatasetError(f"{self.path} is already open for writing by another process; wait for it or stop it") from None
+            raise DatasetError(
+                f"{self.path} is already open for writing by another process; wait for it or stop it"
+            ) from None
         try:
             self._open(label_fields, dict(attrs or {}), mode, positions_dtype)
         except BaseException:
@@ -212,19 +224,29 @@ class DatasetWriter:
                     attrs_update.update(json.loads(p.meta["attrs_update"]))
             meta = base_meta(self.label_fields, {}, self.positions_dtype, self.uuid, 0, self.forces_bits)
             meta["segment"] = last
-            meta["extra_arrays"] = json.dumps(merge_specs((p.extra_specs for p in parts), "the journal"), sort_keys=True)
+            meta["extra_arrays"] = json.dumps(
+                merge_specs((p.extra_specs for p in parts), "the journal"), sort_keys=True
+            )
             if attrs_update:
                 meta["attrs_update"] = to_json(attrs_update)
             final = self._jdir / f"seg-{first:010d}-{last:010d}.h5"
             failures = [f for p in parts for f in p.failures]
-            write_part(final, (part_block(p) for p in parts), sum(len(p) for p in parts),
-                        sum(int(p.offsets[-1]) for p in parts), meta, failures, compact=False, fsync=self.fsync)
+            write_part(
+                final,
+                (part_block(p) for p in parts),
+                sum(len(p) for p in parts),
+                sum(int(p.offsets[-1]) for p in parts),
+                meta,
+                failures,
+                compact=False,
+                fsync=self.fsync,
+            )
         finally:
             for p in parts:
                 p.close()
         old = self._segments
         self._segments = [(first, last, final)]
-        for f, l, p in old:
+        for _first, _last, p in old:
             if p != final:
                 p.unlink(missing_ok=True)
 

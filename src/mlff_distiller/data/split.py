@@ -1,0 +1,90 @@
+"""Grouped splits of a dataset: the one implementation behind the trainer's validation split
+and the pipeline's train/test files.
+
+Structures derived from one root (the same provenance ``group``) never straddle the two
+sides, so near-duplicates cannot leak from training into validation or test.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .. import fields as F
+from ..errors import DatasetError, UserError
+
+
+def provenance_groups(reader) -> list[str]:
+    """One group per structure of a :class:`DatasetReader`: its provenance ``group``, or
+    ``"#<index>"`` (a group of its own) when that is empty."""
+    try:
+        col = reader.column("group")
+        return [str(g) if g else f"#{i}" for i, g in enumerate(col)]
+    except UserError:
+        return [str((reader.provenance(i) or {}).get("group") or f"#{i}") for i in range(len(reader))]
+
+
+def chemistry_keys(reader) -> list[str]:
+    """One key per structure of a :class:`DatasetReader`: its sorted element set, e.g. ``"6-14"``."""
+    keys: list[str] = []
+    for offsets, numbers in reader.iter_atom_blocks(F.NUMBERS):
+        for a, b in zip(offsets[:-1], offsets[1:]):
+            keys.append("-".join(str(z) for z in np.unique(numbers[a:b])))
+    return keys
+
+
+def grouped_split(
+    groups: Sequence[str], val_fraction: float, seed: int, chemistry: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Split structure indices into (train, val) so that no provenance group is in both.
+
+    Groups are visited in an order fixed by ``seed`` and moved to validation until it
+    holds at least ``val_fraction`` of the structures (at least one structure, and never
+    all groups). With ``chemistry`` (one key per structure, e.g. its sorted element set) a
+    group is held out only if each of its keys still occurs in a group left for training:
+    validation then measures the student inside the chemistry it was trained on, and a
+    one-of-a-kind prototype (say the only SiC crystal) is never the whole val signal. With a
+    single group (e.g. one MD trajectory) a grouped split is impossible; the structures are
+    then split at random and the returned ``kind`` says so.
+    Returns sorted index arrays and ``kind`` (``"grouped"`` or ``"random"``).
+    """
+    n = len(groups)
+    if n < 2:
+        raise DatasetError(f"dataset holds {n} structure(s); training needs at least 2 (one for validation)")
+    target = max(1, int(round(val_fraction * n)))
+    rng = np.random.default_rng(seed)
+    unique = sorted(set(groups))
+    if len(unique) >= 2:
+        order = [unique[k] for k in rng.permutation(len(unique))]
+        members: dict[str, list[int]] = {}
+        for i, g in enumerate(groups):
+            members.setdefault(g, []).append(i)
+        key_count: dict[str, int] = {}
+        group_keys: dict[str, set] = {}
+        if chemistry is not None:
+            for g, idx in members.items():
+                group_keys[g] = {chemistry[i] for i in idx}
+                for k in group_keys[g]:
+                    key_count[k] = key_count.get(k, 0) + 1
+        val: list[int] = []
+        for g in order[:-1]:  # keep at least one group for training
+            if len(val) >= target:
+                break
+            keys = group_keys.get(g, ())
+            if any(key_count[k] < 2 for k in keys):
+                continue  # its chemistry would leave training entirely
+            for k in keys:
+                key_count[k] -= 1
+            val.extend(members[g])
+        if not val:  # every group is one of a kind: fall back to the plain grouped split
+            for g in order[:-1]:
+                if len(val) >= target:
+                    break
+                val.extend(members[g])
+        val_idx = np.array(sorted(val), dtype=np.int64)
+        train_idx = np.setdiff1d(np.arange(n), val_idx)
+        return train_idx, val_idx, "grouped"
+    perm = rng.permutation(n)
+    target = min(target, n - 1)
+    return np.sort(perm[target:]), np.sort(perm[:target]), "random"
