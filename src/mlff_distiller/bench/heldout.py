@@ -259,25 +259,17 @@ def _store_frames(cache_dir, name: str, key: dict, frames, report) -> None:
                       json.dumps({"key": key, "n_frames": len(frames), "report": report}, default=float) + "\n")
 
 
-def run_heldout(s_handle, t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600.0, progress=None,
-                cache_dir=None) -> dict:
-    """Teacher MD on every (system, temperature) of ``cfg``, scored by the student.
-
-    Returns ``{"config", "runs": {name: {metrics, md report}}, "pooled": metrics}``; a run
-    whose teacher MD blew up keeps the frames sampled before it (and says so). With
-    ``cache_dir``, each run's labelled frames are kept there (extxyz + the settings that made
-    them) and reused while teacher, start structure, temperature and MD settings are the same:
-    a retrained student is scored on the same frames without running the teacher again.
-    """
+def heldout_frames(t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600.0, progress=None, cache_dir=None):
+    """``[(run_key, n_atoms, T, frames, teacher_md_report)]`` for every (system, temperature) of
+    ``cfg``: the teacher's labelled MD frames, from ``cache_dir`` when they are there for exactly
+    this teacher (fingerprint: version + weights), start structure, temperature and MD settings."""
     from .systems import load_system
 
-    loaded = {}
-    records, run_ids, runs = [], [], {}
-    student = s_handle.make_calculator()
+    loaded, out = {}, []
+    teacher_id = (t_handle.info or {}).get("fingerprint_id") or t_handle.label
     for name, T in cfg.runs():
         sys_ = loaded.setdefault(name, load_system(name))
         key = f"{sys_.name}@{T:g}K"
-        teacher_id = (t_handle.info or {}).get("fingerprint_id") or t_handle.label  # version + weights hash
         cache_key = _cache_key(teacher_id, sys_.atoms, T, cfg)
         cached = _cached_frames(cache_dir, key, cache_key)
         if cached is not None:
@@ -290,8 +282,25 @@ def run_heldout(s_handle, t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600
             frames, report = teacher_md_frames(t_handle.make_calculator(), sys_.atoms, T, cfg,
                                                seed=cfg.seed, max_wall_s=max_wall_s)
             _store_frames(cache_dir, key, cache_key, frames, report)
+        out.append((key, len(sys_.atoms), T, frames, report))
+    return out
+
+
+def run_heldout(s_handle, t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600.0, progress=None,
+                cache_dir=None) -> dict:
+    """Teacher MD on every (system, temperature) of ``cfg``, scored by the student.
+
+    Returns ``{"config", "runs": {name: {metrics, md report}}, "pooled": metrics}``; a run
+    whose teacher MD blew up keeps the frames sampled before it (and says so). With
+    ``cache_dir``, each run's labelled frames are kept there (extxyz + the settings that made
+    them) and reused while teacher, start structure, temperature and MD settings are the same:
+    a retrained student is scored on the same frames without running the teacher again.
+    """
+    records, run_ids, runs = [], [], {}
+    student = s_handle.make_calculator()
+    for key, n_atoms, T, frames, report in heldout_frames(t_handle, cfg, max_wall_s, progress, cache_dir):
         recs = score_frames(student, frames)
-        entry = {"n_atoms": len(sys_.atoms), "temperature_K": T, "teacher_md": report, "n_frames": len(recs)}
+        entry = {"n_atoms": n_atoms, "temperature_K": T, "teacher_md": report, "n_frames": len(recs)}
         if recs:
             entry.update(heldout_metrics(recs, [key] * len(recs), n_boot=200, seed=cfg.seed))
         runs[key] = entry
