@@ -359,8 +359,9 @@ def test_final_stage_switches_weights_and_picks_best_from_it(emt_dataset, tmp_pa
 
 
 def test_final_stage_is_off_without_new_weights():
-    cfg = TrainConfig.from_dict({"final_stage_start": 0.5})
-    assert cfg.final_stage_step(100) == 100
-    assert TrainConfig.from_dict({"final_stage_start": 1.0, "final_energy_weight": 5}).final_stage_step(100) == 100
+    cfg = TrainConfig.from_dict({"final_stage_start": 0.5, "final_energy_weight": None})
+    assert cfg.final_stage_step(100) is None
+    assert TrainConfig.from_dict({"final_stage_start": 1.0, "final_energy_weight": 5}).final_stage_step(100) is None
+    assert TrainConfig.from_dict({"final_stage_start": 0.5, "final_energy_weight": 5}).final_stage_step(100) == 50
     with pytest.raises(ConfigError, match="final_stage_start"):
         TrainConfig.from_dict({"final_stage_start": 0})

@@ -509,7 +509,7 @@ class DistillationTrainer:
                 for batch in loader:
                     batch = to_device(batch, device)
                     lr = schedule.apply(state["step"])
-                    weights = cfg.stage_weights(state["step"] >= self._final_step)
+                    weights = cfg.stage_weights(self._in_final_stage(state["step"]))
                     counts = dist.all_sum(label_counts(batch))
                     t_compute = time.perf_counter()
                     out = train_model(batch, compute_forces=cfg.forces_weight > 0, compute_stress=want_stress)
@@ -618,6 +618,9 @@ class DistillationTrainer:
             multiprocessing_context=_worker_context(self.config.num_workers),
         )
 
+    def _in_final_stage(self, steps_done: int) -> bool:
+        return self._final_step is not None and steps_done >= self._final_step
+
     def _weights_for_eval(self, ema) -> torch.nn.Module:
         src = ema.shadow if ema is not None else self.model.state_dict()
         self.eval_model.load_state_dict(src)
@@ -659,7 +662,7 @@ class DistillationTrainer:
         return metrics
 
     def _end_epoch(self, state, schedule, ema, t_start) -> dict:
-        final = state["step"] >= self._final_step
+        final = self._in_final_stage(state["step"])
         if final and state.get("stage") != "final":
             # The final stage's loss is another quantity: best.pt is chosen among its epochs only.
             state["stage"], state["best_val_loss"], state["bad_epochs"] = "final", math.inf, 0
