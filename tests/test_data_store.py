@@ -209,8 +209,8 @@ def _one(**kw):
 @pytest.mark.parametrize(
     "bad, pattern",
     [
-        (dict(energy=np.nan), r"structure 1 of the appended list .*NaN/inf energy"),
-        (dict(forces=np.full((3, 3), np.inf)), r"structure 1 .*NaN/inf forces"),
+        (dict(energy=np.nan), r"structure 1 of the appended list .*non-finite energy"),
+        (dict(forces=np.full((3, 3), np.inf)), r"structure 1 .*non-finite forces"),
         (dict(forces=np.zeros((2, 3))), r"structure 1 .*forces of shape \(2, 3\), expected \(3, 3\)"),
     ],
 )

@@ -16,6 +16,7 @@ import numpy as np
 
 from ... import fields as F
 from ...errors import DatasetError
+from ...labels import LabelError, check_energy, check_forces, check_stress
 
 LABEL_FIELDS = (F.ENERGY, F.FORCES, F.STRESS)
 PROVENANCE_KEYS = ("source", "sampler", "params", "parent", "group", "seed", "teacher")
@@ -175,34 +176,30 @@ def _labels(atoms, what: str, n: int, pbc: np.ndarray, label_fields: tuple) -> d
             raise DatasetError(
                 f"{what} has no {name} label but the file stores {name}; label it or record it as a failure"
             )
-        if name == F.ENERGY:
-            e = np.asarray(results[F.ENERGY], dtype=np.float64)
-            if e.size != 1:
-                raise DatasetError(f"{what} has an energy of shape {e.shape}, expected a scalar (eV)")
-            if not np.isfinite(e).all():
-                raise DatasetError(f"{what} has a NaN/inf energy label; drop it or record it as a failure")
-            out[name] = (float(e.reshape(())), True)
-        else:
-            f = np.asarray(results[F.FORCES], dtype=np.float64)
-            if f.shape != (n, 3):
-                raise DatasetError(f"{what} has forces of shape {f.shape}, expected ({n}, 3) eV/A")
-            if not np.isfinite(f).all():
-                raise DatasetError(f"{what} has NaN/inf forces; drop it or record it as a failure")
-            out[name] = (f, True)
+        try:
+            if name == F.ENERGY:
+                out[name] = (check_energy(results[F.ENERGY]), True)
+            else:
+                out[name] = (check_forces(results[F.FORCES], n), True)
+        except LabelError as err:
+            raise _label_error(what, err) from None
     return out
+
+
+def _label_error(what: str, err: LabelError) -> DatasetError:
+    """The store's one-line message for a label that fails :mod:`mlff_distiller.labels`."""
+    if err.kind == "finite":
+        return DatasetError(f"{what} has {err}; drop it or record it as a failure")
+    return DatasetError(f"{what} has {err}")
 
 
 def _stress(s, what: str):
     if s is None:  # stress is defined only for 3-D periodic cells
         return np.zeros(6), False
-    s = np.asarray(s, dtype=np.float64)
-    if s.shape == (3, 3):
-        s = F.matrix_to_voigt(s)
-    if s.shape != (6,):
-        raise DatasetError(f"{what} has stress of shape {s.shape}, expected (6,) Voigt or (3, 3) eV/A^3")
-    if not np.isfinite(s).all():
-        raise DatasetError(f"{what} has NaN/inf stress; drop it or record it as a failure")
-    return s, True
+    try:
+        return check_stress(s), True
+    except LabelError as err:
+        raise _label_error(what, err) from None
 
 
 def _provenance_and_info(atoms, what: str) -> tuple[dict, dict, float, float, str]:
