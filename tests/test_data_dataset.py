@@ -174,3 +174,25 @@ def test_bad_arguments(tmp_path, data_file):
         MolecularDataset(path, cutoff=3.0, indices=[0, 99])
     with pytest.raises(DatasetError, match="not found"):
         MolecularDataset(tmp_path / "missing.h5", cutoff=3.0)
+
+
+def test_provenance_groups_fall_back_to_the_parent_chain_root_and_partition_keeps_groups():
+    from mlff_distiller.data.split import grouped_partition, provenance_groups
+
+    class Reader:  # the two columns provenance_groups reads
+        cols = {"group": ["a", "", "", "", "b", ""], "parent": [-1, 0, 1, -1, -1, 4]}
+
+        def __len__(self):
+            return 6
+
+        def column(self, name):
+            return np.asarray(self.cols[name], dtype=object if name == "group" else np.int64)
+
+    groups = provenance_groups(Reader())
+    # 1 -> 0 (group a), 2 -> 1 -> 0 (group a), 3 has none (its own), 5 -> 4 (group b)
+    assert groups == ["a", "a", "a", "#3", "b", "b"]
+    parts = grouped_partition(groups, [0.5, 0.5], seed=3)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(6))
+    for g in set(groups):
+        members = {i for i, x in enumerate(groups) if x == g}
+        assert any(members <= set(p.tolist()) for p in parts)

@@ -264,30 +264,13 @@ class MolecularDataset(Dataset):
         structure) inside one split, so near-duplicates never straddle train and test.
         Deterministic for a given ``seed``.
         """
-        fr = np.asarray(list(fractions), dtype=np.float64)
-        if fr.size == 0 or (fr < 0).any() or not np.isfinite(fr).all() or fr.sum() > 1 + 1e-9:
-            raise DatasetError(f"split fractions {list(fractions)} must be non-negative and sum to at most 1")
-        rng = np.random.default_rng(seed)
-        n = len(self)
-        targets = np.floor(np.cumsum(fr) * n + 1e-9).astype(np.int64)
-        if not grouped:
-            perm = rng.permutation(n)
-            bounds = np.concatenate([[0], targets])
-            return [self.subset(np.sort(perm[bounds[k]:bounds[k + 1]])) for k in range(len(fr))]
-        keys = self.group_keys()
-        uniq, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-        order = rng.permutation(len(uniq))
-        assign = np.full(len(uniq), -1, np.int64)
-        filled, k = 0, 0
-        for g in order:
-            while k < len(fr) and filled >= targets[k]:
-                k += 1
-            if k == len(fr):
-                break  # fractions sum below 1: the rest is left out
-            assign[g] = k
-            filled += counts[g]
-        item_split = assign[inverse]
-        return [self.subset(np.nonzero(item_split == s)[0]) for s in range(len(fr))]
+        from .split import grouped_partition
+
+        if grouped:
+            groups = self.group_keys().astype(str)
+        else:
+            groups = np.arange(len(self)).astype(str)  # every structure its own group
+        return [self.subset(idx) for idx in grouped_partition(groups, fractions, seed)]
 
     def loader(self, batch_size: int = 16, shuffle: bool = False, num_workers: int = 0,
                dtype: torch.dtype = torch.float32, **kwargs) -> DataLoader:
@@ -317,21 +300,9 @@ def _structures_within(reader: DatasetReader, allowed: set[int]) -> np.ndarray:
 
 
 def _group_keys(reader: DatasetReader) -> np.ndarray:
-    """Integer group id per structure: same provenance ``group`` string, else same parent-chain root."""
-    n = len(reader)
-    groups = reader.column("group")
-    parent = reader.column("parent")
-    root = np.arange(n, dtype=np.int64)
-    valid = (parent >= 0) & (parent < n) & (parent != np.arange(n))
-    root[valid] = parent[valid]
-    for _ in range(64):  # pointer jumping: chains of length up to 2**64
-        nxt = root[root]
-        if np.array_equal(nxt, root):
-            break
-        root = nxt
-    keys = np.empty(n, dtype=object)
-    for i in range(n):
-        g = groups[i] or groups[root[i]]
-        keys[i] = "g:" + g if g else f"r:{root[i]}"
-    _, ids = np.unique(keys, return_inverse=True) if n else (None, np.zeros(0, np.int64))
-    return ids.astype(np.int64)
+    """Integer group id per structure (:func:`mlff_distiller.data.split.provenance_groups`)."""
+    from .split import provenance_groups
+
+    keys = provenance_groups(reader)
+    _, ids = np.unique(np.asarray(keys, dtype=object).astype(str), return_inverse=True) if keys else (None, [])
+    return np.asarray(ids, dtype=np.int64)

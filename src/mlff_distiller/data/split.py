@@ -16,13 +16,51 @@ from ..errors import DatasetError, UserError
 
 
 def provenance_groups(reader) -> list[str]:
-    """One group per structure of a :class:`DatasetReader`: its provenance ``group``, or
-    ``"#<index>"`` (a group of its own) when that is empty."""
+    """One group per structure of a :class:`DatasetReader`: its provenance ``group``; when that
+    is empty, the group of the root of its ``parent`` chain; else ``"#<root index>"`` (the
+    structure and everything derived from it form a group of their own)."""
+    n = len(reader)
     try:
-        col = reader.column("group")
-        return [str(g) if g else f"#{i}" for i, g in enumerate(col)]
+        groups = [str(g) for g in reader.column("group")]
+        parent = np.asarray(reader.column("parent"), dtype=np.int64)
     except UserError:
-        return [str((reader.provenance(i) or {}).get("group") or f"#{i}") for i in range(len(reader))]
+        prov = [reader.provenance(i) or {} for i in range(n)]
+        groups = [str(p.get("group") or "") for p in prov]
+        parent = np.array([int(p.get("parent", -1)) for p in prov], dtype=np.int64)
+    root = np.arange(n, dtype=np.int64)
+    valid = (parent >= 0) & (parent < n) & (parent != np.arange(n))
+    root[valid] = parent[valid]
+    for _ in range(64):  # pointer jumping: chains of any practical length
+        nxt = root[root]
+        if np.array_equal(nxt, root):
+            break
+        root = nxt
+    return [groups[i] or groups[root[i]] or f"#{root[i]}" for i in range(n)]
+
+
+def grouped_partition(groups: Sequence[str], fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Split structure indices into ``len(fractions)`` parts of about these fractions, whole
+    groups only: groups in an order fixed by ``seed`` fill part 0 up to its share, then part 1,
+    ...; with fractions summing below 1 the remaining groups are left out. Sorted index arrays."""
+    fr = np.asarray(list(fractions), dtype=np.float64)
+    if fr.size == 0 or (fr < 0).any() or not np.isfinite(fr).all() or fr.sum() > 1 + 1e-9:
+        raise DatasetError(f"split fractions {list(fractions)} must be non-negative and sum to at most 1")
+    n = len(groups)
+    targets = np.floor(np.cumsum(fr) * n + 1e-9).astype(np.int64)
+    uniq, inverse, counts = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True,
+                                      return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    assign = np.full(len(uniq), -1, np.int64)
+    filled, k = 0, 0
+    for g in order:
+        while k < len(fr) and filled >= targets[k]:
+            k += 1
+        if k == len(fr):
+            break
+        assign[g] = k
+        filled += counts[g]
+    part = assign[inverse] if n else np.zeros(0, np.int64)
+    return [np.nonzero(part == s)[0] for s in range(len(fr))]
 
 
 def chemistry_keys(reader) -> list[str]:
