@@ -64,6 +64,42 @@ RESUME_MUTABLE = ("max_epochs", "max_steps", "early_stopping_patience", "checkpo
                   "in_memory", "tensorboard")
 
 
+@dataclasses.dataclass
+class TrainState:
+    """The training loop's position and bookkeeping, saved in ``last.pt`` for a bitwise resume.
+
+    ``step``/``epoch``/``batch_in_epoch``: where the loop is; ``best_*``: the best validation
+    loss (under the current stage's weights) and its epoch and metrics; ``bad_epochs``: epochs
+    without a better one (early stopping); ``stage``: ``main`` or ``final``; ``rows``: metrics.csv
+    rows written; ``train_loss_sum``/``_n``: the running epoch's mean; ``elapsed_s``: wall seconds.
+    """
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    step: int = 0
+    best_val_loss: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    done: bool = False
+    stopped: str = ""
+    elapsed_s: float = 0.0
+    train_loss_sum: float = 0.0
+    train_loss_n: int = 0
+    rows: int = 0
+    best_metrics: dict = dataclasses.field(default_factory=dict)
+    stage: str = "main"
+
+    def state_dict(self) -> dict:
+        """Plain Python values (``torch.load(weights_only=True)`` reads them back)."""
+        return {k: (float(v) if isinstance(v, float) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_state_dict(cls, d: dict) -> "TrainState":
+        """From :meth:`state_dict`; keys a checkpoint lacks (older code) keep their defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
 class TrainingDivergedError(UserError):
     """The loss became NaN or infinite."""
 
@@ -456,11 +492,7 @@ class DistillationTrainer:
         eval_model = copy.deepcopy(model)
         self.eval_model = eval_model
 
-        state = {
-            "epoch": 0, "batch_in_epoch": 0, "step": 0, "best_val_loss": math.inf, "best_epoch": -1,
-            "bad_epochs": 0, "done": False, "stopped": "", "elapsed_s": 0.0, "train_loss_sum": 0.0,
-            "train_loss_n": 0, "rows": 0, "best_metrics": {}, "stage": "main",
-        }
+        state = TrainState()
         if self.resume:
             state = self._restore(model, optimizer, schedule, ema, state)
         else:
@@ -486,10 +518,10 @@ class DistillationTrainer:
 
         want_stress = cfg.stress_weight > 0 and F.STRESS in self.label_fields
         self._mutating = False
-        t_start = time.perf_counter() - state["elapsed_s"]
+        t_start = time.perf_counter() - state.elapsed_s
 
         def save_last():
-            state["elapsed_s"] = time.perf_counter() - t_start
+            state.elapsed_s = time.perf_counter() - t_start
             if dist.main:
                 self._save_last(model, optimizer, schedule, ema, state)
 
@@ -497,19 +529,19 @@ class DistillationTrainer:
         if cfg.tensorboard and dist.main:
             # purge_step drops events a killed run logged after the checkpoint we resume from
             self._tb = SummaryWriter(str(self.run_dir / "tensorboard"),
-                                     purge_step=state["step"] + 1 if state["step"] else None)
-        bar = self._bar(total=total_steps, initial=min(state["step"], total_steps), desc="training", unit="step")
+                                     purge_step=state.step + 1 if state.step else None)
+        bar = self._bar(total=total_steps, initial=min(state.step, total_steps), desc="training", unit="step")
         try:
-            while not state["done"]:
-                epoch = state["epoch"]
+            while not state.done:
+                epoch = state.epoch
                 batches = order.epoch(epoch)
-                start = state["batch_in_epoch"]
+                start = state.batch_in_epoch
                 loader = self._loader(self.train_set, batches[start:])
                 model.train()
                 for batch in loader:
                     batch = to_device(batch, device)
-                    lr = schedule.apply(state["step"])
-                    weights = cfg.stage_weights(self._in_final_stage(state["step"]))
+                    lr = schedule.apply(state.step)
+                    weights = cfg.stage_weights(self._in_final_stage(state.step))
                     counts = dist.all_sum(label_counts(batch))
                     t_compute = time.perf_counter()
                     out = train_model(batch, compute_forces=cfg.forces_weight > 0, compute_stress=want_stress)
@@ -522,7 +554,7 @@ class DistillationTrainer:
                     loss_value = float(dist.all_sum(loss.detach().double().reshape(1).cpu() / dist.world))
                     if not math.isfinite(loss_value):
                         raise TrainingDivergedError(
-                            f"training diverged at step {state['step'] + 1} (loss {loss_value}); the last "
+                            f"training diverged at step {state.step + 1} (loss {loss_value}); the last "
                             f"checkpoint is untouched: lower training.lr (now {cfg.lr:g}) or set grad_clip, "
                             "then start a new run"
                         )
@@ -531,35 +563,35 @@ class DistillationTrainer:
                     t_compute = time.perf_counter() - t_compute
                     if ema is not None:
                         ema.update(model)
-                    state["step"] += 1
-                    state["batch_in_epoch"] += 1
-                    state["train_loss_sum"] += loss_value
-                    state["train_loss_n"] += 1
+                    state.step += 1
+                    state.batch_in_epoch += 1
+                    state.train_loss_sum += loss_value
+                    state.train_loss_n += 1
                     self._mutating = False
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(epoch=epoch, loss=f"{loss_value:.4g}", lr=f"{lr:.2e}")
                     if self._tb is not None:
-                        self._tb.add_scalar("train/loss", loss_value, state["step"])
-                        self._tb.add_scalar("train/lr", lr, state["step"])
-                    self._emit("step", {"step": state["step"], "loss": loss_value, "compute_s": t_compute})
-                    if state["step"] % cfg.checkpoint_every == 0:
+                        self._tb.add_scalar("train/loss", loss_value, state.step)
+                        self._tb.add_scalar("train/lr", lr, state.step)
+                    self._emit("step", {"step": state.step, "loss": loss_value, "compute_s": t_compute})
+                    if state.step % cfg.checkpoint_every == 0:
                         save_last()
-                    if cfg.max_steps and state["step"] >= cfg.max_steps:
+                    if cfg.max_steps and state.step >= cfg.max_steps:
                         break
-                finished_epoch = state["batch_in_epoch"] >= len(batches)
-                hit_max_steps = bool(cfg.max_steps) and state["step"] >= cfg.max_steps
+                finished_epoch = state.batch_in_epoch >= len(batches)
+                hit_max_steps = bool(cfg.max_steps) and state.step >= cfg.max_steps
                 row = self._end_epoch(state, schedule, ema, t_start)
                 if finished_epoch:
-                    state["epoch"] += 1
-                    state["batch_in_epoch"] = 0
+                    state.epoch += 1
+                    state.batch_in_epoch = 0
                 if hit_max_steps:
-                    state["done"], state["stopped"] = True, "max_steps"
-                elif state["epoch"] >= cfg.max_epochs:
-                    state["done"], state["stopped"] = True, "max_epochs"
-                elif cfg.early_stopping_patience and state["bad_epochs"] >= cfg.early_stopping_patience:
-                    state["done"], state["stopped"] = True, "early_stopping"
-                if state["done"]:
+                    state.done, state.stopped = True, "max_steps"
+                elif state.epoch >= cfg.max_epochs:
+                    state.done, state.stopped = True, "max_epochs"
+                elif cfg.early_stopping_patience and state.bad_epochs >= cfg.early_stopping_patience:
+                    state.done, state.stopped = True, "early_stopping"
+                if state.done:
                     save_last()
                 # Otherwise the periodic checkpoints suffice: a resume from one mid-epoch (or
                 # before an epoch's validation) repeats the same steps and rewrites the same rows.
@@ -662,31 +694,31 @@ class DistillationTrainer:
         return metrics
 
     def _end_epoch(self, state, schedule, ema, t_start) -> dict:
-        final = self._in_final_stage(state["step"])
-        if final and state.get("stage") != "final":
+        final = self._in_final_stage(state.step)
+        if final and state.stage != "final":
             # The final stage's loss is another quantity: best.pt is chosen among its epochs only.
-            state["stage"], state["best_val_loss"], state["bad_epochs"] = "final", math.inf, 0
+            state.stage, state.best_val_loss, state.bad_epochs = "final", math.inf, 0
             if self._dist.main:
                 e, f, _ = self.config.stage_weights(True)
-                say(f"final stage from step {state['step']}: loss weights energy {e:g}, forces {f:g}; "
+                say(f"final stage from step {state.step}: loss weights energy {e:g}, forces {f:g}; "
                     "best.pt is chosen from here on", log)
         metrics = self.evaluate(self._weights_for_eval(ema), self.val_set, final=final)
         val_loss = metrics["loss"]
-        improved = val_loss < state["best_val_loss"]
+        improved = val_loss < state.best_val_loss
         if improved:
-            state["best_val_loss"] = val_loss
-            state["best_epoch"] = state["epoch"]
-            state["best_metrics"] = {k: float(v) for k, v in metrics.items()}
-            state["bad_epochs"] = 0
+            state.best_val_loss = val_loss
+            state.best_epoch = state.epoch
+            state.best_metrics = {k: float(v) for k, v in metrics.items()}
+            state.bad_epochs = 0
             if self._dist.main:
                 self._save_best(state, metrics)
         else:
-            state["bad_epochs"] += 1
+            state.bad_epochs += 1
         schedule.epoch_end(val_loss)
-        train_loss = state["train_loss_sum"] / max(state["train_loss_n"], 1)
-        state["train_loss_sum"], state["train_loss_n"] = 0.0, 0
+        train_loss = state.train_loss_sum / max(state.train_loss_n, 1)
+        state.train_loss_sum, state.train_loss_n = 0.0, 0
         row = {
-            "epoch": state["epoch"], "step": state["step"], "lr": schedule.optimizer.param_groups[0]["lr"],
+            "epoch": state.epoch, "step": state.step, "lr": schedule.optimizer.param_groups[0]["lr"],
             "train_loss": train_loss, "val_loss": val_loss,
             "val_energy_mae_per_atom": metrics["energy_mae_per_atom"],
             "val_energy_rmse_per_atom": metrics["energy_rmse_per_atom"],
@@ -699,8 +731,8 @@ class DistillationTrainer:
             if getattr(self, "_tb", None) is not None:
                 for key in METRIC_COLUMNS[4:11]:
                     if math.isfinite(row[key]):
-                        self._tb.add_scalar(key.replace("val_", "val/", 1), row[key], state["step"])
-        state["rows"] += 1
+                        self._tb.add_scalar(key.replace("val_", "val/", 1), row[key], state.step)
+        state.rows += 1
         return row
 
     # -- files ------------------------------------------------------------------------------
@@ -729,7 +761,7 @@ class DistillationTrainer:
         from ..student import save_student
 
         save_student(self.best_path, self.eval_model, extra={  # atomic: temporary name + rename
-            "epoch": int(state["epoch"]), "step": int(state["step"]),
+            "epoch": int(state.epoch), "step": int(state.step),
             "val_metrics": {k: float(v) for k, v in metrics.items()},
         })
 
@@ -738,7 +770,7 @@ class DistillationTrainer:
 
         train_state = {
             "kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, "code_version": __version__,
-            "state": {k: (float(v) if isinstance(v, float) else v) for k, v in state.items()},
+            "state": state.state_dict(),
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
@@ -773,17 +805,16 @@ class DistillationTrainer:
         torch.set_rng_state(ts["torch_rng"].cpu())
         if ts["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in ts["cuda_rng"]])
-        restored = dict(state)
-        restored.update(ts["state"])
+        restored = TrainState.from_state_dict(ts["state"])
         if self._dist.main:
-            self._truncate_metrics(restored["rows"])
-        if restored["done"] and restored["stopped"] in ("max_steps", "max_epochs"):
+            self._truncate_metrics(restored.rows)
+        if restored.done and restored.stopped in ("max_steps", "max_epochs"):
             # A longer run was asked for: carry on from where the finished one stopped.
             cfg = self.config
-            more_steps = not cfg.max_steps or restored["step"] < cfg.max_steps
-            more_epochs = restored["epoch"] < cfg.max_epochs
+            more_steps = not cfg.max_steps or restored.step < cfg.max_steps
+            more_epochs = restored.epoch < cfg.max_epochs
             if more_steps and more_epochs:
-                restored["done"], restored["stopped"] = False, ""
+                restored.done, restored.stopped = False, ""
         return restored
 
     def _truncate_metrics(self, n_rows: int) -> None:
@@ -810,9 +841,9 @@ class DistillationTrainer:
 
     def _summary(self, state) -> dict:
         return {
-            "best_val_loss": state["best_val_loss"], "best_epoch": state["best_epoch"],
-            "epochs": state["epoch"], "steps": state["step"], "stopped": state["stopped"],
-            "val": dict(state.get("best_metrics") or {}), "run_dir": str(self.run_dir),
+            "best_val_loss": state.best_val_loss, "best_epoch": state.best_epoch,
+            "epochs": state.epoch, "steps": state.step, "stopped": state.stopped,
+            "val": dict(state.best_metrics or {}), "run_dir": str(self.run_dir),
         }
 
 
