@@ -443,27 +443,172 @@ class DistillationTrainer:
             self._dist.close()
 
     def _fit(self) -> dict:
-        from ..student import StudentConfig, build_student
+        from ..student import StudentConfig
 
         cfg, dist = self.config, self._dist
         device = dist.device
         scfg = StudentConfig.from_dict(cfg.student)
-        if cfg.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise ConfigError(
-                    "training.tensorboard: true needs the tensorboard package: pip install tensorboard, "
-                    "or set tensorboard: false (metrics.csv is always written)"
-                ) from None
+        SummaryWriter = _summary_writer_class() if cfg.tensorboard else None
         if cfg.batch_size % dist.world:
             BatchOrder(1, cfg.batch_size, dist.world, dist.rank, cfg.seed)  # raises the ConfigError
         dtype = torch.float64 if scfg.dtype == "float64" else torch.float32
         self.dtype = dtype
 
+        model, params, optimizer, order, schedule, ema, split = self._build(scfg)
+        cfg = self.config  # stress_weight resolved against the dataset's labels
+        train_idx, val_idx, split_kind = split
+        steps_per_epoch = order.steps_per_epoch
+        total_steps = planned_steps(cfg, steps_per_epoch)
+
+        state = TrainState()
+        if self.resume:
+            state = self._restore(model, optimizer, schedule, ema, state)
+        else:
+            self._write_run_files(train_idx, val_idx, split_kind)
+        if dist.main:
+            self._exit_stack.enter_context(log_to_file(self.run_dir / "train.log"))
+            say(f"training {self.run_dir}: {len(self.train_set)} training and {len(self.val_set)} validation "
+                f"structures ({split_kind} split), {steps_per_epoch} steps per epoch, up to {total_steps} steps, "
+                f"device {device}" + (f", {dist.world} processes" if dist.world > 1 else "")
+                + (" (resuming)" if self.resume else ""), log)
+        dist.barrier()
+
+        train_model = self._ddp_wrap(model)
+
+        want_stress = cfg.stress_weight > 0 and F.STRESS in self.label_fields
+        self._mutating = False
+        t_start = time.perf_counter() - state.elapsed_s
+
+        def save_last():
+            state.elapsed_s = time.perf_counter() - t_start
+            if dist.main:
+                self._save_last(model, optimizer, schedule, ema, state)
+
+        self._tb = None
+        if cfg.tensorboard and dist.main:
+            # purge_step drops events a killed run logged after the checkpoint we resume from
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"),
+                                     purge_step=state.step + 1 if state.step else None)
+        bar = self._bar(total=total_steps, initial=min(state.step, total_steps), desc="training", unit="step")
+        try:
+            while not state.done:
+                epoch = state.epoch
+                batches = order.epoch(epoch)
+                start = state.batch_in_epoch
+                loader = self._loader(self.train_set, batches[start:])
+                model.train()
+                for batch in loader:
+                    batch = to_device(batch, device)
+                    lr = schedule.apply(state.step)
+                    loss_value, t_compute = self._forward_backward(train_model, batch, optimizer, params, state.step,
+                                                                   want_stress)
+                    self._mutating = True
+                    t_step = time.perf_counter()
+                    optimizer.step()
+                    t_compute += time.perf_counter() - t_step
+                    if ema is not None:
+                        ema.update(model)
+                    state.step += 1
+                    state.batch_in_epoch += 1
+                    state.train_loss_sum += loss_value
+                    state.train_loss_n += 1
+                    self._mutating = False
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(epoch=epoch, loss=f"{loss_value:.4g}", lr=f"{lr:.2e}")
+                    if self._tb is not None:
+                        self._tb.add_scalar("train/loss", loss_value, state.step)
+                        self._tb.add_scalar("train/lr", lr, state.step)
+                    self._emit("step", {"step": state.step, "loss": loss_value, "compute_s": t_compute})
+                    if state.step % cfg.checkpoint_every == 0:
+                        save_last()
+                    if cfg.max_steps and state.step >= cfg.max_steps:
+                        break
+                finished_epoch = state.batch_in_epoch >= len(batches)
+                hit_max_steps = bool(cfg.max_steps) and state.step >= cfg.max_steps
+                row = self._end_epoch(state, schedule, ema, t_start)
+                if finished_epoch:
+                    state.epoch += 1
+                    state.batch_in_epoch = 0
+                self._check_done(state, hit_max_steps)
+                if state.done:
+                    save_last()
+                # Otherwise the periodic checkpoints suffice: a resume from one mid-epoch (or
+                # before an epoch's validation) repeats the same steps and rewrites the same rows.
+                if dist.main:
+                    say(_epoch_line(row), log)
+                self._emit("epoch", row)
+        except KeyboardInterrupt:
+            # Between steps the state is consistent: keep it so that --resume loses nothing.
+            if not self._mutating:
+                save_last()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            if self._tb is not None:
+                self._tb.close()
+        dist.barrier()
+        if dist.main:
+            self._parity_plot(ema)
+        return self._summary(state)
+
+    def _ddp_wrap(self, model):
+        """``model`` for the training steps: itself, or wrapped in DDP with several processes."""
+        dist = self._dist
+        if dist.world == 1:
+            return model
+        import warnings
+
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # A (1, F) readout weight's gradient has strides (1, 1) instead of (F, 1): same memory
+        # order, harmless, but DDP warns on every step.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        return DDP(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+
+    def _check_done(self, state: TrainState, hit_max_steps: bool) -> None:
+        """Set ``state.done`` / ``state.stopped`` when a budget or early stopping ends the run."""
+        cfg = self.config
+        if hit_max_steps:
+            state.done, state.stopped = True, "max_steps"
+        elif state.epoch >= cfg.max_epochs:
+            state.done, state.stopped = True, "max_epochs"
+        elif cfg.early_stopping_patience and state.bad_epochs >= cfg.early_stopping_patience:
+            state.done, state.stopped = True, "early_stopping"
+
+    def _forward_backward(self, train_model, batch, optimizer, params, step: int, want_stress: bool):
+        """Loss and gradients of one global batch (weights of the stage at ``step``), gradient
+        clipping; returns the global batch's loss (the same number on every process) and the
+        seconds spent. Raises :class:`TrainingDivergedError` on a non-finite loss."""
+        cfg, dist = self.config, self._dist
+        weights = cfg.stage_weights(self._in_final_stage(step))
+        counts = dist.all_sum(label_counts(batch))
+        t0 = time.perf_counter()
+        out = train_model(batch, compute_forces=cfg.forces_weight > 0, compute_stress=want_stress)
+        loss = distillation_loss(out, batch, weights, counts, dist.world)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        loss_value = float(dist.all_sum(loss.detach().double().reshape(1).cpu() / dist.world))
+        if not math.isfinite(loss_value):
+            raise TrainingDivergedError(
+                f"training diverged at step {step + 1} (loss {loss_value}); the last "
+                f"checkpoint is untouched: lower training.lr (now {cfg.lr:g}) or set grad_clip, "
+                "then start a new run"
+            )
+        return loss_value, time.perf_counter() - t0
+
+    def _build(self, scfg):
+        """Data, statistics, student, optimizer, batch order, schedule and EMA of a new (or
+        resumed) run; sets ``self.train_set``, ``val_set``, ``stats``, ``model``, ``eval_model``."""
+        from ..student import build_student
+
         init = self._warm_start_model(scfg)
         self.train_set, self.val_set, train_idx, val_idx, split_kind = self._open_data(scfg)
         cfg = self.config  # stress_weight resolved against the dataset's labels
+        device, dist = self._dist.device, self._dist
         if init is not None:
             stats = init.stats
         else:
@@ -491,132 +636,7 @@ class DistillationTrainer:
         ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         eval_model = copy.deepcopy(model)
         self.eval_model = eval_model
-
-        state = TrainState()
-        if self.resume:
-            state = self._restore(model, optimizer, schedule, ema, state)
-        else:
-            self._write_run_files(train_idx, val_idx, split_kind)
-        if dist.main:
-            self._exit_stack.enter_context(log_to_file(self.run_dir / "train.log"))
-            say(f"training {self.run_dir}: {len(self.train_set)} training and {len(self.val_set)} validation "
-                f"structures ({split_kind} split), {steps_per_epoch} steps per epoch, up to {total_steps} steps, "
-                f"device {device}" + (f", {dist.world} processes" if dist.world > 1 else "")
-                + (" (resuming)" if self.resume else ""), log)
-        dist.barrier()
-
-        train_model = model
-        if dist.world > 1:
-            import warnings
-
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            # A (1, F) readout weight's gradient has strides (1, 1) instead of (F, 1): same memory
-            # order, harmless, but DDP warns on every step.
-            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-            train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-        want_stress = cfg.stress_weight > 0 and F.STRESS in self.label_fields
-        self._mutating = False
-        t_start = time.perf_counter() - state.elapsed_s
-
-        def save_last():
-            state.elapsed_s = time.perf_counter() - t_start
-            if dist.main:
-                self._save_last(model, optimizer, schedule, ema, state)
-
-        self._tb = None
-        if cfg.tensorboard and dist.main:
-            # purge_step drops events a killed run logged after the checkpoint we resume from
-            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"),
-                                     purge_step=state.step + 1 if state.step else None)
-        bar = self._bar(total=total_steps, initial=min(state.step, total_steps), desc="training", unit="step")
-        try:
-            while not state.done:
-                epoch = state.epoch
-                batches = order.epoch(epoch)
-                start = state.batch_in_epoch
-                loader = self._loader(self.train_set, batches[start:])
-                model.train()
-                for batch in loader:
-                    batch = to_device(batch, device)
-                    lr = schedule.apply(state.step)
-                    weights = cfg.stage_weights(self._in_final_stage(state.step))
-                    counts = dist.all_sum(label_counts(batch))
-                    t_compute = time.perf_counter()
-                    out = train_model(batch, compute_forces=cfg.forces_weight > 0, compute_stress=want_stress)
-                    loss = distillation_loss(out, batch, weights, counts, dist.world)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    # the global batch's loss (the same number on every process)
-                    loss_value = float(dist.all_sum(loss.detach().double().reshape(1).cpu() / dist.world))
-                    if not math.isfinite(loss_value):
-                        raise TrainingDivergedError(
-                            f"training diverged at step {state.step + 1} (loss {loss_value}); the last "
-                            f"checkpoint is untouched: lower training.lr (now {cfg.lr:g}) or set grad_clip, "
-                            "then start a new run"
-                        )
-                    self._mutating = True
-                    optimizer.step()
-                    t_compute = time.perf_counter() - t_compute
-                    if ema is not None:
-                        ema.update(model)
-                    state.step += 1
-                    state.batch_in_epoch += 1
-                    state.train_loss_sum += loss_value
-                    state.train_loss_n += 1
-                    self._mutating = False
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(epoch=epoch, loss=f"{loss_value:.4g}", lr=f"{lr:.2e}")
-                    if self._tb is not None:
-                        self._tb.add_scalar("train/loss", loss_value, state.step)
-                        self._tb.add_scalar("train/lr", lr, state.step)
-                    self._emit("step", {"step": state.step, "loss": loss_value, "compute_s": t_compute})
-                    if state.step % cfg.checkpoint_every == 0:
-                        save_last()
-                    if cfg.max_steps and state.step >= cfg.max_steps:
-                        break
-                finished_epoch = state.batch_in_epoch >= len(batches)
-                hit_max_steps = bool(cfg.max_steps) and state.step >= cfg.max_steps
-                row = self._end_epoch(state, schedule, ema, t_start)
-                if finished_epoch:
-                    state.epoch += 1
-                    state.batch_in_epoch = 0
-                if hit_max_steps:
-                    state.done, state.stopped = True, "max_steps"
-                elif state.epoch >= cfg.max_epochs:
-                    state.done, state.stopped = True, "max_epochs"
-                elif cfg.early_stopping_patience and state.bad_epochs >= cfg.early_stopping_patience:
-                    state.done, state.stopped = True, "early_stopping"
-                if state.done:
-                    save_last()
-                # Otherwise the periodic checkpoints suffice: a resume from one mid-epoch (or
-                # before an epoch's validation) repeats the same steps and rewrites the same rows.
-                if dist.main:
-                    say(
-                        f"epoch {row['epoch']} step {row['step']}: train loss {row['train_loss']:.4g}, val loss "
-                        f"{row['val_loss']:.4g}, energy MAE {1e3 * row['val_energy_mae_per_atom']:.3g} meV/atom, "
-                        f"force MAE {1e3 * row['val_force_mae']:.3g} meV/A (RMSE/RMS {row['val_force_rel_rmse']:.3g}), "
-                        f"lr {row['lr']:.3g}" + (" *best*" if row["best"] else ""), log
-                    )
-                self._emit("epoch", row)
-        except KeyboardInterrupt:
-            # Between steps the state is consistent: keep it so that --resume loses nothing.
-            if not self._mutating:
-                save_last()
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-            if self._tb is not None:
-                self._tb.close()
-        dist.barrier()
-        if dist.main:
-            self._parity_plot(ema)
-        return self._summary(state)
+        return model, params, optimizer, order, schedule, ema, (train_idx, val_idx, split_kind)
 
     def _warm_start_model(self, scfg):
         """The student of ``init_from`` (or None); fills empty ``scfg.elements`` from it and
@@ -852,6 +872,28 @@ def planned_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
     reached (the cosine schedule decays over exactly this many)."""
     by_epochs = cfg.max_epochs * steps_per_epoch
     return min(cfg.max_steps, by_epochs) if cfg.max_steps else by_epochs
+
+
+def _summary_writer_class():
+    """TensorBoard's ``SummaryWriter``, or a one-line error naming the missing package."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError(
+            "training.tensorboard: true needs the tensorboard package: pip install tensorboard, "
+            "or set tensorboard: false (metrics.csv is always written)"
+        ) from None
+    return SummaryWriter
+
+
+def _epoch_line(row: dict) -> str:
+    """The one-line summary of an epoch's metrics row (energies meV/atom, forces meV/A)."""
+    return (
+        f"epoch {row['epoch']} step {row['step']}: train loss {row['train_loss']:.4g}, val loss "
+        f"{row['val_loss']:.4g}, energy MAE {1e3 * row['val_energy_mae_per_atom']:.3g} meV/atom, "
+        f"force MAE {1e3 * row['val_force_mae']:.3g} meV/A (RMSE/RMS {row['val_force_rel_rmse']:.3g}), "
+        f"lr {row['lr']:.3g}" + (" *best*" if row["best"] else "")
+    )
 
 
 def _identity(item):
