@@ -78,10 +78,11 @@ def test_labeling_doc_table_matches_the_results():
 
 def test_summary_lines_quoted_in_readme_exist_in_the_summaries():
     qs = (RESULTS / "quickstart_summary.md").read_text()
-    for text in ("energy MAE 31.9 meV/atom", "force RMSE / teacher RMS 0.258", "37.6x per MD step",
-                 "best epoch 28 of 75", "labelled 800, failed 0"):
+    for text in ("energy MAE 13.9 meV/atom", "force RMSE / teacher RMS 0.204", "63.18x per MD step",
+                 "best epoch 74 of 75", "labelled 800, failed 0"):
         assert text in qs, text
-    assert "31.9 meV/atom / 0.258" in README and "epoch 28 of 75" in README
+    assert "13.9 meV/atom / 0.204" in README and "epoch 74 of 75" in README
+    assert "63.2x / 52.6x / 47.3x" in README
     si = (RESULTS / "silicon" / "summary.md").read_text()
     assert "63.57x per MD step" in si and "63.6x (Si-64)" in README
 
@@ -100,7 +101,7 @@ def test_training_doc_table_matches_the_quickstart_summary():
     m = re.search(r"energy_mae_per_atom = ([\d.]+), .*force_rel_rmse = ([\d.]+)", qs)
     e_mev, f_rel = float(m.group(1)) * 1000, float(m.group(2))
     row = next(line for line in (ROOT / "docs" / "training.md").read_text().splitlines()
-               if line.startswith("| energy 20 : forces 10"))
+               if line.startswith("| the same, final stage energy 100"))
     cells = re.findall(r"\| ([\d.]+) meV/atom \| ([\d.]+) (?=\|)", row)  # validation, then test split
     (val_e, val_f), (test_e, test_f) = [(float(a), float(b)) for a, b in cells]
     assert val_e == pytest.approx(e_mev, abs=0.051) and val_f == pytest.approx(f_rel, abs=0.00051), row
