@@ -172,61 +172,7 @@ def _run(
     # fail fast on an unreadable dataset, before any timing
     frames = acc_mod.load_labelled(dataset, cfg.max_structures) if dataset is not None else None
 
-    skipped = {}
-    if systems is None or (isinstance(systems, (list, tuple)) and len(systems) == 0):
-        loaded = []
-        for name in DEFAULT_SYSTEMS:
-            sys_ = load_system(name)
-            lack = s_handle.missing(sys_.elements) | t_handle.missing(sys_.elements)
-            if lack:
-                skipped[name] = f"contains {symbols(lack)}, not supported by both models"
-            else:
-                loaded.append(sys_)
-        if not loaded:
-            raise UserError(
-                f"none of the default systems ({', '.join(DEFAULT_SYSTEMS)}) is supported by both models; "
-                "pass --systems with structure files made of the student's elements"
-            )
-    else:
-        if isinstance(systems, str):
-            systems = [systems]
-        loaded = [load_system(s) for s in systems]
-        names = [s.name for s in loaded]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise UserError(f"system name(s) {', '.join(dupes)} given twice; give each system once")
-    notes = check_coverage(s_handle, t_handle, loaded)
-    if frames is not None:
-        dataset_elems = frozenset(int(z) for a in frames for z in a.numbers)
-        lack = s_handle.missing(dataset_elems)
-        if lack:
-            raise UserError(
-                f"the held-out dataset contains {symbols(lack)}, which the student does not support; "
-                "evaluate on a dataset of the student's elements"
-            )
-
-    if cfg.heldout:  # held-out systems: loadable and supported by both models, before any timing
-        for sys_ in (load_system(s) for s in dict.fromkeys(n for n, _ in HeldoutConfig.from_dict(cfg.heldout).runs())):
-            lack = s_handle.missing(sys_.elements) | t_handle.missing(sys_.elements)
-            if lack:
-                raise UserError(
-                    f"bench.heldout system {sys_.name} contains {symbols(lack)}, not supported by both models; "
-                    "name held-out systems made of the student's elements"
-                )
-
-    md_targets = []
-    if cfg.md:  # checked before anything runs
-        if cfg.md_systems is not None:
-            wanted = set(cfg.md_systems)
-            unknown = wanted - {s.name for s in loaded}
-            if unknown:
-                raise UserError(
-                    f"md_systems names {', '.join(sorted(unknown))} not among the benched systems "
-                    f"({', '.join(s.name for s in loaded)}); name benched systems"
-                )
-            md_targets = [s for s in loaded if s.name in wanted]
-        else:
-            md_targets = [s for s in loaded if len(s.atoms) <= cfg.md_max_atoms]
+    loaded, skipped, notes, md_targets = _preflight(systems, s_handle, t_handle, frames, cfg)
 
     s_lab, t_lab = s_handle.label, t_handle.label
     result = {
@@ -307,6 +253,69 @@ def _run(
     if out_dir is not None:
         result["outputs"] = write_outputs(result, out_dir, parity, plots=cfg.plots)
     return result
+
+
+def _preflight(systems, s_handle, t_handle, frames, cfg):
+    """Everything checked before any timing: the systems (given, or the defaults both models
+    support), element coverage of systems, dataset and held-out systems, and the MD targets.
+    Returns ``(loaded systems, skipped {name: why}, coverage notes, MD target systems)``."""
+    skipped = {}
+    if systems is None or (isinstance(systems, (list, tuple)) and len(systems) == 0):
+        loaded = []
+        for name in DEFAULT_SYSTEMS:
+            sys_ = load_system(name)
+            lack = s_handle.missing(sys_.elements) | t_handle.missing(sys_.elements)
+            if lack:
+                skipped[name] = f"contains {symbols(lack)}, not supported by both models"
+            else:
+                loaded.append(sys_)
+        if not loaded:
+            raise UserError(
+                f"none of the default systems ({', '.join(DEFAULT_SYSTEMS)}) is supported by both models; "
+                "pass --systems with structure files made of the student's elements"
+            )
+    else:
+        if isinstance(systems, str):
+            systems = [systems]
+        loaded = [load_system(s) for s in systems]
+        names = [s.name for s in loaded]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise UserError(f"system name(s) {', '.join(dupes)} given twice; give each system once")
+    notes = check_coverage(s_handle, t_handle, loaded)
+    if frames is not None:
+        dataset_elems = frozenset(int(z) for a in frames for z in a.numbers)
+        lack = s_handle.missing(dataset_elems)
+        if lack:
+            raise UserError(
+                f"the held-out dataset contains {symbols(lack)}, which the student does not support; "
+                "evaluate on a dataset of the student's elements"
+            )
+
+    if cfg.heldout:  # held-out systems: loadable and supported by both models, before any timing
+        for sys_ in (load_system(s) for s in dict.fromkeys(n for n, _ in HeldoutConfig.from_dict(cfg.heldout).runs())):
+            lack = s_handle.missing(sys_.elements) | t_handle.missing(sys_.elements)
+            if lack:
+                raise UserError(
+                    f"bench.heldout system {sys_.name} contains {symbols(lack)}, not supported by both models; "
+                    "name held-out systems made of the student's elements"
+                )
+
+    md_targets = []
+    if cfg.md:  # checked before anything runs
+        if cfg.md_systems is not None:
+            wanted = set(cfg.md_systems)
+            unknown = wanted - {s.name for s in loaded}
+            if unknown:
+                raise UserError(
+                    f"md_systems names {', '.join(sorted(unknown))} not among the benched systems "
+                    f"({', '.join(s.name for s in loaded)}); name benched systems"
+                )
+            md_targets = [s for s in loaded if s.name in wanted]
+        else:
+            md_targets = [s for s in loaded if len(s.atoms) <= cfg.md_max_atoms]
+
+    return loaded, skipped, notes, md_targets
 
 
 def _md_fidelity(sys_, s_handle, t_handle, cfg, progress) -> dict:
