@@ -16,7 +16,15 @@ def register(subparsers) -> None:
     )
     sub = p.add_subparsers(dest="dataset_command", metavar="ACTION")
     sub.required = True
+    _add_info(sub)
+    _add_import(sub)
+    _add_export(sub)
+    _add_stats(sub)
+    _add_repack(sub)
 
+
+def _add_info(sub) -> None:
+    """The `dataset info` subcommand."""
     q = sub.add_parser(
         "info",
         help="counts, elements, sizes, fields, units, provenance summary",
@@ -27,6 +35,9 @@ def register(subparsers) -> None:
     add_json(q, "the summary")
     q.set_defaults(func=_info)
 
+
+def _add_import(sub) -> None:
+    """The `dataset import` subcommand."""
     q = sub.add_parser(
         "import",
         help="read structures with ASE (extxyz, traj, ...) into a dataset file",
@@ -84,6 +95,9 @@ def register(subparsers) -> None:
     add_progress(q)
     q.set_defaults(func=_import)
 
+
+def _add_export(sub) -> None:
+    """The `dataset export` subcommand."""
     q = sub.add_parser(
         "export",
         help="write a dataset file as extxyz, ASE db, traj or another format ASE writes",
@@ -101,6 +115,9 @@ def register(subparsers) -> None:
     add_progress(q)
     q.set_defaults(func=_export)
 
+
+def _add_stats(sub) -> None:
+    """The `dataset stats` subcommand."""
     q = sub.add_parser(
         "stats",
         help="normalization statistics (reference energies, scales, neighbours); stored in the file",
@@ -114,6 +131,9 @@ def register(subparsers) -> None:
     add_progress(q)
     q.set_defaults(func=_stats)
 
+
+def _add_repack(sub) -> None:
+    """The `dataset repack` subcommand."""
     q = sub.add_parser(
         "repack",
         help="merge the append journal into the compact read-optimised layout",
