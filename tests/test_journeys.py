@@ -272,6 +272,7 @@ def test_progress_lines_of_a_long_step_are_bounded(capsys, monkeypatch):
 
     clock = [0.0]
     monkeypatch.setattr(logs.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(logs, "_last_line", [float("-inf")])
     bar = logs.LineProgress(total=1000, desc="labelling", unit="struct", interval=1.0)
     for _ in range(1000):
         clock[0] += 0.1
@@ -288,6 +289,36 @@ def test_progress_lines_of_a_long_step_are_bounded(capsys, monkeypatch):
         bar.update(1)
     bar.close()
     assert 24 <= len(capsys.readouterr().err.strip().splitlines()) <= 26
+
+
+def test_progress_is_quiet_while_the_stage_prints_its_own_lines(capsys, monkeypatch):
+    """Per-epoch metric lines every 0.5 s are the heartbeat: no periodic progress line between them."""
+    from mlff_distiller import logs
+
+    clock = [0.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(logs, "_last_line", [float("-inf")])
+    bar = logs.LineProgress(total=100, desc="training", unit="step", interval=1.0)
+    for step in range(100):
+        clock[0] += 0.1
+        bar.update(1)
+        if step % 5 == 4:
+            logs.say(f"epoch {step // 5}: val loss 1.0")  # another logger's line
+    bar.close()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 21 and all(line.startswith("epoch") for line in lines[:-1]), lines
+    assert lines[-1].startswith("training: 100/100 (100 %)") and "done in" in lines[-1]  # one closing line
+    # the same run with the stage silent after step 50: periodic lines resume
+    clock[0] += 10.0
+    bar = logs.LineProgress(total=100, desc="training", unit="step", interval=1.0)
+    for step in range(100):
+        clock[0] += 0.1
+        bar.update(1)
+        if step < 50 and step % 5 == 4:
+            logs.say("epoch line")
+    bar.close()
+    progress_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("training:")]
+    assert 2 <= len(progress_lines) <= 6 and "done in" in progress_lines[-1], progress_lines
 
 
 def _subparsers(parser):

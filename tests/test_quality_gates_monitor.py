@@ -80,7 +80,7 @@ def test_flagged_structures_fail_the_gate():
 
 # -- ChunkMonitor ---------------------------------------------------------------------------------
 
-MON = {"monitor": {"subsample_atoms": 150, "baseline_chunks": 2, "diversity_drop": 0.3,
+MON = {"monitor": {"subsample_atoms": 150, "baseline_chunks": 2, "diversity_drop": 0.3, "drop_chunks": 1,
                    "max_failure_rate": 0.1, "max_flagged_fraction": 0.1, "min_structures": 1}}
 
 
@@ -194,3 +194,19 @@ def test_monitor_compares_a_chunk_with_earlier_chunks_of_its_own_kind(chunks):
     mon(5, as_kind(good[1], "liquid:O", "md"), [])
     new = mon.on_chunk(6, as_kind(narrow, "liquid:O", "md"), [])
     assert [e.kind for e in new] == ["diversity_drop"] and "(liquid/md)" in new[0].message
+
+
+def test_monitor_alerts_once_per_run_of_low_diversity_chunks(chunks, caplog):
+    """Default ``drop_chunks`` 2: one narrow chunk is logged at INFO; two in a row alert, once."""
+    good, narrow = chunks
+    mon = ChunkMonitor({"monitor": {**MON["monitor"], "drop_chunks": 2}})
+    for k, c in enumerate(good):
+        mon(k, c, [])
+    with caplog.at_level(logging.INFO, logger="mlff_distiller.quality"):
+        assert mon.on_chunk(3, narrow, []) == []
+    assert "low structural diversity" in caplog.text
+    new = mon.on_chunk(4, narrow, [])
+    assert [e.kind for e in new] == ["diversity_drop"] and "2 consecutive" in new[0].message
+    assert mon.on_chunk(5, narrow, []) == []  # the same run: no second alert
+    mon(6, good[0], [])  # recovered
+    assert mon.on_chunk(7, narrow, []) == [] and len(mon.on_chunk(8, narrow, [])) == 1

@@ -11,7 +11,9 @@
   ``mlff-distill train`` writes ``RUN/train.log``.
 * :func:`progress` is a tqdm bar on a terminal (or in a notebook); anywhere else (a batch
   job, output piped to a file) it logs one line per ``interval`` seconds instead, so a
-  batch log holds a readable record rather than thousands of bar refreshes.
+  batch log holds a readable record rather than thousands of bar refreshes. Those lines are a
+  heartbeat: none is printed while the stage itself printed something (an epoch's metrics, a
+  warning) within the last ``interval`` seconds.
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ PROGRESS_INTERVAL = float(os.environ.get("MLFF_DISTILL_PROGRESS_INTERVAL", "30")
 
 _console: logging.Handler | None = None
 log = logging.getLogger(LOGGER)
+PROGRESS_LOGGER = LOGGER + ".progress"
+#: monotonic time of the last console line that was not a progress line (see LineProgress)
+_last_line = [float("-inf")]
+
+
+def _note_line(name: str) -> None:
+    if name != PROGRESS_LOGGER:
+        _last_line[0] = time.monotonic()
 
 
 class _ConsoleFormatter(logging.Formatter):
@@ -45,6 +55,7 @@ class _TqdmHandler(logging.StreamHandler):
     """A stderr handler that does not tear an active tqdm bar apart."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        _note_line(record.name)
         try:
             from tqdm import tqdm
 
@@ -109,6 +120,7 @@ def say(text: str, logger: logging.Logger | None = None, level: int = logging.IN
     """Log ``text``; without the command line's console handler, also print it to stderr."""
     (logger or log).log(level, text)
     if _console is None:
+        _note_line((logger or log).name)
         try:
             from tqdm import tqdm
 
@@ -133,7 +145,9 @@ class LineProgress:
     One line per ``interval`` seconds (``desc: 120/480 (25 %), 3.1 struct/s, ETA 2 min``)
     and one when closed, through :func:`say`. With a known total a line also waits until the
     count has moved by ``min_step`` (5 %) of it, or ``10 x interval`` has passed, so an
-    hour-long step prints about 20-30 lines rather than one every interval.
+    hour-long step prints about 20-30 lines rather than one every interval. No periodic line
+    is printed while other lines (not progress) reached the console within the last interval:
+    a stage that reports on its own (per-epoch metrics) needs no heartbeat.
     """
 
     def __init__(self, iterable=None, total=None, desc: str = "", unit: str = "it", initial: int = 0,
@@ -153,7 +167,7 @@ class LineProgress:
         self._t0 = self._last = time.monotonic()
         self._closed = False
         self._reported = False
-        self._logger = logger or logging.getLogger(LOGGER + ".progress")
+        self._logger = logger or logging.getLogger(PROGRESS_LOGGER)
 
     def __enter__(self):
         return self
@@ -175,7 +189,8 @@ class LineProgress:
         if self.total and self.n >= self.total and not self._closed:
             self._reported = self._reported or now - self._t0 >= self.interval
             return  # finished: the closing "done in" line says it once
-        if now - self._last >= self.interval and self._moved_enough(now):
+        quiet = now - _last_line[0] >= self.interval  # nothing else printed lately
+        if quiet and now - self._last >= self.interval and self._moved_enough(now):
             self._last, self._last_n = now, self.n
             self._report()
 

@@ -138,6 +138,9 @@ MONITOR_DEFAULTS: dict = {
     # median of the previous chunks
     "diversity_drop": 0.3,
     "baseline_chunks": 2,  # chunks needed before diversity alerts start
+    # consecutive chunks of one kind below that floor before the alert: a single narrow chunk
+    # (one prototype's rattles) is noise, a run of them is a sampler gone narrow
+    "drop_chunks": 2,
     "subsample_atoms": 500,  # environments per chunk for the entropy estimate
     "seed": 0,
 }
@@ -300,7 +303,7 @@ class QualityConfig:
         mon = _merge_section("monitor", d.get("monitor"), MONITOR_DEFAULTS)
         for key in ("max_failure_rate", "max_flagged_fraction", "diversity_drop"):
             mon[key] = _number("monitor", key, mon[key], lo=0)
-        for key in ("baseline_chunks", "subsample_atoms", "min_structures"):
+        for key in ("baseline_chunks", "drop_chunks", "subsample_atoms", "min_structures"):
             mon[key] = _number("monitor", key, mon[key], lo=1, integer=True)
         mon["seed"] = _number("monitor", "seed", mon["seed"], lo=0, integer=True)
         return cls(checks=checks, diversity=div, gates=gates, monitor=mon)

@@ -15,7 +15,8 @@ An alert (a logged warning and an :class:`AlertEvent` appended to ``events``, an
 JSON-lines file ``events_path`` when given) is raised when a chunk's failure rate or the pooled
 flagged fraction exceeds its threshold, or when its entropy fraction drops below
 ``(1 - diversity_drop)`` times the median of the previous chunks of the same kind (after
-``baseline_chunks`` of them). A chunk's kind is the most common ``source kind/sampler`` of its
+``baseline_chunks`` of them) in ``drop_chunks`` consecutive chunks of that kind (one alert per
+such run; a single low chunk is logged at INFO, i.e. in the log file). A chunk's kind is the most common ``source kind/sampler`` of its
 structures' provenance (e.g. ``bulk/rattle``): pools are written entry by entry, so a chunk of
 rattled water is compared with earlier chunks of rattled water, not with a chunk of organic
 molecules whose environments are naturally more varied.
@@ -88,6 +89,7 @@ class ChunkMonitor:
         self.element_atoms: dict[str, int] = {}  # running atoms per element
         self.compositions: set[str] = set()
         self._pool = [0, 0, None]  # structures, flagged, first chunk id of the flagged-fraction window
+        self._low_run: dict[str, int] = {}  # kind -> consecutive chunks below the diversity floor
 
     # the hook signature of labeling.label_pool
     def on_chunk(self, chunk_id: int, atoms: list, failures: list) -> list[AlertEvent]:
@@ -124,15 +126,9 @@ class ChunkMonitor:
             new.append(self._event(chunk_id, "flagged_fraction", frac, mon["max_flagged_fraction"],
                                    f"{where}: {n_flag} of {n_pool} structures ({100 * frac:.1f} %) flagged by "
                                    f"validation checks (> {100 * mon['max_flagged_fraction']:.1f} %)"))
-        past = [c.entropy_fraction for c in self.chunks if c.kind == kind and math.isfinite(c.entropy_fraction)]
-        if math.isfinite(entropy_fraction) and len(past) >= mon["baseline_chunks"]:
-            baseline = float(np.median(past))
-            floor = (1.0 - mon["diversity_drop"]) * baseline
-            if entropy_fraction < floor:
-                new.append(self._event(chunk_id, "diversity_drop", entropy_fraction, floor,
-                                       f"chunk {chunk_id} ({kind}): structural diversity dropped (QUESTS H/ln n "
-                                       f"{entropy_fraction:.3f} < {floor:.3f} = {1 - mon['diversity_drop']:.2f} x "
-                                       f"median of {len(past)} earlier {kind} chunks {baseline:.3f})"))
+        drop = self._diversity_drop(chunk_id, kind, entropy_fraction)
+        if drop is not None:
+            new.append(drop)
         self.chunks.append(stats)
         for ev in new:
             log.warning(ev.message)
@@ -172,6 +168,27 @@ class ChunkMonitor:
         }
 
     # -- internals -----------------------------------------------------------------------------
+    def _diversity_drop(self, chunk_id, kind: str, entropy_fraction: float) -> AlertEvent | None:
+        """An alert when ``drop_chunks`` consecutive chunks of ``kind`` fell below the floor."""
+        mon = self.config.monitor
+        past = [c.entropy_fraction for c in self.chunks if c.kind == kind and math.isfinite(c.entropy_fraction)]
+        if not (math.isfinite(entropy_fraction) and len(past) >= mon["baseline_chunks"]):
+            return None
+        baseline = float(np.median(past))
+        floor = (1.0 - mon["diversity_drop"]) * baseline
+        if entropy_fraction >= floor:
+            self._low_run[kind] = 0
+            return None
+        run = self._low_run[kind] = self._low_run.get(kind, 0) + 1
+        detail = (f"QUESTS H/ln n {entropy_fraction:.3f} < {floor:.3f} = {1 - mon['diversity_drop']:.2f} x "
+                  f"median of {len(past)} earlier {kind} chunks {baseline:.3f}")
+        if run != mon["drop_chunks"]:  # one alert per run of low chunks; single ones go to the log
+            log.info(f"chunk {chunk_id} ({kind}): low structural diversity ({detail})")
+            return None
+        what = f"chunk {chunk_id}" if run == 1 else f"{run} consecutive {kind} chunks up to {chunk_id}"
+        return self._event(chunk_id, "diversity_drop", entropy_fraction, floor,
+                           f"{what} ({kind}): structural diversity dropped ({detail})")
+
     def _pool_flagged(self, chunk_id, n_ok: int, fraction: float):
         """Add a chunk to the flagged-fraction window; ``(fraction, flagged, n, first chunk)`` once it is full."""
         pool = self._pool
