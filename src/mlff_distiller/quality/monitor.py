@@ -16,10 +16,11 @@ JSON-lines file ``events_path`` when given) is raised when a chunk's failure rat
 flagged fraction exceeds its threshold, or when its entropy fraction drops below
 ``(1 - diversity_drop)`` times the median of the previous chunks of the same kind (after
 ``baseline_chunks`` of them) in ``drop_chunks`` consecutive chunks of that kind (one alert per
-such run; a single low chunk is logged at INFO, i.e. in the log file). A chunk's kind is the most common ``source kind/sampler`` of its
-structures' provenance (e.g. ``bulk/rattle``): pools are written entry by entry, so a chunk of
-rattled water is compared with earlier chunks of rattled water, not with a chunk of organic
-molecules whose environments are naturally more varied.
+such run; a single low chunk is logged at INFO, i.e. in the log file). A chunk's kind is the
+most common ``source kind/sampler`` of its structures' provenance (e.g. ``bulk/rattle``): pools
+are written entry by entry, so a chunk of rattled water is compared with earlier chunks of
+rattled water, not with a chunk of organic molecules whose environments are naturally more
+varied.
 """
 
 from __future__ import annotations
