@@ -207,3 +207,38 @@ def test_bad_sampler_params_are_named(sampler, params, match):
     with pytest.raises(ConfigError, match=match) as err:
         smp.validate_params(sampler, params, "generation.mix[0]")
     assert "\n" not in str(err.value) and "generation.mix[0]" in str(err.value)
+
+
+def test_mmff_normal_modes_need_no_teacher_and_follow_the_force_field():
+    """``hessian: mmff``: RDKit's MMFF94 gives forces (checked by finite differences), the Hessian and
+    the relaxation; the sampler runs without a teacher and the samples are thermal around its minimum."""
+    from mlff_distiller.generation import molecules
+
+    smiles = "CC(=O)Oc1ccccc1C(=O)O"  # aspirin, 21 atoms
+    root = molecules.embed_smiles(smiles, 1, seed=0)[0]
+    root.info["smiles"] = smiles
+    probe = root.copy()
+    probe.positions[3] += [0.05, -0.03, 0.02]
+    probe.calc = smp.mmff_calculator(root)
+    f = probe.get_forces()
+    h, x0 = 1e-4, probe.positions.copy()
+    for i, a in ((3, 0), (10, 2)):
+        x = x0.copy()
+        x[i, a] += h
+        probe.positions = x
+        e_plus = probe.get_potential_energy()
+        x[i, a] -= 2 * h
+        probe.positions = x
+        e_minus = probe.get_potential_energy()
+        assert -(e_plus - e_minus) / (2 * h) == pytest.approx(f[i, a], rel=1e-3, abs=1e-4)
+    params = smp.validate_params("normal_modes", {"hessian": "mmff", "per_root": 4, "temperatures": [300]}, "t")
+    assert not smp.needs_calculator("normal_modes", params) and smp.needs_calculator("normal_modes", {})
+    samples = smp.sample_normal_modes(root, np.random.default_rng(1), params, calc=None)
+    assert len(samples) == 4 and all(s.params["hessian"] == "mmff" and s.params["n_modes"] == 57 for s in samples)
+    assert "smiles" not in samples[0].atoms.info  # the pool stores no extra keys
+    shift = [np.sqrt(((s.atoms.positions - root.positions) ** 2).sum(1)).mean() for s in samples]
+    assert all(0.02 < d < 1.0 for d in shift), shift
+    with pytest.raises(ConfigError, match="molecules built from SMILES"):
+        smp.sample_normal_modes(bulk("Cu", "fcc", a=3.61), np.random.default_rng(1), params)
+    with pytest.raises(ConfigError, match="hessian: 'xtb' unknown"):
+        smp.validate_params("normal_modes", {"hessian": "xtb"}, "t")

@@ -41,7 +41,7 @@ SAMPLER_DEFAULTS: dict[str, dict] = {
     "none": {"per_root": 1},
     "rattle": {"per_root": 4, "stdev": [0.02, 0.12], "strain": 0.03, "max_tries": 20},
     "normal_modes": {"per_root": 8, "temperatures": [300.0], "relax_steps": 100, "fmax": 0.05, "delta": 0.01,
-                     "max_tries": 20},
+                     "max_tries": 20, "hessian": "teacher"},
     "md": {"per_root": 5, "temperatures": [300.0, 600.0], "timestep": 0.5, "friction": 0.02, "equil_steps": 50,
            "interval": 20},
     "rattle_relax": {"per_root": 6, "stdev": [0.05, 0.15], "relax_steps": 5, "fmax": 0.02, "branching": 2,
@@ -52,12 +52,17 @@ SAMPLER_DEFAULTS: dict[str, dict] = {
 }
 SAMPLERS = tuple(SAMPLER_DEFAULTS)
 HIGH_ENERGY_METHODS = ("stretch", "compress", "compress_md")
+#: where normal_modes takes its Hessian: the teacher (6N force calls), or RDKit's MMFF94 force
+#: field for molecules built from SMILES (no teacher call; the samples are labelled later)
+HESSIAN_SOURCES = ("teacher", "mmff")
 #: keys every sampler accepts in a recipe besides its own (handled by the generator)
 COMMON_KEYS = ("include_root", "min_distance_factor")
 
 
 def needs_calculator(sampler: str, params: dict) -> bool:
-    if sampler in ("normal_modes", "md", "rattle_relax"):
+    if sampler == "normal_modes":
+        return params.get("hessian", "teacher") == "teacher"
+    if sampler in ("md", "rattle_relax"):
         return True
     if sampler == "high_energy":
         return "compress_md" in params.get("methods", ())
@@ -129,6 +134,8 @@ def validate_params(sampler: str, params: dict | None, where: str) -> dict:
             raise ConfigError(f"{w}.min_distance_factor: give a number in [0, 2)")
     if "include_root" in out and not isinstance(out["include_root"], bool):
         raise ConfigError(f"{w}.include_root: give true or false")
+    if "hessian" in out and out["hessian"] not in HESSIAN_SOURCES:
+        raise ConfigError(f"{w}.hessian: '{out['hessian']}' unknown; allowed: {', '.join(HESSIAN_SOURCES)}")
     if "keep_rattled" in out and not isinstance(out["keep_rattled"], bool):
         raise ConfigError(f"{w}.keep_rattled: give true or false")
     return out
@@ -229,14 +236,61 @@ def vibrational_modes(atoms: Atoms, hessian: np.ndarray):
     return vals[keep], vecs[:, keep]
 
 
-def sample_normal_modes(root, rng, params, calc=None):
-    """Relax with the teacher, then Boltzmann-distributed displacements along the normal modes.
+def mmff_calculator(atoms: Atoms):
+    """An ASE calculator of RDKit's MMFF94 (UFF where MMFF lacks parameters) for a molecule from SMILES.
 
+    ``atoms.info["smiles"]`` names the molecule; the atoms must be in RDKit's order for that
+    SMILES with explicit hydrogens (as :func:`~.molecules.embed_smiles` builds them). Energies in
+    eV, forces in eV/A (RDKit works in kcal/mol and Angstrom).
+    """
+    from ase.calculators.calculator import Calculator, all_changes
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+    from rdkit.Geometry import Point3D
+
+    from .molecules import parse_smiles
+
+    smiles = atoms.info.get("smiles")
+    if not smiles or atoms.pbc.any():
+        raise ConfigError("normal_modes hessian: mmff needs molecules built from SMILES (a molecules source); "
+                          "use hessian: teacher for other structures")
+    mol = parse_smiles(smiles)
+    if [a.GetAtomicNum() for a in mol.GetAtoms()] != [int(z) for z in atoms.numbers]:
+        raise ConfigError(f"normal_modes hessian: mmff: the atoms are not in RDKit's order for SMILES '{smiles}'")
+    conf = Chem.Conformer(len(atoms))  # the force field needs a conformer; energies take explicit positions
+    for i, (x, y, z) in enumerate(atoms.positions):
+        conf.SetAtomPosition(i, Point3D(float(x), float(y), float(z)))
+    mol.AddConformer(conf, assignId=True)
+    if AllChem.MMFFHasAllMoleculeParams(mol):
+        field = AllChem.MMFFGetMoleculeForceField(mol, AllChem.MMFFGetMoleculeProperties(mol))
+    else:
+        field = AllChem.UFFGetMoleculeForceField(mol)
+    kcal = units.kcal / units.mol  # eV per kcal/mol
+
+    class _RDKitField(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            pos = [float(v) for v in self.atoms.positions.reshape(-1)]
+            self.results["energy"] = field.CalcEnergy(pos) * kcal
+            self.results["forces"] = -np.asarray(field.CalcGrad(pos)).reshape(-1, 3) * kcal
+
+    return _RDKitField()
+
+
+def sample_normal_modes(root, rng, params, calc=None):
+    """Relax, then Boltzmann-distributed displacements along the normal modes of the minimum.
+
+    The relaxation and Hessian use the teacher (``hessian: teacher``) or MMFF94 for molecules
+    from SMILES (``hessian: mmff``: no teacher call; the teacher labels the samples later).
     Mode k (eigenvalue w_k^2 of the mass-weighted Hessian) gets amplitude q_k ~ N(0, kT / w_k^2),
     so in the harmonic limit the mean potential energy above the minimum is (3N-6) kT/2
     (classical equipartition). T cycles over ``temperatures``.
     """
     factor = params.get("min_distance_factor", DEFAULT_MIN_DISTANCE_FACTOR)
+    if params.get("hessian", "teacher") == "mmff":
+        calc = mmff_calculator(root)
     relaxed = _relax(root, calc, params["relax_steps"], params["fmax"])
     hess = finite_difference_hessian(relaxed, calc, params["delta"])
     vals, vecs = vibrational_modes(relaxed, hess)
@@ -253,7 +307,8 @@ def sample_normal_modes(root, rng, params, calc=None):
             atoms.positions = relaxed.positions + dx.reshape(-1, 3)
             if respects_min_distance(atoms, factor):
                 out.append(Sample(clean_copy(atoms), -1, {"T": T, "n_modes": int(len(vals)),
-                                                           "relax_steps": params["relax_steps"]}))
+                                                           "relax_steps": params["relax_steps"],
+                                                           "hessian": params.get("hessian", "teacher")}))
                 break
     return out
 

@@ -306,7 +306,9 @@ class MoleculeSource(Source):
         if not confs:
             return None
         k = rnd % len(confs)
-        return Root(confs[k].copy(), f"smiles:{entry.smiles}", f"smiles:{entry.smiles}/conf{k}")
+        atoms = confs[k].copy()
+        atoms.info["smiles"] = entry.smiles  # for samplers that rebuild the molecule (normal_modes, hessian: mmff)
+        return Root(atoms, f"smiles:{entry.smiles}", f"smiles:{entry.smiles}/conf{k}")
 
 
 class BulkSource(Source):
