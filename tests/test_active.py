@@ -252,6 +252,22 @@ def test_rounds_append_frames_with_provenance_within_budget(project):
     assert set(r1["calibration_heldout"]) >= {"frame_spearman", "atom_pearson"}
 
 
+def test_rerun_skips_every_stage_and_round(project):
+    """The rounds are recorded stages too: re-running the same recipe redoes none of them."""
+    from mlff_distiller.pipeline.run import RunOptions, run_project
+
+    out, _ = project
+    before = json.loads((out / "project.json").read_text())["stages"]
+    rounds = json.loads((out / "active" / "rounds.json").read_text())
+    res = run_project(out.parent / "recipe.yaml", out, RunOptions(progress=False, skip=("bench", "report")))
+    assert res.stages_run == []
+    assert res.stages_skipped == ["generate:all", "label:all", "gate:all", "split", "train", "active:round-1",
+                                  "active:round-2", "active:round-3", "export"]
+    after = json.loads((out / "project.json").read_text())["stages"]
+    assert {k: v["fingerprint"] for k, v in after.items()} == {k: v["fingerprint"] for k, v in before.items()}
+    assert json.loads((out / "active" / "rounds.json").read_text()) == rounds  # rewritten from the records
+
+
 def _ctx(out: Path, **changes):
     from mlff_distiller.active import ActiveContext
     from mlff_distiller.labeling.config import LabelingConfig

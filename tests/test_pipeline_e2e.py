@@ -145,6 +145,18 @@ def test_rerun_skips_every_stage(finished_project, capsys):
     }
 
 
+def test_rerun_result_lists_every_stage_as_skipped(finished_project):
+    from mlff_distiller.pipeline import RunOptions, run_project
+
+    recipe, project = finished_project
+    summary = (project / "summary.md").read_text()
+    res = run_project(recipe, project, RunOptions(progress=False))
+    assert res.stages_run == []
+    assert res.stages_skipped == ["generate:all", "label:all", "gate:all", "split", "train", "export", "bench",
+                                  "report"]
+    assert (project / "summary.md").read_text() == summary  # the same summary from the recorded results
+
+
 def test_changed_recipe_is_reported_not_mixed(finished_project, tmp_path, capsys):
     recipe, project = finished_project
     changed = yaml.safe_load(recipe.read_text())
