@@ -94,14 +94,27 @@ def _f(x, fmt=None):
 
 def markdown(result: dict) -> str:
     """The human-readable tables of a bench result."""
+    lines = _header_lines(result)
+    lines += _speed_lines(result)
+    lines += _accuracy_lines(result.get("accuracy"))
+    lines += _heldout_lines(result.get("heldout"))
+    lines += _md_lines(result)
+    skipped = result.get("skipped", {})
+    if skipped:
+        lines += ["", "## Skipped", ""] + [f"- {k}: {v}" for k, v in skipped.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _header_lines(result: dict) -> list[str]:
+    """Title, accuracy verdict, machine and timing conventions, partial-result flag, notes."""
+    from .targets import verdict_line
+
     m = result["meta"]
     s_lab, t_lab = result["student"]["label"], result["teacher"]["label"]
     lines = [
         f"# Bench: {s_lab} vs teacher ({t_lab})",
         "",
     ]
-    from .targets import verdict_line
-
     verdict = verdict_line(result.get("verdict"))
     if verdict:
         lines += [f"**Accuracy gate: {verdict}**", ""]
@@ -123,7 +136,21 @@ def markdown(result: dict) -> str:
         lines.append(f"- {note}")
     if result.get("notes"):
         lines.append("")
-    lines += [
+    return lines
+
+
+def _memory_cell(m: dict | None) -> str:
+    """``model MB + calls MB`` of a speed measurement's memory record, ``-`` without one."""
+    if not m or "rss_peak_increase_mb" not in m:
+        return "-"
+    calls = f"{m['rss_peak_increase_mb']:.0f}"
+    return f"{m['rss_model_mb']:.0f} + {calls}" if "rss_model_mb" in m else f"? + {calls}"
+
+
+def _speed_lines(result: dict) -> list[str]:
+    """The speed table: force call and MD step times of both models, ratios, ns/day, memory."""
+    s_lab, t_lab = result["student"]["label"], result["teacher"]["label"]
+    lines = [
         "## Speed",
         "",
         "| system | atoms | teacher ms/call | student ms/call | ratio | teacher ms/step | student ms/step "
@@ -135,13 +162,7 @@ def markdown(result: dict) -> str:
         if not sp:
             continue
         t, s, r = sp[t_lab], sp[s_lab], sp["ratio"]
-        def mem(m):
-            if not m or "rss_peak_increase_mb" not in m:
-                return "-"
-            calls = f"{m['rss_peak_increase_mb']:.0f}"
-            return f"{m['rss_model_mb']:.0f} + {calls}" if "rss_model_mb" in m else f"? + {calls}"
-
-        mem_s, mem_t = mem(s.get("memory")), mem(t.get("memory"))
+        mem_s, mem_t = _memory_cell(s.get("memory")), _memory_cell(t.get("memory"))
         lines.append(
             f"| {name} | {sysres['n_atoms']} | {_f(t['force_call_ms']['median'])} | {_f(s['force_call_ms']['median'])} "
             f"| **{_f(r['force_call'], '{:.1f}')}x** | {_f(t['md_step_ms']['median'])} | "
@@ -149,76 +170,91 @@ def markdown(result: dict) -> str:
             f"| **{_f(r['md_step'], '{:.1f}')}x** | {_f(s['ns_per_day'])} | {_f(t['ns_per_day'])} "
             f"| {mem_s} | {mem_t} |"
         )
-    acc = result.get("accuracy")
-    if acc:
-        lines += [
-            "",
-            f"## Accuracy on the held-out set ({acc['n_structures']} structures, {acc['n_atoms']} atoms)",
-            "",
-            "| group | structures | atoms | energy MAE meV/atom | force MAE meV/A | force RMSE / teacher RMS "
-            "| mean force angle (deg) |",
-            "|---|---|---|---|---|---|---|",
-        ]
+    return lines
 
-        def row(label, b):
-            e = b.get("energy_mae_per_atom")
-            e = None if e is None else 1000 * e
-            lines.append(
-                f"| {label} | {b.get('n_structures', '-')} | {b['n_atoms']} | {_f(e)} | "
-                f"{_f(1000 * b['force_mae'] if b['force_mae'] is not None else None)} "
-                f"| {_f(b['force_rmse_relative'])} | {_f(b['force_angle_mean_deg'], '{:.1f}')} |"
-            )
 
-        row("**all**", acc)
-        for el, b in acc["per_element"].items():
-            row(f"element {el}", b)
-        for ty, b in acc["per_type"].items():
-            row(f"type {ty}", b)
-        for sa, b in acc.get("per_sampler", {}).items():
-            row(f"sampler {sa}", b)
-    lines += _heldout_lines(result.get("heldout"))
+def _accuracy_lines(acc: dict | None) -> list[str]:
+    """The held-out accuracy table: all, then per element, structure type and sampler."""
+    if not acc:
+        return []
+    lines = [
+        "",
+        f"## Accuracy on the held-out set ({acc['n_structures']} structures, {acc['n_atoms']} atoms)",
+        "",
+        "| group | structures | atoms | energy MAE meV/atom | force MAE meV/A | force RMSE / teacher RMS "
+        "| mean force angle (deg) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def row(label, b):
+        e = b.get("energy_mae_per_atom")
+        e = None if e is None else 1000 * e
+        lines.append(
+            f"| {label} | {b.get('n_structures', '-')} | {b['n_atoms']} | {_f(e)} | "
+            f"{_f(1000 * b['force_mae'] if b['force_mae'] is not None else None)} "
+            f"| {_f(b['force_rmse_relative'])} | {_f(b['force_angle_mean_deg'], '{:.1f}')} |"
+        )
+
+    row("**all**", acc)
+    for el, b in acc["per_element"].items():
+        row(f"element {el}", b)
+    for ty, b in acc["per_type"].items():
+        row(f"type {ty}", b)
+    for sa, b in acc.get("per_sampler", {}).items():
+        row(f"sampler {sa}", b)
+    return lines
+
+
+def _md_lines(result: dict) -> list[str]:
+    """The MD fidelity table: NVE drift and status, stability per temperature, RDF overlap."""
     md_rows = [(n, r["md"]) for n, r in result["systems"].items() if r.get("md")]
-    if md_rows:
-        lines += [
-            "",
-            "## MD fidelity",
-            "",
-            "| system | model | NVE drift eV/atom/ps | max excursion eV/atom | simulated ps | NVE status "
-            "| stability | RDF overlap |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for name, md in md_rows:
-            overlap = md.get("rdf", {}).get("overlap")
-            for label in (s_lab, t_lab):
-                nve = md.get("nve", {}).get(label)
-                stab = md.get("stability", {}).get(label, [])
-                if not stab and (md.get("rdf") or {}).get("runs", {}).get(label):
-                    stab = [md["rdf"]["runs"][label]]  # the teacher's 300 K RDF run
-                if nve is None and not stab:
-                    continue
-                stab_txt = (
-                    ", ".join(
-                        f"{int(x['temperature_K'])} K {'ok' if x['stable'] else 'UNSTABLE (' + x['reason'] + ')'}"
-                        for x in stab
-                    )
-                    or "-"
-                )
-                if nve:
-                    status = nve["status"] + (" FLAGGED: " + "; ".join(nve["flags"]) if nve["flagged"] else "")
-                    cells = (
-                        f"{_f(nve['drift_ev_per_atom_per_ps'], '{:.2e}')} | "
-                        f"{_f(nve['excursion_ev_per_atom'], '{:.2e}')} "
-                        f"| {_f(nve['simulated_ps'])} | {status}"
-                    )
-                else:
-                    cells = "- | - | - | -"
-                lines.append(
-                    f"| {name} | {label} | {cells} | {stab_txt} | {_f(overlap, '{:.3f}') if label == s_lab else ''} |"
-                )
-    skipped = result.get("skipped", {})
-    if skipped:
-        lines += ["", "## Skipped", ""] + [f"- {k}: {v}" for k, v in skipped.items()]
-    return "\n".join(lines) + "\n"
+    if not md_rows:
+        return []
+    s_lab, t_lab = result["student"]["label"], result["teacher"]["label"]
+    lines = [
+        "",
+        "## MD fidelity",
+        "",
+        "| system | model | NVE drift eV/atom/ps | max excursion eV/atom | simulated ps | NVE status "
+        "| stability | RDF overlap |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, md in md_rows:
+        overlap = md.get("rdf", {}).get("overlap")
+        for label in (s_lab, t_lab):
+            nve = md.get("nve", {}).get(label)
+            stab = md.get("stability", {}).get(label, [])
+            if not stab and (md.get("rdf") or {}).get("runs", {}).get(label):
+                stab = [md["rdf"]["runs"][label]]  # the teacher's 300 K RDF run
+            if nve is None and not stab:
+                continue
+            lines.append(
+                f"| {name} | {label} | {_nve_cells(nve)} | {_stability_cell(stab)} "
+                f"| {_f(overlap, '{:.3f}') if label == s_lab else ''} |"
+            )
+    return lines
+
+
+def _stability_cell(stab: list[dict]) -> str:
+    """``300 K ok, 600 K UNSTABLE (reason)`` of a model's stability runs, ``-`` without any."""
+    return (
+        ", ".join(
+            f"{int(x['temperature_K'])} K {'ok' if x['stable'] else 'UNSTABLE (' + x['reason'] + ')'}" for x in stab
+        )
+        or "-"
+    )
+
+
+def _nve_cells(nve: dict | None) -> str:
+    """The four NVE cells (drift, excursion, simulated ps, status with flags) of one model."""
+    if not nve:
+        return "- | - | - | -"
+    status = nve["status"] + (" FLAGGED: " + "; ".join(nve["flags"]) if nve["flagged"] else "")
+    return (
+        f"{_f(nve['drift_ev_per_atom_per_ps'], '{:.2e}')} | "
+        f"{_f(nve['excursion_ev_per_atom'], '{:.2e}')} "
+        f"| {_f(nve['simulated_ps'])} | {status}"
+    )
 
 
 def _heldout_lines(heldout: dict | None) -> list[str]:

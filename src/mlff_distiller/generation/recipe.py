@@ -176,6 +176,93 @@ class MixEntry:
         return needs_calculator(self.sampler, self.params)
 
 
+def _tiers(d: dict, w: str) -> tuple[dict, object]:
+    """``tiers`` (tier name -> number of structures) and ``default_tier``, checked."""
+    tiers = d.get("tiers") or {}
+    if not isinstance(tiers, dict):
+        raise ConfigError(f"{w}.tiers: give a mapping of tier name -> number of structures, e.g. {{1k: 1000}}")
+    tiers = {str(k): v for k, v in tiers.items()}
+    for k, v in tiers.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{w}.tiers.{k}: give a positive number of structures, got {v!r}")
+    default_tier = d.get("default_tier")
+    if default_tier is not None and str(default_tier) not in tiers:
+        raise ConfigError(
+            f"{w}.default_tier: '{default_tier}' is not one of the tiers ({', '.join(tiers) or 'none'})"
+        )
+    return tiers, default_tier
+
+
+def _source_spec(spec, ws: str, size: SizeRange) -> dict:
+    """One ``sources`` entry, its keys checked against its kind; ``_size`` holds its bounds
+    (inside ``generation.size``)."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{ws}: give a mapping with a kind ({', '.join(SOURCE_KINDS)}), got {spec!r}")
+    if "kind" not in spec:
+        any_kind = {k for keys in SOURCE_KEYS.values() for k in keys} | {"kind", "size"}
+        stray = [k for k in spec if k not in any_kind or difflib.get_close_matches(str(k), ["kind"], n=1)]
+        if stray:  # a misspelt 'kind' (or another typo): name it rather than only "missing"
+            close = difflib.get_close_matches(str(stray[0]), sorted(any_kind), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{ws}: unknown key '{stray[0]}'{hint}, and {ws}.kind is missing; "
+                              f"kinds: {', '.join(SOURCE_KINDS)}")
+        raise ConfigError(f"{ws}.kind: missing; allowed: {', '.join(SOURCE_KINDS)}")
+    kind = spec["kind"]
+    if kind not in SOURCE_KINDS:
+        raise ConfigError(f"{ws}.kind: '{kind}' unknown; allowed: {', '.join(SOURCE_KINDS)}")
+    allowed = ("kind", "size") + SOURCE_KEYS[kind]
+    for key in spec:
+        if key not in allowed:
+            raise _unknown(key, allowed, ws)
+    return dict(spec, _size=_size(spec.get("size"), f"{ws}.size", size))
+
+
+def _mix_entry(item, wm: str, src_specs: dict) -> MixEntry:
+    """One ``mix`` entry: a defined source, a known sampler with valid params, its size
+    bounds (inside the source's) and exactly one of fraction or count."""
+    if not isinstance(item, dict):
+        raise ConfigError(f"{wm}: expected a mapping with keys {', '.join(MIX_KEYS)}")
+    for key in item:
+        if key not in MIX_KEYS:
+            raise _unknown(key, MIX_KEYS, wm)
+    src = item.get("source")
+    if src not in src_specs:
+        raise ConfigError(f"{wm}.source: '{src}' is not a defined source; defined: {', '.join(src_specs)}")
+    sampler = item.get("sampler", "none")
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"{wm}.sampler: '{sampler}' unknown; allowed: {', '.join(SAMPLERS)}")
+    params = validate_params(sampler, item.get("params"), wm)
+    esize = _size(item.get("size"), f"{wm}.size", src_specs[src]["_size"])
+    frac, cnt = item.get("fraction"), item.get("count")
+    if (frac is None) == (cnt is None):
+        raise ConfigError(f"{wm}: give exactly one of fraction (share of the tier) or count (structures)")
+    if frac is not None and (isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1):
+        raise ConfigError(f"{wm}.fraction: give a number in (0, 1], got {frac!r}")
+    if cnt is not None and (isinstance(cnt, bool) or not isinstance(cnt, int) or cnt < 1):
+        raise ConfigError(f"{wm}.count: give a positive integer, got {cnt!r}")
+    return MixEntry(src, sampler, params, esize, float(frac) if frac is not None else None, cnt)
+
+
+def _check_mix_totals(mix: list, src_specs: dict, tiers: dict, count, w: str) -> None:
+    """Fractions in every entry (adding up to 1, with a total to share) or counts in every
+    entry (no tiers); every source used by some entry."""
+    uses_fraction = [e.fraction is not None for e in mix]
+    if any(uses_fraction) and not all(uses_fraction):
+        raise ConfigError(f"{w}.mix: use fraction in every entry or count in every entry, not both")
+    if all(uses_fraction):
+        total = sum(e.fraction for e in mix)
+        if abs(total - 1.0) > 0.01:
+            raise ConfigError(f"{w}.mix: fractions add up to {total:.3f}; they must add up to 1")
+        if not tiers and count is None:
+            raise ConfigError(f"{w}: fractions need a total; give count or tiers")
+    elif tiers:
+        raise ConfigError(f"{w}.mix: tiers need fractions in the mix entries, not counts")
+    used = {e.source for e in mix}
+    unused = [n for n in src_specs if n not in used]
+    if unused:
+        raise ConfigError(f"{w}.sources.{unused[0]}: defined but used by no mix entry; use it or remove it")
+
+
 @dataclass
 class GenerationConfig:
     """Validated ``generation`` section (see ``docs/recipes.md`` for every field)."""
@@ -201,18 +288,7 @@ class GenerationConfig:
         mdf = d.get("min_distance_factor", 0.6)
         if isinstance(mdf, bool) or not isinstance(mdf, (int, float)) or not 0 <= mdf < 2:
             raise ConfigError(f"{w}.min_distance_factor: give a number in [0, 2) (fraction of the covalent-radius sum)")
-        tiers = d.get("tiers") or {}
-        if not isinstance(tiers, dict):
-            raise ConfigError(f"{w}.tiers: give a mapping of tier name -> number of structures, e.g. {{1k: 1000}}")
-        tiers = {str(k): v for k, v in tiers.items()}
-        for k, v in tiers.items():
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{w}.tiers.{k}: give a positive number of structures, got {v!r}")
-        default_tier = d.get("default_tier")
-        if default_tier is not None and str(default_tier) not in tiers:
-            raise ConfigError(
-                f"{w}.default_tier: '{default_tier}' is not one of the tiers ({', '.join(tiers) or 'none'})"
-            )
+        tiers, default_tier = _tiers(d, w)
         count = d.get("count")
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
             raise ConfigError(f"{w}.count: give a positive number of structures, got {count!r}")
@@ -221,70 +297,12 @@ class GenerationConfig:
             raise ConfigError(
                 f"{w}.sources: give a mapping of source name -> {{kind: ...}}; kinds: {', '.join(SOURCE_KINDS)}"
             )
-        src_specs = {}
-        for name, spec in sources.items():
-            ws = f"{w}.sources.{name}"
-            if not isinstance(spec, dict):
-                raise ConfigError(f"{ws}: give a mapping with a kind ({', '.join(SOURCE_KINDS)}), got {spec!r}")
-            if "kind" not in spec:
-                any_kind = {k for keys in SOURCE_KEYS.values() for k in keys} | {"kind", "size"}
-                stray = [k for k in spec if k not in any_kind or difflib.get_close_matches(str(k), ["kind"], n=1)]
-                if stray:  # a misspelt 'kind' (or another typo): name it rather than only "missing"
-                    close = difflib.get_close_matches(str(stray[0]), sorted(any_kind), n=1)
-                    hint = f" (did you mean '{close[0]}'?)" if close else ""
-                    raise ConfigError(f"{ws}: unknown key '{stray[0]}'{hint}, and {ws}.kind is missing; "
-                                      f"kinds: {', '.join(SOURCE_KINDS)}")
-                raise ConfigError(f"{ws}.kind: missing; allowed: {', '.join(SOURCE_KINDS)}")
-            kind = spec["kind"]
-            if kind not in SOURCE_KINDS:
-                raise ConfigError(f"{ws}.kind: '{kind}' unknown; allowed: {', '.join(SOURCE_KINDS)}")
-            allowed = ("kind", "size") + SOURCE_KEYS[kind]
-            for key in spec:
-                if key not in allowed:
-                    raise _unknown(key, allowed, ws)
-            src_specs[str(name)] = dict(spec, _size=_size(spec.get("size"), f"{ws}.size", size))
+        src_specs = {str(name): _source_spec(spec, f"{w}.sources.{name}", size) for name, spec in sources.items()}
         mix_raw = d.get("mix")
         if not isinstance(mix_raw, list) or not mix_raw:
             raise ConfigError(f"{w}.mix: give a list of {{source, sampler, fraction|count, params}} entries")
-        mix = []
-        for k, item in enumerate(mix_raw):
-            wm = f"{w}.mix[{k}]"
-            if not isinstance(item, dict):
-                raise ConfigError(f"{wm}: expected a mapping with keys {', '.join(MIX_KEYS)}")
-            for key in item:
-                if key not in MIX_KEYS:
-                    raise _unknown(key, MIX_KEYS, wm)
-            src = item.get("source")
-            if src not in src_specs:
-                raise ConfigError(f"{wm}.source: '{src}' is not a defined source; defined: {', '.join(src_specs)}")
-            sampler = item.get("sampler", "none")
-            if sampler not in SAMPLERS:
-                raise ConfigError(f"{wm}.sampler: '{sampler}' unknown; allowed: {', '.join(SAMPLERS)}")
-            params = validate_params(sampler, item.get("params"), wm)
-            esize = _size(item.get("size"), f"{wm}.size", src_specs[src]["_size"])
-            frac, cnt = item.get("fraction"), item.get("count")
-            if (frac is None) == (cnt is None):
-                raise ConfigError(f"{wm}: give exactly one of fraction (share of the tier) or count (structures)")
-            if frac is not None and (isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1):
-                raise ConfigError(f"{wm}.fraction: give a number in (0, 1], got {frac!r}")
-            if cnt is not None and (isinstance(cnt, bool) or not isinstance(cnt, int) or cnt < 1):
-                raise ConfigError(f"{wm}.count: give a positive integer, got {cnt!r}")
-            mix.append(MixEntry(src, sampler, params, esize, float(frac) if frac is not None else None, cnt))
-        uses_fraction = [e.fraction is not None for e in mix]
-        if any(uses_fraction) and not all(uses_fraction):
-            raise ConfigError(f"{w}.mix: use fraction in every entry or count in every entry, not both")
-        if all(uses_fraction):
-            total = sum(e.fraction for e in mix)
-            if abs(total - 1.0) > 0.01:
-                raise ConfigError(f"{w}.mix: fractions add up to {total:.3f}; they must add up to 1")
-            if not tiers and count is None:
-                raise ConfigError(f"{w}: fractions need a total; give count or tiers")
-        elif tiers:
-            raise ConfigError(f"{w}.mix: tiers need fractions in the mix entries, not counts")
-        used = {e.source for e in mix}
-        unused = [n for n in src_specs if n not in used]
-        if unused:
-            raise ConfigError(f"{w}.sources.{unused[0]}: defined but used by no mix entry; use it or remove it")
+        mix = [_mix_entry(item, f"{w}.mix[{k}]", src_specs) for k, item in enumerate(mix_raw)]
+        _check_mix_totals(mix, src_specs, tiers, count, w)
         cfg = cls(seed=int(seed), size=size, elements=elements, min_distance_factor=float(mdf), sources=src_specs,
                   mix=mix, tiers=tiers, default_tier=str(default_tier) if default_tier is not None else None,
                   count=count)

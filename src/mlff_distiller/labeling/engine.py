@@ -223,21 +223,8 @@ def label_pool(
     scheduler, a teacher that fails to load on a worker, an output from another pool.
     """
     t_start = time.perf_counter()
-    _check_positive("n_workers", n_workers)
-    _check_positive("threads_per_worker", threads_per_worker)
-    _check_positive("chunk_size", chunk_size, allow_none=True)
-    if scheduler is None and hpc is None:
-        from .cluster import check_local_size
-
-        check_local_size(n_workers, threads_per_worker)
-    if not isinstance(min_distance, (int, float)) or min_distance < 0:
-        raise ConfigError(f"labeling.min_distance: must be a number >= 0 (A), got {min_distance!r}")
-    spec = parse_teacher_spec(teacher_spec)
-    from ..teachers.registry import check_teacher_spec
-
-    # a bad name, option or import path fails here, before any cluster starts (a package
-    # installed only on the workers is left to them: they check before calling anything)
-    check_teacher_spec(spec, missing_ok=True)
+    _check_run_options(n_workers, threads_per_worker, chunk_size, scheduler, hpc, min_distance)
+    spec = _checked_spec(teacher_spec)
     out = Path(out_path)
     pool_p = Path(pool_path)
     if out.resolve() == pool_p.resolve():
@@ -248,148 +235,206 @@ def label_pool(
         n = len(reader)
         pool_sha = _sha256(pool_p)
         out.parent.mkdir(parents=True, exist_ok=True)
-
-        # -- an existing output ------------------------------------------------------------------
         existing = _existing_output(out)
-        if existing is not None and existing.get("labeling_pool_sha256") != pool_sha and not overwrite:
-            raise UserError(
-                f"output {out} exists and was labelled from another pool "
-                f"({existing.get('labeling_pool_path', 'unknown')}); pass --overwrite to replace it or choose "
-                "another -o"
-            )
-        if (
-            existing is not None
-            and not overwrite
-            and existing.get("labeling_teacher_spec") == spec_key(spec)
-            and float(existing.get("labeling_min_distance", -1)) == float(min_distance)
-        ):
+        if _output_done_for_spec(existing, out, pool_sha, spec, min_distance, overwrite):
             return _complete_summary(out, n, t_start)
-
         work = WorkDir.for_output(out)
-        plan = work.read_plan() if work.exists() else None
-        if plan is not None and plan.get("pool_sha256") != pool_sha:
-            if not overwrite:
-                raise UserError(
-                    f"checkpoint {work.path} belongs to another pool ({plan.get('pool_path')}); "
-                    f"pass --overwrite to discard it or choose another -o"
-                )
-            work.remove()
-            plan = None
+        plan = _checkpoint_of_pool(work, pool_sha, overwrite)
 
         from .cluster import connect, n_workers_of
-        from .worker import label_chunk, probe
+        from .worker import label_chunk
 
-        with connect(
-            scheduler,
-            n_workers=n_workers,
-            threads_per_worker=threads_per_worker,
-            hpc=hpc,
-            connect_timeout=connect_timeout,
-            worker_timeout=worker_timeout,
-        ) as client:
+        with connect(scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker, hpc=hpc,
+                     connect_timeout=connect_timeout, worker_timeout=worker_timeout) as client:
             workers = n_workers_of(client)
-            link = getattr(client, "dashboard_link", None)
-            if link:
-                msg = f"labelling {n} structures on {workers} Dask workers; dashboard: {link}"
-                say(msg, log) if progress else log.info(msg)
-            probe_atoms = _read_atoms(reader, range(min(PROBE_STRUCTURES, n)))
-            info = _run_probe(client, probe, spec, threads_per_worker, probe_atoms)
+            info = _announce_and_probe(client, reader, spec, threads_per_worker, n, workers, progress)
             teacher_id = info["fingerprint_id"]
-
-            if existing is not None and existing.get("labeling_pool_sha256") == pool_sha and not overwrite:
-                if existing.get("teacher_fingerprint_id") == teacher_id and float(
-                    existing.get("labeling_min_distance", -1)
-                ) == float(min_distance):
-                    return _complete_summary(out, n, t_start)
-                raise UserError(
-                    f"output {out} exists and was labelled by teacher {existing.get('teacher_fingerprint_id')} "
-                    f"(min_distance {existing.get('labeling_min_distance')}); pass --overwrite to relabel it with "
-                    f"{teacher_id} or choose another -o"
-                )
-            if plan is not None and (
-                plan.get("teacher_fingerprint_id") != teacher_id
-                or float(plan.get("min_distance", -1)) != float(min_distance)
-                or plan.get("n_structures") != n
-            ):
-                if not overwrite:
-                    raise UserError(
-                        f"checkpoint {work.path} was made with teacher {plan.get('teacher_fingerprint_id')} "
-                        f"(min_distance {plan.get('min_distance')}); pass --overwrite to discard it or choose "
-                        "another -o"
-                    )
-                work.remove()
-                plan = None
-
-            if plan is None:
-                size = chunk_size or _auto_chunk_size(info["seconds_per_structure"], n, workers, target_chunk_seconds)
-                plan = {
-                    "format": FORMAT,
-                    "pool_path": str(pool_p.resolve()),
-                    "pool_sha256": pool_sha,
-                    "n_structures": n,
-                    "chunk_size": int(size),
-                    "min_distance": float(min_distance),
-                    "teacher_spec": info["spec"],
-                    "teacher_spec_key": spec_key(spec),
-                    "teacher_fingerprint": info["fingerprint"],
-                    "teacher_fingerprint_id": teacher_id,
-                    "teacher_capabilities": info["capabilities"],
-                    "probe_seconds_per_structure": info["seconds_per_structure"],
-                }
-                work.write_plan(plan)
-            elif chunk_size and chunk_size != plan["chunk_size"]:
-                log.warning(
-                    "resuming with the checkpoint's chunk size %d (ignoring %d)", plan["chunk_size"], chunk_size
-                )
+            if _output_done_for_teacher(existing, out, pool_sha, teacher_id, min_distance, overwrite):
+                return _complete_summary(out, n, t_start)
+            plan = _checkpoint_of_teacher(work, plan, teacher_id, min_distance, n, overwrite)
+            plan = _plan_of_run(work, plan, info, spec, pool_p, pool_sha, n, min_distance, chunk_size,
+                                workers, target_chunk_seconds)
             size = int(plan["chunk_size"])
-            n_chunks = math.ceil(n / size) if n else 0
-            done = work.committed(n_chunks)
-            skipped = sum(min(size, n - c * size) for c in done)
-            todo = [c for c in range(n_chunks) if c not in done]
-            if done:
-                log.info("resuming: %d of %d chunks already committed", len(done), n_chunks)
-
+            n_chunks, done, skipped, todo = _chunks_left(work, n, size)
             stats = _dispatch(
-                client,
-                label_chunk,
-                reader,
-                work,
-                spec,
-                threads_per_worker,
-                todo,
-                size,
-                n,
-                min_distance,
-                teacher_id,
-                on_chunk,
-                progress,
-                max_in_flight or max(2, 2 * workers),
+                client, label_chunk, reader, work, spec, threads_per_worker, todo, size, n, min_distance,
+                teacher_id, on_chunk, progress, max_in_flight or max(2, 2 * workers),
             )
 
         n_dataset, n_failures = _merge(reader, work, plan, out, n_chunks, size)
         work.remove()
-        seconds = time.perf_counter() - t_start
-        return LabelSummary(
-            labelled=stats["labelled"],
-            failed=stats["failed"],
-            skipped=skipped,
-            n_pool=n,
-            n_dataset=n_dataset,
-            n_failures=n_failures,
-            n_chunks=n_chunks,
-            chunk_size=size,
-            seconds=seconds,
-            structures_per_second=(stats["labelled"] + stats["failed"]) / stats["seconds"]
-            if stats["seconds"] > 0
-            else 0.0,
-            teacher=teacher_id,
-            out_path=str(out),
-            resumed=bool(done),
+        return _run_summary(
+            stats, t_start, skipped=skipped, n_pool=n, n_dataset=n_dataset, n_failures=n_failures,
+            n_chunks=n_chunks, chunk_size=size, teacher=teacher_id, out_path=str(out), resumed=bool(done),
             workers=workers,
-            worker_utilisation=stats["busy"] / (stats["seconds"] * workers) if stats["seconds"] > 0 else 0.0,
         )
     finally:
         reader.close()
+
+
+def _check_run_options(n_workers, threads_per_worker, chunk_size, scheduler, hpc, min_distance) -> None:
+    """The numeric options of ``label_pool`` (and the local cluster's size) are sane."""
+    _check_positive("n_workers", n_workers)
+    _check_positive("threads_per_worker", threads_per_worker)
+    _check_positive("chunk_size", chunk_size, allow_none=True)
+    if scheduler is None and hpc is None:
+        from .cluster import check_local_size
+
+        check_local_size(n_workers, threads_per_worker)
+    if not isinstance(min_distance, (int, float)) or min_distance < 0:
+        raise ConfigError(f"labeling.min_distance: must be a number >= 0 (A), got {min_distance!r}")
+
+
+def _checked_spec(teacher_spec) -> dict | str:
+    """The parsed teacher spec; a bad name, option or import path fails here, before any
+    cluster starts (a package installed only on the workers is left to them: they check
+    before calling anything)."""
+    from ..teachers.registry import check_teacher_spec
+
+    spec = parse_teacher_spec(teacher_spec)
+    check_teacher_spec(spec, missing_ok=True)
+    return spec
+
+
+def _output_done_for_spec(existing: dict | None, out: Path, pool_sha: str, spec, min_distance: float,
+                          overwrite: bool) -> bool:
+    """Before any cluster starts: True when ``out`` is already this pool labelled with this spec.
+
+    An output labelled from another pool is refused unless ``overwrite``.
+    """
+    if existing is not None and existing.get("labeling_pool_sha256") != pool_sha and not overwrite:
+        raise UserError(
+            f"output {out} exists and was labelled from another pool "
+            f"({existing.get('labeling_pool_path', 'unknown')}); pass --overwrite to replace it or choose "
+            "another -o"
+        )
+    return (
+        existing is not None
+        and not overwrite
+        and existing.get("labeling_teacher_spec") == spec_key(spec)
+        and float(existing.get("labeling_min_distance", -1)) == float(min_distance)
+    )
+
+
+def _output_done_for_teacher(existing: dict | None, out: Path, pool_sha: str, teacher_id: str,
+                             min_distance: float, overwrite: bool) -> bool:
+    """After the probe: True when ``out`` is this pool labelled by this very teacher.
+
+    An output of the same pool from another teacher (or min_distance) is refused unless
+    ``overwrite``.
+    """
+    if existing is None or existing.get("labeling_pool_sha256") != pool_sha or overwrite:
+        return False
+    if existing.get("teacher_fingerprint_id") == teacher_id and float(
+        existing.get("labeling_min_distance", -1)
+    ) == float(min_distance):
+        return True
+    raise UserError(
+        f"output {out} exists and was labelled by teacher {existing.get('teacher_fingerprint_id')} "
+        f"(min_distance {existing.get('labeling_min_distance')}); pass --overwrite to relabel it with "
+        f"{teacher_id} or choose another -o"
+    )
+
+
+def _checkpoint_of_pool(work: WorkDir, pool_sha: str, overwrite: bool) -> dict | None:
+    """The checkpoint's plan when it was made from this pool; another pool's is refused
+    (or, with ``overwrite``, discarded)."""
+    plan = work.read_plan() if work.exists() else None
+    if plan is not None and plan.get("pool_sha256") != pool_sha:
+        if not overwrite:
+            raise UserError(
+                f"checkpoint {work.path} belongs to another pool ({plan.get('pool_path')}); "
+                f"pass --overwrite to discard it or choose another -o"
+            )
+        work.remove()
+        plan = None
+    return plan
+
+
+def _checkpoint_of_teacher(work: WorkDir, plan: dict | None, teacher_id: str, min_distance: float, n: int,
+                           overwrite: bool) -> dict | None:
+    """``plan`` when it matches the probed teacher, min_distance and pool size; a mismatching
+    checkpoint is refused (or, with ``overwrite``, discarded)."""
+    if plan is not None and (
+        plan.get("teacher_fingerprint_id") != teacher_id
+        or float(plan.get("min_distance", -1)) != float(min_distance)
+        or plan.get("n_structures") != n
+    ):
+        if not overwrite:
+            raise UserError(
+                f"checkpoint {work.path} was made with teacher {plan.get('teacher_fingerprint_id')} "
+                f"(min_distance {plan.get('min_distance')}); pass --overwrite to discard it or choose "
+                "another -o"
+            )
+        work.remove()
+        plan = None
+    return plan
+
+
+def _announce_and_probe(client, reader, spec, threads: int, n: int, workers: int, progress: bool) -> dict:
+    """Say where the dashboard is, then load the teacher on the workers and time it."""
+    from .worker import probe
+
+    link = getattr(client, "dashboard_link", None)
+    if link:
+        msg = f"labelling {n} structures on {workers} Dask workers; dashboard: {link}"
+        say(msg, log) if progress else log.info(msg)
+    probe_atoms = _read_atoms(reader, range(min(PROBE_STRUCTURES, n)))
+    return _run_probe(client, probe, spec, threads, probe_atoms)
+
+
+def _plan_of_run(work: WorkDir, plan: dict | None, info: dict, spec, pool_p: Path, pool_sha: str, n: int,
+                 min_distance: float, chunk_size: int | None, workers: int, target_chunk_seconds: float) -> dict:
+    """The checkpoint's plan when resuming; else a fresh plan (chunk size from the probe's
+    timing unless given), written to the checkpoint."""
+    if plan is not None:
+        if chunk_size and chunk_size != plan["chunk_size"]:
+            log.warning("resuming with the checkpoint's chunk size %d (ignoring %d)", plan["chunk_size"], chunk_size)
+        return plan
+    size = chunk_size or _auto_chunk_size(info["seconds_per_structure"], n, workers, target_chunk_seconds)
+    plan = {
+        "format": FORMAT,
+        "pool_path": str(pool_p.resolve()),
+        "pool_sha256": pool_sha,
+        "n_structures": n,
+        "chunk_size": int(size),
+        "min_distance": float(min_distance),
+        "teacher_spec": info["spec"],
+        "teacher_spec_key": spec_key(spec),
+        "teacher_fingerprint": info["fingerprint"],
+        "teacher_fingerprint_id": info["fingerprint_id"],
+        "teacher_capabilities": info["capabilities"],
+        "probe_seconds_per_structure": info["seconds_per_structure"],
+    }
+    work.write_plan(plan)
+    return plan
+
+
+def _chunks_left(work: WorkDir, n: int, size: int) -> tuple[int, dict, int, list[int]]:
+    """(number of chunks, committed chunk ids, structures in them, chunk ids still to label)."""
+    n_chunks = math.ceil(n / size) if n else 0
+    done = work.committed(n_chunks)
+    skipped = sum(min(size, n - c * size) for c in done)
+    todo = [c for c in range(n_chunks) if c not in done]
+    if done:
+        log.info("resuming: %d of %d chunks already committed", len(done), n_chunks)
+    return n_chunks, done, skipped, todo
+
+
+def _run_summary(stats: dict, t_start: float, *, workers: int, **fields) -> LabelSummary:
+    """The summary of a run that labelled (rates from the dispatch statistics)."""
+    seconds = time.perf_counter() - t_start
+    return LabelSummary(
+        labelled=stats["labelled"],
+        failed=stats["failed"],
+        seconds=seconds,
+        structures_per_second=(stats["labelled"] + stats["failed"]) / stats["seconds"]
+        if stats["seconds"] > 0
+        else 0.0,
+        workers=workers,
+        worker_utilisation=stats["busy"] / (stats["seconds"] * workers) if stats["seconds"] > 0 else 0.0,
+        **fields,
+    )
 
 
 def _existing_output(out: Path) -> dict | None:

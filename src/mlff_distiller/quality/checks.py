@@ -179,113 +179,126 @@ def validate(atoms_or_path, config: QualityConfig | dict | None = None, *, progr
     """
     config = QualityConfig.from_dict(config) if not isinstance(config, QualityConfig) else config
     rec = load_records(atoms_or_path)
-    n = len(rec)
     checks = config.checks
     flags: dict[str, np.ndarray] = {}
     values: dict[str, np.ndarray] = {}
     notes: list[str] = []
     skipped: list[str] = []  # enabled checks that do not apply to this file
 
-    finite = np.array([_finite(rec, i) for i in range(n)])
-    if checks["finite"]["enabled"]:
-        flags["finite"] = ~finite
-        values["finite"] = (~finite).astype(np.float64)
+    def run(name: str, check) -> None:
+        """``check(params) -> (flags, values)`` when the check is enabled."""
+        if checks[name]["enabled"]:
+            flags[name], values[name] = check(checks[name])
 
-    if checks["labels_present"]["enabled"]:
-        missing = np.zeros(n, dtype=bool)
-        for i in range(n):
-            if "energy" in rec.label_fields and rec.energy[i] is None:
-                missing[i] = True
-            if "forces" in rec.label_fields and rec.forces[i] is None:
-                missing[i] = True
-            if "stress" in rec.label_fields and rec.stress[i] is None and _periodic3d(rec.cells[i], rec.pbcs[i]):
-                missing[i] = True
-        flags["labels_present"] = missing
-        values["labels_present"] = missing.astype(np.float64)
-
-    p = checks["min_distance"]
-    if p["enabled"]:
-        from ..logs import progress as progress_bar
-
-        # a bar on a terminal, a line every 30 s in a batch job
-        bar = progress_bar(range(n), desc="closest contacts", unit="structure", enabled=progress, leave=False)
-        md = np.array([_min_distance(rec, i, p) for i in bar]).reshape(n, 2)
-        flags["min_distance"] = (md[:, 0] < p["absolute"]) | (md[:, 1] < p["covalent_fraction"])
-        values["min_distance"] = md[:, 0]
-
-    p = checks["max_force"]
-    if p["enabled"]:
-        v = np.array(
-            [np.nan if f is None or len(f) == 0 else float(np.linalg.norm(f, axis=1).max()) for f in rec.forces]
-        )
-        flags["max_force"] = np.nan_to_num(v, nan=0.0, posinf=np.inf) > p["max"]
-        flags["max_force"] |= np.isinf(v)
-        values["max_force"] = v
-
-    n_atoms = rec.n_atoms.astype(np.float64)
+    run("finite", lambda p: _finite_check(rec))
+    run("labels_present", lambda p: _labels_present_check(rec))
+    run("min_distance", lambda p: _min_distance_check(rec, p, progress))
+    run("max_force", lambda p: _max_force_check(rec, p))
     e = np.array([np.nan if x is None else x for x in rec.energy], dtype=np.float64)
-    epa = e / np.maximum(n_atoms, 1)
-
-    p = checks["sentinel_energy"]
-    sentinel = np.zeros(n, dtype=bool)
-    for s in p["values"]:
-        sentinel |= np.abs(e - s) <= p["tol"]
-    sentinel |= np.abs(epa) > p["max_abs_per_atom"]
-    if p["enabled"]:
-        flags["sentinel_energy"] = sentinel
-        values["sentinel_energy"] = epa
-
-    p = checks["energy_outlier"]
-    if p["enabled"]:
-        usable = np.isfinite(e) & ~sentinel
-        z = _residual_z(rec, usable, p["min_scale"])
-        if usable.sum() < 3:
-            notes.append("energy_outlier skipped: fewer than 3 usable energies")
-        z0 = np.nan_to_num(z)
-        flags["energy_outlier"] = np.abs(z0) > p["z_max"]
-        if p["exempt_high_energy"]:
-            from .diversity_metrics import sampler_category
-
-            high = np.array([sampler_category(rec.sampler(i)) == "high_energy" for i in range(n)], dtype=bool)
-            flags["energy_outlier"] &= ~high | (z0 < -p["z_max"])
-        values["energy_outlier"] = np.abs(z)
-
-    p = checks["volume_per_atom"]
-    if p["enabled"]:
-        v = np.full(n, np.nan)
-        for i in range(n):
-            if np.all(rec.pbcs[i]):
-                v[i] = abs(float(np.linalg.det(rec.cells[i]))) / max(len(rec.numbers[i]), 1)
-        flags["volume_per_atom"] = np.isfinite(v) & ((v < p["min"]) | (v > p["max"]))
-        values["volume_per_atom"] = v
-
-    p = checks["net_force"]
+    epa = e / np.maximum(rec.n_atoms.astype(np.float64), 1)
+    sentinel = _sentinel_mask(e, epa, checks["sentinel_energy"])
+    run("sentinel_energy", lambda p: (sentinel, epa))
+    run("energy_outlier", lambda p: _energy_outlier_check(rec, e, sentinel, p, notes))
+    run("volume_per_atom", lambda p: _volume_per_atom_check(rec, p))
     caps = (rec.attrs or {}).get("teacher_capabilities")
-    if p["enabled"] and isinstance(caps, dict) and caps.get("conservative_forces") is False:
+    if checks["net_force"]["enabled"] and isinstance(caps, dict) and caps.get("conservative_forces") is False:
         notes.append("net_force skipped: the file says the teacher's forces are not conservative "
                      "(teacher_capabilities.conservative_forces = false)")
-        p = dict(p, enabled=False)
         skipped.append("net_force")
-    if p["enabled"]:
-        v = np.full(n, np.nan)
-        for i, f in enumerate(rec.forces):
-            if f is not None and len(f):
-                v[i] = float(np.linalg.norm(np.sum(f, axis=0)))
-                if p["per_atom"]:
-                    v[i] /= len(f)
-        flags["net_force"] = np.isfinite(v) & (v > p["max"])
-        values["net_force"] = v
-
-    p = checks["stress"]
-    if p["enabled"]:
-        v = np.array([np.nan if s is None else float(np.max(np.abs(s))) for s in rec.stress])
-        flags["stress"] = np.nan_to_num(v, nan=0.0) > p["max"]
-        flags["stress"] |= np.isinf(v)
-        values["stress"] = v
+    else:
+        run("net_force", lambda p: _net_force_check(rec, p))
+    run("stress", lambda p: _stress_check(rec, p))
 
     # A structure with non-finite numbers is reported by ``finite``; other checks on it
     # would only repeat that (NaN compares false), so nothing else to do here.
     params = {k: dict(v) for k, v in checks.items()}
     for name in skipped:
         params[name]["enabled"] = False
-    return ValidationReport(n_structures=n, flags=flags, values=values, params=params, notes=notes)
+    return ValidationReport(n_structures=len(rec), flags=flags, values=values, params=params, notes=notes)
+
+
+# Each ``_*_check`` returns ((n,) bool flags, (n,) float values, NaN where it does not apply).
+
+
+def _finite_check(rec: Records) -> tuple[np.ndarray, np.ndarray]:
+    finite = np.array([_finite(rec, i) for i in range(len(rec))])
+    return ~finite, (~finite).astype(np.float64)
+
+
+def _labels_present_check(rec: Records) -> tuple[np.ndarray, np.ndarray]:
+    missing = np.zeros(len(rec), dtype=bool)
+    for i in range(len(rec)):
+        if "energy" in rec.label_fields and rec.energy[i] is None:
+            missing[i] = True
+        if "forces" in rec.label_fields and rec.forces[i] is None:
+            missing[i] = True
+        if "stress" in rec.label_fields and rec.stress[i] is None and _periodic3d(rec.cells[i], rec.pbcs[i]):
+            missing[i] = True
+    return missing, missing.astype(np.float64)
+
+
+def _min_distance_check(rec: Records, p: dict, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    from ..logs import progress as progress_bar
+
+    n = len(rec)
+    # a bar on a terminal, a line every 30 s in a batch job
+    bar = progress_bar(range(n), desc="closest contacts", unit="structure", enabled=progress, leave=False)
+    md = np.array([_min_distance(rec, i, p) for i in bar]).reshape(n, 2)
+    return (md[:, 0] < p["absolute"]) | (md[:, 1] < p["covalent_fraction"]), md[:, 0]
+
+
+def _max_force_check(rec: Records, p: dict) -> tuple[np.ndarray, np.ndarray]:
+    v = np.array([np.nan if f is None or len(f) == 0 else float(np.linalg.norm(f, axis=1).max()) for f in rec.forces])
+    flags = np.nan_to_num(v, nan=0.0, posinf=np.inf) > p["max"]
+    flags |= np.isinf(v)
+    return flags, v
+
+
+def _sentinel_mask(e: np.ndarray, epa: np.ndarray, p: dict) -> np.ndarray:
+    """Energy (eV) equal to a sentinel value, or an absurd energy per atom (eV/atom)."""
+    sentinel = np.zeros(len(e), dtype=bool)
+    for s in p["values"]:
+        sentinel |= np.abs(e - s) <= p["tol"]
+    sentinel |= np.abs(epa) > p["max_abs_per_atom"]
+    return sentinel
+
+
+def _energy_outlier_check(rec: Records, e: np.ndarray, sentinel: np.ndarray, p: dict,
+                          notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    usable = np.isfinite(e) & ~sentinel
+    z = _residual_z(rec, usable, p["min_scale"])
+    if usable.sum() < 3:
+        notes.append("energy_outlier skipped: fewer than 3 usable energies")
+    z0 = np.nan_to_num(z)
+    flags = np.abs(z0) > p["z_max"]
+    if p["exempt_high_energy"]:
+        from .diversity_metrics import sampler_category
+
+        high = np.array([sampler_category(rec.sampler(i)) == "high_energy" for i in range(len(rec))], dtype=bool)
+        flags &= ~high | (z0 < -p["z_max"])
+    return flags, np.abs(z)
+
+
+def _volume_per_atom_check(rec: Records, p: dict) -> tuple[np.ndarray, np.ndarray]:
+    v = np.full(len(rec), np.nan)
+    for i in range(len(rec)):
+        if np.all(rec.pbcs[i]):
+            v[i] = abs(float(np.linalg.det(rec.cells[i]))) / max(len(rec.numbers[i]), 1)
+    return np.isfinite(v) & ((v < p["min"]) | (v > p["max"])), v
+
+
+def _net_force_check(rec: Records, p: dict) -> tuple[np.ndarray, np.ndarray]:
+    v = np.full(len(rec), np.nan)
+    for i, f in enumerate(rec.forces):
+        if f is not None and len(f):
+            v[i] = float(np.linalg.norm(np.sum(f, axis=0)))
+            if p["per_atom"]:
+                v[i] /= len(f)
+    return np.isfinite(v) & (v > p["max"]), v
+
+
+def _stress_check(rec: Records, p: dict) -> tuple[np.ndarray, np.ndarray]:
+    v = np.array([np.nan if s is None else float(np.max(np.abs(s))) for s in rec.stress])
+    flags = np.nan_to_num(v, nan=0.0) > p["max"]
+    flags |= np.isinf(v)
+    return flags, v

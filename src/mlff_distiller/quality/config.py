@@ -183,6 +183,124 @@ def _number(section: str, key: str, value, lo=None, integer=False, allow_none=Fa
     return int(value) if integer else float(value)
 
 
+def _checks_section(given) -> dict:
+    """``quality.checks``: a list of the checks to run, or check name -> parameters
+    (``true``/``null`` = defaults, ``false`` = disabled); validated, over the defaults."""
+    checks = {n: {"enabled": True, **copy.deepcopy(p)} for n, p in CHECK_DEFAULTS.items()}
+    if isinstance(given, (list, tuple)):  # a plain list of checks to run
+        for name in given:
+            if name not in CHECK_DEFAULTS:
+                raise ConfigError(f"quality.checks: unknown check {name!r}; allowed: {', '.join(CHECK_NAMES)}")
+        for name in checks:
+            checks[name]["enabled"] = name in given
+    elif isinstance(given, dict):
+        for name, params in given.items():
+            if name not in CHECK_DEFAULTS:
+                raise ConfigError(f"quality.checks: unknown check {name!r}; allowed: {', '.join(CHECK_NAMES)}")
+            if params is None or params is True:
+                params = {}
+            elif params is False:
+                params = {"enabled": False}
+            if not isinstance(params, dict):
+                raise ConfigError(f"quality.checks.{name} must be a mapping of parameters, got {params!r}")
+            for key, value in params.items():
+                if key != "enabled" and key not in CHECK_DEFAULTS[name]:
+                    allowed_keys = ", ".join(["enabled", *CHECK_DEFAULTS[name]])
+                    raise ConfigError(f"quality.checks.{name}: unknown parameter {key!r}; allowed: {allowed_keys}")
+                checks[name][key] = value
+    else:
+        raise ConfigError("quality.checks must be a mapping of check name -> parameters, or a list of names")
+    _check_check_params(checks)
+    return checks
+
+
+def _check_check_params(checks: dict) -> None:
+    """Type and range of every check parameter (numbers converted in place)."""
+    for name, params in checks.items():
+        if not isinstance(params["enabled"], bool):
+            raise ConfigError(f"quality.checks.{name}.enabled must be true or false, got {params['enabled']!r}")
+        for key, value in params.items():
+            if key in ("enabled", "per_atom", "exempt_high_energy"):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"quality.checks.{name}.{key} must be true or false, got {value!r}")
+            elif key == "values":
+                if not isinstance(value, (list, tuple)):
+                    raise ConfigError(f"quality.checks.{name}.values must be a list of energies (eV)")
+                params[key] = [_number(f"checks.{name}", key, v) for v in value]
+            else:
+                params[key] = _number(f"checks.{name}", key, value, lo=0)
+    vpa = checks["volume_per_atom"]
+    if vpa["min"] >= vpa["max"]:
+        raise ConfigError("quality.checks.volume_per_atom: min must be below max")
+
+
+def _diversity_section(given) -> dict:
+    """``quality.diversity`` over its defaults, with every number checked."""
+    div = _merge_section("diversity", given, DIVERSITY_DEFAULTS, nested=True)
+    for key in (
+        "subsample_atoms",
+        "repeats",
+        "env_per_structure",
+        "k",
+        "pca_structures",
+        "rmsd_max_per_composition",
+        "rmsd_max_compositions",
+        "elements_target",
+        "compositions_target",
+    ):
+        div[key] = _number("diversity", key, div[key], lo=1, integer=True)
+    div["seed"] = _number("diversity", "seed", div["seed"], lo=0, integer=True)
+    if div["subsample_atoms"] < 10:
+        raise ConfigError("quality.diversity.subsample_atoms must be >= 10 atomic environments")
+    for key in ("bandwidth", "cutoff"):
+        div[key] = _number("diversity", key, div[key], lo=1e-9)
+    for key in ("curve_sizes", "size_bins"):
+        v = div[key]
+        if not isinstance(v, (list, tuple)) or len(v) < 2:
+            raise ConfigError(f"quality.diversity.{key} must be a list of at least two integers")
+        v = [_number("diversity", key, x, lo=1, integer=True) for x in v]
+        if sorted(set(v)) != v:
+            raise ConfigError(f"quality.diversity.{key} must be strictly increasing, got {v}")
+        div[key] = v
+    w = {k: _number("diversity.weights", k, v, lo=0) for k, v in div["weights"].items()}
+    if sum(w.values()) <= 0:
+        raise ConfigError("quality.diversity.weights must not all be zero")
+    div["weights"] = w
+    return div
+
+
+def _gates_section(given_gates) -> dict:
+    """``quality.gates``: checkpoint (1k, 10k, full) -> metric thresholds, over the defaults."""
+    gates = copy.deepcopy(GATE_DEFAULTS)
+    if not isinstance(given_gates, dict):
+        raise ConfigError("quality.gates must be a mapping of checkpoint (1k, 10k, full) -> thresholds")
+    for cp, thresholds in given_gates.items():
+        cp = str(cp)
+        if cp not in CHECKPOINTS:
+            raise ConfigError(f"quality.gates: unknown checkpoint {cp!r}; allowed: {', '.join(CHECKPOINTS)}")
+        if not isinstance(thresholds, dict):
+            raise ConfigError(f"quality.gates.{cp} must be a mapping of metric -> threshold")
+        for metric, value in thresholds.items():
+            if metric not in GATE_METRICS:
+                raise ConfigError(
+                    f"quality.gates.{cp}: unknown metric {metric!r}; allowed: {', '.join(GATE_METRICS)}"
+                )
+            integer = metric in ("min_structures", "min_elements", "min_compositions")
+            gates[cp][metric] = _number(f"gates.{cp}", metric, value, lo=0, integer=integer, allow_none=True)
+    return gates
+
+
+def _monitor_section(given) -> dict:
+    """``quality.monitor`` over its defaults, with every number checked."""
+    mon = _merge_section("monitor", given, MONITOR_DEFAULTS)
+    for key in ("max_failure_rate", "max_flagged_fraction", "diversity_drop"):
+        mon[key] = _number("monitor", key, mon[key], lo=0)
+    for key in ("baseline_chunks", "drop_chunks", "subsample_atoms", "min_structures"):
+        mon[key] = _number("monitor", key, mon[key], lo=1, integer=True)
+    mon["seed"] = _number("monitor", "seed", mon["seed"], lo=0, integer=True)
+    return mon
+
+
 @dataclass
 class QualityConfig:
     """Validated ``quality:`` section. ``checks[name]`` holds ``enabled`` plus the parameters."""
@@ -208,105 +326,12 @@ class QualityConfig:
         for key in d:
             if key not in allowed:
                 raise ConfigError(f"quality: unknown key {key!r}; allowed: {', '.join(allowed)}")
-
-        checks = {n: {"enabled": True, **copy.deepcopy(p)} for n, p in CHECK_DEFAULTS.items()}
-        given = d.get("checks") or {}
-        if isinstance(given, (list, tuple)):  # a plain list of checks to run
-            for name in given:
-                if name not in CHECK_DEFAULTS:
-                    raise ConfigError(f"quality.checks: unknown check {name!r}; allowed: {', '.join(CHECK_NAMES)}")
-            for name in checks:
-                checks[name]["enabled"] = name in given
-        elif isinstance(given, dict):
-            for name, params in given.items():
-                if name not in CHECK_DEFAULTS:
-                    raise ConfigError(f"quality.checks: unknown check {name!r}; allowed: {', '.join(CHECK_NAMES)}")
-                if params is None or params is True:
-                    params = {}
-                elif params is False:
-                    params = {"enabled": False}
-                if not isinstance(params, dict):
-                    raise ConfigError(f"quality.checks.{name} must be a mapping of parameters, got {params!r}")
-                for key, value in params.items():
-                    if key != "enabled" and key not in CHECK_DEFAULTS[name]:
-                        allowed_keys = ", ".join(["enabled", *CHECK_DEFAULTS[name]])
-                        raise ConfigError(f"quality.checks.{name}: unknown parameter {key!r}; allowed: {allowed_keys}")
-                    checks[name][key] = value
-        else:
-            raise ConfigError("quality.checks must be a mapping of check name -> parameters, or a list of names")
-        for name, params in checks.items():
-            if not isinstance(params["enabled"], bool):
-                raise ConfigError(f"quality.checks.{name}.enabled must be true or false, got {params['enabled']!r}")
-            for key, value in params.items():
-                if key in ("enabled", "per_atom", "exempt_high_energy"):
-                    if not isinstance(value, bool):
-                        raise ConfigError(f"quality.checks.{name}.{key} must be true or false, got {value!r}")
-                elif key == "values":
-                    if not isinstance(value, (list, tuple)):
-                        raise ConfigError(f"quality.checks.{name}.values must be a list of energies (eV)")
-                    params[key] = [_number(f"checks.{name}", key, v) for v in value]
-                else:
-                    params[key] = _number(f"checks.{name}", key, value, lo=0)
-        vpa = checks["volume_per_atom"]
-        if vpa["min"] >= vpa["max"]:
-            raise ConfigError("quality.checks.volume_per_atom: min must be below max")
-
-        div = _merge_section("diversity", d.get("diversity"), DIVERSITY_DEFAULTS, nested=True)
-        for key in (
-            "subsample_atoms",
-            "repeats",
-            "env_per_structure",
-            "k",
-            "pca_structures",
-            "rmsd_max_per_composition",
-            "rmsd_max_compositions",
-            "elements_target",
-            "compositions_target",
-        ):
-            div[key] = _number("diversity", key, div[key], lo=1, integer=True)
-        div["seed"] = _number("diversity", "seed", div["seed"], lo=0, integer=True)
-        if div["subsample_atoms"] < 10:
-            raise ConfigError("quality.diversity.subsample_atoms must be >= 10 atomic environments")
-        for key in ("bandwidth", "cutoff"):
-            div[key] = _number("diversity", key, div[key], lo=1e-9)
-        for key in ("curve_sizes", "size_bins"):
-            v = div[key]
-            if not isinstance(v, (list, tuple)) or len(v) < 2:
-                raise ConfigError(f"quality.diversity.{key} must be a list of at least two integers")
-            v = [_number("diversity", key, x, lo=1, integer=True) for x in v]
-            if sorted(set(v)) != v:
-                raise ConfigError(f"quality.diversity.{key} must be strictly increasing, got {v}")
-            div[key] = v
-        w = {k: _number("diversity.weights", k, v, lo=0) for k, v in div["weights"].items()}
-        if sum(w.values()) <= 0:
-            raise ConfigError("quality.diversity.weights must not all be zero")
-        div["weights"] = w
-
-        gates = copy.deepcopy(GATE_DEFAULTS)
-        given_gates = d.get("gates") or {}
-        if not isinstance(given_gates, dict):
-            raise ConfigError("quality.gates must be a mapping of checkpoint (1k, 10k, full) -> thresholds")
-        for cp, thresholds in given_gates.items():
-            cp = str(cp)
-            if cp not in CHECKPOINTS:
-                raise ConfigError(f"quality.gates: unknown checkpoint {cp!r}; allowed: {', '.join(CHECKPOINTS)}")
-            if not isinstance(thresholds, dict):
-                raise ConfigError(f"quality.gates.{cp} must be a mapping of metric -> threshold")
-            for metric, value in thresholds.items():
-                if metric not in GATE_METRICS:
-                    raise ConfigError(
-                        f"quality.gates.{cp}: unknown metric {metric!r}; allowed: {', '.join(GATE_METRICS)}"
-                    )
-                integer = metric in ("min_structures", "min_elements", "min_compositions")
-                gates[cp][metric] = _number(f"gates.{cp}", metric, value, lo=0, integer=integer, allow_none=True)
-
-        mon = _merge_section("monitor", d.get("monitor"), MONITOR_DEFAULTS)
-        for key in ("max_failure_rate", "max_flagged_fraction", "diversity_drop"):
-            mon[key] = _number("monitor", key, mon[key], lo=0)
-        for key in ("baseline_chunks", "drop_chunks", "subsample_atoms", "min_structures"):
-            mon[key] = _number("monitor", key, mon[key], lo=1, integer=True)
-        mon["seed"] = _number("monitor", "seed", mon["seed"], lo=0, integer=True)
-        return cls(checks=checks, diversity=div, gates=gates, monitor=mon)
+        return cls(
+            checks=_checks_section(d.get("checks") or {}),
+            diversity=_diversity_section(d.get("diversity")),
+            gates=_gates_section(d.get("gates") or {}),
+            monitor=_monitor_section(d.get("monitor")),
+        )
 
     def to_dict(self) -> dict:
         return {

@@ -331,13 +331,33 @@ def diversity(atoms_or_path, config: QualityConfig | dict | None = None, *, prog
     config = QualityConfig.from_dict(config) if not isinstance(config, QualityConfig) else config
     cfg = config.diversity
     rec = load_records(atoms_or_path)
-    n = len(rec)
-    n_atoms = rec.n_atoms
     warns: list[str] = []
-    if n_atoms.sum() < 2:
+    if rec.n_atoms.sum() < 2:
         raise DatasetError("the dataset holds a single atom: diversity needs at least two atoms")
+    chemical = _chemical_section(rec, warns)
+    size = _size_section(rec.n_atoms, cfg)
+    energetic = _energetic_section(rec, warns)
+    structural = _structural_section(rec, cfg, warns, progress)
+    components = _components(chemical, size, energetic, structural, cfg)
+    weights = cfg["weights"]
+    wsum = sum(weights.get(k, 0.0) for k in components)
+    score = sum(weights.get(k, 0.0) * v for k, v in components.items()) / wsum
+    return DiversityReport(
+        n_structures=len(rec),
+        n_atoms=int(rec.n_atoms.sum()),
+        chemical=chemical,
+        size=size,
+        energetic=energetic,
+        structural=structural,
+        components={k: float(v) for k, v in components.items()},
+        score=float(score),
+        warnings=warns,
+    )
 
-    # chemical
+
+def _chemical_section(rec, warns: list[str]) -> dict:
+    """Elements (atom and structure counts), compositions, organic/inorganic split, entropies."""
+    n = len(rec)
     atom_counts = Counter()
     struct_counts = Counter()
     for z in rec.numbers:
@@ -348,7 +368,9 @@ def diversity(atoms_or_path, config: QualityConfig | dict | None = None, *, prog
     compositions = Counter(formula(z) for z in rec.numbers)
     organic = sum(1 for z in rec.numbers if 6 in z and 1 in z)
     elements = sorted(atom_counts, key=lambda s: chemical_symbols.index(s))
-    chemical = {
+    if len(elements) == 1:
+        warns.append(f"single element ({elements[0]}): chemical diversity is zero; add sources with other elements")
+    return {
         "elements": elements,
         "n_elements": len(elements),
         "atom_counts": {s: atom_counts[s] for s in elements},
@@ -361,13 +383,13 @@ def diversity(atoms_or_path, config: QualityConfig | dict | None = None, *, prog
         "composition_entropy": _entropy(compositions.values()),
         "top_compositions": compositions.most_common(10),
     }
-    if len(elements) == 1:
-        warns.append(f"single element ({elements[0]}): chemical diversity is zero; add sources with other elements")
 
-    # size
+
+def _size_section(n_atoms: np.ndarray, cfg: dict) -> dict:
+    """Histogram of atoms per structure over ``size_bins``: coverage, smoothness, range."""
     edges = np.asarray(cfg["size_bins"], dtype=np.float64)
     counts, _ = np.histogram(np.clip(n_atoms, edges[0], edges[-1]), bins=edges)
-    size = {
+    return {
         "bin_edges": edges.tolist(),
         "counts": counts.tolist(),
         "below_range": int((n_atoms < edges[0]).sum()),
@@ -380,12 +402,14 @@ def diversity(atoms_or_path, config: QualityConfig | dict | None = None, *, prog
         "n_atoms": n_atoms.tolist(),
     }
 
-    # energetic
+
+def _energetic_section(rec, warns: list[str]) -> dict:
+    """Energy per atom (eV/atom) and force magnitude (eV/A) spreads, sampler balance."""
     e = np.array([np.nan if x is None else x for x in rec.energy], dtype=np.float64)
-    epa = e / n_atoms
+    epa = e / rec.n_atoms
     fmag = np.concatenate([np.linalg.norm(f, axis=1) for f in rec.forces if f is not None] or [np.zeros(0)])
     fmag = fmag[np.isfinite(fmag)]
-    samplers = Counter(rec.sampler(i) for i in range(n))
+    samplers = Counter(rec.sampler(i) for i in range(len(rec)))
     cats = Counter()
     for s, c in samplers.items():
         cats[sampler_category(s)] += c
@@ -396,7 +420,7 @@ def diversity(atoms_or_path, config: QualityConfig | dict | None = None, *, prog
     fhist, _ = np.histogram(np.clip(fmag, 0, FORCE_BINS[-1] - 1e-9), bins=FORCE_BINS)
     force_spread = _entropy(fhist) / math.log(len(fhist)) if fmag.size else 0.0
     finite_epa = epa[np.isfinite(epa)]
-    energetic = {
+    return {
         "energy_per_atom": finite_epa.tolist(),
         "energy_per_atom_stats": _stats(finite_epa),
         "force_magnitude_stats": _stats(fmag),
@@ -407,9 +431,12 @@ def diversity(atoms_or_path, config: QualityConfig | dict | None = None, *, prog
         "force_spread": float(force_spread),
     }
 
-    # structural: QUESTS on fixed-size subsamples
+
+def _structural_section(rec, cfg: dict, warns: list[str], progress: bool) -> dict:
+    """QUESTS entropy and diversity on fixed-size subsamples, the entropy-vs-size curve,
+    the PCA map and the RMSD section."""
     desc = _Descriptors(rec, cfg["k"], cfg["cutoff"])
-    total_atoms = int(n_atoms.sum())
+    total_atoms = int(rec.n_atoms.sum())
     n_env = min(cfg["subsample_atoms"], total_atoms)
     if n_env < cfg["subsample_atoms"]:
         warns.append(
@@ -428,22 +455,7 @@ def diversity(atoms_or_path, config: QualityConfig | dict | None = None, *, prog
     if not curve_sizes or curve_sizes[-1] != len(samples[0]):
         curve_sizes.append(len(samples[0]))
     curve_h = np.array([[quests_metrics(x[:s], cfg["bandwidth"])[0] for s in curve_sizes] for x in samples])
-
-    # PCA of per-structure mean descriptors
-    rng = np.random.default_rng([cfg["seed"], 1000])
-    # structures already described for the QUESTS subsamples (a random draw themselves) come
-    # first, then random others: the map stays a random sample at less descriptor cost
-    cached = [i for i in desc.cache]
-    rest = [int(i) for i in rng.permutation(n) if int(i) not in desc.cache]
-    pca_idx = np.sort(np.array((cached + rest)[: cfg["pca_structures"]], dtype=np.int64))
-    from ..logs import progress as progress_bar
-
-    bar = progress_bar(pca_idx, desc="QUESTS descriptors", unit="structure", enabled=progress, leave=False)
-    feats = np.stack([desc(int(i)).mean(axis=0) for i in bar])
-    coords, explained = _pca(feats)
-    spread = float(np.sqrt(np.mean(np.sum((coords - coords.mean(axis=0)) ** 2, axis=1))))
-
-    structural = {
+    return {
         "entropy": float(np.mean(hs)),
         "entropy_std": float(np.std(hs)),
         "entropy_values": hs,
@@ -456,38 +468,43 @@ def diversity(atoms_or_path, config: QualityConfig | dict | None = None, *, prog
         "entropy_fraction": float(np.mean(hs) / math.log(n_env)) if n_env > 1 else 0.0,
         "curve": {"sizes": curve_sizes, "entropy_mean": curve_h.mean(axis=0).tolist(),
                   "entropy_std": curve_h.std(axis=0).tolist()},
-        "pca": {"index": pca_idx.tolist(), "coords": coords.tolist(), "explained": explained,
-                "sources": [rec.source(int(i)) for i in pca_idx], "spread": spread},
+        "pca": _pca_map(rec, desc, cfg, progress),
         "rmsd": _rmsd_section(rec, cfg, np.random.default_rng([cfg["seed"], 2000])),
     }
 
-    # components and score
-    chem_cov = min(1.0, len(elements) / cfg["elements_target"])
+
+def _pca_map(rec, desc: _Descriptors, cfg: dict, progress: bool) -> dict:
+    """PCA of per-structure mean descriptors on up to ``pca_structures`` structures."""
+    rng = np.random.default_rng([cfg["seed"], 1000])
+    # structures already described for the QUESTS subsamples (a random draw themselves) come
+    # first, then random others: the map stays a random sample at less descriptor cost
+    cached = [i for i in desc.cache]
+    rest = [int(i) for i in rng.permutation(len(rec)) if int(i) not in desc.cache]
+    pca_idx = np.sort(np.array((cached + rest)[: cfg["pca_structures"]], dtype=np.int64))
+    from ..logs import progress as progress_bar
+
+    bar = progress_bar(pca_idx, desc="QUESTS descriptors", unit="structure", enabled=progress, leave=False)
+    feats = np.stack([desc(int(i)).mean(axis=0) for i in bar])
+    coords, explained = _pca(feats)
+    spread = float(np.sqrt(np.mean(np.sum((coords - coords.mean(axis=0)) ** 2, axis=1))))
+    return {"index": pca_idx.tolist(), "coords": coords.tolist(), "explained": explained,
+            "sources": [rec.source(int(i)) for i in pca_idx], "spread": spread}
+
+
+def _components(chemical: dict, size: dict, energetic: dict, structural: dict, cfg: dict) -> dict:
+    """The four score components, each in [0, 1]."""
+    chem_cov = min(1.0, chemical["n_elements"] / cfg["elements_target"])
     comp_h = (
         min(1.0, chemical["composition_entropy"] / math.log(cfg["compositions_target"]))
         if cfg["compositions_target"] > 1
         else 1.0
     )
-    components = {
+    return {
         "structural": float(np.clip(structural["entropy_fraction"], 0.0, 1.0)),
         "chemical": 0.5 * chem_cov + 0.5 * comp_h,
         "size": 0.5 * size["coverage"] + 0.5 * size["smoothness"],
-        "energetic": 0.5 * balance + 0.5 * force_spread,
+        "energetic": 0.5 * energetic["balance"] + 0.5 * energetic["force_spread"],
     }
-    weights = cfg["weights"]
-    wsum = sum(weights.get(k, 0.0) for k in components)
-    score = sum(weights.get(k, 0.0) * v for k, v in components.items()) / wsum
-    return DiversityReport(
-        n_structures=n,
-        n_atoms=total_atoms,
-        chemical=chemical,
-        size=size,
-        energetic=energetic,
-        structural=structural,
-        components={k: float(v) for k, v in components.items()},
-        score=float(score),
-        warnings=warns,
-    )
 
 
 def _stats(x: np.ndarray) -> dict:

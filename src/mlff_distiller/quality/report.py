@@ -191,34 +191,10 @@ def _find(attrs: dict, *keys):
 def _card(rec: Records, validation, div, gates: dict, config: QualityConfig) -> str:
     attrs = rec.attrs or {}
     t = _teacher(attrs)
-    n = len(rec)
-    sources = Counter(rec.source(i) for i in range(n))
-    samplers = Counter(rec.sampler(i) for i in range(n))
     groups = {str(p.get("group", "")) for p in rec.provenance}
-    seeds = sorted({int(p["seed"]) for p in rec.provenance if isinstance(p.get("seed"), (int, np.integer))})
-    recipe_dict = _find(attrs, "recipe")
-    recipe_dict = recipe_dict if isinstance(recipe_dict, dict) else {}
-    recipe = _find(attrs, "recipe_name") or recipe_dict.get("name") or _find(attrs, "recipe")
-    tier = _find(attrs, "tier")
-    recipe_seed = _find(attrs, "seed", "recipe_seed")
-    if recipe_seed is None:
-        recipe_seed = recipe_dict.get("seed")
     license_ = _find(attrs, "license")
-    split = _find(attrs, "split", "splits")
-    chem, size = div.chemical, div.size
     lines = [
-        f"# Dataset card: {Path(rec.path).name if rec.path else 'in-memory dataset'}",
-        "",
-        f"Generated {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} by {code_version()}.",
-        "",
-        "| | |", "|---|---|",
-        f"| structures | {n} |",
-        f"| atoms | {int(rec.n_atoms.sum())} |",
-        f"| elements | {', '.join(chem['elements'])} |",
-        f"| atoms per structure | {size['min']}-{size['max']} (mean {size['mean']:.1f}) |",
-        f"| label fields | {', '.join(rec.label_fields)} |",
-        f"| failed labelling attempts | {len(rec.failures)} |",
-        f"| created | {attrs.get('created', 'not recorded')} |",
+        *_card_summary_lines(rec, attrs, div),
         "",
         "## Teacher",
         "",
@@ -232,43 +208,15 @@ def _card(rec: Records, validation, div, gates: dict, config: QualityConfig) -> 
         "",
         f"{attrs.get('units') or UNIT_SYSTEM}.",
         "",
-        "## Recipe and seeds",
+        *_card_recipe_lines(rec, attrs, groups),
         "",
-        f"- recipe: {recipe if recipe is not None else 'not recorded in the file'}"
-        + (f" (tier {tier})" if tier else ""),
-        f"- recipe seed: {recipe_seed if recipe_seed is not None else 'not recorded'}",
-        f"- distinct per-structure sampler seeds: {len(seeds)}"
-        + (f" (from {seeds[0]} to {seeds[-1]})" if seeds else ""),
-        f"- provenance groups (root structures): {len(groups)}",
-        *(["", "Resolved recipe, as stored by generation:", "", "```yaml", _yaml(recipe_dict).rstrip(), "```"]
-          if recipe_dict else []),
-        "",
-        "## Counts per source",
-        "",
-        "| source | structures |", "|---|---|",
-        *[f"| {s} | {c} |" for s, c in sources.most_common()],
-        "",
-        "## Counts per sampler",
-        "",
-        "| sampler | structures |", "|---|---|",
-        *[f"| {s} | {c} |" for s, c in samplers.most_common()],
+        *_card_count_lines(rec),
         "",
         "## Splits",
         "",
-        (f"This file is the `{split}` split." if isinstance(split, str) else
-         f"Splits: {json.dumps(split)}" if split is not None else
-         f"Not split in this file. Training splits by provenance group ({len(groups)} groups), so structures "
-         "derived from one root never straddle train and validation."),
+        _card_split_text(attrs, groups),
         "",
-        "## Quality",
-        "",
-        f"- validation: {validation.n_flagged} of {n} structures flagged ({100 * validation.flagged_fraction:.2f} %): "
-        + ", ".join(f"{k} {v}" for k, v in validation.counts.items() if v) if validation.n_flagged else
-        f"- validation: no structure flagged by {len(validation.flags)} checks",
-        f"- diversity score {div.score:.3f}; QUESTS H {div.entropy:.3f} nats, D {div.diversity:.3f} nats "
-        f"on {div.structural['subsample_atoms']} environments",
-        *[f"- gate {cp}: {'passed' if g.passed else 'FAILED'}"
-          + ("" if g.passed else " (" + "; ".join(v.message for v in g.failed) + ")") for cp, g in gates.items()],
+        *_card_quality_lines(len(rec), validation, div, gates),
         "",
         "## Code version",
         "",
@@ -286,6 +234,90 @@ def _card(rec: Records, validation, div, gates: dict, config: QualityConfig) -> 
         "",
     ]
     return "\n".join(lines)
+
+
+def _card_summary_lines(rec: Records, attrs: dict, div) -> list[str]:
+    """Title, generation time and code version, and the one-table summary of the dataset."""
+    chem, size = div.chemical, div.size
+    return [
+        f"# Dataset card: {Path(rec.path).name if rec.path else 'in-memory dataset'}",
+        "",
+        f"Generated {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} by {code_version()}.",
+        "",
+        "| | |", "|---|---|",
+        f"| structures | {len(rec)} |",
+        f"| atoms | {int(rec.n_atoms.sum())} |",
+        f"| elements | {', '.join(chem['elements'])} |",
+        f"| atoms per structure | {size['min']}-{size['max']} (mean {size['mean']:.1f}) |",
+        f"| label fields | {', '.join(rec.label_fields)} |",
+        f"| failed labelling attempts | {len(rec.failures)} |",
+        f"| created | {attrs.get('created', 'not recorded')} |",
+    ]
+
+
+def _card_recipe_lines(rec: Records, attrs: dict, groups: set) -> list[str]:
+    """The "Recipe and seeds" section: recipe name and tier, seeds, groups, the resolved recipe."""
+    seeds = sorted({int(p["seed"]) for p in rec.provenance if isinstance(p.get("seed"), (int, np.integer))})
+    recipe_dict = _find(attrs, "recipe")
+    recipe_dict = recipe_dict if isinstance(recipe_dict, dict) else {}
+    recipe = _find(attrs, "recipe_name") or recipe_dict.get("name") or _find(attrs, "recipe")
+    tier = _find(attrs, "tier")
+    recipe_seed = _find(attrs, "seed", "recipe_seed")
+    if recipe_seed is None:
+        recipe_seed = recipe_dict.get("seed")
+    return [
+        "## Recipe and seeds",
+        "",
+        f"- recipe: {recipe if recipe is not None else 'not recorded in the file'}"
+        + (f" (tier {tier})" if tier else ""),
+        f"- recipe seed: {recipe_seed if recipe_seed is not None else 'not recorded'}",
+        f"- distinct per-structure sampler seeds: {len(seeds)}"
+        + (f" (from {seeds[0]} to {seeds[-1]})" if seeds else ""),
+        f"- provenance groups (root structures): {len(groups)}",
+        *(["", "Resolved recipe, as stored by generation:", "", "```yaml", _yaml(recipe_dict).rstrip(), "```"]
+          if recipe_dict else []),
+    ]
+
+
+def _card_count_lines(rec: Records) -> list[str]:
+    """Structures per source and per sampler, most frequent first."""
+    n = len(rec)
+    sources = Counter(rec.source(i) for i in range(n))
+    samplers = Counter(rec.sampler(i) for i in range(n))
+    return [
+        "## Counts per source",
+        "",
+        "| source | structures |", "|---|---|",
+        *[f"| {s} | {c} |" for s, c in sources.most_common()],
+        "",
+        "## Counts per sampler",
+        "",
+        "| sampler | structures |", "|---|---|",
+        *[f"| {s} | {c} |" for s, c in samplers.most_common()],
+    ]
+
+
+def _card_split_text(attrs: dict, groups: set) -> str:
+    split = _find(attrs, "split", "splits")
+    return (f"This file is the `{split}` split." if isinstance(split, str) else
+            f"Splits: {json.dumps(split)}" if split is not None else
+            f"Not split in this file. Training splits by provenance group ({len(groups)} groups), so structures "
+            "derived from one root never straddle train and validation.")
+
+
+def _card_quality_lines(n: int, validation, div, gates: dict) -> list[str]:
+    """The "Quality" section: flagged structures, diversity, gate verdicts."""
+    return [
+        "## Quality",
+        "",
+        f"- validation: {validation.n_flagged} of {n} structures flagged ({100 * validation.flagged_fraction:.2f} %): "
+        + ", ".join(f"{k} {v}" for k, v in validation.counts.items() if v) if validation.n_flagged else
+        f"- validation: no structure flagged by {len(validation.flags)} checks",
+        f"- diversity score {div.score:.3f}; QUESTS H {div.entropy:.3f} nats, D {div.diversity:.3f} nats "
+        f"on {div.structural['subsample_atoms']} environments",
+        *[f"- gate {cp}: {'passed' if g.passed else 'FAILED'}"
+          + ("" if g.passed else " (" + "; ".join(v.message for v in g.failed) + ")") for cp, g in gates.items()],
+    ]
 
 
 def _yaml(d: dict) -> str:

@@ -100,6 +100,23 @@ class TrainState:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+@dataclasses.dataclass
+class _Loop:
+    """What the training loop's pieces share during one ``fit``."""
+
+    model: torch.nn.Module
+    train_model: torch.nn.Module  # ``model``, or its DDP wrapper with several processes
+    params: list
+    optimizer: torch.optim.Optimizer
+    order: BatchOrder
+    schedule: LRSchedule
+    ema: EMA | None
+    state: TrainState
+    want_stress: bool
+    t_start: float  # perf_counter at the run's start, earlier runs' wall time included
+    bar: object = None
+
+
 class TrainingDivergedError(UserError):
     """The loss became NaN or infinite."""
 
@@ -443,23 +460,61 @@ class DistillationTrainer:
             self._dist.close()
 
     def _fit(self) -> dict:
+        loop = self._start_run()
+        dist = self._dist
+        try:
+            while not loop.state.done:
+                self._run_epoch(loop)
+        except KeyboardInterrupt:
+            # Between steps the state is consistent: keep it so that --resume loses nothing.
+            if not self._mutating:
+                self._save_last_of(loop)
+            raise
+        finally:
+            if loop.bar is not None:
+                loop.bar.close()
+            if self._tb is not None:
+                self._tb.close()
+        dist.barrier()
+        if dist.main:
+            self._parity_plot(loop.ema)
+        return self._summary(loop.state)
+
+    def _start_run(self) -> _Loop:
+        """Student config and dtype, the built (or restored) run, the run files and log, the
+        DDP wrapper, TensorBoard and the progress bar: everything the loop needs."""
         from ..student import StudentConfig
 
         cfg, dist = self.config, self._dist
-        device = dist.device
         scfg = StudentConfig.from_dict(cfg.student)
         SummaryWriter = _summary_writer_class() if cfg.tensorboard else None
         if cfg.batch_size % dist.world:
             BatchOrder(1, cfg.batch_size, dist.world, dist.rank, cfg.seed)  # raises the ConfigError
-        dtype = torch.float64 if scfg.dtype == "float64" else torch.float32
-        self.dtype = dtype
+        self.dtype = torch.float64 if scfg.dtype == "float64" else torch.float32
 
         model, params, optimizer, order, schedule, ema, split = self._build(scfg)
         cfg = self.config  # stress_weight resolved against the dataset's labels
-        train_idx, val_idx, split_kind = split
-        steps_per_epoch = order.steps_per_epoch
-        total_steps = planned_steps(cfg, steps_per_epoch)
+        total_steps = planned_steps(cfg, order.steps_per_epoch)
+        state = self._open_run(model, optimizer, schedule, ema, split, order.steps_per_epoch, total_steps)
+        train_model = self._ddp_wrap(model)
 
+        want_stress = cfg.stress_weight > 0 and F.STRESS in self.label_fields
+        self._mutating = False
+        t_start = time.perf_counter() - state.elapsed_s
+        self._tb = None
+        if cfg.tensorboard and dist.main:
+            # purge_step drops events a killed run logged after the checkpoint we resume from
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"),
+                                     purge_step=state.step + 1 if state.step else None)
+        bar = self._bar(total=total_steps, initial=min(state.step, total_steps), desc="training", unit="step")
+        return _Loop(model, train_model, params, optimizer, order, schedule, ema, state, want_stress, t_start, bar)
+
+    def _open_run(self, model, optimizer, schedule, ema, split, steps_per_epoch: int,
+                  total_steps: int) -> TrainState:
+        """The resumed state (or a fresh one, with the run files written); opens train.log and
+        says what is trained; all processes wait for each other at the end."""
+        dist = self._dist
+        train_idx, val_idx, split_kind = split
         state = TrainState()
         if self.resume:
             state = self._restore(model, optimizer, schedule, ema, state)
@@ -469,89 +524,71 @@ class DistillationTrainer:
             self._exit_stack.enter_context(log_to_file(self.run_dir / "train.log"))
             say(f"training {self.run_dir}: {len(self.train_set)} training and {len(self.val_set)} validation "
                 f"structures ({split_kind} split), {steps_per_epoch} steps per epoch, up to {total_steps} steps, "
-                f"device {device}" + (f", {dist.world} processes" if dist.world > 1 else "")
+                f"device {dist.device}" + (f", {dist.world} processes" if dist.world > 1 else "")
                 + (" (resuming)" if self.resume else ""), log)
         dist.barrier()
+        return state
 
-        train_model = self._ddp_wrap(model)
+    def _run_epoch(self, loop: _Loop) -> None:
+        """The rest of the current epoch's steps (up to ``max_steps``), then validation, the
+        metrics row, the stopping decision and the epoch line."""
+        cfg, state = self.config, loop.state
+        epoch = state.epoch
+        batches = loop.order.epoch(epoch)
+        loader = self._loader(self.train_set, batches[state.batch_in_epoch:])
+        loop.model.train()
+        for batch in loader:
+            self._train_step(loop, batch, epoch)
+            if state.step % cfg.checkpoint_every == 0:
+                self._save_last_of(loop)
+            if cfg.max_steps and state.step >= cfg.max_steps:
+                break
+        finished_epoch = state.batch_in_epoch >= len(batches)
+        hit_max_steps = bool(cfg.max_steps) and state.step >= cfg.max_steps
+        row = self._end_epoch(state, loop.schedule, loop.ema, loop.t_start)
+        if finished_epoch:
+            state.epoch += 1
+            state.batch_in_epoch = 0
+        self._check_done(state, hit_max_steps)
+        if state.done:
+            self._save_last_of(loop)
+        # Otherwise the periodic checkpoints suffice: a resume from one mid-epoch (or
+        # before an epoch's validation) repeats the same steps and rewrites the same rows.
+        if self._dist.main:
+            say(_epoch_line(row), log)
+        self._emit("epoch", row)
 
-        want_stress = cfg.stress_weight > 0 and F.STRESS in self.label_fields
+    def _train_step(self, loop: _Loop, batch, epoch: int) -> None:
+        """One optimizer step on ``batch`` (EMA update, bookkeeping, bar, TensorBoard, ``step`` event)."""
+        state = loop.state
+        batch = to_device(batch, self._dist.device)
+        lr = loop.schedule.apply(state.step)
+        loss_value, t_compute = self._forward_backward(loop.train_model, batch, loop.optimizer, loop.params,
+                                                       state.step, loop.want_stress)
+        self._mutating = True
+        t_step = time.perf_counter()
+        loop.optimizer.step()
+        t_compute += time.perf_counter() - t_step
+        if loop.ema is not None:
+            loop.ema.update(loop.model)
+        state.step += 1
+        state.batch_in_epoch += 1
+        state.train_loss_sum += loss_value
+        state.train_loss_n += 1
         self._mutating = False
-        t_start = time.perf_counter() - state.elapsed_s
+        if loop.bar is not None:
+            loop.bar.update(1)
+            loop.bar.set_postfix(epoch=epoch, loss=f"{loss_value:.4g}", lr=f"{lr:.2e}")
+        if self._tb is not None:
+            self._tb.add_scalar("train/loss", loss_value, state.step)
+            self._tb.add_scalar("train/lr", lr, state.step)
+        self._emit("step", {"step": state.step, "loss": loss_value, "compute_s": t_compute})
 
-        def save_last():
-            state.elapsed_s = time.perf_counter() - t_start
-            if dist.main:
-                self._save_last(model, optimizer, schedule, ema, state)
-
-        self._tb = None
-        if cfg.tensorboard and dist.main:
-            # purge_step drops events a killed run logged after the checkpoint we resume from
-            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"),
-                                     purge_step=state.step + 1 if state.step else None)
-        bar = self._bar(total=total_steps, initial=min(state.step, total_steps), desc="training", unit="step")
-        try:
-            while not state.done:
-                epoch = state.epoch
-                batches = order.epoch(epoch)
-                start = state.batch_in_epoch
-                loader = self._loader(self.train_set, batches[start:])
-                model.train()
-                for batch in loader:
-                    batch = to_device(batch, device)
-                    lr = schedule.apply(state.step)
-                    loss_value, t_compute = self._forward_backward(train_model, batch, optimizer, params, state.step,
-                                                                   want_stress)
-                    self._mutating = True
-                    t_step = time.perf_counter()
-                    optimizer.step()
-                    t_compute += time.perf_counter() - t_step
-                    if ema is not None:
-                        ema.update(model)
-                    state.step += 1
-                    state.batch_in_epoch += 1
-                    state.train_loss_sum += loss_value
-                    state.train_loss_n += 1
-                    self._mutating = False
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(epoch=epoch, loss=f"{loss_value:.4g}", lr=f"{lr:.2e}")
-                    if self._tb is not None:
-                        self._tb.add_scalar("train/loss", loss_value, state.step)
-                        self._tb.add_scalar("train/lr", lr, state.step)
-                    self._emit("step", {"step": state.step, "loss": loss_value, "compute_s": t_compute})
-                    if state.step % cfg.checkpoint_every == 0:
-                        save_last()
-                    if cfg.max_steps and state.step >= cfg.max_steps:
-                        break
-                finished_epoch = state.batch_in_epoch >= len(batches)
-                hit_max_steps = bool(cfg.max_steps) and state.step >= cfg.max_steps
-                row = self._end_epoch(state, schedule, ema, t_start)
-                if finished_epoch:
-                    state.epoch += 1
-                    state.batch_in_epoch = 0
-                self._check_done(state, hit_max_steps)
-                if state.done:
-                    save_last()
-                # Otherwise the periodic checkpoints suffice: a resume from one mid-epoch (or
-                # before an epoch's validation) repeats the same steps and rewrites the same rows.
-                if dist.main:
-                    say(_epoch_line(row), log)
-                self._emit("epoch", row)
-        except KeyboardInterrupt:
-            # Between steps the state is consistent: keep it so that --resume loses nothing.
-            if not self._mutating:
-                save_last()
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-            if self._tb is not None:
-                self._tb.close()
-        dist.barrier()
-        if dist.main:
-            self._parity_plot(ema)
-        return self._summary(state)
+    def _save_last_of(self, loop: _Loop) -> None:
+        """``last.pt`` of the loop's current state (wall time so far included)."""
+        loop.state.elapsed_s = time.perf_counter() - loop.t_start
+        if self._dist.main:
+            self._save_last(loop.model, loop.optimizer, loop.schedule, loop.ema, loop.state)
 
     def _ddp_wrap(self, model):
         """``model`` for the training steps: itself, or wrapped in DDP with several processes."""
