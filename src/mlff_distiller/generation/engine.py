@@ -168,11 +168,12 @@ def generate(recipe, out_path, tier: str | None = None, progress: bool = True, c
     if seed is not None:
         recipe = {**recipe, "seed": int(seed)}
     cfg = validate_recipe(recipe)
+    distributed = _check_workers(workers, threads_per_worker, scheduler, hpc, calculator)
     if recipe.get("teacher") is not None:  # the pool is labelled by it next: refuse a bad one before writing
         from ..teachers.registry import check_teacher_spec
 
-        check_teacher_spec(recipe["teacher"])
-    distributed = _check_workers(workers, threads_per_worker, scheduler, hpc, calculator)
+        # a package installed only on the Dask workers is left to them (they fail on one line)
+        check_teacher_spec(recipe["teacher"], missing_ok=distributed)
     tier = cfg.resolve_tier(tier)
     out_path = Path(out_path)
     if out_path.exists() and not overwrite:
