@@ -290,8 +290,8 @@ def _on_workers(summary: dict) -> str:
 def format_summary(summary: dict) -> str:
     """Human-readable multi-line summary (printed by the CLI)."""
     lines = [f"wrote {summary['n_structures']} of {summary['requested']} structures to {summary['path']} "
-             f"in {summary['seconds']:.1f} s{_on_workers(summary)} (recipe {summary['recipe'] or '-'}, tier {summary['tier'] or '-'}, "
-             f"seed {summary['seed']})"]
+             f"in {summary['seconds']:.1f} s{_on_workers(summary)} (recipe {summary['recipe'] or '-'}, "
+             f"tier {summary['tier'] or '-'}, seed {summary['seed']})"]
     lines.append(f"  {'source':<16} {'sampler':<13} {'written':>8} {'roots':>6} {'rejected':>8} {'failed':>6} {'s':>7}")
     for st in summary["entries"]:
         lines.append(f"  {st['source']:<16} {st['sampler']:<13} {st['written']:>5}/{st['requested']:<3}"
