@@ -85,14 +85,12 @@ def run_root(job: EntryJob, r: int, calculator=None) -> RootResult:
     rng = np.random.default_rng(seed)
     log = SkipLog()
     source = job.source
-    saved = getattr(source, "skips", None)
-    if saved is not None:
-        source.skips = log  # collect what this root skips, to be replayed in order by the consumer
-    try:
-        root = source.make_root(r, rng)
-    finally:
-        if saved is not None:
-            source.skips = saved
+    if hasattr(source, "skips"):
+        # collect what this root skips, to be replayed in root order by the consumer; a shallow
+        # copy, so roots running at once in threads of one process do not share the log
+        source = copy.copy(source)
+        source.skips = log
+    root = source.make_root(r, rng)
     if root is None:
         return RootResult("no_root", seed, skips=log.items)
     n = len(root.atoms)
