@@ -17,21 +17,27 @@ def register(subparsers) -> None:
     p.add_argument("--tier", default=None, help="tier of the recipe (e.g. 1k, 10k, full); default: its default tier")
     p.add_argument("--seed", type=int, default=None, help="override the recipe's seed")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--workers", type=int, default=1,
+                   help="local Dask worker processes, one math thread each, that run the roots (default 1: in this "
+                   "process); the pool is the same for any number")
+    p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler, e.g. tcp://host:8786")
     add_progress(p)
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
+    from ..errors import UserError
     from .engine import format_summary, generate
 
     if args.seed is not None and args.seed < 0:
-        from ..errors import UserError
-
         raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.workers < 1:
+        raise UserError(f"--workers must be an integer >= 1 (1 = in this process), got {args.workers}")
     from ..fileio import check_output_path
 
     check_output_path(args.output, "-o")
     summary = generate(args.recipe, args.output, tier=args.tier, progress=show_progress(args),
-                       overwrite=args.overwrite, seed=args.seed)
+                       overwrite=args.overwrite, seed=args.seed,
+                       workers=args.workers, scheduler=args.scheduler)
     print(format_summary(summary))
     return 0

@@ -19,7 +19,8 @@ def register(sub) -> None:
         "--restart-from",
         help="redo this stage and all after it (generate, label, gate, split, train, active, export, bench, report)",
     )
-    p.add_argument("--workers", type=int, help="labeling workers (default from recipe, else 2)")
+    p.add_argument("--workers", type=int, help="Dask workers for generation and labeling "
+                   "(default: labeling.workers of the recipe, else 2)")
     p.add_argument("--skip", action="append", default=[], choices=["bench", "report"], help="skip an optional stage")
     p.add_argument("--overwrite", action="store_true", help="reuse an output directory that holds another project")
     add_progress(p)

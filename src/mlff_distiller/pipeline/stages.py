@@ -199,7 +199,12 @@ def _generate(ctx: RunContext, call: StageCall, tier: str | None) -> StageResult
 
     pool = ctx.tier_dir(tier) / "pool.h5"
     pool.parent.mkdir(parents=True, exist_ok=True)
-    return StageResult(generate(ctx.plan.recipe, pool, tier=tier, progress=ctx.opts.progress, overwrite=True))
+    # the labelling cluster settings run the roots too; the pool (and so the fingerprint) does not depend on them
+    lcfg = ctx.plan.labeling
+    summary = generate(ctx.plan.recipe, pool, tier=tier, progress=ctx.opts.progress, overwrite=True,
+                       workers=lcfg.workers if ctx.opts.workers is None else ctx.opts.workers,
+                       threads_per_worker=lcfg.threads_per_worker, scheduler=lcfg.scheduler, hpc=lcfg.hpc)
+    return StageResult(summary)
 
 
 def _label(ctx: RunContext, call: StageCall, tier: str | None) -> StageResult:

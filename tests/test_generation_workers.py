@@ -1,0 +1,132 @@
+"""Generation on Dask workers: the same pool as in this process, structure by structure, whatever
+the number of workers or the speculation window; one-line errors for a teacher that cannot load
+on a worker and for bad --workers values."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import yaml
+
+from mlff_distiller.cli import main
+from mlff_distiller.data.store import DatasetReader
+from mlff_distiller.errors import ConfigError, TeacherError
+from mlff_distiller.generation import generate, iter_structures, validate_recipe
+from mlff_distiller.generation.sources import SkipLog
+
+EMT = {"name": "ase", "calculator": "ase.calculators.emt:EMT"}
+
+
+def md_rattle_recipe() -> dict:
+    """EMT teacher; an md entry (teacher on the workers), rattle entries (no teacher), roots kept,
+    an invalid SMILES (skipped, in the summary)."""
+    return {"name": "workers", "seed": 5, "teacher": dict(EMT), "generation": {
+        "size": {"min": 3, "max": 40}, "elements": ["H", "C", "N", "O", "Cu", "Ni", "Al"],
+        "sources": {"alloy": {"kind": "alloy", "elements": ["Cu", "Ni"]},
+                    "metal": {"kind": "bulk", "crystals": ["Cu-fcc", "Al-fcc"]},
+                    "mols": {"kind": "molecules", "smiles": ["CCO", "c1ccccc1", "C1CC"],
+                             "conformers": 2}},
+        "mix": [{"source": "alloy", "sampler": "md", "count": 7, "size": {"min": 4, "max": 16},
+                 "params": {"per_root": 3, "equil_steps": 3, "interval": 2, "timestep": 2.0, "include_root": True}},
+                {"source": "metal", "sampler": "rattle", "count": 5, "params": {"per_root": 2, "include_root": True}},
+                {"source": "mols", "sampler": "rattle", "count": 6, "size": {"max": 14}, "params": {"per_root": 2}}],
+    }}
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client
+
+    from mlff_distiller.labeling.cluster import local_cluster
+
+    cluster = local_cluster(2, 1)
+    c = Client(cluster, set_as_default=False)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def read_pool(path):
+    r = DatasetReader(path)
+    try:
+        return [r.get_atoms(i) for i in range(len(r))], [r.provenance(i) for i in range(len(r))]
+    finally:
+        r.close()
+
+
+def assert_same_structures(a_atoms, a_prov, b_atoms, b_prov):
+    assert len(a_atoms) == len(b_atoms) and a_prov == b_prov
+    for x, y in zip(a_atoms, b_atoms):
+        np.testing.assert_array_equal(x.numbers, y.numbers)
+        np.testing.assert_array_equal(x.positions, y.positions)
+        np.testing.assert_array_equal(x.cell.array, y.cell.array)
+        np.testing.assert_array_equal(x.pbc, y.pbc)
+
+
+def test_two_workers_write_the_serial_pool(tmp_path, client):
+    serial = generate(md_rattle_recipe(), tmp_path / "serial.h5", progress=False)
+    parallel = generate(md_rattle_recipe(), tmp_path / "dask.h5", progress=False, scheduler=client)
+    assert serial["workers"] == 1 and parallel["workers"] == 2
+    assert serial["n_structures"] == parallel["n_structures"] == 18
+    a, pa = read_pool(tmp_path / "serial.h5")
+    b, pb = read_pool(tmp_path / "dask.h5")
+    assert_same_structures(a, pa, b, pb)
+    assert {p["sampler"] for p in pa} == {"md", "rattle", "none"}
+    assert any(p["parent"] >= 0 for p in pa)  # samples of kept roots point to them
+    strip = [{k: v for k, v in st.items() if k != "seconds"} for st in serial["entries"]]
+    assert strip == [{k: v for k, v in st.items() if k != "seconds"} for st in parallel["entries"]]
+    assert serial["skipped"] == parallel["skipped"] and serial["n_skipped_smiles"] == 1  # C1CC
+
+
+@pytest.mark.parametrize("window", [1, 2, 7])
+def test_any_speculation_window_gives_the_serial_structures(client, window):
+    from mlff_distiller.generation.parallel import DaskRoots
+
+    cfg = validate_recipe(md_rattle_recipe())
+    from mlff_distiller.generation.engine import teacher_calculator
+
+    ref_stats, ref_skips = [], SkipLog()
+    ref = list(iter_structures(cfg, None, teacher_calculator(md_rattle_recipe()), ref_skips, ref_stats))
+    stats, skips = [], SkipLog()
+    roots = DaskRoots(client, EMT, 1, window=window)
+    got = list(iter_structures(cfg, None, None, skips, stats, roots=roots))
+    assert_same_structures(ref, [a.info["provenance"] for a in ref], got, [a.info["provenance"] for a in got])
+    assert [st["roots"] for st in stats] == [st["roots"] for st in ref_stats]
+    assert skips.items == ref_skips.items
+    assert not roots.futures  # every speculative root was taken or cancelled
+
+
+def test_teacher_that_cannot_load_on_a_worker_is_one_line(tmp_path, client):
+    recipe = md_rattle_recipe()
+    recipe["teacher"] = {"name": "ase", "calculator": "no_such_module_xyz:Calc"}
+    with pytest.raises(TeacherError) as info:
+        generate(recipe, tmp_path / "p.h5", progress=False, scheduler=client)
+    msg = str(info.value)
+    assert "on worker" in msg and "no_such_module_xyz" in msg and "\n" not in msg
+    assert not (tmp_path / "p.h5").exists()
+    # in this process the same spec is refused before anything is written
+    with pytest.raises(TeacherError, match="no_such_module_xyz"):
+        generate(recipe, tmp_path / "p.h5", progress=False)
+
+
+def test_calculator_with_workers_and_bad_worker_counts_are_refused(tmp_path):
+    from ase.calculators.emt import EMT as EMTCalc
+
+    with pytest.raises(ConfigError, match="calculator= runs in this process"):
+        generate(md_rattle_recipe(), tmp_path / "p.h5", progress=False, calculator=EMTCalc(), workers=2)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="workers: must be an integer >= 1"):
+            generate(md_rattle_recipe(), tmp_path / "p.h5", progress=False, workers=bad)
+    assert not (tmp_path / "p.h5").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_cli_workers_below_one_is_one_line(tmp_path, capsys, value):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(copy.deepcopy(md_rattle_recipe())))
+    rc = main(["generate", str(path), "-o", str(tmp_path / "p.h5"), "--workers", value, "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--workers must be an integer >= 1" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "p.h5").exists()
