@@ -26,3 +26,17 @@ def _seed_everything():
     except ImportError:  # pragma: no cover
         pass
     yield
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A 2-worker local Dask cluster (one thread each) shared by a test module's Dask tests."""
+    from distributed import Client
+
+    from mlff_distiller.labeling.cluster import local_cluster
+
+    cluster = local_cluster(2, 1)
+    c = Client(cluster, set_as_default=False)
+    yield c
+    c.close()
+    cluster.close()

@@ -35,19 +35,6 @@ def md_rattle_recipe() -> dict:
     }}
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client
-
-    from mlff_distiller.labeling.cluster import local_cluster
-
-    cluster = local_cluster(2, 1)
-    c = Client(cluster, set_as_default=False)
-    yield c
-    c.close()
-    cluster.close()
-
-
 def read_pool(path):
     r = DatasetReader(path)
     try:

@@ -49,19 +49,6 @@ def write_pool(path, atoms_list) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client
-
-    from mlff_distiller.labeling.cluster import local_cluster
-
-    cluster = local_cluster(2, 1)
-    c = Client(cluster, set_as_default=False)
-    yield c
-    c.close()
-    cluster.close()
-
-
 def serial_labels(spec, atoms_list):
     teacher = build_teacher(spec)
     return teacher, teacher.label(atoms_list)
