@@ -396,3 +396,20 @@ def test_json_prints_machine_readable_output_and_json_out_writes_it(mace_file, t
     assert main(["teachers", "list", "--json-out", str(tmp_path / "t.json")]) == 0
     assert "emt" in capsys.readouterr().out  # the table
     assert any(r["name"] == "emt" for r in json.loads((tmp_path / "t.json").read_text()))
+
+
+def test_file_only_lines_reach_the_log_file_but_not_the_console(tmp_path, capsys):
+    """A narrow labelling chunk is detail for the log file; a batch job's terminal does not show it."""
+    import logging
+
+    from mlff_distiller import logs
+
+    logs.setup_console()  # the command line's stderr handler (installed once per process)
+    lg = logging.getLogger("mlff_distiller.quality")
+    with logs.log_to_file(tmp_path / "run.log"):
+        lg.info("chunk 7 (bulk/rattle): low structural diversity", extra=logs.FILE_ONLY)
+        lg.info("gate full: PASSED")
+    err = capsys.readouterr().err
+    assert "gate full: PASSED" in err and "low structural diversity" not in err
+    text = (tmp_path / "run.log").read_text()
+    assert "low structural diversity" in text and "gate full: PASSED" in text

@@ -6,6 +6,7 @@
 * :func:`setup_console` (called by the command line) installs one stderr handler: INFO lines
   as they are, warnings prefixed ``warning:``; ``quiet`` keeps only warnings and errors.
   Python warnings (``warnings.warn``) are routed through logging as well.
+* A record logged with ``extra=FILE_ONLY`` goes to the log file only, not to the console.
 * :func:`log_to_file` appends everything (INFO and up, with time stamps) to a file for as
   long as the ``with`` block runs: ``mlff-distill run`` writes ``PROJECT/logs/run.log``,
   ``mlff-distill train`` writes ``RUN/train.log``.
@@ -70,12 +71,22 @@ def _ensure_level() -> None:
         lg.setLevel(logging.INFO)
 
 
+#: pass as ``extra=`` to a logging call whose line belongs in the log file only (detail a batch
+#: job's terminal does not need, e.g. one narrow labelling chunk)
+FILE_ONLY = {"file_only": True}
+
+
+def _not_file_only(record: logging.LogRecord) -> bool:
+    return not getattr(record, "file_only", False)
+
+
 def setup_console(quiet: bool = False) -> logging.Handler:
     """Install (once) the command line's stderr handler; ``quiet``: warnings and errors only."""
     global _console
     if _console is None:
         _console = _TqdmHandler(sys.stderr)
         _console.setFormatter(_ConsoleFormatter())
+        _console.addFilter(_not_file_only)
         logging.getLogger(LOGGER).addHandler(_console)
         logging.getLogger("py.warnings").addHandler(_console)
         logging.getLogger("py.warnings").propagate = False

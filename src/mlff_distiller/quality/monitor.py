@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..fields import source_kind
+from ..logs import FILE_ONLY
 from ._data import load_records
 from .config import QualityConfig
 
@@ -184,7 +185,7 @@ class ChunkMonitor:
         detail = (f"QUESTS H/ln n {entropy_fraction:.3f} < {floor:.3f} = {1 - mon['diversity_drop']:.2f} x "
                   f"median of {len(past)} earlier {kind} chunks {baseline:.3f}")
         if run != mon["drop_chunks"]:  # one alert per run of low chunks; single ones go to the log
-            log.info(f"chunk {chunk_id} ({kind}): low structural diversity ({detail})")
+            log.info(f"chunk {chunk_id} ({kind}): low structural diversity ({detail})", extra=FILE_ONLY)
             return None
         what = f"chunk {chunk_id}" if run == 1 else f"{run} consecutive {kind} chunks up to {chunk_id}"
         return self._event(chunk_id, "diversity_drop", entropy_fraction, floor,
