@@ -30,7 +30,7 @@ def _md_ratio(bench: dict, system: str) -> float:
 
 
 def test_verdict_table_matches_the_held_out_md_results():
-    for recipe in ("silicon", "quickstart"):
+    for recipe in ("silicon", "quickstart", "water"):
         pooled = _json(f"{recipe}/bench.json")["heldout"]["pooled"]
         lo, hi = pooled["force_rel_rmse_ci95"]
         cell = f"{pooled['force_rel_rmse']:.3f} [{lo:.3f}, {hi:.3f}]"
