@@ -413,3 +413,12 @@ def test_file_only_lines_reach_the_log_file_but_not_the_console(tmp_path, capsys
     assert "gate full: PASSED" in err and "low structural diversity" not in err
     text = (tmp_path / "run.log").read_text()
     assert "low structural diversity" in text and "gate full: PASSED" in text
+
+
+def test_console_setup_quiets_matplotlib_font_fallback_warnings():
+    import logging
+
+    from mlff_distiller import logs
+
+    logs.setup_console()
+    assert logging.getLogger("matplotlib.font_manager").getEffectiveLevel() >= logging.ERROR

@@ -87,6 +87,9 @@ def setup_console(quiet: bool = False) -> logging.Handler:
         _console = _TqdmHandler(sys.stderr)
         _console.setFormatter(_ConsoleFormatter())
         _console.addFilter(_not_file_only)
+        # matplotlib warns once per missing font family ("findfont: ...") when a plot's mathtext
+        # falls back to DejaVu Sans: ~20 lines of noise per report on a machine without STIX/cm fonts
+        logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
         logging.getLogger(LOGGER).addHandler(_console)
         logging.getLogger("py.warnings").addHandler(_console)
         logging.getLogger("py.warnings").propagate = False
