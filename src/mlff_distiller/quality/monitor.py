@@ -187,7 +187,7 @@ class ChunkMonitor:
         if run != mon["drop_chunks"]:  # one alert per run of low chunks; single ones go to the log
             log.info(f"chunk {chunk_id} ({kind}): low structural diversity ({detail})", extra=FILE_ONLY)
             return None
-        what = f"chunk {chunk_id}" if run == 1 else f"{run} consecutive {kind} chunks up to {chunk_id}"
+        what = f"chunk {chunk_id}" if run == 1 else f"{run} consecutive chunks up to {chunk_id}"
         return self._event(chunk_id, "diversity_drop", entropy_fraction, floor,
                            f"{what} ({kind}): structural diversity dropped ({detail})")
 
