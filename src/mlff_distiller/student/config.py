@@ -12,6 +12,7 @@ from ase.data import chemical_symbols
 
 from ..data.normalization import CUTOFF_MAX, CUTOFF_MIN
 from ..errors import ConfigError
+from .repulsion import REPULSIONS
 
 #: Size presets: width (scalar and vector features), interaction layers, radial functions.
 PRESETS: dict[str, dict[str, int]] = {
@@ -39,6 +40,10 @@ class StudentConfig:
       only (its update still reads the vector features of the layer before), which saves the
       per-edge vector work of one layer; ``false`` gives the plain PaiNN layer stack (see
       docs/student.md for the measured speed and accuracy).
+    * ``repulsion``: ``none`` (default) or ``zbl``, a fixed short-range nuclear repulsion
+      (ZBL universal potential, switched off at the sum of covalent radii) added to the
+      network's energy so that the student's own MD cannot collapse atoms onto each other
+      (:mod:`~mlff_distiller.student.repulsion`).
     """
 
     preset: str = "small"
@@ -50,6 +55,7 @@ class StudentConfig:
     energy_scale: str = "force_rms"
     dtype: str = "float32"
     scalar_last_message: bool = True
+    repulsion: str = "none"
 
     def __post_init__(self):
         self.validate()
@@ -76,6 +82,10 @@ class StudentConfig:
             )
         if not isinstance(self.scalar_last_message, bool):
             raise ConfigError(f"student.scalar_last_message: must be true or false, got {self.scalar_last_message!r}")
+        if self.repulsion not in REPULSIONS:
+            raise ConfigError(
+                f"student.repulsion: unknown value {self.repulsion!r}; allowed: {', '.join(REPULSIONS)}"
+            )
         if self.dtype not in DTYPES:
             raise ConfigError(f"student.dtype: unknown dtype {self.dtype!r}; allowed: {', '.join(DTYPES)}")
         if self.energy_scale not in ENERGY_SCALES:

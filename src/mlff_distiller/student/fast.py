@@ -24,6 +24,11 @@ import math
 
 import numpy as np
 
+from .repulsion import ZBL_COEFFS, ZBL_DECAYS
+
+_ZBL_COEFFS = np.asarray(ZBL_COEFFS, dtype=np.float64)
+_ZBL_DECAYS = np.asarray(ZBL_DECAYS, dtype=np.float64)
+
 try:  # numba comes with quests (a dependency); keep the torch path usable without it
     import numba
 
@@ -331,6 +336,55 @@ def _student_energy_forces(
     return energy, forces, virial, atom_energy
 
 
+@_njit
+def _repulsion_energy_forces(pos, species, ii, jj, shift, table, n_el, coeffs, decays):
+    """The ZBL repulsion prior of :mod:`~mlff_distiller.student.repulsion` for one structure:
+    per-atom energies (N,) float64 eV, forces (N, 3) eV/A and virial (3, 3) eV, for a full
+    neighbour list (each pair listed both ways, half its energy to each atom)."""
+    n = pos.shape[0]
+    atom_energy = np.zeros(n, dtype=np.float64)
+    forces = np.zeros((n, 3), dtype=np.float64)
+    virial = np.zeros((3, 3), dtype=np.float64)
+    for e in range(ii.shape[0]):
+        a = ii[e]
+        b = jj[e]
+        row = species[a] * n_el + species[b]
+        rv0 = np.float64(pos[b, 0] - pos[a, 0] + shift[e, 0])
+        rv1 = np.float64(pos[b, 1] - pos[a, 1] + shift[e, 1])
+        rv2 = np.float64(pos[b, 2] - pos[a, 2] + shift[e, 2])
+        r = np.sqrt(rv0 * rv0 + rv1 * rv1 + rv2 * rv2)
+        u = r * table[row, 2]
+        if u >= 1.0:
+            continue
+        rs = max(r, 1e-3)
+        inv_a = table[row, 1]
+        x = rs * inv_a
+        phi = 0.0
+        dphi = 0.0
+        for k in range(coeffs.shape[0]):
+            t = coeffs[k] * np.exp(-decays[k] * x)
+            phi += t
+            dphi -= decays[k] * t
+        u5 = u**5
+        sw = 1.0 - 28.0 * u5 * u + 48.0 * u5 * u * u - 21.0 * u5 * u * u * u
+        dsw = (-168.0 * u5 + 336.0 * u5 * u - 168.0 * u5 * u * u) * table[row, 2]
+        c = 0.5 * table[row, 0]
+        atom_energy[a] += c / rs * phi * sw
+        if r < 1e-3:  # clamped: no force from inside the clamp (as the torch path)
+            de_dr = c / rs * phi * dsw
+        else:
+            de_dr = c * ((-phi / (rs * rs) + dphi * inv_a / rs) * sw + phi / rs * dsw)
+        g = de_dr / r if r > 0.0 else 0.0
+        rv = (rv0, rv1, rv2)
+        for c1 in range(3):
+            gc = g * rv[c1]
+            forces[b, c1] -= gc
+            forces[a, c1] += gc
+            for c2 in range(3):
+                virial[c2, c1] += rv[c2] * gc
+    return atom_energy, forces, virial
+
+
 class FastStudent:
     """The weights of a :class:`~mlff_distiller.student.model.StudentModel` laid out for
     :func:`_student_energy_forces` (CPU, one structure per call)."""
@@ -378,6 +432,9 @@ class FastStudent:
         self.edge_norm = float(model.edge_norm)
         self.energy_scale = float(model.energy_scale)
         self.elements = list(model.elements)
+        self.use_repulsion = bool(model.use_repulsion)
+        self.num_elements = int(model.num_elements)
+        self.repulsion_table = np.ascontiguousarray(model.repulsion_table.detach().cpu().numpy(), dtype=np.float64)
         self.params = np.array(
             [self.cutoff, 0.5 * self.edge_norm, math.pi / self.cutoff, 1e-8, self.energy_scale, 0.0], dtype=dtype
         )
@@ -407,6 +464,22 @@ class FastStudent:
             self.readout,
             self.params,
         )
+        if self.use_repulsion:
+            rep_atom, rep_forces, rep_virial = _repulsion_energy_forces(
+                np.ascontiguousarray(positions, dtype=np.float64),
+                species,
+                np.ascontiguousarray(edge_index[0], dtype=np.int64),
+                np.ascontiguousarray(edge_index[1], dtype=np.int64),
+                np.ascontiguousarray(shift_vec, dtype=np.float64),
+                self.repulsion_table,
+                self.num_elements,
+                _ZBL_COEFFS,
+                _ZBL_DECAYS,
+            )
+            energy += float(rep_atom.sum())
+            forces += rep_forces
+            virial += rep_virial
+            atom_energy = atom_energy + rep_atom
         atom_const = self.atom_energy_const[species]
         energy += float(atom_const.sum())
         if per_atom:
@@ -421,5 +494,6 @@ def fast_student(model) -> FastStudent:
 
     if isinstance(model, ExportedStudent):
         state = {k: v.detach().cpu() for k, v in model.module.state_dict().items()}
+        state.pop("repulsion_table", None)  # a non-persistent buffer that TorchScript lists anyway
         model = student_from_dict({**model.meta, "state_dict": state}, where="TorchScript export")
     return FastStudent(model)

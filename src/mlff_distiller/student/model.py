@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from ..data.normalization import NormalizationStats
 from ..errors import ConfigError
 from .config import StudentConfig
+from .repulsion import pair_tables, repulsion_atom_energies
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -127,6 +128,12 @@ class StudentModel(nn.Module):
         self.edge_norm = 1.0 / max(float(stats.avg_num_neighbors), 1.0)
         self.register_buffer("rbf_freq", torch.arange(1, n_rbf + 1, dtype=torch.float64) * math.pi / self.cutoff)
 
+        # Optional fixed short-range repulsion (not trained, not saved: rebuilt from the config).
+        self.use_repulsion = config.repulsion == "zbl"
+        self.num_elements = len(self.elements)
+        table = pair_tables(self.elements, self.cutoff).reshape(-1, 3)
+        self.register_buffer("repulsion_table", torch.tensor(table, dtype=torch.float64), persistent=False)
+
         self.embedding = nn.Embedding(len(self.elements), f)
         self.messages = nn.ModuleList(
             [
@@ -179,7 +186,8 @@ class StudentModel(nn.Module):
         edge_shift: Tensor,
         num_structures: int,
     ) -> Tensor:
-        """Network part of the per-atom energies (N,) in eV (no reference energies): the
+        """Network part of the per-atom energies (N,) in eV (with the repulsion prior if the
+        config has one; no reference energies): the
         differentiable core, kept free of autograd calls so that it can be compiled."""
         rvec = self.edge_vectors(pos, cell, batch, edge_index, edge_shift, num_structures)
         return self.energies_from_vectors(species, rvec, edge_index)
@@ -197,7 +205,7 @@ class StudentModel(nn.Module):
         return pos.index_select(0, edge_index[1]) - pos.index_select(0, i) + shift_vec
 
     def energies_from_vectors(self, species: Tensor, rvec: Tensor, edge_index: Tensor) -> Tensor:
-        """Network part of the per-atom energies (N,) in eV from the pair vectors ``rvec``
+        """Network part (+ repulsion prior) of the per-atom energies (N,) in eV from the pair vectors ``rvec``
         (E, 3) A of the full list ``edge_index`` (2, E): engines that hand over pair vectors
         (metatomic) call this directly. ``species`` are row indices (``z_to_index[Z]``)."""
         dtype = rvec.dtype
@@ -220,7 +228,12 @@ class StudentModel(nn.Module):
             s, v = message(s, v, radial(rbf), direction, i, j)
             s, v = update(s, v)
 
-        return self.readout(s).squeeze(1) * self.energy_scale  # (N,) eV, model dtype
+        energy = self.readout(s).squeeze(1) * self.energy_scale  # (N,) eV, model dtype
+        if self.use_repulsion:
+            energy = energy + repulsion_atom_energies(
+                self.repulsion_table, self.num_elements, species, r, edge_index, energy.shape[0]
+            )
+        return energy
 
     @torch.jit.unused
     def _run_compiled(self, species, pos, cell, batch, edge_index, edge_shift, num_structures: int) -> Tensor:
