@@ -200,3 +200,27 @@ def test_heldout_frames_are_cached_per_teacher_and_settings(tmp_path):
     # another temperature, or another teacher label, runs the teacher again
     run_heldout(student, ModelHandle("emt-v2", counting_emt, [29], {}), cfg, cache_dir=tmp_path / "cache")
     assert calls["n"] > n_first
+
+
+def test_relax_steps_start_from_the_teachers_minimum_and_key_the_cache():
+    """``relax_steps`` relaxes the start with the teacher first: the same MD then runs colder
+    (a rattled Cu box releases its strain energy as heat without it); 0 keeps the old cache key."""
+    from mlff_distiller.bench.heldout import _cache_key, relaxed_start
+
+    atoms = load_system("cu-64").atoms
+    atoms.rattle(0.15, seed=4)
+    relaxed = relaxed_start(EMT(), atoms, 200)
+    assert relaxed.calc is None and atoms.calc is None
+    relaxed.calc, start = EMT(), atoms.copy()
+    start.calc = EMT()
+    assert np.abs(relaxed.get_forces()).max() < 0.05
+    assert relaxed.get_potential_energy() < start.get_potential_energy() - 0.5
+    hot = HeldoutConfig(systems=["cu-64"], temperatures_K=[100.0], frames=4, interval=5, equil_steps=20)
+    cold = HeldoutConfig(**{**hot.__dict__, "relax_steps": 200})
+    t_hot = teacher_md_frames(EMT(), atoms, 100.0, hot, seed=1)[1]["mean_temperature_K"]
+    t_cold = teacher_md_frames(EMT(), atoms, 100.0, cold, seed=1)[1]["mean_temperature_K"]
+    assert t_cold < 0.7 * t_hot
+    assert "relax_steps" not in _cache_key("emt", atoms, 100.0, hot)
+    assert _cache_key("emt", atoms, 100.0, cold)["relax_steps"] == 200
+    with pytest.raises(ConfigError, match="bench.heldout.relax_steps"):
+        HeldoutConfig.from_dict({"systems": ["cu-64"], "relax_steps": -1})
