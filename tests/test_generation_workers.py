@@ -117,3 +117,18 @@ def test_cli_workers_below_one_is_one_line(tmp_path, capsys, value):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "--workers must be an integer >= 1" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "p.h5").exists()
+
+
+def test_teacher_free_recipe_with_workers_runs_in_this_process(tmp_path, monkeypatch):
+    """--workers 2 on a recipe of teacher-free samplers starts no cluster (it would only cost)."""
+    import mlff_distiller.labeling.cluster as cluster
+
+    def no_cluster(*a, **k):
+        raise AssertionError("a Dask cluster was started")
+
+    monkeypatch.setattr(cluster, "connect", no_cluster)
+    recipe = md_rattle_recipe()
+    recipe["generation"]["mix"] = recipe["generation"]["mix"][1:]  # rattle entries only
+    del recipe["generation"]["sources"]["alloy"]
+    summary = generate(recipe, tmp_path / "pool.h5", progress=False, workers=2)
+    assert summary["workers"] == 1 and summary["n_structures"] == 11

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,6 +23,8 @@ from ..errors import ConfigError, TeacherError, UserError
 from .recipe import GenerationConfig, load_recipe, validate_recipe
 from .roots import EntryJob, InProcessRoots, root_seed  # noqa: F401 - root_seed is part of this module's API
 from .sources import SkipLog
+
+log = logging.getLogger(__name__)
 
 #: structures buffered before each durable append to the pool
 FLUSH_EVERY = 256
@@ -206,7 +209,12 @@ def _check_workers(workers, threads_per_worker, scheduler, hpc, calculator) -> b
 
 @contextlib.contextmanager
 def _roots_runner(recipe, cfg, calculator, distributed, workers, scheduler, threads, hpc):
-    """In-process roots, or roots on a Dask cluster (the labelling stage's, see labeling/cluster.py)."""
+    """In-process roots, or roots on a Dask cluster (the labelling stage's, see labeling/cluster.py).
+    A recipe whose samplers need no teacher runs in this process even when workers are asked for
+    on the local machine: starting a cluster would cost more than its cheap samplers."""
+    if distributed and not cfg.needs_calculator and scheduler is None and hpc is None:
+        log.info("generate: no sampler of this recipe needs the teacher; running in this process (no Dask workers)")
+        distributed = False
     if not distributed:
         if calculator is None and cfg.needs_calculator:
             calculator = teacher_calculator(recipe)
