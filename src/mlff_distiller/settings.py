@@ -1,4 +1,4 @@
-"""Shared helper of the typed config sections (``bench``, ``bench.heldout``, ``active``...).
+"""Shared helper of the typed config sections (the recipe's top level, ``bench``, ``active``...).
 
 One rule for a mapping read from a recipe: every key must be a field of the section's
 dataclass, and an unknown one is a one-line :class:`~mlff_distiller.errors.ConfigError` that
@@ -14,10 +14,11 @@ from .errors import ConfigError
 
 
 def check_fields(cls, d: dict, where: str) -> None:
-    """Raise ``ConfigError`` if mapping ``d`` has keys that are not fields of dataclass ``cls``."""
+    """Raise ``ConfigError`` if mapping ``d`` has keys that are not fields of ``cls`` (a
+    dataclass or a pydantic model class)."""
     if not isinstance(d, dict):
         raise ConfigError(f"{where} must be a mapping of field: value, got {type(d).__name__}")
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else list(cls.model_fields)
     unknown = sorted(set(d) - set(names), key=str)
     if unknown:
         hints = [difflib.get_close_matches(str(k), names, n=1) for k in unknown]
