@@ -13,6 +13,12 @@ import difflib
 from .errors import ConfigError
 
 
+def did_you_mean(key, allowed) -> str:
+    """`` (did you mean 'x'?)`` with the allowed name closest to ``key``, or ``""``."""
+    close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def check_fields(cls, d: dict, where: str) -> None:
     """Raise ``ConfigError`` if mapping ``d`` has keys that are not fields of ``cls`` (a
     dataclass or a pydantic model class)."""

@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..settings import did_you_mean
 from . import molecules as mol
 from .samplers import SAMPLERS, needs_calculator, validate_params
 from .sources import (
@@ -54,9 +55,7 @@ PATH_KEYS = {"molecules": ("smiles_file",), "file": ("paths",)}
 
 
 def _unknown(key: str, allowed, where: str) -> ConfigError:
-    close = difflib.get_close_matches(str(key), list(allowed), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return ConfigError(f"{where}: unknown key '{key}'{hint}; allowed: {', '.join(allowed)}")
+    return ConfigError(f"{where}: unknown key '{key}'{did_you_mean(key, allowed)}; allowed: {', '.join(allowed)}")
 
 
 def builtin_recipes() -> list[str]:
@@ -188,8 +187,7 @@ def _source_spec(spec, ws: str, size: SizeRange) -> dict:
         any_kind = {k for keys in SOURCE_KEYS.values() for k in keys} | {"kind", "size"}
         stray = [k for k in spec if k not in any_kind or difflib.get_close_matches(str(k), ["kind"], n=1)]
         if stray:  # a misspelt 'kind' (or another typo): name it rather than only "missing"
-            close = difflib.get_close_matches(str(stray[0]), sorted(any_kind), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = did_you_mean(stray[0], sorted(any_kind))
             raise ConfigError(f"{ws}: unknown key '{stray[0]}'{hint}, and {ws}.kind is missing; "
                               f"kinds: {', '.join(SOURCE_KINDS)}")
         raise ConfigError(f"{ws}.kind: missing; allowed: {', '.join(SOURCE_KINDS)}")
