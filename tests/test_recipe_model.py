@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from mlff_distiller.active.config import ActiveConfig
 from mlff_distiller.bench.runner import BenchConfig
@@ -87,7 +88,7 @@ def test_each_section_is_its_stages_typed_config():
 
 def test_the_model_is_frozen_and_with_seed_changes_one_field():
     recipe = Recipe.build(mini_recipe())
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):  # frozen
         recipe.seed = 9  # type: ignore[misc]
     other = recipe.with_seed(9)
     assert other.seed == other.generation.seed == other.to_dict()["seed"] == 9
