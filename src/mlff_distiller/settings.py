@@ -1,4 +1,4 @@
-"""Shared helper of the typed config sections (``bench``, ``bench.heldout``, ``active``...).
+"""Shared helper of the typed config sections (the recipe's top level, ``bench``, ``active``...).
 
 One rule for a mapping read from a recipe: every key must be a field of the section's
 dataclass, and an unknown one is a one-line :class:`~mlff_distiller.errors.ConfigError` that
@@ -13,11 +13,18 @@ import difflib
 from .errors import ConfigError
 
 
+def did_you_mean(key, allowed) -> str:
+    """`` (did you mean 'x'?)`` with the allowed name closest to ``key``, or ``""``."""
+    close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def check_fields(cls, d: dict, where: str) -> None:
-    """Raise ``ConfigError`` if mapping ``d`` has keys that are not fields of dataclass ``cls``."""
+    """Raise ``ConfigError`` if mapping ``d`` has keys that are not fields of ``cls`` (a
+    dataclass or a pydantic model class)."""
     if not isinstance(d, dict):
         raise ConfigError(f"{where} must be a mapping of field: value, got {type(d).__name__}")
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else list(cls.model_fields)
     unknown = sorted(set(d) - set(names), key=str)
     if unknown:
         hints = [difflib.get_close_matches(str(k), names, n=1) for k in unknown]

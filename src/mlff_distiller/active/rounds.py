@@ -52,7 +52,7 @@ class ActiveContext:
     cfg: ActiveConfig
     teacher: object  # a built teacher (``.spec``, ``.fingerprint_id``)
     train_config: object  # TrainConfig of the first training
-    quality: dict | None  # the recipe's quality section
+    quality: object  # QualityConfig of the recipe (or a quality: mapping)
     labeling: object  # LabelingConfig
     train_h5: Path  # the first training set (seed structures come from it)
     test_h5: Path  # held-out set

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, TeacherError, UserError
-from .recipe import GenerationConfig, load_recipe, validate_recipe
+from .recipe import GenerationConfig
 from .roots import EntryJob, InProcessRoots, root_seed  # noqa: F401 - root_seed is part of this module's API
 from .sources import SkipLog
 
@@ -32,16 +32,17 @@ FLUSH_EVERY = 256
 MAX_LEADING_FAILURES = 5
 
 
-def teacher_spec(recipe: dict):
-    """The recipe's teacher spec; :class:`ConfigError` when it has none (needed by teacher-driven samplers)."""
-    spec = recipe.get("teacher")
+def teacher_spec(recipe):
+    """The teacher spec of ``recipe`` (a :class:`~mlff_distiller.recipe.Recipe` or its dict);
+    :class:`ConfigError` when it has none (needed by teacher-driven samplers)."""
+    spec = recipe.get("teacher") if isinstance(recipe, dict) else recipe.teacher
     if spec is None:
         raise ConfigError("teacher: missing; this recipe uses samplers that need energies/forces (normal_modes, "
                           "md, rattle_relax, high_energy compress_md); add a teacher section")
     return spec
 
 
-def teacher_calculator(recipe: dict):
+def teacher_calculator(recipe):
     """ASE calculator of the recipe's teacher (``teachers.build_teacher(recipe['teacher']).calculator()``)."""
     from ..teachers import build_teacher
 
@@ -155,7 +156,8 @@ def _consume_entry(job: EntryJob, roots, st: dict, skips: SkipLog, counter: list
 def generate(recipe, out_path, tier: str | None = None, progress: bool = True, calculator=None,
              overwrite: bool = False, seed: int | None = None, workers: int = 1, scheduler=None,
              threads_per_worker: int = 1, hpc=None) -> dict:
-    """Generate the unlabelled pool of ``recipe`` (a dict, a built-in name or a YAML path) at ``out_path``.
+    """Generate the unlabelled pool of ``recipe`` (a :class:`~mlff_distiller.recipe.Recipe`, a dict, a built-in
+    name or a YAML path) at ``out_path``.
 
     ``tier`` picks a size from ``generation.tiers`` (default: ``default_tier``, else ``count``).
     ``calculator`` overrides the recipe's teacher for samplers that need energies/forces (runs in
@@ -167,16 +169,18 @@ def generate(recipe, out_path, tier: str | None = None, progress: bool = True, c
     ``overwrite``. Returns a summary dict (counts per mix entry, skipped items, element and size
     coverage, timing). Units: A; see docs/generation.md.
     """
-    recipe = load_recipe(recipe) if not isinstance(recipe, dict) else recipe
+    from ..recipe import Recipe
+
+    recipe = Recipe.load(recipe)  # built once; a Recipe passed in is used as it is
     if seed is not None:
-        recipe = {**recipe, "seed": int(seed)}
-    cfg = validate_recipe(recipe)
+        recipe = recipe.with_seed(seed)
+    cfg = recipe.generation
     distributed = _check_workers(workers, threads_per_worker, scheduler, hpc, calculator)
-    if recipe.get("teacher") is not None:  # the pool is labelled by it next: refuse a bad one before writing
+    if recipe.teacher is not None:  # the pool is labelled by it next: refuse a bad one before writing
         from ..teachers.registry import check_teacher_spec
 
         # a package installed only on the Dask workers is left to them (they fail on one line)
-        check_teacher_spec(recipe["teacher"], missing_ok=distributed)
+        check_teacher_spec(recipe.teacher, missing_ok=distributed)
     tier = cfg.resolve_tier(tier)
     out_path = Path(out_path)
     if out_path.exists() and not overwrite:
@@ -223,13 +227,15 @@ def _roots_runner(recipe, cfg, calculator, distributed, workers, scheduler, thre
     from ..labeling.cluster import connect
     from .parallel import DaskRoots
 
-    spec = teacher_spec(recipe) if cfg.needs_calculator else recipe.get("teacher")
+    spec = teacher_spec(recipe) if cfg.needs_calculator else recipe.teacher
     with connect(scheduler, n_workers=workers, threads_per_worker=threads, hpc=hpc) as client:
         yield DaskRoots(client, spec, threads)
 
 
-def _write_pool(recipe: dict, cfg: GenerationConfig, tier, out_path: Path, roots, progress: bool) -> dict:
-    """Write the structures of ``roots`` to the pool at ``out_path``; the summary (no timing)."""
+def _write_pool(recipe, cfg: GenerationConfig, tier, out_path: Path, roots, progress: bool) -> dict:
+    """Write the structures of ``roots`` to the pool at ``out_path``; the summary (no timing).
+    The pool's attributes hold the recipe as given (``recipe``) and with every default filled
+    in (``recipe_resolved``), for reproducibility."""
     from ..data.store import GENERATED_POSITIONS_DTYPE, DatasetWriter
     from ..logs import progress as progress_bar
     from ..logs import say
@@ -238,9 +244,9 @@ def _write_pool(recipe: dict, cfg: GenerationConfig, tier, out_path: Path, roots
     echo = (lambda m: say(f"generate: {m}")) if progress else None
     skips = SkipLog(echo=echo)
     stats: list = []
-    attrs = {"kind": "pool", "recipe_name": str(recipe.get("name", "")), "tier": tier or "", "seed": cfg.seed,
+    attrs = {"kind": "pool", "recipe_name": str(recipe.name or ""), "tier": tier or "", "seed": cfg.seed,
              "units": "positions and cell in Angstrom", "generation_complete": False,
-             "recipe": json.loads(json.dumps(recipe, default=str))}  # the resolved recipe, for reproducibility
+             "recipe": json.loads(json.dumps(recipe.to_dict(), default=str)), "recipe_resolved": recipe.resolved()}
     n_atoms, elements = [], Counter()
     try:
         with DatasetWriter(out_path, label_fields=(), attrs=attrs, mode="w",
@@ -266,7 +272,7 @@ def _write_pool(recipe: dict, cfg: GenerationConfig, tier, out_path: Path, roots
     sizes = np.array(n_atoms) if n_atoms else np.zeros(1, int)
     return {
         "path": str(out_path),
-        "recipe": str(recipe.get("name", "")),
+        "recipe": str(recipe.name or ""),
         "tier": tier,
         "seed": cfg.seed,
         "requested": total,

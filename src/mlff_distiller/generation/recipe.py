@@ -1,22 +1,24 @@
-"""Recipes: one YAML per project; this module loads it and validates its ``generation`` section.
+"""The ``generation`` section of a recipe: :class:`GenerationConfig` and its checks.
 
-Top-level keys: ``name, seed, generation, teacher, labeling, quality, training, bench, active``.
-Only ``name``, ``seed`` and ``generation`` are checked here; the other sections pass through
-as dicts for their own stages. Every error is a :class:`~mlff_distiller.errors.ConfigError`
-whose one line names the field and what is allowed. See ``docs/recipes.md``.
+A whole recipe is one typed object, :class:`mlff_distiller.recipe.Recipe`, built once by
+``Recipe.load`` (which reads the YAML); its ``generation`` field is the
+:class:`GenerationConfig` built here by :meth:`GenerationConfig.from_dict`. ``load_recipe``
+and ``validate_recipe`` remain for callers that want the plain dict or only this section.
+Every error is a :class:`~mlff_distiller.errors.ConfigError` whose one line names the field
+and what is allowed. See ``docs/recipes.md``.
 """
 
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from ..errors import ConfigError
+from ..settings import did_you_mean
 from . import molecules as mol
 from .samplers import SAMPLERS, needs_calculator, validate_params
 from .sources import (
@@ -35,7 +37,6 @@ from .sources import (
     element_set,
 )
 
-TOP_LEVEL_KEYS = ("name", "seed", "generation", "teacher", "labeling", "quality", "training", "bench", "active")
 GENERATION_KEYS = ("size", "elements", "min_distance_factor", "count", "tiers", "default_tier", "sources", "mix")
 SOURCE_KEYS = {
     "molecules": ("smiles", "smiles_file", "conformers", "optimizer"),
@@ -46,15 +47,15 @@ SOURCE_KEYS = {
     "cluster": ("elements", "shapes"),
     "liquid": ("solvent", "solutes", "density", "tolerance", "max_attempts", "vacuum"),
 }
+SOURCE_CLASSES = {"molecules": MoleculeSource, "bulk": BulkSource, "alloy": AlloySource, "file": FileSource,
+                  "surface": SurfaceSource, "cluster": ClusterSource, "liquid": LiquidSource}
 MIX_KEYS = ("source", "sampler", "fraction", "count", "params", "size")
 SIZE_KEYS = ("min", "max", "distribution")
 PATH_KEYS = {"molecules": ("smiles_file",), "file": ("paths",)}
 
 
 def _unknown(key: str, allowed, where: str) -> ConfigError:
-    close = difflib.get_close_matches(str(key), list(allowed), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return ConfigError(f"{where}: unknown key '{key}'{hint}; allowed: {', '.join(allowed)}")
+    return ConfigError(f"{where}: unknown key '{key}'{did_you_mean(key, allowed)}; allowed: {', '.join(allowed)}")
 
 
 def builtin_recipes() -> list[str]:
@@ -63,45 +64,21 @@ def builtin_recipes() -> list[str]:
 
 
 def load_recipe(name_or_path) -> dict:
-    """A built-in recipe by name (``tiny``, ``quickstart``, ``seed-m2``) or a YAML file, validated.
+    """A built-in recipe by name (``tiny``, ``quickstart``, ``seed-m2``), a YAML file or a dict,
+    validated (every section), as a plain dict: ``Recipe.load(name_or_path).to_dict()``.
 
     Relative paths inside ``generation.sources`` (``smiles_file``, ``paths``) are resolved
-    against the recipe's directory. Returns the recipe as a plain dict.
+    against the recipe's directory. The pipeline and ``generate`` use the typed
+    :class:`~mlff_distiller.recipe.Recipe` itself.
     """
-    if isinstance(name_or_path, dict):
-        validate_recipe(name_or_path)
-        return name_or_path
-    text, base = None, None
-    s = str(name_or_path)
-    path = Path(s)
-    if path.is_file():
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(
-                f"cannot read recipe '{s}': {err.__class__.__name__}; give a readable YAML file"
-            ) from None
-        base = path.resolve().parent
-    elif s in builtin_recipes():
-        text = resources.files("mlff_distiller.generation").joinpath(f"recipes/{s}.yaml").read_text()
-    else:
-        raise ConfigError(f"recipe '{s}' not found: give a YAML file path or a built-in name "
-                          f"({', '.join(builtin_recipes())})")
-    try:
-        recipe = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"recipe '{s}' is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
-    if not isinstance(recipe, dict):
-        raise ConfigError(f"recipe '{s}' must be a YAML mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
-    if base is not None:
-        _resolve_paths(recipe, base)
-    validate_recipe(recipe)
-    return recipe
+    from ..recipe import Recipe
+
+    return Recipe.load(name_or_path).to_dict()
 
 
-def _resolve_paths(recipe: dict, base: Path) -> None:
+def resolve_source_paths(recipe: dict, base: Path) -> None:
+    """Make the relative file paths of ``generation.sources`` (``smiles_file``, ``paths``)
+    relative to ``base`` (the recipe's directory), in place."""
     sources = (recipe.get("generation") or {}).get("sources") if isinstance(recipe.get("generation"), dict) else None
     if not isinstance(sources, dict):
         return
@@ -117,23 +94,10 @@ def _resolve_paths(recipe: dict, base: Path) -> None:
 
 
 def validate_recipe(recipe: dict) -> "GenerationConfig":
-    """Check the top level and the ``generation`` section; returns the typed generation config."""
-    if not isinstance(recipe, dict):
-        raise ConfigError("recipe must be a mapping")
-    for key in recipe:
-        if key not in TOP_LEVEL_KEYS:
-            raise _unknown(key, TOP_LEVEL_KEYS, "recipe")
-    if "name" in recipe and not isinstance(recipe["name"], str):
-        raise ConfigError("name: give the recipe name as a string")
-    seed = recipe.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed: give a non-negative integer, got {seed!r}")
-    for key in TOP_LEVEL_KEYS[3:]:
-        if key in recipe and recipe[key] is not None and not isinstance(recipe[key], (dict, str)):
-            raise ConfigError(f"{key}: expected a mapping")
-    if "generation" not in recipe or not isinstance(recipe["generation"], dict):
-        raise ConfigError("generation: missing; a recipe needs a generation section with sources and mix")
-    return GenerationConfig.from_dict(recipe["generation"], seed=seed)
+    """Validate a recipe dict (every section); returns its typed generation config."""
+    from ..recipe import Recipe
+
+    return Recipe.build(recipe).generation
 
 
 def _size(value, where: str, parent: SizeRange | None = None) -> SizeRange:
@@ -193,17 +157,37 @@ def _tiers(d: dict, w: str) -> tuple[dict, object]:
     return tiers, default_tier
 
 
+#: defaults of a source entry's keys that are not its class's keyword defaults
+_ENTRY_DEFAULTS = {"bulk": {"crystals": "all"}, "surface": {"crystals": "all"}, "molecules": {"smiles": "builtin"}}
+
+
+def _plain(value):
+    """Tuples as lists (what YAML and JSON hold), recursively."""
+    return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def source_defaults(kind: str, spec: dict | None = None) -> dict:
+    """The value each optional key of a ``kind`` source entry takes when left out: its source
+    class's keyword default (the one owner), or ``crystals: all`` / ``smiles: builtin``."""
+    params = inspect.signature(SOURCE_CLASSES[kind]).parameters
+    out = {k: _plain(params[k].default) for k in SOURCE_KEYS[kind]
+           if k in params and params[k].default is not inspect.Parameter.empty}
+    out.update(_ENTRY_DEFAULTS.get(kind, {}))
+    if kind == "molecules" and "smiles_file" in (spec or {}):
+        out.pop("smiles")  # a file alone: no built-in library added
+    return out
+
+
 def _source_spec(spec, ws: str, size: SizeRange) -> dict:
-    """One ``sources`` entry, its keys checked against its kind; ``_size`` holds its bounds
-    (inside ``generation.size``)."""
+    """One ``sources`` entry, its keys checked against its kind and its defaults filled in;
+    ``_size`` holds its bounds (inside ``generation.size``) in place of ``size``."""
     if not isinstance(spec, dict):
         raise ConfigError(f"{ws}: give a mapping with a kind ({', '.join(SOURCE_KINDS)}), got {spec!r}")
     if "kind" not in spec:
         any_kind = {k for keys in SOURCE_KEYS.values() for k in keys} | {"kind", "size"}
         stray = [k for k in spec if k not in any_kind or difflib.get_close_matches(str(k), ["kind"], n=1)]
         if stray:  # a misspelt 'kind' (or another typo): name it rather than only "missing"
-            close = difflib.get_close_matches(str(stray[0]), sorted(any_kind), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = did_you_mean(stray[0], sorted(any_kind))
             raise ConfigError(f"{ws}: unknown key '{stray[0]}'{hint}, and {ws}.kind is missing; "
                               f"kinds: {', '.join(SOURCE_KINDS)}")
         raise ConfigError(f"{ws}.kind: missing; allowed: {', '.join(SOURCE_KINDS)}")
@@ -214,7 +198,8 @@ def _source_spec(spec, ws: str, size: SizeRange) -> dict:
     for key in spec:
         if key not in allowed:
             raise _unknown(key, allowed, ws)
-    return dict(spec, _size=_size(spec.get("size"), f"{ws}.size", size))
+    given = {k: v for k, v in spec.items() if k != "size"}
+    return {"kind": kind, **source_defaults(kind, spec), **given, "_size": _size(spec.get("size"), f"{ws}.size", size)}
 
 
 def _mix_entry(item, wm: str, src_specs: dict) -> MixEntry:
@@ -263,6 +248,22 @@ def _check_mix_totals(mix: list, src_specs: dict, tiers: dict, count, w: str) ->
         raise ConfigError(f"{w}.sources.{unused[0]}: defined but used by no mix entry; use it or remove it")
 
 
+def _sources_and_mix(d: dict, size: SizeRange, tiers: dict, count, w: str) -> tuple[dict, list]:
+    """The checked ``sources`` (name -> spec with defaults) and ``mix`` (list of :class:`MixEntry`)."""
+    sources = d.get("sources")
+    if not isinstance(sources, dict) or not sources:
+        raise ConfigError(
+            f"{w}.sources: give a mapping of source name -> {{kind: ...}}; kinds: {', '.join(SOURCE_KINDS)}"
+        )
+    src_specs = {str(name): _source_spec(spec, f"{w}.sources.{name}", size) for name, spec in sources.items()}
+    mix_raw = d.get("mix")
+    if not isinstance(mix_raw, list) or not mix_raw:
+        raise ConfigError(f"{w}.mix: give a list of {{source, sampler, fraction|count, params}} entries")
+    mix = [_mix_entry(item, f"{w}.mix[{k}]", src_specs) for k, item in enumerate(mix_raw)]
+    _check_mix_totals(mix, src_specs, tiers, count, w)
+    return src_specs, mix
+
+
 @dataclass
 class GenerationConfig:
     """Validated ``generation`` section (see ``docs/recipes.md`` for every field)."""
@@ -278,7 +279,10 @@ class GenerationConfig:
     count: int | None = None
 
     @classmethod
-    def from_dict(cls, d: dict, seed: int = 0) -> "GenerationConfig":
+    def from_dict(cls, d: dict, seed: int = 0, sources: bool = True) -> "GenerationConfig":
+        """The checked section. ``sources=False`` reads only its own keys (size, elements, tiers,
+        count...) and leaves ``sources`` and ``mix`` empty: for a section checked before (a
+        mapping from :func:`load_recipe`) whose tiers alone are needed (``pipeline.plan_recipe``)."""
         w = "generation"
         for key in d:
             if key not in GENERATION_KEYS:
@@ -292,22 +296,27 @@ class GenerationConfig:
         count = d.get("count")
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
             raise ConfigError(f"{w}.count: give a positive number of structures, got {count!r}")
-        sources = d.get("sources")
-        if not isinstance(sources, dict) or not sources:
-            raise ConfigError(
-                f"{w}.sources: give a mapping of source name -> {{kind: ...}}; kinds: {', '.join(SOURCE_KINDS)}"
-            )
-        src_specs = {str(name): _source_spec(spec, f"{w}.sources.{name}", size) for name, spec in sources.items()}
-        mix_raw = d.get("mix")
-        if not isinstance(mix_raw, list) or not mix_raw:
-            raise ConfigError(f"{w}.mix: give a list of {{source, sampler, fraction|count, params}} entries")
-        mix = [_mix_entry(item, f"{w}.mix[{k}]", src_specs) for k, item in enumerate(mix_raw)]
-        _check_mix_totals(mix, src_specs, tiers, count, w)
+        src_specs, mix = _sources_and_mix(d, size, tiers, count, w) if sources else ({}, [])
         cfg = cls(seed=int(seed), size=size, elements=elements, min_distance_factor=float(mdf), sources=src_specs,
                   mix=mix, tiers=tiers, default_tier=str(default_tier) if default_tier is not None else None,
                   count=count)
-        cfg.build_sources()  # deep checks: crystals, files, SMILES, feasibility of the size bounds
+        if sources:
+            cfg.build_sources()  # deep checks: crystals, files, SMILES, feasibility of the size bounds
         return cfg
+
+    def to_dict(self) -> dict:
+        """The section with every default filled in, as plain data; ``from_dict`` of it gives
+        an equal config (the seed is the recipe's, not part of the section)."""
+        sources = {name: {**{k: v for k, v in spec.items() if k != "_size"}, "size": asdict(spec["_size"])}
+                   for name, spec in self.sources.items()}
+        mix = []
+        for e in self.mix:
+            share = {"fraction": e.fraction} if e.fraction is not None else {"count": e.count}
+            mix.append({"source": e.source, "sampler": e.sampler, **share, "params": dict(e.params),
+                        "size": asdict(e.size)})
+        return {"size": asdict(self.size), "elements": sorted(self.elements) if self.elements is not None else None,
+                "min_distance_factor": self.min_distance_factor, "count": self.count, "tiers": dict(self.tiers),
+                "default_tier": self.default_tier, "sources": sources, "mix": mix}
 
     # ------------------------------------------------------------------------------------
     def total(self, tier: str | None = None) -> int:
@@ -363,11 +372,12 @@ class GenerationConfig:
 
 
 def _make_source(name: str, spec: dict, size: SizeRange, cfg: GenerationConfig, skips: SkipLog) -> Source:
+    """The source of one checked ``sources`` entry (its defaults filled in by ``_source_spec``)."""
     kind = spec["kind"]
     ws = f"generation.sources.{name}"
     els = cfg.elements
     if kind == "molecules":
-        smiles = spec.get("smiles", "builtin" if "smiles_file" not in spec else None)
+        smiles = spec.get("smiles")
         entries = []
         if smiles == "builtin":
             entries += mol.builtin_smiles()
@@ -379,31 +389,30 @@ def _make_source(name: str, spec: dict, size: SizeRange, cfg: GenerationConfig, 
             raise ConfigError(f"{ws}.smiles: give 'builtin' or a list of SMILES strings")
         if "smiles_file" in spec:
             entries += mol.read_smiles_file(spec["smiles_file"])
-        conf = spec.get("conformers", 4)
+        conf = spec["conformers"]
         if isinstance(conf, bool) or not isinstance(conf, int) or conf < 1:
             raise ConfigError(f"{ws}.conformers: give a positive integer, got {conf!r}")
-        opt = spec.get("optimizer", "mmff")
+        opt = spec["optimizer"]
         if opt not in mol.OPTIMIZERS:
             raise ConfigError(f"{ws}.optimizer: '{opt}' unknown; allowed: {', '.join(mol.OPTIMIZERS)}")
         return MoleculeSource(name, size, entries, conf, opt, els, cfg.seed, skips)
     if kind == "bulk":
-        return BulkSource(name, size, spec.get("crystals", "all"), els, spec.get("vacancies", 0))
+        return BulkSource(name, size, spec["crystals"], els, spec["vacancies"])
     if kind == "alloy":
-        return AlloySource(name, size, spec.get("elements"), spec.get("structure", "fcc"), spec.get("a"), els)
+        return AlloySource(name, size, spec.get("elements"), spec["structure"], spec["a"], els)
     if kind == "file":
-        return FileSource(name, size, spec.get("paths"), spec.get("supercell", True), els)
+        return FileSource(name, size, spec.get("paths"), spec["supercell"], els)
     if kind == "surface":
-        kw = {k: spec[k] for k in ("miller", "layers", "vacuum") if k in spec}
-        return SurfaceSource(name, size, spec.get("crystals", "all"), elements=els, **kw)
+        kw = {k: spec[k] for k in ("miller", "layers", "vacuum")}
+        return SurfaceSource(name, size, spec["crystals"], elements=els, **kw)
     if kind == "cluster":
-        return ClusterSource(name, size, spec.get("elements"), spec.get("shapes", ("icosahedron", "decahedron",
-                                                                                   "octahedron")), allowed=els)
+        return ClusterSource(name, size, spec.get("elements"), spec["shapes"], allowed=els)
     if kind == "liquid":
         if "solvent" not in spec:
             raise ConfigError(f"{ws}.solvent: missing; give the solvent SMILES, e.g. O for water")
-        solutes = spec.get("solutes") or []
+        solutes = spec["solutes"] or []
         if not isinstance(solutes, list):
             raise ConfigError(f"{ws}.solutes: give a list of SMILES")
-        kw = {k: spec[k] for k in ("density", "tolerance", "max_attempts", "vacuum") if k in spec}
+        kw = {k: spec[k] for k in ("density", "tolerance", "max_attempts", "vacuum")}
         return LiquidSource(name, size, spec["solvent"], solutes, elements=els, seed=cfg.seed, skips=skips, **kw)
     raise ConfigError(f"{ws}.kind: '{kind}' unknown; allowed: {', '.join(SOURCE_KINDS)}")  # pragma: no cover

@@ -74,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
         "scheduler": args.scheduler,
         "min_distance": args.min_distance,
     }
-    merged = {**cfg.to_dict(), **{k: v for k, v in overrides.items() if v is not None}}
-    merged["hpc"] = recipe.get("labeling", {}).get("hpc") if isinstance(recipe.get("labeling"), dict) else None
+    merged = {**cfg.to_dict(), **{k: v for k, v in overrides.items() if v is not None}}  # hpc: its typed form
     if args.scheduler:
         merged["hpc"] = None
     cfg = LabelingConfig.from_dict(merged)

@@ -17,8 +17,9 @@ Re-running the same command resumes: finished stages are skipped, labeling and t
 continue from their own checkpoints. Units are ASE's throughout.
 
 The stages are a table (:func:`.stages.stage_table`): each names its inputs, its fingerprint
-and its run function. This module validates the recipe into a :class:`.stages.Plan`, walks
-the table (:func:`_walk`) and writes the summary.
+and its run function. This module loads the recipe once (a typed
+:class:`~mlff_distiller.recipe.Recipe`, every section validated before any work), plans it
+(:class:`.stages.Plan`), walks the table (:func:`_walk`) and writes the summary.
 """
 
 from __future__ import annotations
@@ -74,11 +75,26 @@ class RunResult:
     stages_skipped: list = field(default_factory=list)
 
 
-def _tiers(recipe: dict, until: str | None) -> list[str | None]:
-    tiers = (recipe.get("generation") or {}).get("tiers")
+def _generation(recipe) -> tuple[str | None, dict, tuple[float, float], int]:
+    """Name, tiers, size bounds (atoms) and untiered total of ``recipe``: a
+    :class:`~mlff_distiller.recipe.Recipe`, or a mapping with (some of) its ``generation`` keys."""
+    from ..recipe import Recipe
+
+    if isinstance(recipe, Recipe):
+        gen = recipe.generation
+        untiered = gen.total() if gen.mix else gen.count or 1000  # no mix: a plan-only section
+        return recipe.name, gen.tiers, (gen.size.min, gen.size.max), untiered
+    gen = recipe.get("generation") or {}
+    size = gen.get("size") or {}
+    return recipe.get("name"), gen.get("tiers") or {}, (size.get("min", 10), size.get("max", 500)), \
+        gen.get("count") or 1000
+
+
+def _tiers(recipe, until: str | None) -> list[str | None]:
+    name, tiers, _, _ = _generation(recipe)
     if not tiers:
         if until not in (None, "full"):
-            raise ConfigError(f"--until-tier {until}: recipe '{recipe.get('name')}' has no tiers; drop --until-tier")
+            raise ConfigError(f"--until-tier {until}: recipe '{name}' has no tiers; drop --until-tier")
         return [None]
     names = list(tiers)
     if until is None:
@@ -88,24 +104,14 @@ def _tiers(recipe: dict, until: str | None) -> list[str | None]:
     return names[: names.index(until) + 1]
 
 
-def _tier_size(recipe: dict, tier: str | None) -> int:
-    gen = recipe.get("generation") or {}
-    if tier is None:
-        return int(gen.get("n_structures") or gen.get("count") or 1000)
-    return int(gen["tiers"][tier])
-
-
-def estimate_disk_bytes(recipe: dict, tiers: list, mean_atoms: float | None = None) -> int:
+def estimate_disk_bytes(recipe, tiers: list, mean_atoms: float | None = None) -> int:
     """Upper estimate of the bytes the planned datasets need (pool + shards + merged)."""
-    gen = recipe.get("generation") or {}
-    bounds = gen.get("size") or gen.get("size_bounds") or {}
+    _, sizes, (lo, hi), untiered = _generation(recipe)
     if mean_atoms is None:
-        lo = float(bounds.get("min", 10)) if isinstance(bounds, dict) else 10.0
-        hi = float(bounds.get("max", 500)) if isinstance(bounds, dict) else 500.0
-        mean_atoms = 0.5 * (lo + hi)
+        mean_atoms = 0.5 * (float(lo) + float(hi))
     total = 0
     for t in tiers:
-        n = _tier_size(recipe, t)
+        n = int(sizes[t]) if t is not None else untiered
         total += int(n * (mean_atoms * _BYTES_PER_ATOM + _BYTES_PER_STRUCTURE)) * 2  # pool + dataset
     return total + 200 * 2**20  # model, reports, plots
 
@@ -134,14 +140,14 @@ def run_project(recipe_ref, out_dir, options: RunOptions | None = None) -> RunRe
 
 
 def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
-    from ..generation.recipe import load_recipe
+    from ..recipe import Recipe
 
     opts = options or RunOptions()
     if opts.workers is not None and (
         isinstance(opts.workers, bool) or not isinstance(opts.workers, int) or opts.workers < 1
     ):
         raise ConfigError(f"workers = {opts.workers!r}: give at least 1 labeling worker (or None for the recipe's)")
-    recipe = load_recipe(recipe_ref)
+    recipe = Recipe.load(recipe_ref)  # every section validated, once, before any work
     plan = plan_recipe(recipe, opts.until_tier, default_name=Path(str(recipe_ref)).stem)
     teacher = _build_teacher(plan)  # before any work is done: a teacher that cannot load fails here
     plan = replace(plan, teacher_fp=teacher.fingerprint_id)
@@ -151,7 +157,7 @@ def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
     stack.enter_context(log_to_file(out / "logs" / "run.log"))
     log.info("mlff-distill run %s -> %s (tiers %s)", recipe_ref, out, ", ".join(t or "all" for t in plan.tiers))
     check_disk(out, estimate_disk_bytes(recipe, plan.tiers))
-    (out / "recipe.yaml").write_text(_dump_yaml(recipe))
+    (out / "recipe.yaml").write_text(_dump_yaml(recipe.to_dict()))
 
     table = stage_table(plan)
     if opts.restart_from:
@@ -162,40 +168,29 @@ def _run_project(recipe_ref, out_dir, options, stack) -> RunResult:
     return _finish(ctx, result)
 
 
-def plan_recipe(recipe: dict, until_tier: str | None = None, default_name: str = "") -> Plan:
-    """Validate every section of a loaded recipe with its stage's typed config (before any work)."""
-    from ..active import ActiveConfig
-    from ..bench.runner import BenchConfig
-    from ..labeling.config import LabelingConfig
-    from ..quality import QualityConfig
-    from ..training import TrainConfig
+def plan_recipe(recipe, until_tier: str | None = None, default_name: str = "") -> Plan:
+    """The plan of a recipe: its tiers up to ``until_tier``; checked before any work.
 
-    name = recipe.get("name") or default_name
+    ``recipe``: a :class:`~mlff_distiller.recipe.Recipe`, or a mapping from ``load_recipe``
+    (its sections are built here; its generation sources, checked by ``load_recipe``, are not
+    built again)."""
+    from ..recipe import Recipe
+
+    recipe = Recipe.build(recipe, sources=False) if isinstance(recipe, dict) else recipe
+    name = recipe.name or default_name
     tiers = _tiers(recipe, until_tier)
-    qcfg = QualityConfig.from_dict(recipe.get("quality") or {})
-    tcfg = TrainConfig.from_dict(recipe.get("training") or {})
-    lcfg = LabelingConfig.from_dict(recipe.get("labeling"))
-    acfg = ActiveConfig.from_dict(recipe["active"]) if recipe.get("active") is not None else None
-    bench_section = dict(recipe.get("bench") or {})
-    test_fraction = float(bench_section.pop("test_fraction", 0.1))
-    bench_systems = bench_section.pop("systems", None)
-    bcfg = BenchConfig.from_dict(bench_section)
-    if not 0.0 < test_fraction < 0.5:
-        raise ConfigError(f"bench.test_fraction = {test_fraction}: must be between 0 and 0.5")
-    if "teacher" not in recipe:
+    if recipe.teacher is None:
         raise ConfigError(f"recipe '{name}' has no 'teacher' section; add e.g. 'teacher: chgnet'")
-    return Plan(recipe=recipe, name=name, seed=int(recipe.get("seed", 0)), tiers=tiers, quality=qcfg,
-                training=tcfg, labeling=lcfg, active=acfg, bench=bcfg, bench_section=bench_section,
-                bench_systems=bench_systems, test_fraction=test_fraction)
+    return Plan(recipe=recipe, name=name, tiers=tiers)
 
 
 def _build_teacher(plan: Plan):
     """The recipe's teacher, checked against the recipe's elements."""
     from ..teachers import build_teacher
 
-    teacher = build_teacher(plan.recipe["teacher"])
-    elements = (plan.recipe.get("generation") or {}).get("elements")
-    if isinstance(elements, (list, tuple)) and teacher.elements is not None:
+    teacher = build_teacher(plan.recipe.teacher)
+    elements = plan.recipe.generation.elements
+    if elements is not None and teacher.elements is not None:
         from ase.data import atomic_numbers, chemical_symbols
 
         zs = [atomic_numbers[e] if isinstance(e, str) else int(e) for e in elements]

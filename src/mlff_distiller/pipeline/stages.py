@@ -16,11 +16,15 @@ import shutil
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import UserError
 from .project import fingerprint
 from .summary import bench_summary, fmt
+
+if TYPE_CHECKING:
+    from ..active import ActiveConfig
+    from ..recipe import Recipe
 
 # The stage lines and gate summaries in logs/run.log keep the logger name they always had.
 log = logging.getLogger("mlff_distiller.pipeline.run")
@@ -36,21 +40,17 @@ class AccuracyGateFailed(GateFailed):
 
 @dataclass(frozen=True)
 class Plan:
-    """The validated recipe: everything the stages read and fingerprint."""
+    """What the stages read and fingerprint: the recipe (typed, built once), its name and tiers."""
 
-    recipe: dict
+    recipe: Recipe
     name: str
-    seed: int
     tiers: list  # tier names in order; [None] for an untiered recipe
-    quality: object  # QualityConfig
-    training: object  # TrainConfig
-    labeling: object  # LabelingConfig
-    active: object | None  # ActiveConfig, or None without an ``active:`` section
-    bench: object  # BenchConfig
-    bench_section: dict  # the recipe's bench section less test_fraction and systems
-    bench_systems: list | None
-    test_fraction: float
     teacher_fp: str = ""  # the built teacher's fingerprint_id
+
+    @property
+    def active(self) -> ActiveConfig | None:
+        """The active-learning rounds (``None`` without an ``active:`` section)."""
+        return self.recipe.active
 
 
 @dataclass
@@ -156,24 +156,27 @@ def stage_table(plan: Plan) -> list[Stage]:
 
 
 # -- fingerprints (project format 1: changing one re-runs that stage in existing projects) ---
+# They hash the recipe's sections as given (Recipe.section), not their resolved form: a project
+# keeps its fingerprints whatever defaults a later version fills in.
 def _fp_generate(plan: Plan, tier: str | None) -> str:
-    return fingerprint(plan.seed, plan.recipe.get("generation"), plan.recipe.get("teacher"), tier)
+    r = plan.recipe
+    return fingerprint(r.seed, r.section("generation"), r.section("teacher"), tier)
 
 
 def _fp_label(plan: Plan, generated: StageResult) -> str:
-    return fingerprint(generated.fingerprint, plan.teacher_fp, plan.recipe.get("labeling"))
+    return fingerprint(generated.fingerprint, plan.teacher_fp, plan.recipe.section("labeling"))
 
 
 def _fp_gate(plan: Plan, labelled: StageResult) -> str:
-    return fingerprint(labelled.fingerprint, plan.recipe.get("quality"))
+    return fingerprint(labelled.fingerprint, plan.recipe.section("quality"))
 
 
 def _fp_split(plan: Plan, gate: StageResult) -> str:
-    return fingerprint(gate.fingerprint, plan.test_fraction, plan.seed)
+    return fingerprint(gate.fingerprint, plan.recipe.bench.test_fraction, plan.recipe.seed)
 
 
 def _fp_train(plan: Plan, split: StageResult) -> str:
-    return fingerprint(split.fingerprint, plan.recipe.get("training"))
+    return fingerprint(split.fingerprint, plan.recipe.section("training"))
 
 
 def _fp_active(plan: Plan, train: StageResult) -> str:
@@ -185,12 +188,16 @@ def _fp_export(plan: Plan, student: StageResult) -> str:
 
 
 def _fp_bench(plan: Plan, export: StageResult) -> str:
-    return fingerprint(export.fingerprint, plan.bench_section, plan.bench_systems, plan.teacher_fp)
+    from ..recipe import BenchSection
+
+    settings = {k: v for k, v in (plan.recipe.section("bench") or {}).items() if k not in BenchSection.PIPELINE_KEYS}
+    return fingerprint(export.fingerprint, settings, plan.recipe.bench.systems, plan.teacher_fp)
 
 
 def _fp_report(plan: Plan, gate: StageResult, export: StageResult, bench: StageResult | None) -> str:
     bench_info = bench.info if bench is not None else {}
-    return fingerprint(gate.fingerprint, export.fingerprint, bench_info, plan.recipe.get("quality"), "project-report")
+    return fingerprint(gate.fingerprint, export.fingerprint, bench_info, plan.recipe.section("quality"),
+                       "project-report")
 
 
 # -- run functions -------------------------------------------------------------------------
@@ -200,7 +207,7 @@ def _generate(ctx: RunContext, call: StageCall, tier: str | None) -> StageResult
     pool = ctx.tier_dir(tier) / "pool.h5"
     pool.parent.mkdir(parents=True, exist_ok=True)
     # the labelling cluster settings run the roots too; the pool (and so the fingerprint) does not depend on them
-    lcfg = ctx.plan.labeling
+    lcfg = ctx.plan.recipe.labeling
     summary = generate(ctx.plan.recipe, pool, tier=tier, progress=ctx.opts.progress, overwrite=True,
                        workers=lcfg.workers if ctx.opts.workers is None else ctx.opts.workers,
                        threads_per_worker=lcfg.threads_per_worker, scheduler=lcfg.scheduler, hpc=lcfg.hpc)
@@ -211,9 +218,9 @@ def _label(ctx: RunContext, call: StageCall, tier: str | None) -> StageResult:
     from ..labeling import label_pool
     from ..quality import ChunkMonitor
 
-    tdir, lcfg = ctx.tier_dir(tier), ctx.plan.labeling
+    tdir, lcfg = ctx.tier_dir(tier), ctx.plan.recipe.labeling
     tdir.mkdir(parents=True, exist_ok=True)
-    monitor = ChunkMonitor(ctx.plan.quality, events_path=tdir / "monitor_events.jsonl")
+    monitor = ChunkMonitor(ctx.plan.recipe.quality, events_path=tdir / "monitor_events.jsonl")
     summary = label_pool(
         tdir / "pool.h5",
         ctx.teacher.spec,
@@ -238,13 +245,13 @@ def _gate(ctx: RunContext, call: StageCall, tier: str | None) -> StageResult:
 
     tdir = ctx.tier_dir(tier)
     data = tdir / "dataset.h5"
-    rep = evaluate_gates(data, checkpoint=tier or "full", config=ctx.plan.quality)
+    rep = evaluate_gates(data, checkpoint=tier or "full", config=ctx.plan.recipe.quality)
     log.info("%s", rep.summary())  # "gate <checkpoint>: PASSED|FAILED" and one line per metric
     info = rep.to_dict()
     tdir.mkdir(parents=True, exist_ok=True)
     (tdir / "gate.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     if not rep.passed:
-        html, _card = write_report(data, ctx.out / "report" / f"no-go-{tier or 'all'}", ctx.plan.quality)
+        html, _card = write_report(data, ctx.out / "report" / f"no-go-{tier or 'all'}", ctx.plan.recipe.quality)
         ctx.project.mark(call.name, call.fingerprint, status="failed", info=info)
         failed = "; ".join(f"{v.metric} = {fmt(v.value)} vs threshold {fmt(v.threshold)}" for v in rep.failed)
         raise GateFailed(
@@ -261,9 +268,10 @@ def _split(ctx: RunContext, call: StageCall) -> StageResult:
 
     train_h5, test_h5 = ctx.split_paths()
     train_h5.parent.mkdir(exist_ok=True)
-    flagged = validate(ctx.dataset(), ctx.plan.quality).flagged_indices()
-    plan = ctx.plan
-    return StageResult(split_dataset(ctx.dataset(), train_h5, test_h5, plan.test_fraction, plan.seed, exclude=flagged))
+    flagged = validate(ctx.dataset(), ctx.plan.recipe.quality).flagged_indices()
+    recipe = ctx.plan.recipe
+    return StageResult(split_dataset(ctx.dataset(), train_h5, test_h5, recipe.bench.test_fraction, recipe.seed,
+                                     exclude=flagged))
 
 
 def _train(ctx: RunContext, call: StageCall) -> StageResult:
@@ -276,7 +284,7 @@ def _train(ctx: RunContext, call: StageCall) -> StageResult:
     resumable = prev.get("status") == "running" and prev.get("fingerprint") == call.fingerprint
     if not resumable and run_dir.exists():
         shutil.rmtree(run_dir)
-    trainer = DistillationTrainer(ctx.split_paths()[0], ctx.plan.training, run_dir, resume="auto",
+    trainer = DistillationTrainer(ctx.split_paths()[0], ctx.plan.recipe.training, run_dir, resume="auto",
                                   progress=ctx.opts.progress)
     return StageResult(trainer.fit())
 
@@ -285,20 +293,20 @@ def _active(ctx: RunContext, call: StageCall) -> StageResult:
     from ..active import ActiveContext, run_rounds
     from ..logs import say
 
-    plan, project = ctx.plan, ctx.project
+    recipe, project = ctx.plan.recipe, ctx.project
     initial = sum(int((rec.get("info") or {}).get("n_pool") or 0) for name, rec in project.data["stages"].items()
                   if name.startswith("label:"))
     train_h5, test_h5 = ctx.split_paths()
     actx = ActiveContext(
-        cfg=plan.active,
+        cfg=recipe.active,
         teacher=ctx.teacher,
-        train_config=plan.training,
-        quality=plan.recipe.get("quality"),
-        labeling=plan.labeling,
+        train_config=recipe.training,
+        quality=recipe.quality,
+        labeling=recipe.labeling,
         train_h5=train_h5,
         test_h5=test_h5,
         root=project.root / "active",
-        seed=plan.seed,
+        seed=recipe.seed,
         workers=ctx.opts.workers,
         progress=ctx.opts.progress,
         say=lambda text: say(text, log),
@@ -325,10 +333,10 @@ def _bench(ctx: RunContext, call: StageCall) -> StageResult:
     res = run_bench(
         student=ctx.student_dir(),
         teacher_spec=ctx.teacher.spec,
-        systems=ctx.plan.bench_systems,
+        systems=ctx.plan.recipe.bench.systems,
         dataset=ctx.split_paths()[1],
         out_dir=str(ctx.out / "bench"),
-        config=ctx.plan.bench,
+        config=ctx.plan.recipe.bench.config,
         progress=ctx.opts.progress,
     )
     return StageResult(bench_summary(res))
@@ -337,7 +345,7 @@ def _bench(ctx: RunContext, call: StageCall) -> StageResult:
 def _report(ctx: RunContext, call: StageCall) -> StageResult:
     from ..quality.project_report import write_project_report
 
-    html = write_project_report(ctx.out, ctx.out / "report", ctx.plan.quality, dataset=ctx.dataset())
+    html = write_project_report(ctx.out, ctx.out / "report", ctx.plan.recipe.quality, dataset=ctx.dataset())
     return StageResult({"html": str(html), "card": str(ctx.out / "report" / "dataset_card.md")})
 
 

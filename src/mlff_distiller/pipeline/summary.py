@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..recipe import Recipe
 
 
 def bench_summary(res: dict) -> dict:
@@ -61,7 +65,7 @@ def _bench_flags(res: dict) -> list[str]:
     return flags
 
 
-def write_summary(project, recipe: dict, teacher, tiers: list, bench_info: dict, report_info: dict,
+def write_summary(project, recipe: Recipe, teacher, tiers: list, bench_info: dict, report_info: dict,
                   run_dir: Path) -> Path:
     """Write ``summary.md`` and ``summary.json`` in the project directory; return the first."""
     out = project.root
@@ -83,10 +87,10 @@ def write_summary(project, recipe: dict, teacher, tiers: list, bench_info: dict,
     return path
 
 
-def _head_lines(recipe: dict, teacher, bench_info: dict) -> list[str]:
+def _head_lines(recipe: Recipe, teacher, bench_info: dict) -> list[str]:
     from ..bench.targets import verdict_line
 
-    lines = [f"# mlff-distill project: {recipe.get('name')}", ""]
+    lines = [f"# mlff-distill project: {recipe.name}", ""]
     verdict = verdict_line((bench_info or {}).get("verdict"))
     if verdict:
         lines += [f"**Accuracy gate {verdict}**", ""]

@@ -3,9 +3,30 @@
 ``DistillationTrainer(dataset_path, TrainConfig, run_dir).fit()`` writes a run directory
 (``config.yaml``, ``normalization.json``, ``checkpoints/best.pt``, ``checkpoints/last.pt``,
 ``metrics.csv``, ``parity.png``); see :mod:`mlff_distiller.training.trainer`.
+
+The names below are imported on first use: reading a recipe's ``training`` section
+(:class:`TrainConfig`) does not import torch.
 """
 
-from .config import TrainConfig
-from .trainer import DistillationTrainer, TrainingDivergedError, load_train_config
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "TrainConfig": "config",
+    "DistillationTrainer": "trainer",
+    "TrainingDivergedError": "trainer",
+    "load_train_config": "trainer",
+}
 
 __all__ = ["TrainConfig", "DistillationTrainer", "TrainingDivergedError", "load_train_config"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))

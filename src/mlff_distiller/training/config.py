@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from ..settings import coerce_field
+from ..settings import coerce_field, did_you_mean
 
 SCHEDULES = ("cosine", "plateau", "constant")
 DEVICES = ("auto", "cpu", "cuda")
@@ -104,9 +104,8 @@ class TrainConfig:
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(d) - set(known))
         if unknown:
-            raise ConfigError(
-                f"unknown training config key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(known)}"
-            )
+            raise ConfigError(f"unknown training config key(s) {', '.join(map(repr, unknown))}"
+                              f"{did_you_mean(unknown[0], known)}; allowed: {', '.join(known)}")
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name not in d:
