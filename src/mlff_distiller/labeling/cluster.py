@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from ..errors import ConfigError, UserError
+from ..settings import did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ class HPCConfig:
         unknown = sorted(set(d) - allowed)
         if unknown:
             raise ConfigError(
-                f"labeling.hpc.{unknown[0]}: unknown field; allowed: cluster, {', '.join(sorted(allowed))}"
+                f"labeling.hpc.{unknown[0]}: unknown field{did_you_mean(unknown[0], allowed)}; "
+                f"allowed: cluster, {', '.join(sorted(allowed))}"
             )
         cfg = cls(**d)
         for name in ("jobs", "cores", "processes"):

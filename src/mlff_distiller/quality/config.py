@@ -25,6 +25,7 @@ import copy
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from ..settings import did_you_mean
 
 # -- validation checks -----------------------------------------------------------------------
 # name -> default parameters. ``enabled`` is accepted by every check.
@@ -155,7 +156,8 @@ def _merge_section(name: str, given, defaults: dict, nested: bool = False) -> di
     for key, value in given.items():
         if key not in defaults:
             raise ConfigError(
-                f"quality.{name}: unknown key {key!r}; allowed: {', '.join(map(str, defaults))}"
+                f"quality.{name}: unknown key {key!r}{did_you_mean(key, defaults)}; "
+                f"allowed: {', '.join(map(str, defaults))}"
             )
         if nested and isinstance(defaults[key], dict):
             if not isinstance(value, dict):
@@ -325,7 +327,9 @@ class QualityConfig:
         allowed = ("checks", "diversity", "gates", "monitor")
         for key in d:
             if key not in allowed:
-                raise ConfigError(f"quality: unknown key {key!r}; allowed: {', '.join(allowed)}")
+                raise ConfigError(
+                    f"quality: unknown key {key!r}{did_you_mean(key, allowed)}; allowed: {', '.join(allowed)}"
+                )
         return cls(
             checks=_checks_section(d.get("checks") or {}),
             diversity=_diversity_section(d.get("diversity")),

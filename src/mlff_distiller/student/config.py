@@ -6,12 +6,13 @@ unless they are given explicitly.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from ase.data import chemical_symbols
 
 from ..data.normalization import CUTOFF_MAX, CUTOFF_MIN
 from ..errors import ConfigError
+from ..settings import check_fields
 from .repulsion import REPULSIONS
 
 #: Size presets: width (scalar and vector features), interaction layers, radial functions.
@@ -109,12 +110,7 @@ class StudentConfig:
     def from_dict(cls, d: dict | None) -> "StudentConfig":
         """Build from a plain dict (a recipe's ``student`` section); unknown keys -> ConfigError."""
         d = dict(d or {})
-        allowed = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(allowed))
-        if unknown:
-            raise ConfigError(
-                f"student config: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}"
-            )
+        check_fields(cls, d, "student")
         return cls(**d)
 
     def to_dict(self) -> dict:
