@@ -256,7 +256,7 @@ def test_presets_and_parameter_counts():
 
 
 def test_config_errors_name_the_field():
-    with pytest.raises(ConfigError, match=r"student: unknown field\(s\) widht .*allowed: preset"):
+    with pytest.raises(ConfigError, match=r"student: unknown field\(s\) widht.*allowed: preset"):
         StudentConfig.from_dict({"preset": "tiny", "widht": 3})
     with pytest.raises(ConfigError, match="student.preset.*tiny, small, base"):
         StudentConfig.from_dict({"preset": "huge"})
