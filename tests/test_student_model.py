@@ -271,11 +271,9 @@ def test_config_errors_name_the_field():
     cfg = StudentConfig.from_dict({"preset": "base", "elements": ["O", 1, "H"], "num_layers": 2})
     assert cfg.elements == [1, 8] and cfg.num_features == 128 and cfg.num_layers == 2
     assert StudentConfig.from_dict(cfg.to_dict()) == cfg
-    for err in (ConfigError,):
-        try:
-            StudentConfig.from_dict({"a": 1, "b": 2})
-        except err as e:
-            assert "\n" not in str(e) and "'a'" in str(e) and "'b'" in str(e)
+    with pytest.raises(ConfigError) as info:
+        StudentConfig.from_dict({"a": 1, "b": 2})
+    assert "\n" not in str(info.value) and "unknown field(s) a, b;" in str(info.value)
 
 
 def test_batch_from_collate_with_graphs_in_float64_input_to_float32_model():
