@@ -3,7 +3,7 @@
 Why: a distilled student only sees the distances its training data contains (the recipes keep
 atoms at least ``min_distance_factor`` x the sum of covalent radii apart). Below that its
 energy is an extrapolation of a smooth network, and nothing stops it from being attractive:
-the water student's own MD collapsed two atoms to < 0.5 A in under a picosecond. A fixed,
+the water student's own MD at 600 K brought two H atoms to < 0.5 A within 20 fs. A fixed,
 physically correct repulsion at short range removes that failure mode; the network learns the
 rest (``E_teacher - E_repulsion``), as in MACE's and NequIP's ZBL option.
 
