@@ -83,7 +83,8 @@ def markdown(result: dict) -> str:
         "atoms come within 0.5 A, the temperature runs away or the energy is not finite. Same seeds for every "
         "student (paired).",
         "",
-        "| student | system | T (K) | runs stable | simulated ps (each run) | closest pair A | mean T second half (K) |",
+        "| student | system | T (K) | runs stable | simulated ps (each run) | closest pair A "
+        "| mean T second half (K) |",
         "|---|---|---|---|---|---|---|",
     ]
     groups: dict = {}
