@@ -78,11 +78,13 @@ def test_labeling_doc_table_matches_the_results():
 
 def test_summary_lines_quoted_in_readme_exist_in_the_summaries():
     qs = (RESULTS / "quickstart_summary.md").read_text()
-    for text in ("energy MAE 13.9 meV/atom", "force RMSE / teacher RMS 0.204", "63.18x per MD step",
-                 "best epoch 74 of 75", "labelled 800, failed 0"):
+    for text in ("force RMSE / teacher RMS 0.193 [0.186, 0.198]", "energy MAE 9.5 meV/atom", "57.48x per MD step",
+                 "62.31x per MD step", "44.82x per MD step", "labelled 1240, failed 0",
+                 "energy MAE 28.9 meV/atom, force MAE 135 meV/A, force RMSE / teacher RMS 0.248"):
         assert text in qs, text
-    assert "13.9 meV/atom / 0.204" in README and "epoch 74 of 75" in README
-    assert "63.2x / 52.6x / 47.3x" in README
+    assert "57.5x / 62.3x / 44.8x" in README and "0.248 and 28.9" in README
+    old = (RESULTS / "quickstart_800" / "summary.md").read_text()  # the 800-structure recipe's last run
+    assert "labelled 800, failed 0" in old and "best epoch 74 of 75" in old
     si = (RESULTS / "silicon" / "summary.md").read_text()
     assert "63.57x per MD step" in si and "63.6x (Si-64)" in README
 
@@ -97,7 +99,7 @@ def test_docs_cite_only_files_in_the_repository(doc):
 
 
 def test_training_doc_table_matches_the_quickstart_summary():
-    qs = (RESULTS / "quickstart_summary.md").read_text()
+    qs = (RESULTS / "quickstart_800" / "summary.md").read_text()
     m = re.search(r"energy_mae_per_atom = ([\d.]+), .*force_rel_rmse = ([\d.]+)", qs)
     e_mev, f_rel = float(m.group(1)) * 1000, float(m.group(2))
     row = next(line for line in (ROOT / "docs" / "training.md").read_text().splitlines()
@@ -105,7 +107,7 @@ def test_training_doc_table_matches_the_quickstart_summary():
     cells = re.findall(r"\| ([\d.]+) meV/atom \| ([\d.]+) (?=\|)", row)  # validation, then test split
     (val_e, val_f), (test_e, test_f) = [(float(a), float(b)) for a, b in cells]
     assert val_e == pytest.approx(e_mev, abs=0.051) and val_f == pytest.approx(f_rel, abs=0.00051), row
-    acc = _json("quickstart/bench.json")["accuracy"]
+    acc = _json("quickstart_800/bench.json")["accuracy"]
     assert test_e == pytest.approx(acc["energy_mae_per_atom"] * 1000, abs=0.051), row
     assert test_f == pytest.approx(acc["force_rmse_relative"], abs=0.00051), row
 
