@@ -28,7 +28,9 @@ ATTRS = {
     "teacher_fingerprint_id": "emt-0123456789ab",
     "license": "CC-BY-4.0",
     "pool_attrs": {"recipe_name": "quickstart", "tier": "1k", "seed": 7,
-                   "recipe": {"name": "quickstart", "seed": 7, "generation": {"count": 20}}},
+                   "recipe": {"name": "quickstart", "seed": 7, "generation": {"count": 20}},
+                   "recipe_resolved": {"name": "quickstart", "seed": 7,
+                                       "generation": {"count": 20, "min_distance_factor": 0.6}}},
 }
 
 
@@ -110,6 +112,8 @@ def test_dataset_card_fields(report):
         "recipe seed: 7",
         "```yaml",
         "count: 20",
+        "Resolved recipe (every default filled in), as stored by generation:",
+        "min_distance_factor: 0.6",  # a default: only the resolved recipe has it
         "| bulk:Cu-fcc | 5 |",
         "| rattle | 16 |",
         "| none | 4 |",

@@ -260,6 +260,9 @@ def _card_recipe_lines(rec: Records, attrs: dict, groups: set) -> list[str]:
     seeds = sorted({int(p["seed"]) for p in rec.provenance if isinstance(p.get("seed"), (int, np.integer))})
     recipe_dict = _find(attrs, "recipe")
     recipe_dict = recipe_dict if isinstance(recipe_dict, dict) else {}
+    resolved = _find(attrs, "recipe_resolved")  # every default filled in (pools from Recipe.resolved())
+    shown, what = (resolved, "Resolved recipe (every default filled in)") if isinstance(resolved, dict) and resolved \
+        else (recipe_dict, "Recipe as given")
     recipe = _find(attrs, "recipe_name") or recipe_dict.get("name") or _find(attrs, "recipe")
     tier = _find(attrs, "tier")
     recipe_seed = _find(attrs, "seed", "recipe_seed")
@@ -274,8 +277,8 @@ def _card_recipe_lines(rec: Records, attrs: dict, groups: set) -> list[str]:
         f"- distinct per-structure sampler seeds: {len(seeds)}"
         + (f" (from {seeds[0]} to {seeds[-1]})" if seeds else ""),
         f"- provenance groups (root structures): {len(groups)}",
-        *(["", "Resolved recipe, as stored by generation:", "", "```yaml", _yaml(recipe_dict).rstrip(), "```"]
-          if recipe_dict else []),
+        *(["", f"{what}, as stored by generation:", "", "```yaml", _yaml(shown).rstrip(), "```"]
+          if shown else []),
     ]
 
 
