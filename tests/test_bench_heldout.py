@@ -111,7 +111,7 @@ def test_paired_difference_sign_and_interval():
 
 
 def test_heldout_config_errors_name_the_field():
-    with pytest.raises(ConfigError, match="bench.heldout: unknown field"):
+    with pytest.raises(ConfigError, match="bench.heldout: unknown key"):
         HeldoutConfig.from_dict({"systems": ["si-64"], "temps": [300]})
     with pytest.raises(ConfigError, match="bench.heldout.systems"):
         HeldoutConfig.from_dict({"systems": []})
@@ -162,7 +162,7 @@ def test_heldout_runs_per_system_temperatures():
 def test_unknown_fields_name_the_closest_one():
     from mlff_distiller.bench.runner import BenchConfig
 
-    with pytest.raises(ConfigError, match=r"bench: unknown field\(s\) drift_pss \(did you mean 'drift_ps'"):
+    with pytest.raises(ConfigError, match=r"bench: unknown key 'drift_pss' \(did you mean 'drift_ps'"):
         BenchConfig.from_dict({"drift_pss": 1.0})
     with pytest.raises(ConfigError, match=r"did you mean 'temperatures_K'"):
         HeldoutConfig.from_dict({"systems": ["si-64"], "temperature_K": [300]})

@@ -148,7 +148,7 @@ def test_bad_inputs_are_one_line_errors(trained_student, tmp_path):
         run_bench(str(tmp_path / "nothing"), "emt", systems=["cu-64"], out_dir=None, progress=False)
     with pytest.raises(ConfigError, match="timestep_fs"):
         run_bench(str(run), "emt", systems=["cu-64"], out_dir=None, progress=False, timestep_fs=-1)
-    with pytest.raises(ConfigError, match="unknown field"):
+    with pytest.raises(ConfigError, match="unknown key"):
         BenchConfig.from_dict({"timestep": 1.0})
     with pytest.raises(UserError, match="given twice"):
         run_bench(str(run), "emt", systems=["cu-64", "cu-64"], out_dir=None, progress=False)

@@ -158,7 +158,7 @@ def test_cli_bad_config_names_the_field(tmp_path):
     res = subprocess.run([sys.executable, "-m", "mlff_distiller.labeling", str(pool), "-o", str(tmp_path / "o.h5"),
                           "--config", str(cfg)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
-    assert "labeling.wokers" in res.stderr and "allowed" in res.stderr
+    assert "labeling: unknown key 'wokers'" in res.stderr and "allowed" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 
 
@@ -172,7 +172,8 @@ def test_labeling_config_validation():
     for bad, field in [({"workers": 0}, "workers"), ({"chunk_size": 1.5}, "chunk_size"),
                        ({"min_distance": "x"}, "min_distance"), ({"scheduler": 5}, "scheduler"),
                        ({"hpc": {"jobs": 0}}, "hpc.jobs"), ({"hpc": {"cluster": "pbs"}}, "hpc.cluster"),
-                       ({"hpc": {"quue": "x"}}, "hpc.quue"), ({"scheduler": "tcp://a:1", "hpc": {}}, "hpc")]:
+                       ({"hpc": {"quue": "x"}}, "hpc: unknown key 'quue'"),
+                       ({"scheduler": "tcp://a:1", "hpc": {}}, "hpc")]:
         with pytest.raises(ConfigError) as info:
             LabelingConfig.from_dict(bad)
         assert f"labeling.{field}" in _one_line(info.value)

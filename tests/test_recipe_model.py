@@ -101,15 +101,15 @@ def test_unknown_top_level_key_is_one_line_with_the_closest_name():
     recipe = mini_recipe()
     recipe["trainig"] = recipe.pop("training")
     msg = _config_error(recipe)
-    assert msg.startswith("recipe: unknown field(s) trainig") and "did you mean 'training'" in msg
+    assert msg.startswith("recipe: unknown key 'trainig'") and "did you mean 'training'" in msg
     assert "allowed: " + ", ".join(TOP_LEVEL_KEYS) in msg
 
 
 @pytest.mark.parametrize("section, key, closest, where", [
     ("generation", "tier", "tiers", "generation: unknown key 'tier'"),
     ("training", "max_epoch", "max_epochs", "'max_epoch'"),
-    ("labeling", "wokers", "workers", "labeling.wokers"),
-    ("bench", "n_round", "n_rounds", "bench: unknown field(s) n_round"),
+    ("labeling", "wokers", "workers", "labeling: unknown key 'wokers'"),
+    ("bench", "n_round", "n_rounds", "bench: unknown key 'n_round'"),
 ])
 def test_unknown_nested_key_is_one_line_with_the_closest_name(section, key, closest, where):
     recipe = mini_recipe()

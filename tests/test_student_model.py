@@ -256,7 +256,7 @@ def test_presets_and_parameter_counts():
 
 
 def test_config_errors_name_the_field():
-    with pytest.raises(ConfigError, match=r"student: unknown field\(s\) widht.*allowed: preset"):
+    with pytest.raises(ConfigError, match=r"student: unknown key 'widht'.*allowed: preset"):
         StudentConfig.from_dict({"preset": "tiny", "widht": 3})
     with pytest.raises(ConfigError, match="student.preset.*tiny, small, base"):
         StudentConfig.from_dict({"preset": "huge"})
@@ -273,7 +273,7 @@ def test_config_errors_name_the_field():
     assert StudentConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError) as info:
         StudentConfig.from_dict({"a": 1, "b": 2})
-    assert "\n" not in str(info.value) and "unknown field(s) a, b;" in str(info.value)
+    assert "\n" not in str(info.value) and "unknown keys 'a', 'b';" in str(info.value)
 
 
 def test_batch_from_collate_with_graphs_in_float64_input_to_float32_model():

@@ -93,7 +93,7 @@ def test_energy_only_dataset_trains_with_zero_force_weight(data, tmp_path):
     "config, expect",
     [({"learning_rate": 0.1}, "'learning_rate'"),
      ({"student": {"preset": "huge"}}, "preset"),
-     ({"student": {"preset": "tiny", "widht": 3}}, "unknown field(s) widht"),
+     ({"student": {"preset": "tiny", "widht": 3}}, "unknown key 'widht'"),
      ({"schedule": "linear"}, "schedule"),
      ({"stress_weight": 1.0, "student": TINY}, None)],
 )

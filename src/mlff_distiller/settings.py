@@ -19,6 +19,20 @@ def did_you_mean(key, allowed) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def unknown_keys_error(where: str, unknown, allowed) -> ConfigError:
+    """The one phrasing of "this mapping has keys that are not allowed":
+    ``where: unknown key 'x' (did you mean 'y'?); allowed: a, b`` (``unknown keys 'x', 'z'`` with
+    a hint per key when several)."""
+    unknown, allowed = [str(k) for k in unknown], [str(a) for a in allowed]
+    if len(unknown) == 1:
+        head = f"unknown key '{unknown[0]}'{did_you_mean(unknown[0], allowed)}"
+    else:
+        hints = [difflib.get_close_matches(k, allowed, n=1) for k in unknown]
+        head = "unknown keys " + ", ".join(f"'{k}'" for k in unknown)
+        head += "".join(f" (did you mean '{h[0]}' for '{k}'?)" for k, h in zip(unknown, hints) if h)
+    return ConfigError(f"{where}: {head}; allowed: {', '.join(allowed)}")
+
+
 def check_fields(cls, d: dict, where: str) -> None:
     """Raise ``ConfigError`` if mapping ``d`` has keys that are not fields of ``cls`` (a
     dataclass or a pydantic model class)."""
@@ -27,11 +41,7 @@ def check_fields(cls, d: dict, where: str) -> None:
     names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else list(cls.model_fields)
     unknown = sorted(set(d) - set(names), key=str)
     if unknown:
-        hints = [difflib.get_close_matches(str(k), names, n=1) for k in unknown]
-        hint = "".join(f" (did you mean '{h[0]}' for '{k}'?)" for k, h in zip(unknown, hints) if h)
-        raise ConfigError(
-            f"{where}: unknown field(s) {', '.join(map(str, unknown))}{hint}; allowed: {', '.join(names)}"
-        )
+        raise unknown_keys_error(where, unknown, names)
 
 
 def coerce_field(where: str, value, type_name, finite: bool = False):

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..settings import did_you_mean
+from ..settings import did_you_mean, unknown_keys_error
 from . import molecules as mol
 from .samplers import SAMPLERS, needs_calculator, validate_params
 from .sources import (
@@ -55,7 +55,7 @@ PATH_KEYS = {"molecules": ("smiles_file",), "file": ("paths",)}
 
 
 def _unknown(key: str, allowed, where: str) -> ConfigError:
-    return ConfigError(f"{where}: unknown key '{key}'{did_you_mean(key, allowed)}; allowed: {', '.join(allowed)}")
+    return unknown_keys_error(where, [key], allowed)
 
 
 def builtin_recipes() -> list[str]:

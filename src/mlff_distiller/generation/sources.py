@@ -27,6 +27,7 @@ from ase import Atoms
 from ase.data import atomic_masses, atomic_numbers, reference_states
 
 from ..errors import ConfigError
+from ..settings import unknown_keys_error
 from . import molecules as mol
 from .geometry import check_symbol, random_rotations, respects_min_distance, supercell_repeats
 
@@ -201,7 +202,7 @@ def _resolve_crystals(value, allowed: set[str] | None, where: str) -> list[tuple
         elif isinstance(item, dict):
             bad = set(item) - {"formula", "structure", "a", "c"}
             if bad:
-                raise ConfigError(f"{where}[{k}]: unknown key '{sorted(bad)[0]}'; allowed: formula, structure, a, c")
+                raise unknown_keys_error(f"{where}[{k}]", sorted(bad), ("formula", "structure", "a", "c"))
             items.append((f"{item.get('formula')}-{item.get('structure')}", dict(item)))
         else:
             raise ConfigError(f"{where}[{k}]: expected a crystal name or a dict")

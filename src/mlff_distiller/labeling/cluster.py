@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from ..errors import ConfigError, UserError
-from ..settings import did_you_mean
+from ..settings import unknown_keys_error
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,7 @@ class HPCConfig:
         allowed = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(d) - allowed)
         if unknown:
-            raise ConfigError(
-                f"labeling.hpc.{unknown[0]}: unknown field{did_you_mean(unknown[0], allowed)}; "
-                f"allowed: cluster, {', '.join(sorted(allowed))}"
-            )
+            raise unknown_keys_error("labeling.hpc", unknown, ["cluster", *sorted(allowed)])
         cfg = cls(**d)
         for name in ("jobs", "cores", "processes"):
             v = getattr(cfg, name)

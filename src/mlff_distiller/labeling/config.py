@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from ..errors import ConfigError
-from ..settings import did_you_mean
+from ..settings import unknown_keys_error
 from .cluster import HPCConfig
 from .engine import DEFAULT_MIN_DISTANCE
 
@@ -42,8 +42,7 @@ class LabelingConfig:
         allowed = [f.name for f in fields(cls)]
         unknown = sorted(set(d) - set(allowed))
         if unknown:
-            raise ConfigError(f"labeling.{unknown[0]}: unknown field{did_you_mean(unknown[0], allowed)}; "
-                              f"allowed: {', '.join(allowed)}")
+            raise unknown_keys_error("labeling", unknown, allowed)
         cfg = cls(**{k: v for k, v in d.items() if k != "hpc"})
         for name in ("workers", "threads_per_worker"):
             v = getattr(cfg, name)

@@ -25,7 +25,7 @@ import copy
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
-from ..settings import did_you_mean
+from ..settings import unknown_keys_error
 
 # -- validation checks -----------------------------------------------------------------------
 # name -> default parameters. ``enabled`` is accepted by every check.
@@ -155,18 +155,13 @@ def _merge_section(name: str, given, defaults: dict, nested: bool = False) -> di
     out = copy.deepcopy(defaults)
     for key, value in given.items():
         if key not in defaults:
-            raise ConfigError(
-                f"quality.{name}: unknown key {key!r}{did_you_mean(key, defaults)}; "
-                f"allowed: {', '.join(map(str, defaults))}"
-            )
+            raise unknown_keys_error(f"quality.{name}", [key], defaults)
         if nested and isinstance(defaults[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"quality.{name}.{key} must be a mapping, got {type(value).__name__}")
             for sub in value:
                 if sub not in defaults[key]:
-                    raise ConfigError(
-                        f"quality.{name}.{key}: unknown key {sub!r}; allowed: {', '.join(defaults[key])}"
-                    )
+                    raise unknown_keys_error(f"quality.{name}.{key}", [sub], defaults[key])
             out[key].update(value)
         else:
             out[key] = value
@@ -327,9 +322,7 @@ class QualityConfig:
         allowed = ("checks", "diversity", "gates", "monitor")
         for key in d:
             if key not in allowed:
-                raise ConfigError(
-                    f"quality: unknown key {key!r}{did_you_mean(key, allowed)}; allowed: {', '.join(allowed)}"
-                )
+                raise unknown_keys_error("quality", [key], allowed)
         return cls(
             checks=_checks_section(d.get("checks") or {}),
             diversity=_diversity_section(d.get("diversity")),
