@@ -161,6 +161,8 @@ def main(argv=None) -> int:
 
 
 def _write(out: Path, args, recipe, n, n_base, rounds, arms, cmp) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from compare_students import _ci, paired_cells
     teacher_calls = {name: calls for name, (_, calls) in arms.items()}
     res = {"recipe": str(args.recipe), "train_h5": str(args.train_h5), "n_train": n, "n_base": n_base,
            "base_steps": args.base_steps, "active": recipe.active.to_dict(), "teacher_calls": teacher_calls,
@@ -179,12 +181,8 @@ def _write(out: Path, args, recipe, n, n_base, rounds, arms, cmp) -> None:
         e = cmp["students"].get(name)
         if e is None:
             continue
-        p, d = e["pooled"], e.get("vs_active") or {}
-        df = de = ""
-        if d:
-            f, en = d["force_rel_rmse"], d["energy_mae_per_atom"]
-            df = f"{f['difference']:+.3f} [{f['ci95'][0]:+.3f}, {f['ci95'][1]:+.3f}]"
-            de = f"{1e3 * en['difference']:+.1f} [{1e3 * en['ci95'][0]:+.1f}, {1e3 * en['ci95'][1]:+.1f}]"
+        p = e["pooled"]
+        df, de = paired_cells(e.get("vs_active"))
         lines.append(f"| {name} | {calls} | {_ci(p, 'force_rel_rmse')} | {_ci(p, 'energy_mae_per_atom', 1e3)} | "
                      f"{1e3 * p['energy_offset_per_atom']:+.1f} | {df} | {de} |")
     lines += ["", "Rounds of the active arm (teacher calls, selected, committee disagreement, stop):", ""]
@@ -196,10 +194,6 @@ def _write(out: Path, args, recipe, n, n_base, rounds, arms, cmp) -> None:
     (out / "active_vs_random.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
-
-def _ci(m: dict, key: str, scale: float = 1.0, digits: str = ".3g") -> str:
-    lo, hi = m[key + "_ci95"]
-    return f"{scale * m[key]:{digits}} [{scale * lo:{digits}}, {scale * hi:{digits}}]"
 
 
 if __name__ == "__main__":

@@ -87,6 +87,16 @@ def _ci(m: dict, key: str, scale: float = 1.0, digits: str = ".3g") -> str:
     return f"{scale * m[key]:{digits}} [{scale * lo:{digits}}, {scale * hi:{digits}}]"
 
 
+def paired_cells(d: dict | None) -> tuple[str, str]:
+    """Table cells of a paired difference: force RMSE / RMS and energy MAE (meV/atom), with
+    their 95 % intervals; empty for the reference student."""
+    if not d:
+        return "", ""
+    f, en = d["force_rel_rmse"], d["energy_mae_per_atom"]
+    return (f"{f['difference']:+.3f} [{f['ci95'][0]:+.3f}, {f['ci95'][1]:+.3f}]",
+            f"{1e3 * en['difference']:+.1f} [{1e3 * en['ci95'][0]:+.1f}, {1e3 * en['ci95'][1]:+.1f}]")
+
+
 def _markdown(r: dict) -> str:
     names = list(r["students"])
     lines = [f"# Students compared on the held-out teacher MD of `{r['recipe']}`", "",
@@ -97,12 +107,8 @@ def _markdown(r: dict) -> str:
              "| student | energy MAE meV/atom | offset meV/atom | force RMSE / RMS | d(force) | d(energy) meV/atom |",
              "|---|---|---|---|---|---|"]
     for name, e in r["students"].items():
-        p, d = e["pooled"], e.get("vs_" + names[0])
-        df = de = ""
-        if d:
-            f, en = d["force_rel_rmse"], d["energy_mae_per_atom"]
-            df = f"{f['difference']:+.3f} [{f['ci95'][0]:+.3f}, {f['ci95'][1]:+.3f}]"
-            de = f"{1e3 * en['difference']:+.1f} [{1e3 * en['ci95'][0]:+.1f}, {1e3 * en['ci95'][1]:+.1f}]"
+        p = e["pooled"]
+        df, de = paired_cells(e.get("vs_" + names[0]))
         lines.append(f"| {name} | {_ci(p, 'energy_mae_per_atom', 1e3)} | {1e3 * p['energy_offset_per_atom']:+.1f} | "
                      f"{_ci(p, 'force_rel_rmse')} | {df} | {de} |")
     lines += ["", "Per run (energy MAE meV/atom / offset / force RMSE / RMS):", "",
