@@ -329,6 +329,30 @@ def test_warm_start_starts_from_the_given_weights(project, tmp_path):
         torch.testing.assert_close(va, vb, atol=1e-6, rtol=0, msg=k)
 
 
+def test_exploration_on_dask_worker_processes_equals_in_process(project):
+    """The trajectories as tasks on worker processes (each building the student from its run
+    directory) give the same frames and records as the in-process loop."""
+    from distributed import Client, LocalCluster
+
+    from mlff_distiller.active.explore import explore
+    from mlff_distiller.data.store import DatasetReader
+
+    out, _ = project
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
+    cfg = ActiveConfig.from_dict({**recipe["active"], "md_steps": 6, "sample_interval": 2})
+    with DatasetReader(out / "data" / "train.h5") as r:
+        seeds = [r.get_atoms(i) for i in (0, 3)]
+    here = explore(seeds, [0, 3], StudentCalculator(out / "train", backend=cfg.backend), cfg, 2, 11)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        there = explore(seeds, [0, 3], None, cfg, 2, 11, client=client, student_run=out / "train")
+    assert here.trajectories == there.trajectories and len(here.trajectories) == 2 * (len(cfg.temperatures) * cfg.replicas + 2)
+    assert len(here.frames) == len(there.frames) > 0
+    for a, b in zip(here.frames, there.frames):
+        np.testing.assert_array_equal(a.positions, b.positions)
+        assert a.info["provenance"] == b.info["provenance"]
+
+
 @pytest.mark.slow
 def test_kill_and_resume_a_round_gives_the_uninterrupted_result(project, tmp_path, dask_address):
     """SIGKILL during round 2's exploration/labelling, then resume: same datasets and weights."""

@@ -13,6 +13,7 @@ Frames carry ``info["provenance"]`` (source ``active/round-N``) and ``info["acti
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,41 +113,95 @@ def _guarded(atoms, dynamics, cfg, drive, emit) -> tuple[int, str | None]:
     return guard.step, None
 
 
-def explore(seeds: list[Atoms], parents: list[int], calc, cfg: ActiveConfig, round_no: int, seed: int) -> ExploreResult:
-    """Student-driven exploration from ``seeds`` (training-set structures, indices ``parents``).
+@dataclass(frozen=True)
+class TrajectoryJob:
+    """One exploration trajectory: which seed structure, what kind, and its own RNG seed."""
 
-    Per seed: ``replicas`` NVT trajectories at each temperature, one relaxation of a rattled
-    copy (``relax_steps``) and one hot compressed MD (``hot_compress``). Deterministic for a
-    given ``seed`` and calculator.
-    """
-    res = ExploreResult()
-    for i, (root, parent) in enumerate(zip(seeds, parents)):
-        jobs = [("md", T, r) for T in cfg.temperatures for r in range(cfg.replicas)]
+    trajectory: int  # id within the round (the order of the sequential loop)
+    seed_position: int  # index into the round's seed structures
+    parent: int  # the seed structure's index in the training set
+    kind: str  # md | relax | hot
+    T: float  # K (0 for relax)
+    replica: int
+    rng_seed: int
+
+
+def trajectory_jobs(parents: list[int], cfg: ActiveConfig, round_no: int, seed: int) -> list[TrajectoryJob]:
+    """Every trajectory of a round, in order: per seed structure ``replicas`` NVT trajectories
+    at each temperature, one relaxation of a rattled copy (``relax_steps``) and one hot
+    compressed MD (``hot_compress``). Each has its own seed, so the order they run in does not
+    change what they give."""
+    out: list[TrajectoryJob] = []
+    for i, parent in enumerate(parents):
+        kinds = [("md", float(T), r) for T in cfg.temperatures for r in range(cfg.replicas)]
         if cfg.relax_steps:
-            jobs.append(("relax", 0.0, 0))
+            kinds.append(("relax", 0.0, 0))
         if cfg.hot_compress:
-            jobs.append(("hot", cfg.hot_temperature, 0))
-        for kind, T, rep in jobs:
-            traj = len(res.trajectories)
+            kinds.append(("hot", float(cfg.hot_temperature), 0))
+        for kind, T, rep in kinds:
+            traj = len(out)
             tseed = int(np.random.SeedSequence([seed, round_no, i, traj]).generate_state(1)[0])
-            rng = np.random.default_rng(tseed)
-            group = f"seed-{parent}"
+            out.append(TrajectoryJob(traj, i, int(parent), kind, T, rep, tseed))
+    return out
 
-            def emit(a, step, kind=kind, T=T, rep=rep, traj=traj, tseed=tseed, parent=parent, group=group):
-                res.frames.append(_frame(a, round_no, kind, traj, int(step), parent, group, tseed,
-                                         T=float(T), replica=rep))
 
-            atoms = clean_copy(root)
-            if kind == "relax":
-                steps, stopped = _relax(atoms, calc, cfg, rng, emit)
-            else:
-                if kind == "hot":
-                    atoms, _ = compress(atoms, rng, (cfg.hot_compress, cfg.hot_compress))
-                    atoms = clean_copy(atoms)
-                steps, stopped = _run_md(atoms, calc, T, cfg, rng, cfg.md_steps, emit)
-            res.trajectories.append({"trajectory": traj, "seed_index": int(parent), "kind": kind, "T": float(T),
-                                     "replica": rep, "steps": int(steps), "stopped": stopped})
+def run_trajectory(job: TrajectoryJob, root: Atoms, calc, cfg: ActiveConfig, round_no: int) -> tuple[list, dict]:
+    """Run one trajectory with the student ``calc``; returns its candidate frames and record."""
+    frames: list = []
+    rng = np.random.default_rng(job.rng_seed)
+
+    def emit(a, step):
+        frames.append(_frame(a, round_no, job.kind, job.trajectory, int(step), job.parent, f"seed-{job.parent}",
+                             job.rng_seed, T=job.T, replica=job.replica))
+
+    atoms = clean_copy(root)
+    if job.kind == "relax":
+        steps, stopped = _relax(atoms, calc, cfg, rng, emit)
+    else:
+        if job.kind == "hot":
+            atoms, _ = compress(atoms, rng, (cfg.hot_compress, cfg.hot_compress))
+            atoms = clean_copy(atoms)
+        steps, stopped = _run_md(atoms, calc, job.T, cfg, rng, cfg.md_steps, emit)
+    return frames, {"trajectory": job.trajectory, "seed_index": job.parent, "kind": job.kind, "T": job.T,
+                    "replica": job.replica, "steps": int(steps), "stopped": stopped}
+
+
+def explore(seeds: list[Atoms], parents: list[int], calc, cfg: ActiveConfig, round_no: int, seed: int,
+            client=None, student_run=None) -> ExploreResult:
+    """Student-driven exploration from ``seeds`` (training-set structures, indices ``parents``);
+    the trajectories are :func:`trajectory_jobs`. With a Dask ``client`` they run as tasks on its
+    workers, each building the student once from ``student_run`` (its run directory or
+    checkpoint) with ``cfg.backend``; the result is the same as in process (every trajectory
+    has its own seed, and the frames are gathered in trajectory order). Deterministic for a
+    given ``seed`` and student.
+    """
+    jobs = trajectory_jobs(parents, cfg, round_no, seed)
+    if client is None:
+        outs = [run_trajectory(j, seeds[j.seed_position], calc, cfg, round_no) for j in jobs]
+    else:
+        if student_run is None:
+            raise ValueError("explore on Dask workers needs student_run (the student's run directory)")
+        futures = [client.submit(_trajectory_task, str(student_run), cfg, round_no, j, seeds[j.seed_position],
+                                 pure=False, key=f"explore-r{round_no}-t{j.trajectory}-{j.rng_seed}")
+                   for j in jobs]
+        outs = client.gather(futures)
+    res = ExploreResult()
+    for frames, record in outs:
+        res.frames.extend(frames)
+        res.trajectories.append(record)
     return res
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_student(student_run: str, backend: str):
+    """The student calculator of a worker process, built once per (run, backend)."""
+    from ..student.calculator import StudentCalculator
+
+    return StudentCalculator(student_run, backend=backend)
+
+
+def _trajectory_task(student_run: str, cfg: ActiveConfig, round_no: int, job: TrajectoryJob, root: Atoms):
+    return run_trajectory(job, root, _worker_student(student_run, cfg.backend), cfg, round_no)
 
 
 def _relax(atoms, calc, cfg, rng, emit) -> tuple[int, str | None]:

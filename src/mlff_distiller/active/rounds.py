@@ -22,6 +22,7 @@ round or teacher-call budget. ``active/rounds.json``, ``rounds.md`` and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -155,7 +156,7 @@ def run_round(ctx: ActiveContext, n: int, student_run: Path, dataset: Path, used
     rec["calibration_heldout"] = calibration(test_frames, student, committee)
 
     ctx.say(f"  round {n}: explore with the student")
-    ex = _done(rdir, "explore.json") or _explore_step(ctx, n, rdir, student, committee, dataset)
+    ex = _done(rdir, "explore.json") or _explore_step(ctx, n, rdir, student, committee, dataset, student_run)
     rec["explore"] = ex["summary"]
     rec["disagreement"] = ex["disagreement"]
     if ex["disagreement"]["mean"] < cfg.stop_force_std:
@@ -226,14 +227,15 @@ def _training_frames(dataset: Path, limit: int = 2000):
         return [r.get_atoms(i) for i in range(0, len(r), step)]
 
 
-def _explore_step(ctx, n, rdir, student, committee, dataset) -> dict:
+def _explore_step(ctx, n, rdir, student, committee, dataset, student_run) -> dict:
     from ..data.store import DatasetWriter
     from .explore import explore
     from .uncertainty import committee_scores, make_novelty
 
     _reset(rdir, "explore")
     seeds, parents = _seed_structures(ctx, n)
-    res = explore(seeds, parents, student, ctx.cfg, n, ctx.seed)
+    with _explore_client(ctx) as client:
+        res = explore(seeds, parents, student, ctx.cfg, n, ctx.seed, client=client, student_run=student_run)
     sc = committee_scores(res.frames, committee)
     cutoff = float(student.cutoff)
     novelty = make_novelty(ctx.cfg.novelty, _training_frames(dataset), ctx.cfg.descriptor_k, cutoff)
@@ -265,6 +267,21 @@ def _explore_step(ctx, n, rdir, student, committee, dataset) -> dict:
         "cutoff": cutoff,
     }
     return _write_marker(rdir, "explore.json", info)
+
+
+@contextlib.contextmanager
+def _explore_client(ctx):
+    """The labeling section's Dask cluster for the exploration (a scheduler, an hpc section, or
+    more than one local worker); ``None`` (in process) for one local worker."""
+    lc = ctx.labeling
+    n_workers = ctx.workers or lc.workers
+    if lc.scheduler is None and lc.hpc is None and n_workers <= 1:
+        yield None
+        return
+    from ..labeling.cluster import connect
+
+    with connect(lc.scheduler, n_workers=n_workers, threads_per_worker=lc.threads_per_worker, hpc=lc.hpc) as client:
+        yield client
 
 
 def _select_step(ctx, n, rdir, ex, budget) -> dict:
