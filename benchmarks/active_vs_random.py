@@ -93,6 +93,8 @@ def main(argv=None) -> int:
     ap.add_argument("--base-steps", type=int, default=2000, help="optimizer steps of the first student S0")
     ap.add_argument("--random-factors", type=float, nargs="+", default=[1.0, 2.0, 3.0])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", choices=("active", "random"), help="run one arm (e.g. both at once in two processes; "
+                    "the random arms then assume active.max_rounds rounds); a run without it compares them")
     args = ap.parse_args(argv)
 
     import torch
@@ -121,22 +123,26 @@ def main(argv=None) -> int:
     s0 = _train(base, train_cfg, out / "s0")
 
     # -- active arm: the pipeline's rounds ----------------------------------------------------
-    test_h5 = Path(args.test_h5) if args.test_h5 else base  # the rounds' own report (not the comparison)
-    teacher = build_teacher(recipe.teacher)
-    ctx = ActiveContext(cfg=acfg, teacher=teacher, train_config=train_cfg, quality=recipe.quality,
-                        labeling=recipe.labeling, train_h5=base, test_h5=test_h5, root=out / "active",
-                        seed=recipe.seed, say=lambda t: print(t, flush=True))
-    stages = _Stages(out / "active_project", f"{recipe.name}-active-vs-random")
-    t0 = time.time()
-    active_dir, _ = run_rounds(ctx, stages.project, stages, s0, "active-vs-random", initial_calls=n_base)
-    rounds = json.loads((out / "active" / "rounds.json").read_text())["rounds"]
-    active_calls = sum(int(rec.get("teacher_calls") or 0) for rec in rounds)
-    n_rounds = len([rec for rec in rounds if rec.get("run_dir")])
-    print(f"active: {n_rounds} rounds, {active_calls} teacher calls, {time.time() - t0:.0f} s", flush=True)
+    arms = {"S0": (s0, n_base)}
+    n_rounds = acfg.max_rounds
+    if args.only != "random":
+        test_h5 = Path(args.test_h5) if args.test_h5 else base  # the rounds' own report (not the comparison)
+        ctx = ActiveContext(cfg=acfg, teacher=build_teacher(recipe.teacher), train_config=train_cfg,
+                            quality=recipe.quality, labeling=recipe.labeling, train_h5=base, test_h5=test_h5,
+                            root=out / "active", seed=recipe.seed, say=lambda t: print(t, flush=True))
+        stages = _Stages(out / "active_project", f"{recipe.name}-active-vs-random")
+        t0 = time.time()
+        active_dir, _ = run_rounds(ctx, stages.project, stages, s0, "active-vs-random", initial_calls=n_base)
+        rounds = json.loads((out / "active" / "rounds.json").read_text())["rounds"]
+        active_calls = sum(int(rec.get("teacher_calls") or 0) for rec in rounds)
+        n_rounds = len([rec for rec in rounds if rec.get("run_dir")])
+        print(f"active: {n_rounds} rounds, {active_calls} teacher calls, {time.time() - t0:.0f} s", flush=True)
+        arms["active"] = (active_dir, n_base + active_calls)
+    if args.only == "active":
+        return 0
 
     # -- random arms: same rounds and retraining, structures of the recipe at random ---------
     retrain_cfg = train_cfg.replace(**acfg.retrain)
-    arms = {"S0": (s0, n_base), "active": (active_dir, n_base + active_calls)}
     for k in args.random_factors:
         per_round = int(round(k * acfg.budget_per_round))
         if per_round * n_rounds > len(rest):
@@ -149,9 +155,11 @@ def main(argv=None) -> int:
             print(f"random x{k:g} round {j}: {n_base + per_round * j} structures", flush=True)
             prev = _train(ds, retrain_cfg, out / f"random-x{k:g}" / f"train-{j}", init_from=prev)
         arms[f"random x{k:g}"] = (prev, n_base + per_round * n_rounds)
+    if args.only == "random":
+        return 0
 
     # -- paired comparison on the held-out teacher MD ------------------------------------------
-    specs = [f"active={active_dir}"] + [f"{name}={d}" for name, (d, _) in arms.items() if name != "active"]
+    specs = [f"active={arms['active'][0]}"] + [f"{name}={d}" for name, (d, _) in arms.items() if name != "active"]
     cmp_out = out / "heldout_comparison"
     subprocess.run([sys.executable, str(Path(__file__).with_name("compare_students.py")), args.recipe, *specs,
                     "--cache", args.cache, "--out", str(cmp_out)], check=True)
