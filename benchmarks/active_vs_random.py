@@ -44,6 +44,7 @@ def _subset(src: Path, dst: Path, indices) -> Path:
 
     if dst.exists():
         return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp.h5")
     with DatasetReader(src) as r:
         with DatasetWriter(tmp, label_fields=tuple(r.label_fields), attrs={**r.attrs, "subset_of": str(src)},
