@@ -51,4 +51,4 @@ for p in sys.argv[1:]:
     size = os.path.getsize(p)
     n_atoms = sum(len(x) for x in cols['numbers'])
     print(p, len(r), 'structures', n_atoms, 'atoms; store', round(size / 2**20, 2), 'MiB; npz',
-          round(len(buf.getvalue()) / 2**20, 2), 'MiB; ratio', round(len(buf.getvalue()) / size, 2))
+          round(len(buf.getvalue()) / 2**20, 2), 'MiB; ratio', f'{len(buf.getvalue()) / size:.3f}', '; bytes', size, len(buf.getvalue()))
