@@ -38,7 +38,7 @@ for p in sys.argv[1:]:
     with h5py.File(p) as h:
         sizes = {}
 
-        def find(name, obj):
+        def find(name, obj, sizes=sizes):
             if isinstance(obj, h5py.Dataset):
                 sizes[name] = (obj.id.get_storage_size(), obj.dtype)
             if name.endswith("positions") and hasattr(obj, "dtype"):
@@ -50,5 +50,6 @@ for p in sys.argv[1:]:
               ", ".join(f"{k} {v / 1e3:.1f} ({dt})" for k, (v, dt) in top), f"; other datasets {rest / 1e3:.1f}")
     size = os.path.getsize(p)
     n_atoms = sum(len(x) for x in cols['numbers'])
+    npz = len(buf.getvalue())
     print(p, len(r), 'structures', n_atoms, 'atoms; store', round(size / 2**20, 2), 'MiB; npz',
-          round(len(buf.getvalue()) / 2**20, 2), 'MiB; ratio', f'{len(buf.getvalue()) / size:.3f}', '; bytes', size, len(buf.getvalue()))
+          round(npz / 2**20, 2), 'MiB; ratio', f'{npz / size:.3f}', '; bytes', size, npz)
