@@ -3,7 +3,8 @@
 For each store file given: the file size on disk, and the size of an uncompressed ``.npz`` of
 numbers (int64), positions, cell, energy, forces, stress (float64), pbc and offsets; the ratio
 is what issue 19's storage target ("generated pools >= 3x smaller") is about. Also prints the
-positions dtype and filter of the file. Units: MiB.
+positions dtype and filter of the file, its format version and the largest datasets
+(KB = 1000 bytes on disk). Units: MiB.
 
 Run: ``.venv/bin/python benchmarks/store_ratio.py PROJECT/tiers/all/dataset.h5 [...]``
 """
@@ -35,11 +36,20 @@ for p in sys.argv[1:]:
              forces=np.concatenate(cols['forces']), stress=np.stack(cols['stress']),
              offsets=np.cumsum([0] + [len(x) for x in cols['numbers']]).astype(np.int64))
     with h5py.File(p) as h:
-        def find(name, obj):
+        sizes = {}
+
+        def find(name, obj, sizes=sizes):
+            if isinstance(obj, h5py.Dataset):
+                sizes[name] = (obj.id.get_storage_size(), obj.dtype)
             if name.endswith("positions") and hasattr(obj, "dtype"):
                 print("  positions dataset", name, obj.dtype, obj.compression, "shuffle" if obj.shuffle else "")
         h.visititems(find)
+        top = sorted(sizes.items(), key=lambda kv: -kv[1][0])[:6]
+        rest = sum(v for v, _ in sizes.values()) - sum(v for _, (v, _) in top)
+        print("  format version", h.attrs["format_version"], "; KB on disk:",
+              ", ".join(f"{k} {v / 1e3:.1f} ({dt})" for k, (v, dt) in top), f"; other datasets {rest / 1e3:.1f}")
     size = os.path.getsize(p)
     n_atoms = sum(len(x) for x in cols['numbers'])
+    npz = len(buf.getvalue())
     print(p, len(r), 'structures', n_atoms, 'atoms; store', round(size / 2**20, 2), 'MiB; npz',
-          round(len(buf.getvalue()) / 2**20, 2), 'MiB; ratio', round(len(buf.getvalue()) / size, 2))
+          round(npz / 2**20, 2), 'MiB; ratio', f'{npz / size:.3f}', '; bytes', size, npz)

@@ -145,6 +145,21 @@ def test_cli_import_info_stats_export_repack(tmp_path, capsys):
     assert cli_main(["dataset", "repack", str(h5), "-o", str(small), "--positions-dtype", "float32"]) == 0
     assert DatasetReader(small).positions_dtype == np.float32
     assert load_statistics(small).n_structures == 8  # attributes travel with the repack
+    import h5py
+
+    with h5py.File(h5, "r") as f:  # imported data keeps float64 geometry and stress: lossless
+        assert [f[k].dtype for k in ("positions", "cell", "stress")] == [np.float64] * 3
+    with DatasetReader(h5) as r:
+        for i, a in enumerate(read(src, ":")):  # what the extxyz file holds, bit for bit
+            b = r.get_atoms(i)
+            assert np.array_equal(a.positions, b.positions) and np.array_equal(a.get_stress(), b.get_stress())
+    grid = tmp_path / "grid.h5"  # the layout of generated pools, on request (rounds to 2^-16 A)
+    assert cli_main(["dataset", "repack", str(h5), "-o", str(grid), "--positions-dtype", "int32"]) == 0
+    capsys.readouterr()
+    assert cli_main(["dataset", "info", str(grid)]) == 0
+    assert "positions on a 2^-16 A grid (int32), cell and stress float32" in capsys.readouterr().out
+    with DatasetReader(grid) as r:
+        assert np.abs(r.get_atoms(0).positions - frames[0].positions).max() <= 2**-17
     capsys.readouterr()
     # one-line errors, exit status 2
     assert cli_main(["dataset", "import", str(tmp_path / "nope.xyz"), "-o", str(tmp_path / "x.h5")]) == 2

@@ -426,73 +426,123 @@ def test_write_failure_is_one_line_and_keeps_committed_data(tmp_path, mixed, mon
         assert len(r) == 2
 
 
-def _v1_fixture():
+def _v1_fixture(version: int = 1):
     import importlib.util
 
     here = Path(__file__).with_name("data")
     spec = importlib.util.spec_from_file_location("make_v1_fixture", here / "make_v1_fixture.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return here / "dataset_v1.h5", mod.v1_structures()
+    return here / f"dataset_v{version}.h5", mod.v1_structures()
 
 
-def test_reads_appends_to_and_repacks_a_v1_file(tmp_path):
-    """A file written by the format-1 code (tests/data/make_v1_fixture.py) reads back exactly,
-    verifies its checksums, takes appends and repacks into format 2."""
+@pytest.mark.parametrize("version,pdt", [(1, np.float64), (2, np.float32)])
+def test_reads_appends_to_and_repacks_an_old_file(tmp_path, version, pdt):
+    """Files written by the format-1 and format-2 code (tests/data/make_v*_fixture.py) read back
+    exactly, verify their checksums, take appends and repack into the current format with
+    their positions dtype and float64 cell and stress (nothing is rounded)."""
     import shutil
 
-    fixture, structures = _v1_fixture()
+    fixture, structures = _v1_fixture(version)
     path = tmp_path / "old.h5"
     shutil.copyfile(fixture, path)
     with h5py.File(path, "r") as h5:
-        assert int(h5.attrs["format_version"]) == 1 and h5["positions"].dtype == np.float64
+        assert int(h5.attrs["format_version"]) == version and h5["positions"].dtype == pdt
 
     def check(r, n_old):
-        assert len(r) >= n_old and r.attrs["fixture"] == "v1" and r.failures() == [(7, "teacher failed")]
+        assert len(r) >= n_old and r.attrs["fixture"] == f"v{version}" and r.failures() == [(7, "teacher failed")]
         for i, a in enumerate(structures[:n_old]):
             b = r.get_atoms(i)
-            assert np.array_equal(a.positions, b.positions) and np.array_equal(a.numbers, b.numbers)
+            assert np.array_equal(a.positions.astype(pdt), b.positions) and np.array_equal(a.numbers, b.numbers)
+            assert np.array_equal(a.cell.array, b.cell.array)
             assert b.get_potential_energy() == a.get_potential_energy()
             assert np.array_equal(b.get_forces(), a.get_forces().astype(np.float32))
+            if a.pbc.all():
+                assert np.array_equal(b.get_stress(), a.get_stress())  # float64, bit for bit
             assert b.info["provenance"] == a.info["provenance"]
         assert np.array_equal(r.get_atoms(1).get_tags(), structures[1].get_tags())
         assert r.get_atoms(1).info["charge"] == -1
         r.verify()
 
     with DatasetReader(path) as r:
-        assert r.format_version == 1
+        assert r.format_version == version and r.positions_dtype == pdt
         check(r, 4)
-    with DatasetWriter(path) as w:  # appending keeps the data and writes the main file as format 2
+    with DatasetWriter(path) as w:  # appending keeps the data and layout, and writes the current format
         w.append(structures[:1])
     with DatasetReader(path) as r:
-        assert r.format_version == FORMAT_VERSION == 2 and len(r) == 5 and r.positions_dtype == np.float64
+        assert r.format_version == FORMAT_VERSION == 3 and len(r) == 5 and r.positions_dtype == pdt
         check(r, 4)
+    with h5py.File(path, "r") as h5:
+        assert h5["cell"].dtype == np.float64 and h5["stress"].dtype == np.float64
     repack(fixture, tmp_path / "new.h5")
     with DatasetReader(tmp_path / "new.h5") as r:
-        assert r.format_version == 2
+        assert r.format_version == 3
         check(r, 4)
 
 
-def test_generated_pool_positions_are_float32_and_exact_through_labeling(tmp_path):
-    """Generated pools store float32 positions (GENERATED_POSITIONS_DTYPE); reading them back
-    and writing a derived file with the pool's dtype changes no bit."""
+def test_generated_pool_positions_are_on_the_grid_and_exact_through_labeling(tmp_path):
+    """Generated pools (GENERATED_POSITIONS_DTYPE) store positions as int32 counts of 2^-16 A
+    and the cell on the same grid as float32: what the reader gives a teacher is exactly on the
+    grid and exact in float32, and a labelled file written with the pool's dtype stores it bit
+    for bit, with float32 forces and stress."""
     from mlff_distiller.data.store import GENERATED_POSITIONS_DTYPE
 
     _, structures = _v1_fixture()
+    structures[0].cell[0, 1] = 0.1234567891  # a cell entry off the grid
     pool = tmp_path / "pool.h5"
     plain = [a.copy() for a in structures]  # no calculators: an unlabelled pool
     with DatasetWriter(pool, label_fields=(), positions_dtype=GENERATED_POSITIONS_DTYPE) as w:
-        w.append(plain)
+        w.append(plain[:2])
+        w.append(plain[2:])  # two journal segments, merged on close
+    with h5py.File(pool, "r") as h5:
+        assert h5["positions"].dtype == np.int32 and h5.attrs["positions_grid_bits"] == 16
+        assert h5["cell"].dtype == np.float32 and int(h5.attrs["format_version"]) == FORMAT_VERSION == 3
     with DatasetReader(pool) as r:
-        assert r.positions_dtype == np.float32
-        seen = [r.get_atoms(i) for i in range(len(r))]  # what a teacher would be given
-        out = tmp_path / "labelled.h5"
-        with DatasetWriter(out, label_fields=("energy", "forces"), positions_dtype=r.positions_dtype) as w:
-            for a, ref in zip(seen, structures):
-                a.calc = SinglePointCalculator(a, energy=ref.get_potential_energy(), forces=ref.get_forces())
-            w.append(seen)
+        assert r.positions_dtype == np.int32
+        seen = [r.get_atoms(i) for i in range(len(r))]  # what a teacher is given
+    for a, ref in zip(seen, structures):
+        for x in (a.positions, a.cell.array):
+            assert x.dtype == np.float64 and np.array_equal(x * 2**16, np.rint(x * 2**16))  # on the grid
+            assert np.array_equal(x.astype(np.float32), x)  # exact in float32: a float32 teacher sees these
+        assert np.abs(a.positions - ref.positions).max() <= 2**-17  # rounded to the nearest grid point
+        assert np.abs(a.cell.array - ref.cell.array).max() <= 2**-17
+    out = tmp_path / "labelled.h5"
+    teacher = []
+    with DatasetWriter(out, label_fields=("energy", "forces", "stress"), positions_dtype=r.positions_dtype) as w:
+        for a in seen:
+            a.calc = EMT()
+            res = {"energy": a.get_potential_energy(), "forces": a.get_forces()}
+            if a.pbc.all():
+                res["stress"] = a.get_stress()
+            a.calc = SinglePointCalculator(a, **res)
+            teacher.append(res)
+        w.append(seen)
+    with h5py.File(out, "r") as h5:
+        assert h5["positions"].dtype == np.int32 and h5["stress"].dtype == np.float32
+        assert h5["energy"].dtype == np.float64
     with DatasetReader(out) as r:
-        for i, a in enumerate(seen):
-            assert np.array_equal(r.get_atoms(i).positions, a.positions)  # bit for bit what the teacher saw
-        assert [np.array_equal(r.get_atoms(i).positions, structures[i].positions.astype(np.float32))
-                for i in range(len(r))] == [True] * len(r)
+        for i, (a, res) in enumerate(zip(seen, teacher)):
+            b = r.get_atoms(i)
+            assert np.array_equal(b.positions, a.positions) and np.array_equal(b.cell.array, a.cell.array)
+            assert b.get_potential_energy() == res["energy"]
+            assert np.array_equal(b.get_forces(), res["forces"].astype(np.float32))
+            if "stress" in res:
+                assert b.get_stress().dtype == np.float64
+                assert np.array_equal(b.get_stress(), res["stress"].astype(np.float32))
+    for dtype in ("float64", "float32", None):  # repacking to another layout and back changes no bit
+        repack(out, tmp_path / f"re-{dtype}.h5", positions_dtype=dtype)
+        repack(tmp_path / f"re-{dtype}.h5", tmp_path / "back.h5", positions_dtype="int32")
+        for name in (f"re-{dtype}.h5", "back.h5"):
+            with DatasetReader(tmp_path / name) as r:
+                for i, a in enumerate(seen):
+                    assert np.array_equal(r.get_atoms(i).positions, a.positions)
+                    assert np.array_equal(r.get_atoms(i).cell.array, a.cell.array)
+
+
+def test_grid_positions_out_of_range_and_bad_dtype(tmp_path):
+    far = Atoms("H2", positions=[[0, 0, 0], [40000.0, 0, 0]])
+    with pytest.raises(DatasetError, match="do not fit the positions grid"):
+        with DatasetWriter(tmp_path / "far.h5", label_fields=(), positions_dtype="int32") as w:
+            w.append([far])
+    with pytest.raises(DatasetError, match="positions_dtype 'int16' is not valid"):
+        DatasetWriter(tmp_path / "x.h5", label_fields=(), positions_dtype="int16")

@@ -105,6 +105,22 @@ def test_tiny_pool_provenance_sizes_distances(tiny_pool):
     assert sources == {"smiles", "bulk", "alloy", "surface", "cluster", "liquid"}
 
 
+def test_tiny_pool_positions_and_cells_lie_on_the_grid(tiny_pool):
+    """generate rounds every coordinate and cell entry to a multiple of 2^-16 A before any
+    teacher sees it (format 3: int32 counts, cell float32); the values read back are exact in
+    float32, so a float32 teacher computes on exactly the stored coordinates."""
+    import h5py
+
+    path, _, atoms, _, _ = tiny_pool
+    with h5py.File(path, "r") as h5:
+        assert h5["positions"].dtype == np.int32 and h5.attrs["positions_grid_bits"] == 16
+        assert h5["cell"].dtype == np.float32
+    for a in atoms:
+        for x in (a.positions, a.cell.array):
+            assert np.array_equal(x * 2**16, np.rint(x * 2**16)) and np.array_equal(x.astype(np.float32), x)
+    assert any(not np.array_equal(a.positions * 2**10, np.rint(a.positions * 2**10)) for a in atoms)
+
+
 def test_tiny_pool_molecules_keep_every_hydrogen(tiny_pool):
     _, _, atoms, prov, _ = tiny_pool
     n_mol = 0

@@ -125,6 +125,35 @@ def test_chgnet_two_workers_equals_serial_loop(tmp_path, client):
     assert_matches_serial(out, atoms, results, teacher, atol=1e-4)
 
 
+def test_grid_pool_is_labelled_on_exactly_its_stored_coordinates(tmp_path, client):
+    """A generated pool (positions on the 2^-16 A grid) labelled by the engine: the dataset
+    keeps the grid layout, stores the pool's coordinates and cells bit for bit, and its labels
+    are the teacher's on exactly those coordinates (stress rounded to float32 only)."""
+    import h5py
+
+    from mlff_distiller.data.store import GENERATED_POSITIONS_DTYPE
+
+    pool = tmp_path / "pool.h5"
+    with DatasetWriter(pool, label_fields=(), positions_dtype=GENERATED_POSITIONS_DTYPE) as w:
+        w.append(cu_structures(6))
+    with DatasetReader(pool) as r:
+        seen = [r.get_atoms(i) for i in range(len(r))]  # what the teacher is given
+    out = tmp_path / "data.h5"
+    label_pool(pool, "emt", out, scheduler=client, chunk_size=2, progress=False)
+    with h5py.File(out, "r") as h5:
+        assert h5["positions"].dtype == np.int32 and h5["stress"].dtype == np.float32
+    teacher, results = serial_labels("emt", seen)
+    with DatasetReader(out) as r:
+        assert len(r) == 6
+        for i, (a, res) in enumerate(zip(seen, results)):
+            b = r.get_atoms(i)
+            assert np.array_equal(b.positions, a.positions) and np.array_equal(b.cell.array, a.cell.array)
+            assert b.get_potential_energy() == res.energy
+            assert np.array_equal(b.get_forces(), np.asarray(res.forces, np.float32))
+            if res.stress is not None:
+                assert np.array_equal(b.calc.results["stress"], np.asarray(res.stress, np.float32))
+
+
 def test_planted_bad_structures_go_to_failures_table(tmp_path, client):
     atoms = cu_structures(9)
     bad_overlap = atoms[2].copy()

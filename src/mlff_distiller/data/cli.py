@@ -144,9 +144,10 @@ def _add_repack(sub) -> None:
     add_output(q, "write here instead of in place", required=False)
     q.add_argument(
         "--positions-dtype",
-        choices=("float64", "float32"),
+        choices=("float64", "float32", "int32"),
         default=None,
-        help="store positions in this precision (float32: ~5e-7 A error, smaller file)",
+        help="store positions in this precision (float32: ~5e-7 A error; int32: the 2^-16 A grid of "
+        "generated pools, cell and stress float32, ~7.6e-6 A error for data not already on it)",
     )
     q.add_argument(
         "--forces-mantissa-bits",
@@ -230,9 +231,10 @@ def _print_summary(s: dict) -> None:
         ", ".join(f"{k} {units[k]}" for k in ("positions", "energy", "forces", "stress") if k in units)
         + f"; stress {units.get('stress_order', 'voigt')}",
     )
-    line(
-        "precision", f"positions {s['positions_dtype']}, forces float32 with {s['forces_mantissa_bits']} mantissa bits"
-    )
+    pos = s["positions_dtype"]
+    if pos == "int32":
+        pos = "on a 2^-16 A grid (int32), cell and stress float32"
+    line("precision", f"positions {pos}, forces float32 with {s['forces_mantissa_bits']} mantissa bits")
     prov = s["provenance"]
     line("sources", f"{prov['n_sources']}: " + ", ".join(f"{k or '-'} ({v})" for k, v in prov["sources"].items()))
     line("samplers", ", ".join(f"{k or '-'} ({v})" for k, v in prov["samplers"].items()))

@@ -23,6 +23,12 @@ PROVENANCE_KEYS = ("source", "sampler", "params", "parent", "group", "seed", "te
 PROV_STR = ("source", "sampler", "params", "group", "teacher", "extra")  # stored as string-table codes
 PROV_INT = ("parent", "seed")
 FLOAT32_MANTISSA_BITS = 23
+# Generated pools (positions dtype int32): positions are stored as int32 counts of
+# 2**-GRID_BITS A (1.5e-5 A, far below any thermal displacement), the cell as float32 on the
+# same grid and the stress as float32. Values on this grid below 256 A are exact in float32,
+# so a float32 teacher computes on exactly the stored coordinates.
+GRID_BITS = 16
+GRID_DTYPE = np.dtype(np.int32)
 _BASE_ARRAYS = ("numbers", "positions")
 _EXTRA_KINDS = {"f": np.float64, "i": np.int64, "u": np.int64, "b": np.bool_}
 
@@ -54,14 +60,58 @@ def check_bits(bits) -> int:
 
 
 def check_positions_dtype(positions_dtype) -> np.dtype:
-    """Validated positions dtype (float64 or float32)."""
+    """Validated positions dtype: float64, float32, or int32 (the grid of generated pools)."""
     try:
         dt = np.dtype(positions_dtype)
     except TypeError:
         dt = None
-    if dt not in (np.float64, np.float32):
-        raise DatasetError(f"positions_dtype {positions_dtype!r} is not valid; use 'float64' or 'float32'")
+    if dt not in (np.float64, np.float32, GRID_DTYPE):
+        raise DatasetError(
+            f"positions_dtype {positions_dtype!r} is not valid; use 'float64', 'float32' or "
+            f"'int32' (positions on a 2^-{GRID_BITS} A grid)"
+        )
     return dt
+
+
+def snap_to_grid(values, bits: int = GRID_BITS) -> np.ndarray:
+    """``values`` (A) rounded half to even to the nearest multiple of ``2**-bits`` A, as int32
+    counts; DatasetError beyond the int32 range (+-32768 A at 16 bits). Idempotent."""
+    q = np.rint(np.asarray(values, dtype=np.float64) * 2.0**bits)
+    if q.size and np.abs(q).max() > np.iinfo(np.int32).max:
+        raise DatasetError(
+            f"coordinates up to {np.abs(q).max() * 2.0**-bits:.4g} A do not fit the positions grid "
+            f"(+-{2.0 ** (31 - bits):.0f} A); wrap the atoms into the cell or store them as float64"
+        )
+    return q.astype(GRID_DTYPE)
+
+
+def from_grid(codes, bits: int = GRID_BITS) -> np.ndarray:
+    """int32 grid counts -> float64 A (exact)."""
+    return np.asarray(codes, dtype=np.float64) * 2.0**-bits
+
+
+def encode_positions(positions, dtype) -> np.ndarray:
+    """Positions (A) in the stored representation of a file with positions dtype ``dtype``
+    (grid counts for int32; integer input is taken as counts already)."""
+    dtype = np.dtype(dtype)
+    arr = np.asarray(positions)
+    if dtype != GRID_DTYPE:
+        return arr.astype(dtype)
+    return arr.astype(GRID_DTYPE) if arr.dtype.kind == "i" else snap_to_grid(arr)
+
+
+def layout_dtypes(positions_dtype) -> dict:
+    """Stored dtypes of ``cell`` and ``stress`` for a file with this positions dtype: float32
+    in the grid layout of generated pools (teachers compute in float32), float64 otherwise."""
+    small = np.dtype(np.float32) if np.dtype(positions_dtype) == GRID_DTYPE else np.dtype(np.float64)
+    return {F.CELL: small, F.STRESS: small}
+
+
+def encode_cell(cell, positions_dtype) -> np.ndarray:
+    """Cell (A) as stored: snapped to the grid and float32 in the grid layout, else float64."""
+    if np.dtype(positions_dtype) == GRID_DTYPE:
+        return from_grid(snap_to_grid(cell)).astype(np.float32)
+    return np.asarray(cell, np.float64)
 
 
 def default_provenance() -> dict:
@@ -271,15 +321,16 @@ def _extra_columns(extra_vals: dict, sizes: np.ndarray) -> dict:
     return out
 
 
-def _label_column(name: str, vals: list, forces_bits: int) -> np.ndarray:
+def _label_column(name: str, vals: list, forces_bits: int, dtypes: dict) -> np.ndarray:
     fld = F.FIELDS[name]
+    dtype = dtypes.get(name, fld.np_dtype)
     if name == F.FORCES:
         arr = np.concatenate(vals) if vals else np.zeros((0, 3))
     else:
         arr = np.asarray(vals, np.float64).reshape((-1,) + fld.shape)
-    if np.isfinite(arr).all() and fld.np_dtype == np.float32 and np.abs(arr).max(initial=0) > 3e38:
-        raise DatasetError(f"{name} labels exceed the float32 range; check the units (eV/A expected)")
-    arr = arr.astype(fld.np_dtype)
+    if np.isfinite(arr).all() and dtype == np.float32 and np.abs(arr).max(initial=0) > 3e38:
+        raise DatasetError(f"{name} labels exceed the float32 range; check the units ({fld.unit} expected)")
+    arr = arr.astype(dtype)
     return round_mantissa(arr, forces_bits) if name == F.FORCES else arr
 
 
@@ -316,9 +367,9 @@ def atoms_to_block(
         pbcs.append(pbc)
     blk = Block(
         numbers=np.concatenate(numbers) if numbers else np.zeros(0, np.uint8),
-        positions=(np.concatenate(positions) if positions else np.zeros((0, 3))).astype(positions_dtype),
+        positions=encode_positions(np.concatenate(positions) if positions else np.zeros((0, 3)), positions_dtype),
         n_atoms=np.asarray(n_atoms, np.int32),
-        cell=np.asarray(cells, np.float64).reshape(-1, 3, 3),
+        cell=encode_cell(np.asarray(cells, np.float64).reshape(-1, 3, 3), positions_dtype),
         pbc=np.asarray(pbcs, bool).reshape(-1, 3),
         charge=np.asarray(charges, np.float32),
         spin=np.asarray(spins, np.float32),
@@ -328,6 +379,6 @@ def atoms_to_block(
     )
     blk.extra = _extra_columns(extra_vals, np.asarray(n_atoms, np.int64))
     for name in label_fields:
-        blk.labels[name] = _label_column(name, labels[name], forces_bits)
+        blk.labels[name] = _label_column(name, labels[name], forces_bits, layout_dtypes(positions_dtype))
         blk.labels[name + "_mask"] = np.asarray(masks[name], bool)
     return blk

@@ -21,14 +21,30 @@ from ... import __version__
 from ... import fields as F
 from ...errors import DatasetError
 from ...fileio import atomic_path
-from .convert import FLOAT32_MANTISSA_BITS, LABEL_FIELDS, PROV_INT, PROV_STR, Block, to_json
+from .convert import (
+    FLOAT32_MANTISSA_BITS,
+    GRID_BITS,
+    GRID_DTYPE,
+    LABEL_FIELDS,
+    PROV_INT,
+    PROV_STR,
+    Block,
+    encode_cell,
+    encode_positions,
+    from_grid,
+    layout_dtypes,
+    to_json,
+)
 
 FORMAT_NAME = "mlff-distiller-dataset"
-FORMAT_VERSION = 2  # what this code writes
-READ_VERSIONS = (1, 2)  # what it reads (v1: chunks of 2048 atoms / 1024 structures, gzip level 4)
-# Positions of generated pools (and of the datasets labelled from them): teachers compute in
-# float32, so float32 coordinates are exactly what the teacher sees; imported data keeps float64.
-GENERATED_POSITIONS_DTYPE = "float32"
+FORMAT_VERSION = 3  # what this code writes
+# What it reads. v1: chunks of 2048 atoms / 1024 structures, gzip level 4; v2: float32 or
+# float64 positions, cell and stress float64; v3 adds the grid layout (int32 positions).
+READ_VERSIONS = (1, 2, 3)
+# Positions of generated pools (and of the datasets labelled from them): int32 counts of
+# 2**-16 A, rounded when the pool is written, before any teacher sees them; cell on the same
+# grid and stress as float32 (see convert.layout_dtypes). Imported data keeps float64.
+GENERATED_POSITIONS_DTYPE = "int32"
 SEG_RE = re.compile(r"^seg-(\d{10})-(\d{10})\.h5$")
 # Chunk lengths of the compact layout (v2): a random single-structure read decompresses one
 # chunk per array (16384 atoms = 192 KiB of float32 positions), and chunks this long let
@@ -60,21 +76,24 @@ class _FileBuilder:
         self.compact = compact
         self.s = 0  # structures written
         self.a = 0  # atoms written
+        self.positions_dtype = np.dtype(positions_dtype)
+        dtypes = layout_dtypes(positions_dtype)
         comp = dict(compression="gzip", compression_opts=GZIP_LEVEL) if compact else dict(compression="lzf")
         comp.update(shuffle=True, fletcher32=True)  # a checksum per chunk: damage is detected on read
 
-        def mk(name, n, trailing, dtype, chunk):
+        def mk(name, n, trailing, dtype, chunk, split=False):
             shape = (n,) + tuple(trailing)
-            chunks = (max(1, min(n, chunk)),) + tuple(trailing) if n else None
+            # split: one chunk per column (grid positions: x, y, z counts compress better apart)
+            chunks = (max(1, min(n, chunk)),) + tuple(1 if split else t for t in trailing) if n else None
             kw = comp if n else {}
             return h5.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, **kw)
 
         ca, cs = CHUNK_ATOMS, CHUNK_STRUCTURES
         self.ds = {
             F.NUMBERS: mk(F.NUMBERS, n_atoms, (), np.uint8, ca),
-            F.POSITIONS: mk(F.POSITIONS, n_atoms, (3,), positions_dtype, ca),
+            F.POSITIONS: mk(F.POSITIONS, n_atoms, (3,), positions_dtype, ca, split=self.positions_dtype == GRID_DTYPE),
             F.N_ATOMS: mk(F.N_ATOMS, n_structures, (), np.int32, cs),
-            F.CELL: mk(F.CELL, n_structures, (3, 3), np.float64, cs),
+            F.CELL: mk(F.CELL, n_structures, (3, 3), dtypes[F.CELL], cs),
             F.PBC: mk(F.PBC, n_structures, (3,), bool, cs),
             F.CHARGE: mk(F.CHARGE, n_structures, (), np.float32, cs),
             F.SPIN: mk(F.SPIN, n_structures, (), np.float32, cs),
@@ -82,7 +101,7 @@ class _FileBuilder:
         for name in label_fields:
             fld = F.FIELDS[name]
             n = n_atoms if fld.per == "atom" else n_structures
-            self.ds[name] = mk(name, n, fld.shape, fld.np_dtype, ca if fld.per == "atom" else cs)
+            self.ds[name] = mk(name, n, fld.shape, dtypes.get(name, fld.np_dtype), ca if fld.per == "atom" else cs)
             self.ds[name + "_mask"] = mk(name + "_mask", n_structures, (), bool, cs)
         for key in PROV_INT:
             self.ds["provenance/" + key] = mk("provenance/" + key, n_structures, (), np.int64, cs)
@@ -107,9 +126,9 @@ class _FileBuilder:
         s0, s1, a0, a1 = self.s, self.s + ns, self.a, self.a + na
         put = {
             F.NUMBERS: blk.numbers,
-            F.POSITIONS: blk.positions,
+            F.POSITIONS: encode_positions(blk.positions, self.positions_dtype),  # never a float->int cast
             F.N_ATOMS: blk.n_atoms,
-            F.CELL: blk.cell,
+            F.CELL: encode_cell(blk.cell, self.positions_dtype),
             F.PBC: blk.pbc,
             F.CHARGE: blk.charge,
             F.SPIN: blk.spin,
@@ -382,9 +401,12 @@ class Part:
 
     def _read(self, name, a, b) -> np.ndarray:
         try:
-            return self.atom_ds[name][a:b]
+            values = self.atom_ds[name][a:b]
         except OSError as err:
             raise self._damage(name, err) from None
+        if name == F.POSITIONS and values.dtype.kind == "i":  # grid layout: counts of 2**-bits A
+            return from_grid(values, int(self.meta.get("positions_grid_bits", GRID_BITS)))
+        return values
 
     def verify(self) -> None:
         """Read every chunk of every dataset once (checksums, decompression); DatasetError on damage."""
@@ -478,6 +500,7 @@ def base_meta(label_fields, attrs, positions_dtype, uuid, merged_through, forces
         "merged_through": int(merged_through),
         "label_fields": json.dumps(list(label_fields)),
         "positions_dtype": np.dtype(positions_dtype).name,
+        **({"positions_grid_bits": GRID_BITS} if np.dtype(positions_dtype) == GRID_DTYPE else {}),
         "forces_mantissa_bits": int(forces_bits),
         "units": json.dumps({**F.UNITS, "stress_order": "voigt xx yy zz yz xz xy"}),
         "unit_system": F.UNIT_SYSTEM,

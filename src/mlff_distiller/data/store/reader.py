@@ -73,6 +73,9 @@ class DatasetReader:
         self._part_of = np.repeat(np.arange(len(self._parts)), sizes)
         self._local = np.concatenate([np.arange(s) for s in sizes]) if self._n else np.zeros(0, np.int64)
         self._cols = {k: np.concatenate([p.small[k] for p in self._parts]) for k in main.small}
+        for k in (F.CELL, F.STRESS):  # float32 in the grid layout: callers always get float64
+            if k in self._cols:
+                self._cols[k] = self._cols[k].astype(np.float64)
         self._prov_codes, self._tables = {}, {}
         for key in (*PROV_STR, "info"):
             table: dict[str, int] = {}

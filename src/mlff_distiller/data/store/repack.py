@@ -15,7 +15,7 @@ import numpy as np
 
 from ... import fields as F
 from ...errors import DatasetError
-from .convert import check_bits, check_positions_dtype, round_mantissa, to_json
+from .convert import check_bits, check_positions_dtype, encode_positions, round_mantissa, to_json
 from .parts import SEG_RE, base_meta, journal_dir, write_part
 from .reader import DatasetReader
 
@@ -47,7 +47,7 @@ def merge_into(
 
         def blocks():
             for blk in r.iter_blocks():
-                blk.positions = blk.positions.astype(pdt)
+                blk.positions = encode_positions(blk.positions, pdt)
                 if F.FORCES in blk.labels:
                     blk.labels[F.FORCES] = round_mantissa(blk.labels[F.FORCES], bits)
                 yield blk
