@@ -58,6 +58,9 @@ def test_stage_benchmark_rows():
     assert f"{store['numpy_over_store']:.2f}x smaller (lossless default)" in README
     assert f"{store['numpy_over_store_compact']:.2f}x with the opt-in compact layout" in README
     assert f"| {store['extxyz_over_store']:.2f}x (default); {store['extxyz_over_store_f32pos']:.2f}x float32" in README
+    ratio = (RESULTS / "store_ratio.md").read_text()
+    assert "| **3.000x** |" in ratio and "| 2.529x |" in ratio and "| 2.427x |" in ratio
+    assert "| 3.00x (`tiny` x 1000, EMT; format 2: 2.53x" in README and "2.43x on a 120-structure water set" in README
     lab = {r["teacher"].split("-")[0]: r for r in _json("labeling.json")}
     row = next(line for line in README.splitlines() if line.startswith("| labeling: pipeline vs bare"))
     assert f"{lab['chgnet']['pipeline_over_bare']:.2f} (CHGNet" in row
