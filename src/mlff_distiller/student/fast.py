@@ -422,9 +422,11 @@ class FastStudent:
         self.readout = (c(wr1.T), c(wr1), c(br1), c(wr2[0]), c(br2))
         self.embedding = c(sd["embedding.weight"])
         self.rbf_freq = c(sd["rbf_freq"])
-        # the kernel computes sin(rbf_freq[k] r) by recurrence from rbf_freq[0] = pi / cutoff
+        # the kernel computes sin(rbf_freq[k] r) by recurrence from rbf_freq[0] = pi / cutoff;
+        # students trained before the EMA stopped averaging buffers carry float32 drift of
+        # ~1e-6 relative in these constants, harmless at float32 precision
         expected = np.arange(1, len(self.rbf_freq) + 1) * math.pi / float(model.cutoff)
-        if not np.allclose(self.rbf_freq, expected, rtol=1e-6):
+        if not np.allclose(self.rbf_freq, expected, rtol=1e-5):
             raise ValueError("fast student kernel: radial frequencies are not k pi / cutoff")
         self.z_to_index = sd["z_to_index"].astype(np.int64)
         self.atom_energy_const = model.atom_energy_const.detach().cpu().numpy().astype(np.float64)

@@ -86,17 +86,21 @@ class LRSchedule:
 
 
 class EMA:
-    """Exponential moving average of a model's floating-point parameters and buffers.
+    """Exponential moving average of a model's floating-point parameters.
 
     ``shadow = d * shadow + (1 - d) * param`` after every optimizer step, with the decay
     ramped as ``d = min(decay, (1 + n) / (10 + n))`` over the first updates so that the
-    average is not dominated by the random initial weights.
+    average is not dominated by the random initial weights. Buffers (constants such as the
+    radial frequencies) are copied, not averaged: averaging a constant in float32 only adds
+    rounding drift (~1e-6 relative after a few thousand steps, which accumulated over
+    warm-started retrainings until the Numba kernel refused the frequencies).
     """
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = float(decay)
         self.num_updates = 0
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.averaged = {k for k, _ in model.named_parameters()}
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
@@ -104,7 +108,7 @@ class EMA:
         d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
         for k, v in model.state_dict().items():
             s = self.shadow[k]
-            if s.dtype.is_floating_point:
+            if k in self.averaged and s.dtype.is_floating_point:
                 s.mul_(d).add_(v.detach(), alpha=1 - d)
             else:
                 s.copy_(v)
