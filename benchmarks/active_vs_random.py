@@ -165,8 +165,35 @@ def main(argv=None) -> int:
     subprocess.run([sys.executable, str(Path(__file__).with_name("compare_students.py")), args.recipe, *specs,
                     "--cache", args.cache, "--out", str(cmp_out)], check=True)
     cmp = json.loads(cmp_out.with_suffix(".json").read_text())
+    cmp["on_active_frames"] = _on_active_frames(out, rounds, arms)
     _write(out, args, recipe, n, n_base, rounds, arms, cmp)
     return 0
+
+
+def _on_active_frames(out: Path, rounds: list, arms: dict) -> dict:
+    """Each student's signed energy error (meV/atom, student - teacher) and force RMSE / RMS on
+    the frames the active rounds had the teacher label (the students' own MD), per round."""
+    from mlff_distiller.bench.accuracy import evaluate, load_labelled
+    from mlff_distiller.student import StudentCalculator
+
+    res: dict = {}
+    for rec in rounds:
+        labels = out / "active" / f"round-{rec['round']}" / "labels.h5"
+        if not labels.exists():
+            continue
+        frames = load_labelled(labels)
+        for name, (run_dir, _) in arms.items():
+            calc = StudentCalculator(run_dir, backend="numba")
+            signed = []
+            for a in frames:
+                b = a.copy()
+                b.calc = calc
+                signed.append(1e3 * (b.get_potential_energy() - a.get_potential_energy()) / len(a))
+            metrics = evaluate(calc, frames)[0]
+            res.setdefault(f"round-{rec['round']}", {})[name] = {
+                "n_frames": len(frames), "energy_signed_mev": float(np.mean(signed)),
+                "energy_mae_mev": float(np.mean(np.abs(signed))), "force_rel_rmse": metrics.get("force_rmse_relative")}
+    return res
 
 
 def _write(out: Path, args, recipe, n, n_base, rounds, arms, cmp) -> None:
@@ -194,6 +221,16 @@ def _write(out: Path, args, recipe, n, n_base, rounds, arms, cmp) -> None:
         df, de = paired_cells(e.get("vs_active"))
         lines.append(f"| {name} | {calls} | {_ci(p, 'force_rel_rmse')} | {_ci(p, 'energy_mae_per_atom', 1e3)} | "
                      f"{1e3 * p['energy_offset_per_atom']:+.1f} | {df} | {de} |")
+    frames = cmp.get("on_active_frames") or {}
+    if frames:
+        names = list(teacher_calls)
+        lines += ["", "On the frames each active round had the teacher label (the students' own MD; not held out "
+                  "for the active students after that round): signed energy error meV/atom (student - teacher) / "
+                  "force RMSE / RMS.", "", "| frames | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for key, per in frames.items():
+            cells = [f"{per[m]['energy_signed_mev']:+.1f} / {per[m]['force_rel_rmse']:.3f}" if m in per else "-"
+                     for m in names]
+            lines.append(f"| {key} ({next(iter(per.values()))['n_frames']}) | " + " | ".join(cells) + " |")
     lines += ["", "Rounds of the active arm (teacher calls, selected, committee disagreement, stop):", ""]
     for rec in rounds:
         lines.append(f"- round {rec['round']}: {rec.get('teacher_calls')} teacher calls, disagreement "
