@@ -127,3 +127,21 @@ def test_student_step_over_neighbour_list_ranges():
     for label, variant in (("small (default)", "small+sl"), ("tiny", "tiny+sl"), ("quickstart student", "small-2L+sl"),
                            ("base", "base+sl")):
         assert f"{label} {span(variant)}" in row, (label, span(variant), row)
+
+
+def test_active_vs_random_table_matches_the_results():
+    res = json.loads((RESULTS / "water_active" / "active_vs_random.json").read_text())
+    rows = {"first student": "S0", "+ 2 active rounds": "active", "+ 88 random recipe structures": "random x1",
+            "+ 176 random recipe structures": "random x2"}
+    doc = (ROOT / "docs" / "active.md").read_text()
+    for label, name in rows.items():
+        p = res["heldout"]["students"][name]["pooled"]
+        lo, hi = p["force_rel_rmse_ci95"]
+        force = f"{p['force_rel_rmse']:.3f} [{lo:.3f}, {hi:.3f}]"
+        row = next(line for line in README.splitlines() if line.startswith(f"| {label} |"))
+        assert f"| {res['teacher_calls'][name]} |" in row and force in row.replace("**", ""), row
+        assert f"{1e3 * p['energy_mae_per_atom']:.1f} meV/atom" in row, row
+        assert force in doc.replace("**", ""), name
+    diff = res["heldout"]["students"]["random x2"]["vs_active"]["force_rel_rmse"]
+    flat = " ".join(README.split())
+    assert f"+{diff['difference']:.3f} [+{diff['ci95'][0]:.3f}, +{diff['ci95'][1]:.3f}]" in flat
