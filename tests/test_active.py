@@ -252,6 +252,32 @@ def test_rounds_append_frames_with_provenance_within_budget(project):
     assert set(r1["calibration_heldout"]) >= {"frame_spearman", "atom_pearson"}
 
 
+def test_retrained_students_keep_the_absolute_energies_of_the_first_dataset(project):
+    """After each retraining the reference energies are refit on the first training set: the
+    student's energy residuals there sum to zero (per element, least squares), once per checkpoint."""
+    from mlff_distiller.active.rounds import _training_frames, refit_reference
+
+    out, _ = project
+    rounds = json.loads((out / "active" / "rounds.json").read_text())["rounds"]
+    trained = [r for r in rounds if r.get("run_dir")]
+    assert trained and all("mean_residual_before_meV_per_atom" in r["train"]["reference_refit"] for r in trained)
+    calc = StudentCalculator(Path(trained[-1]["run_dir"]), backend="torch")
+    residual, counts = [], []
+    frames = _training_frames(out / "data" / "train.h5")
+    elements = sorted({int(z) for a in frames for z in a.numbers})
+    for atoms in frames:
+        work = atoms.copy()
+        work.calc = calc
+        residual.append(work.get_potential_energy() - atoms.get_potential_energy())
+        counts.append([np.sum(atoms.numbers == z) for z in elements])
+    normal = np.asarray(counts, dtype=float).T @ np.asarray(residual)  # least squares: C^T r = 0
+    assert np.abs(normal).max() < 1e-3 * np.sum(counts), normal  # float32 network: 1 meV per atom
+    best = Path(trained[-1]["run_dir"]) / "checkpoints" / "best.pt"
+    before = best.read_bytes()
+    assert refit_reference(best, out / "data" / "train.h5") == trained[-1]["train"]["reference_refit"]
+    assert best.read_bytes() == before  # recorded in the checkpoint: not applied twice
+
+
 def test_rerun_skips_every_stage_and_round(project):
     """The rounds are recorded stages too: re-running the same recipe redoes none of them."""
     from mlff_distiller.pipeline.run import RunOptions, run_project

@@ -60,6 +60,11 @@ class ActiveConfig:
     descriptor_k: int = 8  # neighbours in the per-atom environment descriptor
     # -- retraining ------------------------------------------------------------------------
     retrain: dict = field(default_factory=dict)  # TrainConfig overrides for the warm-started retraining
+    # After each retraining, shift the per-element reference energies so that the student's
+    # mean energy residual on the first training set (the recipe's own structures) is zero:
+    # frames of the student's own MD sit above its prediction, and a short warm start answers
+    # with a global energy shift (docs/active.md, "Measured").
+    refit_reference: bool = True
     backend: str = "auto"  # StudentCalculator backend for exploration and scoring
 
     @classmethod
