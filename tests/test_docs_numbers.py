@@ -145,3 +145,8 @@ def test_active_vs_random_table_matches_the_results():
     diff = res["heldout"]["students"]["random x2"]["vs_active"]["force_rel_rmse"]
     flat = " ".join(README.split())
     assert f"+{diff['difference']:.3f} [+{diff['ci95'][0]:.3f}, +{diff['ci95'][1]:.3f}]" in flat
+    refit = json.loads((RESULTS / "water_active" / "reference_refit.json").read_text())["students"]
+    after = 1e3 * refit["active, reference refit"]["pooled"]["energy_mae_per_atom"]
+    before = 1e3 * refit["active"]["pooled"]["energy_mae_per_atom"]
+    assert f"that gives {after:.1f} meV/atom with unchanged forces" in flat
+    assert f"energy MAE {before:.1f} -> {after:.1f} meV/atom with unchanged forces" in " ".join(doc.split())
