@@ -150,3 +150,12 @@ def test_active_vs_random_table_matches_the_results():
     before = 1e3 * refit["active"]["pooled"]["energy_mae_per_atom"]
     assert f"that gives {after:.1f} meV/atom with unchanged forces" in flat
     assert f"energy MAE {before:.1f} -> {after:.1f} meV/atom with unchanged forces" in " ".join(doc.split())
+
+
+def test_silicon_100ps_claim_matches_the_runs():
+    runs = json.loads((RESULTS / "silicon" / "si_100ps.json").read_text())["runs"]
+    assert len(runs) == 2 and all(r["stable"] and r["simulated_ps"] == 100.0 and r["temperature_K"] == 1800.0
+                                  for r in runs)
+    flat = " ".join(README.split())
+    assert "in two separate 100 ps runs at 1800 K" in flat and "2 of 2 stable" in flat
+    assert f"closest pair {min(r['closest_pair_A'] for r in runs):.2f} A" in flat
