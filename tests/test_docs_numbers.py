@@ -159,3 +159,12 @@ def test_silicon_100ps_claim_matches_the_runs():
     flat = " ".join(README.split())
     assert "in two separate 100 ps runs at 1800 K" in flat and "2 of 2 stable" in flat
     assert f"closest pair {min(r['closest_pair_A'] for r in runs):.2f} A" in flat
+
+
+def test_refit_in_the_loop_numbers_match_the_results():
+    res = json.loads((RESULTS / "water_active" / "refit_in_the_loop.json").read_text())["students"]
+    p = res["active, refit in the loop"]["pooled"]
+    d = res["random x2"]["vs_active, refit in the loop"]["force_rel_rmse"]
+    flat = " ".join(README.split())
+    assert f"give {1e3 * p['energy_mae_per_atom']:.1f} meV/atom and force {p['force_rel_rmse']:.3f}" in flat
+    assert f"random x2 still +{d['difference']:.3f} [+{d['ci95'][0]:.3f}, +{d['ci95'][1]:.3f}] worse" in flat
