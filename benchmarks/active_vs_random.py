@@ -183,13 +183,8 @@ def _on_active_frames(out: Path, rounds: list, arms: dict) -> dict:
             continue
         frames = load_labelled(labels)
         for name, (run_dir, _) in arms.items():
-            calc = StudentCalculator(run_dir, backend="numba")
-            signed = []
-            for a in frames:
-                b = a.copy()
-                b.calc = calc
-                signed.append(1e3 * (b.get_potential_energy() - a.get_potential_energy()) / len(a))
-            metrics = evaluate(calc, frames)[0]
+            metrics, parity = evaluate(StudentCalculator(run_dir, backend="numba"), frames)
+            signed = 1e3 * (parity["energy_pred"] - parity["energy_ref"])  # per atom
             res.setdefault(f"round-{rec['round']}", {})[name] = {
                 "n_frames": len(frames), "energy_signed_mev": float(np.mean(signed)),
                 "energy_mae_mev": float(np.mean(np.abs(signed))), "force_rel_rmse": metrics.get("force_rmse_relative")}
