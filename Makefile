@@ -25,7 +25,7 @@ demo: $(STAMP)
 # The default test suite (what CI runs): lint (ruff), type check of the public API (mypy,
 # modules listed in pyproject.toml), then the tests.
 test: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 

@@ -113,8 +113,26 @@ def generate(n_target: int, seed: int = 0) -> Path:
 def _label(n_target: int, rng: np.random.Generator, root_id: int) -> dict:
     from ase.calculators.emt import EMT
     from tqdm import tqdm
-    cols = {k: [] for k in ("numbers", "positions", "forces", "n_atoms", "energy", "stress", "stress_mask", "cell", "pbc",
-                            "source", "params", "group", "parent", "seed")}
+
+    cols = {
+        k: []
+        for k in (
+            "numbers",
+            "positions",
+            "forces",
+            "n_atoms",
+            "energy",
+            "stress",
+            "stress_mask",
+            "cell",
+            "pbc",
+            "source",
+            "params",
+            "group",
+            "parent",
+            "seed",
+        )
+    }
     calc = EMT()
     bar = tqdm(total=n_target, desc="EMT labels", unit="struct")
     while len(cols["energy"]) < n_target:
@@ -184,9 +202,15 @@ def load_atoms(npz: Path):
         if d["stress_mask"][i]:
             res["stress"] = d["stress"][i]
         atoms.calc = SinglePointCalculator(atoms, **res)
-        atoms.info["provenance"] = {"source": str(d["source"][i]), "sampler": "rattle", "params": json.loads(str(d["params"][i])),
-                                    "parent": int(d["parent"][i]), "group": str(d["group"][i]), "seed": int(d["seed"][i]),
-                                    "teacher": "emt"}
+        atoms.info["provenance"] = {
+            "source": str(d["source"][i]),
+            "sampler": "rattle",
+            "params": json.loads(str(d["params"][i])),
+            "parent": int(d["parent"][i]),
+            "group": str(d["group"][i]),
+            "seed": int(d["seed"][i]),
+            "teacher": "emt",
+        }
         out.append(atoms)
     return out, d
 
@@ -198,11 +222,20 @@ def numpy_baseline(d, path: Path) -> int:
                         "parent": int(d["parent"][i]), "group": str(d["group"][i]), "seed": int(d["seed"][i]),
                         "teacher": "emt"}) for i in range(n)]
     prov_bytes = np.frombuffer("\n".join(prov).encode(), dtype=np.uint8)
-    np.savez(path, numbers=d["numbers"].astype(np.int64), positions=d["positions"].astype(np.float64),
-             forces=d["forces"].astype(np.float64), offsets=np.concatenate([[0], np.cumsum(d["n_atoms"])]).astype(np.int64),
-             n_atoms=d["n_atoms"].astype(np.int64), energy=d["energy"].astype(np.float64),
-             stress=d["stress"].astype(np.float64), stress_mask=d["stress_mask"].astype(np.int64),
-             cell=d["cell"].astype(np.float64), pbc=d["pbc"].astype(np.int64), provenance_json=prov_bytes)
+    np.savez(
+        path,
+        numbers=d["numbers"].astype(np.int64),
+        positions=d["positions"].astype(np.float64),
+        forces=d["forces"].astype(np.float64),
+        offsets=np.concatenate([[0], np.cumsum(d["n_atoms"])]).astype(np.int64),
+        n_atoms=d["n_atoms"].astype(np.int64),
+        energy=d["energy"].astype(np.float64),
+        stress=d["stress"].astype(np.float64),
+        stress_mask=d["stress_mask"].astype(np.int64),
+        cell=d["cell"].astype(np.float64),
+        pbc=d["pbc"].astype(np.int64),
+        provenance_json=prov_bytes,
+    )
     return path.stat().st_size
 
 
@@ -301,9 +334,14 @@ def main(argv=None) -> int:
     size_xyz = xyz.stat().st_size
     res["size_bytes"] = {"store_f64_positions": size_h5, "store_f32_positions": size_h5_32,
                          "store_compact": size_h5_c, "numpy_f64_i64": size_np, "extxyz": size_xyz}
-    res["size_ratio"] = {"numpy_over_store": size_np / size_h5, "extxyz_over_store": size_xyz / size_h5,
-                         "numpy_over_store_f32pos": size_np / size_h5_32, "extxyz_over_store_f32pos": size_xyz / size_h5_32,
-                         "numpy_over_store_compact": size_np / size_h5_c, "extxyz_over_store_compact": size_xyz / size_h5_c}
+    res["size_ratio"] = {
+        "numpy_over_store": size_np / size_h5,
+        "extxyz_over_store": size_xyz / size_h5,
+        "numpy_over_store_f32pos": size_np / size_h5_32,
+        "extxyz_over_store_f32pos": size_xyz / size_h5_32,
+        "numpy_over_store_compact": size_np / size_h5_c,
+        "extxyz_over_store_compact": size_xyz / size_h5_c,
+    }
     with DatasetReader(h5) as r:  # where the bytes go in the default layout
         import h5py
 
@@ -370,7 +408,8 @@ def render(res: dict) -> str:
     lines = [
         "# Dataset store benchmark",
         "",
-        f"Machine: {m['cpu']}, {m['cores_visible']} cores visible (shared with other jobs), OMP_NUM_THREADS={m['threads']}, "
+        f"Machine: {m['cpu']}, {m['cores_visible']} cores visible (shared with other jobs), "
+        f"OMP_NUM_THREADS={m['threads']}, "
         f"torch {m['torch']}, h5py {m['h5py']} / HDF5 {m['hdf5']}, Python {m['python']}, {m['date']}.",
         "",
         f"Data: {res['n_structures']} EMT-labelled structures, {res['n_atoms']} atoms "
@@ -382,27 +421,35 @@ def render(res: dict) -> str:
         "",
         "| layout | MiB | numpy f64/i64 / this | extxyz / this |",
         "|---|---:|---:|---:|",
-        f"| store, positions float64 (imported data; `DatasetWriter` default) | {sb['store_f64_positions'] * mb:.1f} | {sr['numpy_over_store']:.2f}x | "
+        f"| store, positions float64 (imported data; `DatasetWriter` default) | {sb['store_f64_positions'] * mb:.1f} "
+        f"| {sr['numpy_over_store']:.2f}x | "
         f"{sr['extxyz_over_store']:.2f}x |",
-        f"| store, positions float32 (format 2 default of generated pools; here via `repack --positions-dtype float32`) | {sb['store_f32_positions'] * mb:.1f} | "
+        "| store, positions float32 (format 2 default of generated pools; here via `repack --positions-dtype "
+        f"float32`) | {sb['store_f32_positions'] * mb:.1f} | "
         f"{sr['numpy_over_store_f32pos']:.2f}x | {sr['extxyz_over_store_f32pos']:.2f}x |",
-        f"| store, compact: positions float32, forces {COMPACT_FORCE_BITS}-bit mantissa (`repack --positions-dtype float32 "
-        f"--forces-mantissa-bits {COMPACT_FORCE_BITS}`) | {sb['store_compact'] * mb:.1f} | {sr['numpy_over_store_compact']:.2f}x | "
+        f"| store, compact: positions float32, forces {COMPACT_FORCE_BITS}-bit mantissa (`repack --positions-dtype "
+        "float32 "
+        f"--forces-mantissa-bits {COMPACT_FORCE_BITS}`) | {sb['store_compact'] * mb:.1f} | "
+        f"{sr['numpy_over_store_compact']:.2f}x | "
         f"{sr['extxyz_over_store_compact']:.2f}x |",
         f"| numpy arrays float64/int64 (.npz, uncompressed) | {sb['numpy_f64_i64'] * mb:.1f} | 1.00x | |",
         f"| extxyz (ASE writer) | {sb['extxyz'] * mb:.1f} | | 1.00x |",
         "",
         "Bytes per atom in the default layout (gzip+shuffle): "
-        + ", ".join(f"{k} {v:.2f}" for k, v in res["bytes_per_atom_default"].items()) + ".",
+        + ", ".join(f"{k} {v:.2f}" for k, v in res["bytes_per_atom_default"].items())
+        + ".",
         "",
         "## Storage error (against the float64 labels)",
         "",
-        f"- forces, float32 (default): max |error| {fe['forces_max_abs_eV_per_A']:.2e} eV/A, RMS {fe['forces_rms_abs_eV_per_A']:.2e} eV/A, "
+        f"- forces, float32 (default): max |error| {fe['forces_max_abs_eV_per_A']:.2e} eV/A, RMS "
+        f"{fe['forces_rms_abs_eV_per_A']:.2e} eV/A, "
         f"max relative {fe['forces_max_rel']:.1e} (|F| up to {fe['forces_max_abs_eV_per_A_in_data']:.1f} eV/A)",
-        f"- forces, {COMPACT_FORCE_BITS}-bit mantissa (compact): max |error| {fe['forces_compact_max_abs_eV_per_A']:.2e} eV/A, "
+        f"- forces, {COMPACT_FORCE_BITS}-bit mantissa (compact): max |error| "
+        f"{fe['forces_compact_max_abs_eV_per_A']:.2e} eV/A, "
         f"RMS {fe['forces_compact_rms_abs_eV_per_A']:.2e} eV/A, max relative {fe['forces_compact_max_rel']:.1e}",
         f"- positions float64 (default): max |error| {fe['positions_f64_max_abs_A']:.1e} A (lossless)",
-        f"- positions float32: max |error| {fe['positions_f32_max_abs_A']:.2e} A, RMS {fe['positions_f32_rms_abs_A']:.2e} A "
+        f"- positions float32: max |error| {fe['positions_f32_max_abs_A']:.2e} A, RMS "
+        f"{fe['positions_f32_rms_abs_A']:.2e} A "
         f"(|x| up to {fe['positions_max_abs_coordinate_A']:.1f} A)",
         "",
         "## Speed (1 thread)",
@@ -415,7 +462,8 @@ def render(res: dict) -> str:
         f"| random `get_arrays`, lazy, warm chunk cache | {rr['get_arrays_lazy_warm']:.0f} /s |",
         f"| random `get_arrays`, preloaded | {rr['get_arrays_preloaded']:.0f} /s |",
         f"| random `get_atoms` (ase.Atoms + calculator), lazy | {rr['get_atoms_lazy_warm']:.0f} /s |",
-        f"| random `MolecularDataset[i]` incl. 5 A vesin neighbour list | {rr['dataset_item_with_5A_neighbour_list']:.0f} /s |",
+        "| random `MolecularDataset[i]` incl. 5 A vesin neighbour list | "
+        f"{rr['dataset_item_with_5A_neighbour_list']:.0f} /s |",
         f"| DataLoader, batch {dl['batch_size']}, 0 workers | {dl['workers_0']:.1f} batches/s |",
         f"| DataLoader, batch {dl['batch_size']}, 2 workers | {dl['workers_2']:.1f} batches/s |",
         "",

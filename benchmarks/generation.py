@@ -47,7 +47,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from ase.calculators.calculator import all_changes  # noqa: E402
 from ase.calculators.lj import LennardJones  # noqa: E402
 
@@ -275,7 +274,9 @@ def write_report(m: dict, rows: list[dict], cov: dict | None, n: int, calls: lis
                   f"1 thread; load average afterwards {qs['load_average_after']:.1f}.", "",
                   "| source | sampler | written | roots | s |", "|---|---|---|---|---|"]
         for st in qs["entries"]:
-            lines.append(f"| {st['source']} | {st['sampler']} | {st['written']} | {st['roots']} | {st['seconds']:.1f} |")
+            lines.append(
+                f"| {st['source']} | {st['sampler']} | {st['written']} | {st['roots']} | {st['seconds']:.1f} |"
+            )
         lines.append("")
     if cov:
         s = cov["summary"]
@@ -343,16 +344,23 @@ def main(argv=None) -> int:
                             prev.get("quickstart"))
     with tempfile.TemporaryDirectory() as d:
         if "throughput" in sections:
-            print(f"{'source':<24} {'sampler':<13} {'teacher':<7} {'n':>5} {'atoms':>7} {'struct/s':>9} {'CPU ms/st':>10}")
+            print(
+                f"{'source':<24} {'sampler':<13} {'teacher':<7} {'n':>5} {'atoms':>7} {'struct/s':>9} {'CPU ms/st':>10}"
+            )
             rows = throughput(args.n, args.chgnet, Path(d))
         if "calls" in sections:
             calls = [teacher_calls("quickstart", None), teacher_calls("seed-m2", args.tier)]
             for c in calls:
-                print(f"{c['recipe']} {c['tier'] or ''}: {c['structures']} structures, {c['teacher_calls']} teacher calls "
-                      f"of {c['mean_atoms_per_call']:.1f} atoms, CHGNet ~{c['chgnet_seconds_estimate']:.0f} s")
+                print(
+                    f"{c['recipe']} {c['tier'] or ''}: {c['structures']} structures, {c['teacher_calls']} teacher "
+                    "calls "
+                    f"of {c['mean_atoms_per_call']:.1f} atoms, CHGNet ~{c['chgnet_seconds_estimate']:.0f} s"
+                )
         if "quickstart" in sections:
             qs = quickstart_run(args.progress, Path(d))
-            print(f"quickstart: {qs['n_structures']} structures in {qs['seconds']:.0f} s ({qs['cpu_seconds']:.0f} s CPU)")
+            print(
+                f"quickstart: {qs['n_structures']} structures in {qs['seconds']:.0f} s ({qs['cpu_seconds']:.0f} s CPU)"
+            )
         if "coverage" in sections:
             pool = Path(args.pool) if args.pool else Path(d) / "seed-m2.h5"
             cov = coverage(args.tier, args.progress, pool, args.coverage_teacher,

@@ -88,7 +88,6 @@ def run_one(args) -> tuple[dict, list[str]]:
     from distributed import Client
 
     from mlff_distiller.labeling.cluster import local_cluster
-
     from mlff_distiller.teachers import build_teacher
 
     torch.set_num_threads(1)
@@ -194,7 +193,8 @@ def run_one(args) -> tuple[dict, list[str]]:
         f"| pipeline, 2 workers | {best['pipe2']:.2f} | {med['pipe2']:.2f} |",
         "",
         "Worker utilisation (time a worker spent inside a labelling task / labelling wall time, "
-        f"per worker; 1.0 = never idle): 1 worker {statistics.median(util['pipe1']):.2f}, 2 workers {statistics.median(util['pipe2']):.2f} (median).",
+        f"per worker; 1.0 = never idle): 1 worker {statistics.median(util['pipe1']):.2f}, 2 workers "
+        f"{statistics.median(util['pipe2']):.2f} (median).",
         "",
         f"Cluster start-up: 1 worker {startup[1]:.1f} s, 2 workers {startup[2]:.1f} s; teacher load in "
         f"process {load_s:.1f} s (neither is in the throughput).",

@@ -201,8 +201,15 @@ def _markdown(result: dict) -> str:
                 d = r.get(name + "_vs_previous")
                 df = (f"{d['force_rel_rmse']['difference']:+.3f} [{d['force_rel_rmse']['ci95'][0]:+.3f}, "
                       f"{d['force_rel_rmse']['ci95'][1]:+.3f}]") if d else "-"
-                de = (f"{1000 * d['energy_mae_per_atom']['difference']:+.2f} [{1000 * d['energy_mae_per_atom']['ci95'][0]:+.2f}, "
-                      f"{1000 * d['energy_mae_per_atom']['ci95'][1]:+.2f}]") if d else "-"
+                de = (
+                    (
+                        f"{1000 * d['energy_mae_per_atom']['difference']:+.2f} "
+                        f"[{1000 * d['energy_mae_per_atom']['ci95'][0]:+.2f}, "
+                        f"{1000 * d['energy_mae_per_atom']['ci95'][1]:+.2f}]"
+                    )
+                    if d
+                    else "-"
+                )
                 lines.append(
                     f"| {r[col]} | {r['train_s']:.0f} | {_fmt_ci(m, 'energy_mae_per_atom', 1000)} "
                     f"| {1000 * m['energy_offset_per_atom']:+.2f} | {_fmt_ci(m, 'force_rel_rmse')} | {df} | {de} |"
@@ -246,7 +253,9 @@ def main(argv=None) -> int:
 
             with DatasetReader(train_h5) as r:
                 n = len(r)
-        ckpt, wall = _train(data, tcfg, args.data_steps, work / f"data_{frac:g}")
+        # the whole split at the data curve's budget is also a point of the steps curve: train it once
+        run_dir = work / (f"steps_{args.data_steps}" if frac >= 1.0 else f"data_{frac:g}")
+        ckpt, wall = _train(data, tcfg, args.data_steps, run_dir)
         vs_data.append({"structures": n, "fraction": frac, "steps": args.data_steps, "train_s": wall,
                         "scores": _score(ckpt, sets)})
         print(f"data {frac:g} ({n} structures): {vs_data[-1]['scores']['teacher MD']['metrics']['force_rel_rmse']:.3f}",

@@ -144,7 +144,13 @@ def main(argv=None) -> int:
     if student is None and not (args.skip_chgnet and args.skip_orb):
         print("no student given and no quickstart run found: run `make demo` or pass --student", file=sys.stderr)
         return 2
-    cfg = {"drift_ps": 10.0, "stability_ps": 1.0, "rdf_ps": 1.0, "timestep_fs": 0.5, "student_backend": args.student_backend}
+    cfg = {
+        "drift_ps": 10.0,
+        "stability_ps": 1.0,
+        "rdf_ps": 1.0,
+        "timestep_fs": 0.5,
+        "student_backend": args.student_backend,
+    }
     if args.quick:
         cfg.update(drift_ps=1.0, stability_ps=0.25, rdf=False)
     if args.config:
@@ -159,9 +165,19 @@ def main(argv=None) -> int:
     if not args.skip_orb:
         ckpt = random_orb_v2_checkpoint(args.orb_checkpoint)
         results["orb_v2_random"] = run_bench(
-            student, {"name": "orb", "model": "orb-v2", "weights_path": ckpt}, systems=args.orb_systems or args.systems,
-            out_dir=os.path.join(args.out, "bench_orb_v2_random"), threads=1,
-            config={"md": False, **{k: cfg[k] for k in ("timestep_fs", "n_rounds", "n_calls", "n_md_steps", "student_backend") if k in cfg}},
+            student,
+            {"name": "orb", "model": "orb-v2", "weights_path": ckpt},
+            systems=args.orb_systems or args.systems,
+            out_dir=os.path.join(args.out, "bench_orb_v2_random"),
+            threads=1,
+            config={
+                "md": False,
+                **{
+                    k: cfg[k]
+                    for k in ("timestep_fs", "n_rounds", "n_calls", "n_md_steps", "student_backend")
+                    if k in cfg
+                },
+            },
         )
     # the two runs may come from separate processes (run concurrently with --skip-*): read both back
     for key, sub in (("chgnet", "bench_chgnet"), ("orb_v2_random", "bench_orb_v2_random")):

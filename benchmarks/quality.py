@@ -144,7 +144,9 @@ def main(argv=None) -> int:
     ref = next((r for r in rows if r["n"] == 2000), rows[0])
     ref_t = ref["descriptor_s"] + ref["kernel_s"]
     print(f"\nQUESTS cost vs subsample size (mean of 3 subsamples; ratio to n={ref['n']})")
-    print(f"{'n env':>7s} {'descr s':>9s} {'kernel s':>9s} {'total/ref':>10s} {'H nats':>8s} {'H std':>7s} {'H/ln n':>7s}")
+    print(
+        f"{'n env':>7s} {'descr s':>9s} {'kernel s':>9s} {'total/ref':>10s} {'H nats':>8s} {'H std':>7s} {'H/ln n':>7s}"
+    )
     for r in rows:
         tot = r["descriptor_s"] + r["kernel_s"]
         r["ratio_to_ref"] = tot / ref_t

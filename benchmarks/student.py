@@ -56,7 +56,14 @@ import torch
 from mlff_distiller.data.graph import atoms_to_batch
 from mlff_distiller.data.neighbors import neighbor_list
 from mlff_distiller.data.normalization import NormalizationStats
-from mlff_distiller.student import PRESETS, StudentCalculator, StudentConfig, build_student, export_torchscript, load_exported
+from mlff_distiller.student import (
+    PRESETS,
+    StudentCalculator,
+    StudentConfig,
+    build_student,
+    export_torchscript,
+    load_exported,
+)
 
 CUTOFF = 5.0
 #: label -> StudentConfig keyword arguments
@@ -272,7 +279,7 @@ def bench_training(presets, repeats):
         model = build_student(StudentConfig(cutoff=CUTOFF, **VARIANTS[preset]), stats).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-        def step():
+        def step(model=model, opt=opt):
             opt.zero_grad()
             pred = model(batch, compute_forces=True)
             loss = pred["energy"].float().pow(2).mean() * 1e-4 + pred["forces"].pow(2).mean()
@@ -288,7 +295,9 @@ def bench_training(presets, repeats):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, skip the 512-atom system, write no result files")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repeats, skip the 512-atom system, write no result files"
+    )
     parser.add_argument("--schnetpack-site", default=os.environ.get("SCHNETPACK_SITE", "/tmp/spk/site"),
                         help="folder holding an unpacked schnetpack wheel (see module docstring)")
     parser.add_argument("--presets", default=",".join(VARIANTS), help="comma-separated labels of VARIANTS")
@@ -307,8 +316,13 @@ def main(argv=None):
     spk, why_not = import_schnetpack(args.schnetpack_site)
     import tempfile
 
-    results = {"machine": machine(), "cutoff_A": CUTOFF, "schnetpack": spk[3] if spk else f"not run: {why_not}",
-               "systems": {}, "loadavg": open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"}
+    results = {
+        "machine": machine(),
+        "cutoff_A": CUTOFF,
+        "schnetpack": spk[3] if spk else f"not run: {why_not}",
+        "systems": {},
+        "loadavg": open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for name, build in SYSTEMS.items():
             if args.quick and "512" in name:
@@ -319,7 +333,10 @@ def main(argv=None):
                 repeats = max(3, repeats // 3)
             res = bench_system(name, atoms, presets, spk, repeats, tmp)
             results["systems"][name] = res
-            print(f"{name}: {res['edges']} edges, " + ", ".join(f"{k} {v:.2f} ms" for k, v in res["ms"].items()), flush=True)
+            print(
+                f"{name}: {res['edges']} edges, " + ", ".join(f"{k} {v:.2f} ms" for k, v in res["ms"].items()),
+                flush=True,
+            )
     results["training"] = bench_training(presets, 3 if args.quick else 7)
     text = render(results, presets, spk is not None)
     print(text)
@@ -350,7 +367,8 @@ def render(results, presets, with_spk):
         "",
         "`student` = eager model on a prepared batch; `TS` = its TorchScript export; `calc` = one "
         "StudentCalculator step (Verlet-skin neighbour list + model) on the torch backend; `numba` = the same "
-        "step on the default CPU backend (the Numba kernel), `numba/NL` its time over the neighbour-list time; `spk` = schnetpack PaiNN at the same "
+        "step on the default CPU backend (the Numba kernel), `numba/NL` its time over the neighbour-list time; "
+        "`spk` = schnetpack PaiNN at the same "
         "width/depth/radial functions on the same neighbour list; `/NL` = student time over the vesin "
         "neighbour-list time. Variants without `+sl` are plain PaiNN layer stacks "
         "(`scalar_last_message: false`, like for like with `spk`); `+sl` is the default scalar-only last "

@@ -185,28 +185,40 @@ def main() -> int:
                 continue  # ~7 s per Si64 call: molecules only in practice
             atoms = variants.get(tname.split()[0], variants["default"])
             batched = bool(teacher.capabilities["batched"])  # the backend can batch
-            t_first = time_call(lambda: teacher.label([atoms]))  # warm-up / compile
+            t_first = time_call(lambda teacher=teacher, atoms=atoms: teacher.label([atoms]))  # warm-up / compile
             if batched:
-                time_call(lambda: teacher.label([atoms] * args.batch, batch_size=args.batch))
+                time_call(lambda teacher=teacher, atoms=atoms: teacher.label([atoms] * args.batch,
+                                                                        batch_size=args.batch))
             cells.append({"teacher": tname, "t": teacher, "atoms": atoms, "batched": batched, "first": t_first,
                           "one": [], "batch": []})
         for _ in range(args.repeats):  # interleaved rounds
             for c in cells:
                 t, a = c["t"], c["atoms"]
-                c["one"].append(time_call(lambda: t.label([a])) * 1000)
+                c["one"].append(time_call(lambda t=t, a=a: t.label([a])) * 1000)
                 if c["batched"]:
-                    c["batch"].append(time_call(lambda: t.label([a] * args.batch, batch_size=args.batch)) * 1000 / args.batch)
+                    batch_s = time_call(lambda t=t, a=a: t.label([a] * args.batch, batch_size=args.batch))
+                    c["batch"].append(batch_s * 1000 / args.batch)
         for c in cells:
             one = statistics.median(c["one"])
             bat = statistics.median(c["batch"]) if c["batch"] else None
-            rows.append({
-                "system": sys_name, "teacher": c["teacher"], "structure": c["atoms"].get_chemical_formula(),
-                "n_atoms": len(c["atoms"]), "ms_one": round(one, 2), "ms_batched": None if bat is None else round(bat, 2),
-                "batch_speedup": None if bat is None else round(one / bat, 2), "first_call_ms": round(c["first"] * 1000, 1),
-            })
+            rows.append(
+                {
+                    "system": sys_name,
+                    "teacher": c["teacher"],
+                    "structure": c["atoms"].get_chemical_formula(),
+                    "n_atoms": len(c["atoms"]),
+                    "ms_one": round(one, 2),
+                    "ms_batched": None if bat is None else round(bat, 2),
+                    "batch_speedup": None if bat is None else round(one / bat, 2),
+                    "first_call_ms": round(c["first"] * 1000, 1),
+                }
+            )
             r = rows[-1]
-            print(f"{sys_name:<18} {c['teacher']:<13} {r['structure']:<10} one {r['ms_one']:>9.2f} ms"
-                  + (f"  batched {r['ms_batched']:>9.2f} ms/struct  (x{r['batch_speedup']})" if bat else ""), flush=True)
+            print(
+                f"{sys_name:<18} {c['teacher']:<13} {r['structure']:<10} one {r['ms_one']:>9.2f} ms"
+                + (f"  batched {r['ms_batched']:>9.2f} ms/struct  (x{r['batch_speedup']})" if bat else ""),
+                flush=True,
+            )
     recompile = fennol_recompilations(fnx)
     info = machine()
 
@@ -225,8 +237,10 @@ def main() -> int:
         "# Teacher cost (ms per structure, energy + forces (+ stress for crystals), 1 thread)",
         "",
         f"Machine: {info['cpu']}; 1 thread; torch {info['versions']['torch']}, chgnet {info['versions']['chgnet']}, "
-        f"orb-models {info['versions']['orb-models']}, fennol {info['versions']['fennol']} (jax {info['versions']['jax']}), "
-        f"tblite {info['versions']['tblite']}; {info['date']}; load average at the end {tuple(round(x, 1) for x in info['load_average'])} "
+        f"orb-models {info['versions']['orb-models']}, fennol {info['versions']['fennol']} (jax "
+        f"{info['versions']['jax']}), "
+        f"tblite {info['versions']['tblite']}; {info['date']}; load average at the end "
+        f"{tuple(round(x, 1) for x in info['load_average'])} "
         "(shared machine: compare ratios within a row block, not absolute times across runs).",
         "",
         f"Median of {args.repeats} interleaved rounds. 'one' = one structure per `label` call; 'batched' = "

@@ -152,14 +152,16 @@ def render(res) -> str:
         f"{res['dtype']}. Throughput = atom-steps per second of this thread's CPU time (wall-clock in brackets: "
         "the machine was shared, so wall time includes waiting for a core).",
         "",
-        "| replicas | atoms | steps | engine | atom-steps/s (CPU) | [wall] | vs ASE loop, torch | neighbour-list builds |",
+        "| replicas | atoms | steps | engine | atom-steps/s (CPU) "
+        "| [wall] | vs ASE loop, torch | neighbour-list builds |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in res["rows"]:
         ref = next(r for r in res["rows"] if r["replicas"] == row["replicas"] and r["engine"] == "ASE loop, torch")
         ratio = row["atom_steps_per_s"] / ref["atom_steps_per_s"]
         lines.append(
-            f"| {row['replicas']} | {row['atoms']} | {row['steps']} | {row['engine']} | {row['atom_steps_per_s']:.0f} | "
+            f"| {row['replicas']} | {row['atoms']} | {row['steps']} | {row['engine']} | "
+            f"{row['atom_steps_per_s']:.0f} | "
             f"[{row['atom_steps_per_s_wall']:.0f}] | {ratio:.2f}x | {row['nl_builds']} |"
         )
     lines += ["", *summary(res)]
@@ -197,7 +199,9 @@ def summary(res) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--student", default=None, help="run directory or checkpoint (default: random-weight quickstart shape)")
+    p.add_argument(
+        "--student", default=None, help="run directory or checkpoint (default: random-weight quickstart shape)"
+    )
     p.add_argument("--steps", type=int, default=200, help="steps for 1 replica (fewer for more replicas, at least 20)")
     p.add_argument("--device", default="cpu", help="device of the torch-sim torch backend (cpu or cuda)")
     p.add_argument("--quick", action="store_true", help="20 steps, 1 and 8 replicas, write no result files")
@@ -214,8 +218,13 @@ def main(argv=None) -> int:
         print("torch-sim-atomistic is not installed: pip install 'mlff-distiller[torchsim]'", file=sys.stderr)
         return 2
     student = make_student(args.student)
-    res = {"machine": machine(), "student": args.student or "random weights, 64 features, 2 layers, scalar-last, cutoff 5 A",
-           "dtype": student.config.dtype, "device": args.device, "rows": []}
+    res = {
+        "machine": machine(),
+        "student": args.student or "random weights, 64 features, 2 layers, scalar-last, cutoff 5 A",
+        "dtype": student.config.dtype,
+        "device": args.device,
+        "rows": [],
+    }
     for replicas in REPLICAS[:2] if args.quick else REPLICAS:
         steps = 20 if args.quick else steps_for(replicas, args.steps)
         for engine, run in ENGINES.items():

@@ -5,6 +5,7 @@ import sys
 import numpy as np
 from ase import units
 from ase.md.langevin import Langevin
+
 from mlff_distiller.bench.md import thermalize
 from mlff_distiller.bench.systems import load_system
 from mlff_distiller.data.store import DatasetWriter
@@ -17,13 +18,15 @@ for k, (name, T) in enumerate([('water-96', 600), ('water-96', 450), ('water-sla
     a.calc = calc
     thermalize(a, T, 100 + k)
     dyn = Langevin(a, 0.5 * units.fs, temperature_K=T, friction=0.01 / units.fs, rng=np.random.default_rng(200 + k))
-    for s in range(40):
+    for _ in range(40):
         dyn.run(100)
         f = a.copy()
         f.calc = None
         f.info['group'] = f'active/manual-{name}-{T}'
         frames.append(f)
     print(name, T, 'done', flush=True)
-with DatasetWriter(sys.argv[2], label_fields=(), attrs={'kind': 'pool', 'recipe_name': 'water-manual-round'}, mode='w') as w:
+with DatasetWriter(
+    sys.argv[2], label_fields=(), attrs={"kind": "pool", "recipe_name": "water-manual-round"}, mode="w"
+) as w:
     w.append(frames)
 print(len(frames))
