@@ -47,9 +47,8 @@ def _heldout_md(project: Path, recipe: dict, min_frames: int) -> list:
     """Teacher MD frames for the recipe's held-out systems and temperatures (cached)."""
     from ase.io import read, write
 
-    from mlff_distiller.bench.heldout import HeldoutConfig, teacher_md_frames
-    from mlff_distiller.bench.systems import load_system
-    from mlff_distiller.teachers import build_teacher
+    from mlff_distiller.bench.heldout import HeldoutConfig, heldout_frames
+    from mlff_distiller.bench.models import resolve_teacher
 
     cache = project / "learning_curves" / "heldout_md.extxyz"
     if cache.is_file():
@@ -60,20 +59,15 @@ def _heldout_md(project: Path, recipe: dict, min_frames: int) -> list:
     hcfg = HeldoutConfig.from_dict((recipe.get("bench") or {}).get("heldout"))
     if hcfg is None:
         raise SystemExit("the recipe has no bench.heldout section: name held-out systems and temperatures there")
-    n_runs = len(hcfg.systems) * len(hcfg.temperatures_K)
-    hcfg.frames = max(hcfg.frames, -(-min_frames // n_runs))
-    teacher = build_teacher(recipe["teacher"])
+    hcfg.frames = max(hcfg.frames, -(-min_frames // len(hcfg.runs())))
+    teacher = resolve_teacher(recipe["teacher"])
     frames = []
-    for name in hcfg.systems:
-        sys_ = load_system(name)
-        for T in hcfg.temperatures_K:
-            t0 = time.perf_counter()
-            got, rep = teacher_md_frames(teacher.calculator(), sys_.atoms, float(T), hcfg, seed=hcfg.seed + 17)
-            for f in got:
-                f.info["run"] = f"{sys_.name}@{float(T):g}K"
-            frames += got
-            print(f"held-out teacher MD {sys_.name} {T:g} K: {len(got)} frames, {rep['status']}, "
-                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+    for key, _, _, got, rep in heldout_frames(teacher, hcfg, progress=lambda t: print(t, flush=True),
+                                              cache_dir=cache.parent / "heldout_frames"):
+        for f in got:
+            f.info["run"] = key
+        frames += got
+        print(f"held-out teacher MD {key}: {len(got)} frames, {rep['status']}", flush=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
     write(cache, frames, format="extxyz")
     return frames
