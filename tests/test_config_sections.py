@@ -12,6 +12,7 @@ from mlff_distiller.bench.heldout import HeldoutConfig
 from mlff_distiller.bench.runner import BenchConfig
 from mlff_distiller.errors import ConfigError
 from mlff_distiller.labeling import HPCConfig, LabelingConfig
+from mlff_distiller.quality import QualityConfig
 from mlff_distiller.student import StudentConfig
 from mlff_distiller.training import TrainConfig
 
@@ -45,6 +46,9 @@ def _message(build, *args) -> str:
     (BenchConfig, {"md": "yes"}, "bench.md must be true or false, got 'yes'"),
     (BenchConfig, {"heldout": {"systems": ["si-64"], "frames": 0}}, "bench.heldout.frames = 0 is invalid: must be"),
     (HeldoutConfig, {"systems": ["si"], "timestep_fs": 0}, "bench.heldout.timestep_fs = 0 is invalid: must be > 0 fs"),
+    (QualityConfig, {"checks": {"stress": {"max": -1}}}, "quality.checks.stress.max = -1 is invalid: must be >= 0 eV"),
+    (QualityConfig, {"gates": {"10k": {"min_elements": 1.5}}}, "quality.gates.10k.min_elements must be an integer"),
+    (QualityConfig, {"diversity": {"size_bins": [10, 5]}}, "quality.diversity.size_bins = [10, 5] is invalid"),
 ])
 def test_bad_values_are_one_house_line(cls, d, expected):
     assert _message(cls.from_dict, d).startswith(expected)
