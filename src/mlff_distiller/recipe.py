@@ -51,7 +51,7 @@ from .errors import ConfigError
 from .generation.recipe import GenerationConfig, builtin_recipes, resolve_source_paths
 from .labeling.config import LabelingConfig
 from .quality.config import QualityConfig
-from .settings import check_fields
+from .settings import unknown_keys_error
 from .training.config import TrainConfig
 
 #: the sections that must be a mapping (``teacher`` may also be a name)
@@ -149,7 +149,9 @@ class Recipe(BaseModel):
         typo), sections that are mappings."""
         if not isinstance(d, dict):
             raise ConfigError(f"recipe must be a mapping with keys {', '.join(cls.model_fields)}")
-        check_fields(cls, d, "recipe")
+        unknown = sorted(set(d) - set(cls.model_fields), key=str)
+        if unknown:
+            raise unknown_keys_error("recipe", unknown, cls.model_fields)
         for key in _MAPPINGS:
             if d.get(key) is not None and not isinstance(d[key], (dict, str)):
                 raise ConfigError(f"{key}: expected a mapping")

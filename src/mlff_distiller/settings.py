@@ -1,16 +1,36 @@
-"""Shared helper of the typed config sections (the recipe's top level, ``bench``, ``active``...).
+"""Shared helpers of the typed config sections (the recipe's top level, ``bench``, ``active``...).
 
-One rule for a mapping read from a recipe: every key must be a field of the section's
-dataclass, and an unknown one is a one-line :class:`~mlff_distiller.errors.ConfigError` that
-names it, suggests the closest field, and lists the allowed ones.
+A flat section (``labeling``, ``labeling.hpc``, ``training``, ``student``, ``active``,
+``bench``, ``bench.heldout``) is a pydantic dataclass declared with :func:`section`: each field
+states its type and limits (``Annotated[Int, limits(ge=1)]``, ``Literal[...]`` for a choice, the
+strict scalar types :data:`Int`, :data:`Float`, :data:`Bool`, :data:`Str` below), and rules that
+tie several fields together live in the class's ``__post_init__``. Building one, by
+``cls(...)``, ``dataclasses.replace`` or the class's ``from_dict`` (see :func:`build`),
+validates it, and every error is one line: :func:`config_error` is the one translator from
+pydantic's ``ValidationError`` to the house :class:`~mlff_distiller.errors.ConfigError`:
+
+* an unknown key: ``where: unknown key 'x' (did you mean 'y'?); allowed: a, b``
+  (:func:`unknown_keys_error`, also used by the sections that are not dataclasses);
+* a wrong type: ``where.field must be an integer, got 'abc'``;
+* a value out of range: ``where.field = -1 is invalid: must be >= 0 eV/A (0 = off)``, the
+  range from the field's limits, the unit and the note from :func:`limits`;
+* an unknown choice: ``where.field: unknown value 'jax' (did you mean ...?); allowed: a, b``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import typing
+from typing import Annotated, Any, Callable, TypeVar, dataclass_transform
+
+from pydantic import BeforeValidator, ConfigDict, Field, Strict, ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from .errors import ConfigError
+
+T = TypeVar("T")
 
 
 def did_you_mean(key, allowed) -> str:
@@ -33,58 +53,191 @@ def unknown_keys_error(where: str, unknown, allowed) -> ConfigError:
     return ConfigError(f"{where}: {head}; allowed: {', '.join(allowed)}")
 
 
-def check_fields(cls, d: dict, where: str) -> None:
-    """Raise ``ConfigError`` if mapping ``d`` has keys that are not fields of ``cls`` (a
-    dataclass or a pydantic model class)."""
+def invalid(where: str, value, allowed: str) -> ConfigError:
+    """The one phrasing of "this value is out of range": ``where = value is invalid: must be allowed``."""
+    return ConfigError(f"{where} = {value!r} is invalid: must be {allowed}")
+
+
+# -- field types -----------------------------------------------------------------------------
+def _integral(value):
+    """YAML may give ``4.0`` for an integer: an integral float becomes an int (never a bool)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _number(value):
+    """YAML reads ``1e-3`` as a string: a float field accepts a string that parses as one."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def as_list(value):
+    """A single value stands for a list of one; a tuple is a list."""
+    if isinstance(value, tuple):
+        return list(value)
+    return value if isinstance(value, list) else [value]
+
+
+#: an integer (``true`` is not one; ``4.0`` is 4)
+Int = Annotated[int, Strict(), BeforeValidator(_integral)]
+#: a number (an int is taken as a float, a numeric string such as ``"1e-3"`` too; ``true`` is not one)
+Float = Annotated[float, Strict(), BeforeValidator(_number)]
+#: ``true`` or ``false`` only
+Bool = Annotated[bool, Strict()]
+#: a string only (``5`` is not one)
+Str = Annotated[str, Strict()]
+
+
+def limits(*, unit: str = "", note: str = "", allowed: str = "", **constraints) -> Any:
+    """A field's limits (pydantic's ``ge``, ``gt``, ``le``, ``lt``, ``min_length``,
+    ``allow_inf_nan``) and what its error message adds: ``unit`` after the range, ``note`` in
+    brackets, or ``allowed``, a whole description of the valid values that replaces the range
+    (for a list or a value pydantic's limits cannot state)."""
+    extra: dict[str, Any] = {k: v for k, v in (("unit", unit), ("note", note), ("allowed", allowed)) if v}
+    return Field(json_schema_extra=extra or None, **constraints)
+
+
+# -- sections --------------------------------------------------------------------------------
+#: the pydantic config of every section
+SECTION_CONFIG = ConfigDict(extra="forbid")
+
+
+@dataclass_transform(field_specifiers=(dataclasses.field, Field))
+def section(where: str, **config) -> Callable[[type[T]], type[T]]:
+    """Class decorator: ``cls`` as a pydantic dataclass (``extra="forbid"``, plus ``config``)
+    whose constructor raises the one-line :class:`ConfigError` of :func:`config_error` instead
+    of pydantic's ``ValidationError``; ``where`` (``"labeling.hpc"``) names it in messages."""
+
+    def wrap(cls: type[T]) -> type[T]:
+        cls = pydantic_dataclass(cls, config=ConfigDict(**SECTION_CONFIG, **config))  # type: ignore[assignment, typeddict-item]
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kwargs):
+            try:
+                init(self, *args, **kwargs)
+            except ValidationError as err:
+                raise config_error(where, err, type(self), kwargs) from None
+
+        cls.__init__ = __init__  # type: ignore[method-assign]
+        cls.__section__ = where  # type: ignore[attr-defined]
+        return cls
+
+    return wrap
+
+
+def field_names(cls) -> list[str]:
+    """The field names of a section, in order."""
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def build(cls: type[T], d: dict | None) -> T:
+    """A section from a recipe mapping (``None`` = the defaults): ``cls(**d)``, with a one-line
+    :class:`ConfigError` for a value that is not a mapping, a key that is not a field, a bad value."""
+    where = getattr(cls, "__section__", cls.__name__)
+    if d is None:
+        d = {}
     if not isinstance(d, dict):
         raise ConfigError(f"{where} must be a mapping of field: value, got {type(d).__name__}")
-    names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else list(cls.model_fields)
-    unknown = sorted(set(d) - set(names), key=str)
-    if unknown:
-        raise unknown_keys_error(where, unknown, names)
+    odd = [k for k in d if not isinstance(k, str)]
+    if odd:
+        raise unknown_keys_error(where, odd, field_names(cls))
+    return cls(**d)
 
 
-def coerce_field(where: str, value, type_name, finite: bool = False):
-    """``value`` from YAML checked against a dataclass field's annotated type (as a string:
-    ``dict``, ``list`` (of numbers), ``bool``, ``str``, ``int``, ``float``, each optionally
-    ``| None``); a mismatch is a ``ConfigError`` naming ``where``. ``finite`` also refuses
-    inf/nan numbers. YAML reads ``1e-3`` as a string: a float field accepts it."""
-    import math
+# -- the translator --------------------------------------------------------------------------
+_KINDS = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
+    "bool_type": "true or false", "bool_parsing": "true or false",
+    "string_type": "a string", "dict_type": "a mapping", "list_type": "a list",
+    "dataclass_type": "a mapping", "dataclass_exact_type": "a mapping", "none_required": "null",
+}
+_BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
-    t = str(type_name)
-    if t.endswith(" | None"):
-        if value is None:
-            return None
-        t = t[: -len(" | None")]
-    if t == "dict":
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a mapping, got {value!r}")
-        return dict(value)
-    if t == "list":
-        items = value if isinstance(value, (list, tuple)) else [value]
-        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in items):
-            raise ConfigError(f"{where} must be a list of numbers, got {value!r}")
-        return [float(v) for v in items]
-    if t == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
-        return value
-    if t == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
-        return value
-    if t == "int":
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-        return int(value)
-    if t == "float":
-        kind = "a finite number" if finite else "a number"
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(f"{where} must be {kind}, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (finite and not math.isfinite(value)):
-            raise ConfigError(f"{where} must be {kind}, got {value!r}")
-        return float(value)
+
+def _section_in(annotation) -> type | None:
+    """The section dataclass in ``annotation`` (``X`` or ``X | None``), else None."""
+    for t in (annotation, *typing.get_args(annotation)):
+        if isinstance(t, type) and hasattr(t, "__pydantic_fields__"):
+            return t
+    return None
+
+
+def _locate(cls, loc) -> tuple[type, list[str], Any, list]:
+    """Walk an error location: (the section that owns the last field named, the field path,
+    that field's FieldInfo (None when the path is empty), the rest of the location: list
+    indices, an unknown key...)."""
+    owner, names, info = cls, [], None  # type: tuple[type, list[str], Any]
+    for i, part in enumerate(loc):
+        fields = getattr(owner, "__pydantic_fields__", {})
+        if not isinstance(part, str) or part not in fields:
+            return owner, names, info, list(loc[i:])
+        names.append(part)
+        info = fields[part]
+        nested = _section_in(info.annotation)
+        if nested is not None and i + 1 < len(loc):
+            owner = nested
+    return owner, names, info, []
+
+
+def _range(info, ctx: dict) -> str:
+    """``>= 1``, ``in [0, 1)``... from the field's limits (or the error's context)."""
+    bounds = {k: getattr(m, k) for m in (info.metadata if info is not None else []) for k in _BOUNDS
+              if getattr(m, k, None) is not None}
+    bounds = bounds or {k: v for k, v in ctx.items() if k in _BOUNDS}
+    low = [(k, v) for k, v in bounds.items() if k in ("ge", "gt")]
+    high = [(k, v) for k, v in bounds.items() if k in ("le", "lt")]
+    if low and high:
+        (lk, lv), (hk, hv) = low[0], high[0]
+        return f"in {'[' if lk == 'ge' else '('}{lv:g}, {hv:g}{']' if hk == 'le' else ')'}"
+    return " and ".join(f"{_BOUNDS[k]} {v:g}" for k, v in bounds.items()) or "valid"
+
+
+def _given(given: dict | None, names: list[str], default):
+    """The value the user gave at field path ``names`` (``default`` when it cannot be found)."""
+    value: Any = given
+    for name in names:
+        if not isinstance(value, dict) or name not in value:
+            return default
+        value = value[name]
     return value
+
+
+def config_error(where: str, err: ValidationError, cls: type, given: dict | None = None) -> ConfigError:
+    """The one-line :class:`ConfigError` for pydantic's ``err`` raised while building section
+    ``cls`` (named ``where``) from ``given``: the first problem, named by its field path (see
+    the module doc for the phrasings)."""
+    errors = err.errors(include_url=False)
+    unknown = [e for e in errors if e["type"] in ("unexpected_keyword_argument", "extra_forbidden")]
+    first = unknown[0] if unknown else errors[0]
+    owner, names, info, rest = _locate(cls, first["loc"])
+    path = ".".join([where, *names])
+    if unknown:
+        keys = [e["loc"][-1] for e in unknown if tuple(e["loc"][:-1]) == tuple(first["loc"][:-1])]
+        return unknown_keys_error(path, keys, field_names(owner))
+    if first["type"] == "missing":
+        return ConfigError(f"{path}: missing; add it")
+    extra = (info.json_schema_extra if info is not None else None) or {}
+    value = _given(given, names, first.get("input"))
+    if extra.get("allowed"):
+        return invalid(path, value, extra["allowed"])
+    item = path + "".join(f"[{p}]" for p in rest if isinstance(p, int))
+    if first["type"] == "literal_error":
+        choices = [str(c) for c in typing.get_args(info.annotation)] if info is not None else []
+        hint = did_you_mean(first["input"], choices) if isinstance(first["input"], str) else ""
+        allowed = ", ".join(choices) or first["ctx"]["expected"]
+        return ConfigError(f"{item}: unknown value {first['input']!r}{hint}; allowed: {allowed}")
+    if first["type"] in _KINDS:
+        return ConfigError(f"{item} must be {_KINDS[first['type']]}, got {first.get('input')!r}")
+    if first["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        allowed = _range(info if not rest else None, first.get("ctx") or {})
+        allowed += f" {extra['unit']}" if extra.get("unit") else ""
+        allowed += f" ({extra['note']})" if extra.get("note") else ""
+        return invalid(item if rest else path, first.get("input") if rest else value, allowed)
+    if first["type"] == "too_short":
+        return invalid(path, value, f"a list of at least {first['ctx']['min_length']}")
+    return ConfigError(f"{item}: {first['msg']}, got {first.get('input')!r}")

@@ -27,20 +27,30 @@ import dataclasses
 import hashlib
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from ase.io import read, write
+from pydantic import BeforeValidator, Field
 
-from ..errors import ConfigError
 from ..fileio import atomic_write_text
-from ..settings import check_fields
+from ..settings import Float, Int, as_list, build, invalid, limits, section
 
 N_BOOT = 1000
 
 
-@dataclass
+_SYSTEMS = "a list of at least one system (e.g. [si-64, si-slab]) or a mapping {system: [temperatures in K]}"
+_TEMPERATURES = "a list of positive temperatures in K"
+
+
+def _systems(value):
+    """One system name stands for a list of one; a tuple is a list."""
+    return as_list(value) if isinstance(value, (str, tuple)) else value
+
+
+@section("bench.heldout")
 class HeldoutConfig:
     """The ``bench.heldout`` section: which teacher MD runs make the held-out set.
 
@@ -54,24 +64,22 @@ class HeldoutConfig:
     box's "300 K" run averaged ~600 K without it).
     """
 
-    systems: list = field(default_factory=list)
-    temperatures_K: list = field(default_factory=lambda: [300.0])
-    frames: int = 20
-    interval: int = 10
-    equil_steps: int = 100
-    timestep_fs: float = 1.0
-    friction_per_fs: float = 0.02
-    seed: int = 0
-    relax_steps: int = 0
+    systems: Annotated[list | dict, BeforeValidator(_systems), limits(allowed=_SYSTEMS)] = field(default_factory=list)
+    temperatures_K: Annotated[list[Annotated[Float, Field(gt=0)]], limits(min_length=1, allowed=_TEMPERATURES)] = field(
+        default_factory=lambda: [300.0])
+    frames: Annotated[Int, limits(ge=1)] = 20
+    interval: Annotated[Int, limits(ge=1)] = 10
+    equil_steps: Annotated[Int, limits(ge=0)] = 100
+    timestep_fs: Annotated[Float, limits(gt=0, unit="fs")] = 1.0
+    friction_per_fs: Annotated[Float, limits(gt=0, unit="1/fs")] = 0.02
+    seed: Int = 0
+    relax_steps: Annotated[Int, limits(ge=0, note="0 = off")] = 0
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "HeldoutConfig | None":
         if d is None:
             return None
-        check_fields(cls, d, "bench.heldout")
-        cfg = cls(**d)
-        cfg.validate()
-        return cfg
+        return build(cls, d)
 
     def runs(self) -> list[tuple[str, float]]:
         """``(system, temperature_K)`` of every teacher MD run, in order."""
@@ -79,32 +87,15 @@ class HeldoutConfig:
             return [(str(name), float(t)) for name, temps in self.systems.items() for t in temps]
         return [(str(name), float(t)) for name in self.systems for t in self.temperatures_K]
 
-    def validate(self) -> None:
-        if isinstance(self.systems, str):
-            self.systems = [self.systems]
-        if not isinstance(self.systems, (list, tuple, dict)) or not self.systems:
-            raise ConfigError("bench.heldout.systems must list at least one system (e.g. [si-64, si-slab])")
-        groups = self.systems.items() if isinstance(self.systems, dict) else [("temperatures_K", self.temperatures_K)]
-        for name, temps in groups:
-            where = (
-                f"bench.heldout.systems.{name}" if isinstance(self.systems, dict) else "bench.heldout.temperatures_K"
-            )
+    def __post_init__(self) -> None:
+        """At least one system; each system of a mapping with its own list of temperatures."""
+        if not self.systems:
+            raise invalid("bench.heldout.systems", self.systems, _SYSTEMS)
+        for name, temps in (self.systems.items() if isinstance(self.systems, dict) else []):
             if not isinstance(temps, (list, tuple)) or not temps or not all(
                 isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in temps
             ):
-                raise ConfigError(f"{where} = {temps!r}: must be a list of positive temperatures in K")
-        for name in ("frames", "interval"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"bench.heldout.{name} = {v!r}: must be an integer >= 1")
-        for name in ("equil_steps", "relax_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ConfigError(f"bench.heldout.{name} = {v!r}: must be an integer >= 0")
-        for name in ("timestep_fs", "friction_per_fs"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ConfigError(f"bench.heldout.{name} = {v!r}: must be a positive number")
+                raise invalid(f"bench.heldout.systems.{name}", temps, _TEMPERATURES)
 
 
 def teacher_md_frames(teacher_calc, atoms, temperature_K: float, cfg: HeldoutConfig, seed: int = 0,

@@ -7,11 +7,14 @@ default), so the ratios compare like with like.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
+from typing import Annotated, Literal
 
-from ..errors import ConfigError, UserError
-from ..settings import check_fields
+from pydantic import BeforeValidator, Field
+
+from ..errors import UserError
+from ..settings import Bool, Float, Int, as_list, build, limits, section
 from . import accuracy as acc_mod
 from .heldout import HeldoutConfig, run_heldout
 from .md import langevin_run, nve_drift, pair_distance_histogram, rdf_overlap
@@ -21,8 +24,13 @@ from .speed import profile_speed, set_threads, speed_ratios
 from .systems import DEFAULT_SYSTEMS, load_system, symbols
 from .targets import check_targets, evaluate_targets
 
+#: a positive number
+_Positive = Annotated[Float, limits(gt=0)]
+#: a positive integer
+_Count = Annotated[Int, limits(ge=1)]
 
-@dataclass
+
+@section("bench")
 class BenchConfig:
     """Bench settings (the ``bench`` section of a recipe). Units: fs, ps, K, A, s.
 
@@ -36,30 +44,33 @@ class BenchConfig:
     ``torch``; see :class:`~mlff_distiller.student.StudentCalculator`).
     """
 
-    timestep_fs: float = 0.5
-    n_rounds: int = 3
-    n_calls: int = 5
-    n_md_steps: int = 5
-    warmup: int = 2
-    memory: bool = True
-    md: bool = True
+    timestep_fs: _Positive = 0.5
+    n_rounds: _Count = 3
+    n_calls: _Count = 5
+    n_md_steps: _Count = 5
+    warmup: Annotated[Int, limits(ge=0)] = 2
+    memory: Bool = True
+    md: Bool = True
     md_systems: list | None = None
-    md_max_atoms: int = 200
-    drift_ps: float = 10.0
-    drift_temperature_K: float = 300.0
-    teacher_nve: bool = False
-    stability_temperatures_K: list = field(default_factory=lambda: [300.0, 1000.0])
-    stability_ps: float = 1.0
-    rdf: bool = True
-    rdf_temperature_K: float = 300.0
-    rdf_ps: float = 1.0
-    rdf_every: int = 10
-    rdf_r_max: float = 6.0
-    max_wall_s: float = 600.0
-    max_structures: int | None = None
-    seed: int = 0
-    plots: bool = True
-    student_backend: str = "auto"
+    md_max_atoms: _Count = 200
+    drift_ps: _Positive = 10.0
+    drift_temperature_K: _Positive = 300.0
+    teacher_nve: Bool = False
+    stability_temperatures_K: Annotated[
+        list[Annotated[Float, Field(gt=0)]], BeforeValidator(as_list),
+        limits(allowed="a list of positive temperatures in K"),
+    ] = field(default_factory=lambda: [300.0, 1000.0])
+    stability_ps: _Positive = 1.0
+    rdf: Bool = True
+    rdf_temperature_K: _Positive = 300.0
+    rdf_ps: _Positive = 1.0
+    rdf_every: _Count = 10
+    rdf_r_max: _Positive = 6.0
+    max_wall_s: _Positive = 600.0
+    max_structures: Annotated[Int | None, limits(ge=1, note="null = all")] = None
+    seed: Int = 0
+    plots: Bool = True
+    student_backend: Literal["auto", "numba", "torch"] = "auto"
     # Held-out teacher MD (see bench/heldout.py) and the accuracy gate (bench/targets.py).
     heldout: dict | None = None
     targets: dict | None = None
@@ -67,46 +78,10 @@ class BenchConfig:
     @classmethod
     def from_dict(cls, d: dict | None) -> "BenchConfig":
         """Validated config; :class:`ConfigError` names a bad field and what is allowed."""
-        d = dict(d or {})
-        check_fields(cls, d, "bench")
-        cfg = cls(**d)
-        cfg.validate()
-        return cfg
+        return build(cls, d)
 
-    def validate(self):
-        def positive(name, integer=False):
-            v = getattr(self, name)
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-            if integer:
-                ok = ok and float(v).is_integer()
-            if not ok:
-                kind = "a positive integer" if integer else "a positive number"
-                raise ConfigError(f"bench.{name} = {v!r}: must be {kind}")
-
-        for name in (
-            "timestep_fs",
-            "drift_ps",
-            "stability_ps",
-            "rdf_ps",
-            "rdf_r_max",
-            "max_wall_s",
-            "rdf_temperature_K",
-            "drift_temperature_K",
-        ):
-            positive(name)
-        for name in ("n_rounds", "n_calls", "n_md_steps", "md_max_atoms", "rdf_every"):
-            positive(name, integer=True)
-        if not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ConfigError(f"bench.warmup = {self.warmup!r}: must be an integer >= 0")
-        temps = self.stability_temperatures_K
-        if not isinstance(temps, (list, tuple)) or not all(isinstance(t, (int, float)) and t > 0 for t in temps):
-            raise ConfigError(
-                f"bench.stability_temperatures_K = {temps!r}: must be a list of positive temperatures in K"
-            )
-        if self.student_backend not in ("auto", "numba", "torch"):
-            raise ConfigError(f"bench.student_backend = {self.student_backend!r}: must be auto, numba or torch")
-        if self.max_structures is not None and (not isinstance(self.max_structures, int) or self.max_structures < 1):
-            raise ConfigError(f"bench.max_structures = {self.max_structures!r}: must be a positive integer or null")
+    def __post_init__(self) -> None:
+        """The held-out and target sub-sections, checked by their own owners."""
         HeldoutConfig.from_dict(self.heldout)
         self.targets = check_targets(self.targets)
 
@@ -144,8 +119,7 @@ def run_bench(
     element-coverage problems and bad input; MD that explodes is reported, not raised.
     """
     if isinstance(config, BenchConfig):
-        cfg = dataclasses.replace(config, **overrides)
-        cfg.validate()
+        cfg = dataclasses.replace(config, **overrides)  # validated
     else:
         cfg = BenchConfig.from_dict({**(config or {}), **overrides})
     if not isinstance(threads, int) or threads < 1:

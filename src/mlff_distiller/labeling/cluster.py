@@ -13,57 +13,40 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from dataclasses import field
+from typing import Annotated, Any, Iterator, Literal
 
 from ..errors import ConfigError, UserError
-from ..settings import unknown_keys_error
+from ..settings import Float, Int, Str, build, limits, section
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@section("labeling.hpc")
 class HPCConfig:
     """``labeling.hpc`` recipe section: a Slurm cluster started by dask-jobqueue.
 
     ``jobs`` Slurm jobs are submitted, each running ``processes`` worker processes that
     share ``cores`` cores and ``memory``; ``extra`` is passed as-is to
     ``dask_jobqueue.SLURMCluster`` (e.g. ``job_extra_directives``, ``job_script_prologue``,
-    ``interface``, ``local_directory``).
+    ``interface``, ``local_directory``). ``cluster``: the only kind, ``slurm``.
     """
 
-    jobs: int = 1
-    cores: int = 1
-    processes: int = 1
-    memory: str = "4GB"
-    walltime: str = "01:00:00"
-    queue: str | None = None
-    account: str | None = None
-    worker_timeout: float = 600.0  # seconds to wait for the first worker (queue time)
-    extra: dict = field(default_factory=dict)
+    cluster: Literal["slurm"] = "slurm"
+    jobs: Annotated[Int, limits(ge=1)] = 1
+    cores: Annotated[Int, limits(ge=1)] = 1
+    processes: Annotated[Int, limits(ge=1)] = 1
+    memory: Str = "4GB"
+    walltime: Str = "01:00:00"
+    queue: Str | None = None
+    account: Str | None = None
+    worker_timeout: Float = 600.0  # seconds to wait for the first worker (queue time)
+    extra: Annotated[dict, limits(allowed="a mapping of SLURMCluster keyword arguments")] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "HPCConfig":
-        if d is None:
-            return cls()
-        if not isinstance(d, dict):
-            raise ConfigError("labeling.hpc: must be a mapping (jobs, cores, processes, memory, walltime, queue, ...)")
-        d = dict(d)
-        kind = d.pop("cluster", "slurm")
-        if kind != "slurm":
-            raise ConfigError(f"labeling.hpc.cluster: '{kind}' is not supported; allowed: slurm")
-        allowed = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(d) - allowed)
-        if unknown:
-            raise unknown_keys_error("labeling.hpc", unknown, ["cluster", *sorted(allowed)])
-        cfg = cls(**d)
-        for name in ("jobs", "cores", "processes"):
-            v = getattr(cfg, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"labeling.hpc.{name}: must be an integer >= 1, got {v!r}")
-        if not isinstance(cfg.extra, dict):
-            raise ConfigError("labeling.hpc.extra: must be a mapping of SLURMCluster keyword arguments")
-        return cfg
+        """The section from a recipe mapping (``None`` = the defaults)."""
+        return build(cls, d)
 
     def cluster_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {

@@ -13,55 +13,35 @@ labeling:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
+from typing import Annotated
 
 from ..errors import ConfigError
-from ..settings import unknown_keys_error
+from ..settings import Float, Int, Str, build, limits, section
 from .cluster import HPCConfig
 from .engine import DEFAULT_MIN_DISTANCE
 
 
-@dataclass
+@section("labeling")
 class LabelingConfig:
-    workers: int = 2
-    threads_per_worker: int = 1
-    chunk_size: int | None = None
-    scheduler: str | None = None
-    min_distance: float = DEFAULT_MIN_DISTANCE
+    """The ``labeling`` section (see the module doc); each field states its type and limits,
+    and building it validates (a one-line :class:`ConfigError` names a bad field)."""
+
+    workers: Annotated[Int, limits(ge=1)] = 2
+    threads_per_worker: Annotated[Int, limits(ge=1)] = 1
+    chunk_size: Annotated[Int | None, limits(ge=1, note="null = sized from a timing")] = None
+    scheduler: Str | None = None  # an address like tcp://host:8786
+    min_distance: Annotated[Float, limits(ge=0, unit="A")] = DEFAULT_MIN_DISTANCE
     hpc: HPCConfig | None = None
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "LabelingConfig":
         """Validate a ``labeling:`` mapping; :class:`ConfigError` names the bad field."""
-        if d is None:
-            return cls()
-        if not isinstance(d, dict):
-            raise ConfigError(
-                "labeling: must be a mapping (workers, threads_per_worker, chunk_size, scheduler, min_distance, hpc)"
-            )
-        allowed = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(allowed))
-        if unknown:
-            raise unknown_keys_error("labeling", unknown, allowed)
-        cfg = cls(**{k: v for k, v in d.items() if k != "hpc"})
-        for name in ("workers", "threads_per_worker"):
-            v = getattr(cfg, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"labeling.{name}: must be an integer >= 1, got {v!r}")
-        c = cfg.chunk_size
-        if c is not None and (not isinstance(c, int) or isinstance(c, bool) or c < 1):
-            raise ConfigError(f"labeling.chunk_size: must be an integer >= 1 or null, got {c!r}")
-        if cfg.scheduler is not None and not isinstance(cfg.scheduler, str):
-            raise ConfigError(f"labeling.scheduler: must be an address like tcp://host:8786, got {cfg.scheduler!r}")
-        md = cfg.min_distance
-        if not isinstance(md, (int, float)) or isinstance(md, bool) or md < 0:
-            raise ConfigError(f"labeling.min_distance: must be a number >= 0 (A), got {md!r}")
-        cfg.min_distance = float(md)
-        if d.get("hpc") is not None:
-            cfg.hpc = HPCConfig.from_dict(d["hpc"])
-        if cfg.hpc is not None and cfg.scheduler:
+        return build(cls, d)
+
+    def __post_init__(self) -> None:
+        if self.hpc is not None and self.scheduler:
             raise ConfigError("labeling.hpc: give either scheduler or hpc, not both")
-        return cfg
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,18 +1,21 @@
 """Typed configuration of the student network (size presets, cutoff, elements, dtype).
 
 Lengths are in Angstrom. A preset fills ``num_features``, ``num_layers`` and ``num_rbf``
-unless they are given explicitly.
+unless they are given explicitly. Each field states its type and limits; building a
+:class:`StudentConfig` validates it and a bad field is a one-line
+:class:`~mlff_distiller.errors.ConfigError` (:func:`mlff_distiller.settings.section`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
+from typing import Annotated, Literal, get_args
 
 from ase.data import chemical_symbols
+from pydantic import BeforeValidator, Field
 
 from ..data.normalization import CUTOFF_MAX, CUTOFF_MIN
-from ..errors import ConfigError
-from ..settings import check_fields
+from ..settings import Bool, Float, Int, as_list, build, limits, section
 from .repulsion import REPULSIONS
 
 #: Size presets: width (scalar and vector features), interaction layers, radial functions.
@@ -21,11 +24,26 @@ PRESETS: dict[str, dict[str, int]] = {
     "small": {"num_features": 64, "num_layers": 3, "num_rbf": 20},
     "base": {"num_features": 128, "num_layers": 4, "num_rbf": 20},
 }
-DTYPES = ("float32", "float64")
-ENERGY_SCALES = ("force_rms", "energy_std")
+Preset = Literal["tiny", "small", "base"]
+DType = Literal["float32", "float64"]
+EnergyScale = Literal["force_rms", "energy_std"]
+Repulsion = Literal["none", "zbl"]
+DTYPES = get_args(DType)
+ENERGY_SCALES = get_args(EnergyScale)
+assert get_args(Preset) == tuple(PRESETS) and get_args(Repulsion) == tuple(REPULSIONS)
 
 
-@dataclass
+def _atomic_numbers(value):
+    """Element symbols (``'Si'``) as atomic numbers; ``None`` = none."""
+    items = [] if value is None else as_list(value)
+    return [chemical_symbols.index(z) if isinstance(z, str) and z in chemical_symbols[1:] else z for z in items]
+
+
+#: a size that the preset fills in when it is not given
+_Size = Annotated[Int | None, limits(ge=1)]
+
+
+@section("student")
 class StudentConfig:
     """Student architecture.
 
@@ -47,71 +65,32 @@ class StudentConfig:
       (:mod:`~mlff_distiller.student.repulsion`).
     """
 
-    preset: str = "small"
-    cutoff: float = 5.0
-    elements: list[int] = field(default_factory=list)
-    num_features: int | None = None
-    num_layers: int | None = None
-    num_rbf: int | None = None
-    energy_scale: str = "force_rms"
-    dtype: str = "float32"
-    scalar_last_message: bool = True
-    repulsion: str = "none"
+    preset: Preset = "small"
+    cutoff: Annotated[Float, limits(ge=CUTOFF_MIN, le=CUTOFF_MAX, unit="A", note="typical: 4-6 A")] = 5.0
+    elements: Annotated[
+        list[Annotated[Int, Field(ge=1, le=118)]], BeforeValidator(_atomic_numbers),
+        limits(allowed="a list of atomic numbers (integers 1..118) or symbols like 'Si'"),
+    ] = field(default_factory=list)
+    num_features: _Size = None
+    num_layers: _Size = None
+    num_rbf: _Size = None
+    energy_scale: EnergyScale = "force_rms"
+    dtype: DType = "float32"
+    scalar_last_message: Bool = True
+    repulsion: Repulsion = "none"
 
-    def __post_init__(self):
-        self.validate()
-
-    # -- validation -------------------------------------------------------------------
-    def validate(self) -> "StudentConfig":
-        if self.preset not in PRESETS:
-            raise ConfigError(f"student.preset: unknown preset {self.preset!r}; allowed: {', '.join(PRESETS)}")
+    def __post_init__(self) -> None:
+        """The preset fills the sizes not given; the elements are sorted, each once."""
         for key, value in PRESETS[self.preset].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
-        for key in ("num_features", "num_layers", "num_rbf"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"student.{key}: must be a positive integer, got {value!r}")
-        try:
-            self.cutoff = float(self.cutoff)
-        except (TypeError, ValueError):
-            raise ConfigError(f"student.cutoff: must be a number of Angstrom, got {self.cutoff!r}") from None
-        if not (CUTOFF_MIN <= self.cutoff <= CUTOFF_MAX):
-            raise ConfigError(
-                f"student.cutoff: {self.cutoff} A is out of range; use {CUTOFF_MIN:g} to {CUTOFF_MAX:g} A "
-                "(typical: 4-6 A)"
-            )
-        if not isinstance(self.scalar_last_message, bool):
-            raise ConfigError(f"student.scalar_last_message: must be true or false, got {self.scalar_last_message!r}")
-        if self.repulsion not in REPULSIONS:
-            raise ConfigError(
-                f"student.repulsion: unknown value {self.repulsion!r}; allowed: {', '.join(REPULSIONS)}"
-            )
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"student.dtype: unknown dtype {self.dtype!r}; allowed: {', '.join(DTYPES)}")
-        if self.energy_scale not in ENERGY_SCALES:
-            raise ConfigError(
-                f"student.energy_scale: unknown value {self.energy_scale!r}; allowed: {', '.join(ENERGY_SCALES)}"
-            )
-        elements = []
-        for z in self.elements or []:
-            if isinstance(z, str) and z in chemical_symbols[1:]:
-                z = chemical_symbols.index(z)
-            if isinstance(z, bool) or not isinstance(z, int) or not 1 <= z <= 118:
-                raise ConfigError(
-                    f"student.elements: {z!r} is not an atomic number (use integers 1..118 or symbols like 'Si')"
-                )
-            elements.append(int(z))
-        self.elements = sorted(set(elements))
-        return self
+        self.elements = sorted(set(self.elements))
 
     # -- dict round trip --------------------------------------------------------------
     @classmethod
     def from_dict(cls, d: dict | None) -> "StudentConfig":
         """Build from a plain dict (a recipe's ``student`` section); unknown keys -> ConfigError."""
-        d = dict(d or {})
-        check_fields(cls, d, "student")
-        return cls(**d)
+        return build(cls, d)
 
     def to_dict(self) -> dict:
         d = asdict(self)

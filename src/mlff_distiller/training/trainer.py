@@ -253,8 +253,7 @@ class DistillationTrainer:
                  progress: bool = True, callbacks: list[Callable] | None = None, init_from=None):
         self.dataset_path = Path(dataset_path)
         self.init_from = init_from
-        self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-        self.config.validate()
+        self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)  # validated
         self.run_dir = Path(run_dir)
         self.resume = resume
         self.progress = progress
