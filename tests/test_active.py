@@ -278,6 +278,25 @@ def test_retrained_students_keep_the_absolute_energies_of_the_first_dataset(proj
     assert best.read_bytes() == before  # recorded in the checkpoint: not applied twice
 
 
+def test_rounds_train_the_added_frames_on_forces_only_by_default(project):
+    """Without ``fit_active_energies`` the retraining and the committee skip the energies of the
+    frames the rounds added (source active/...); ``_round_config`` leaves an explicit choice alone."""
+    from mlff_distiller.active import ActiveConfig
+    from mlff_distiller.active.rounds import _round_config
+    from mlff_distiller.training import TrainConfig, load_train_config
+
+    out, _ = project
+    rounds = json.loads((out / "active" / "rounds.json").read_text())["rounds"]
+    run = Path(rounds[-1]["run_dir"])
+    assert load_train_config(run / "config.yaml").energy_skip_sources == ["active/"]
+    assert "without their energy (energy_skip_sources)" in (run / "train.log").read_text()
+    member = run.parent / "committee" / "member-0"
+    assert load_train_config(member / "config.yaml").energy_skip_sources == ["active/"]
+    base = TrainConfig.from_dict({"energy_skip_sources": ["imported/"]})
+    assert _round_config(base, ActiveConfig()).energy_skip_sources == ["imported/", "active/"]
+    assert _round_config(base, ActiveConfig(fit_active_energies=True)) is base
+
+
 def test_rerun_skips_every_stage_and_round(project):
     """The rounds are recorded stages too: re-running the same recipe redoes none of them."""
     from mlff_distiller.pipeline.run import RunOptions, run_project

@@ -222,6 +222,47 @@ def test_fit_writes_run_directory(emt_dataset, tmp_path):
     assert summary["val"]["force_mae"] == pytest.approx(float(rows[-1]["val_force_mae"]), rel=1e-6)
 
 
+def test_energy_skip_sources_train_those_structures_on_forces_only(tmp_path):
+    """Structures whose source matches ``energy_skip_sources`` keep their energy in the file but
+    not in the loss: an absurd energy on them changes neither the fitted reference energies nor
+    the trained weights, while the same energy without the option does."""
+    structures = emt_structures(seed=3)
+    for a in structures[:6]:  # two roots: "active" frames with energies 50 eV too high
+        a.info["provenance"] = {**a.info["provenance"], "source": "active/round-1"}
+        a.calc.results["energy"] = a.calc.results["energy"] + 50.0
+    skewed = write_dataset(tmp_path / "skewed.h5", structures)
+    honest = [a.copy() for a in structures]
+    for a, b in zip(structures, honest):
+        b.calc = SinglePointCalculator(b, **{**a.calc.results})
+    for b in honest[:6]:
+        b.calc.results["energy"] -= 50.0
+    clean = write_dataset(tmp_path / "clean.h5", honest)
+
+    def weights(data, name, **kw):
+        cfg = small_config(max_epochs=2, **kw)
+        trainer = DistillationTrainer(data, cfg, tmp_path / name, progress=False)
+        trainer.fit()
+        norm = json.loads((tmp_path / name / "normalization.json").read_text())
+        return torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True)["state_dict"], norm, trainer
+
+    skip = ["active/"]
+    w_skewed, n_skewed, trainer = weights(skewed, "skewed", energy_skip_sources=skip)
+    w_clean, n_clean, _ = weights(clean, "clean", energy_skip_sources=skip)
+    w_fit, n_fit, _ = weights(skewed, "fit")
+    assert sorted(trainer._energy_skips) == list(range(6))
+    assert n_skewed["element_energies"] == n_clean["element_energies"]
+    for k in w_skewed:
+        torch.testing.assert_close(w_skewed[k], w_clean[k], rtol=0, atol=0, msg=k)
+    assert n_fit["element_energies"] != n_skewed["element_energies"]
+    # the file is unchanged: the energies are still there
+    from mlff_distiller.data.store import DatasetReader
+
+    with DatasetReader(skewed) as r:
+        assert r.column("energy_mask").all()
+        assert r.get_atoms(0).get_potential_energy() == pytest.approx(structures[0].calc.results["energy"])
+    assert "6 structures without their energy" in (tmp_path / "skewed" / "train.log").read_text()
+
+
 def test_overfits_tiny_dataset(tmp_path):
     """A few structures, many steps: the student reproduces the teacher on its training set."""
     atoms = emt_structures(n_roots=4, per_root=2, seed=3, stress=False)

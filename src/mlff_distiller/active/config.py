@@ -71,6 +71,13 @@ class ActiveConfig:
     descriptor_k: Annotated[Int, limits(ge=1)] = 8  # neighbours in the per-atom environment descriptor
     # -- retraining ------------------------------------------------------------------------
     retrain: dict = field(default_factory=dict)  # TrainConfig overrides for the warm-started retraining
+    # Train the energies of the frames the rounds add (True), or only their forces and stress
+    # (False: ``training.energy_skip_sources`` gets ``active/`` in the retraining and the
+    # committee). Frames of the student's own MD sit far above its energy surface; fitting their
+    # energies shifted the held-out absolute energies (water: 14.0 meV/atom against 4.8 without
+    # them, and bulk against surface), while their forces alone kept the force gain
+    # (docs/active.md, "Measured").
+    fit_active_energies: Bool = False
     # After each retraining, shift the per-element reference energies so that the student's
     # mean energy residual on the first training set (the recipe's own structures) is zero:
     # frames of the student's own MD sit above its prediction, and a short warm start answers

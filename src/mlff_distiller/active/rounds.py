@@ -150,8 +150,8 @@ def run_round(ctx: ActiveContext, n: int, student_run: Path, dataset: Path, used
     ctx.say(f"  round {n}: committee of {cfg.committee_size}")
     from .uncertainty import calibration, train_committee
 
-    members = train_committee(dataset, ctx.train_config.to_dict(), cfg, rdir / "committee", ctx.seed + n,
-                              progress=ctx.progress)
+    members = train_committee(dataset, _round_config(ctx.train_config, cfg).to_dict(), cfg, rdir / "committee",
+                              ctx.seed + n, progress=ctx.progress)
     committee = CommitteeCalculator(members, backend=cfg.backend)
     rec["calibration_heldout"] = calibration(test_frames, student, committee)
 
@@ -344,10 +344,18 @@ def _dataset_step(ctx, rdir, dataset) -> dict:
     return _write_marker(rdir, "dataset.json", {"appended": len(keep), "dropped": dropped, "n_dataset": total})
 
 
+def _round_config(train_config, cfg):
+    """``train_config`` for a round's trainings: without ``fit_active_energies``, the frames the
+    rounds added (source ``active/...``) train on forces and stress only."""
+    if cfg.fit_active_energies or "active/" in train_config.energy_skip_sources:
+        return train_config
+    return train_config.replace(energy_skip_sources=[*train_config.energy_skip_sources, "active/"])
+
+
 def _train_step(ctx, rdir, student_run) -> dict:
     from ..training import DistillationTrainer
 
-    tc = ctx.train_config.replace(**ctx.cfg.retrain)
+    tc = _round_config(ctx.train_config.replace(**ctx.cfg.retrain), ctx.cfg)
     out = DistillationTrainer(rdir / "dataset.h5", tc, rdir / "train", resume="auto", progress=ctx.progress,
                               init_from=student_run).fit()
     info = {k: out.get(k) for k in ("best_epoch", "epochs", "steps", "stopped", "val")}

@@ -119,11 +119,14 @@ class MolecularDataset(Dataset):
     elements: keep only structures whose atomic numbers all lie in this set.
     with_labels: include labels in items (False for inference on a pool).
     seed: base seed of the per-item random generators of transforms (see :meth:`set_epoch`).
+    no_energy: structures of the file (indices) whose items leave the energy label out: they
+        train on forces and stress only (see ``TrainConfig.energy_skip_sources``).
     """
 
     def __init__(self, path, cutoff: float, indices: Sequence[int] | None = None,
                  transform: Transform | Sequence[Transform] | None = None, preload: bool = False,
-                 elements: Iterable[int] | None = None, with_labels: bool = True, seed: int = 0):
+                 elements: Iterable[int] | None = None, with_labels: bool = True, seed: int = 0,
+                 no_energy: Iterable[int] | None = None):
         if not (np.isfinite(cutoff) and cutoff > 0):
             raise DatasetError(f"cutoff must be a positive distance in A, got {cutoff}")
         self.path = os.fspath(path)
@@ -159,6 +162,7 @@ class MolecularDataset(Dataset):
             if not preload:
                 r.close()
         self.indices = idx
+        self._no_energy = frozenset(int(i) for i in (no_energy if no_energy is not None else ()))
         self._memory: DatasetReader | None = r if preload else None
         self._reader: DatasetReader | None = None
         self._pid: int | None = None
@@ -214,8 +218,9 @@ class MolecularDataset(Dataset):
             "index": np.int64(self.indices[idx]),
         }
         if self.with_labels:
+            skip = (F.ENERGY,) if int(self.indices[idx]) in self._no_energy else ()
             for key in F.LABELS:
-                if key in arrays:
+                if key in arrays and key not in skip:
                     g[key] = arrays[key]
         return g
 

@@ -19,7 +19,7 @@ import math
 from dataclasses import field
 from typing import Annotated, Literal, get_args
 
-from ..settings import Bool, Float, Int, build, invalid, limits, section
+from ..settings import Bool, Float, Int, Str, build, invalid, limits, section
 
 Schedule = Literal["cosine", "plateau", "constant"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -92,6 +92,10 @@ class TrainConfig:
     seed: Int = 0
     # Fraction of the structures held out for validation, taken as whole provenance groups.
     val_fraction: Annotated[Float, limits(gt=0, lt=1)] = 0.1
+    # Structures whose provenance ``source`` starts with one of these prefixes are trained on
+    # forces and stress only: their energy label stays in the file but not in the loss (nor in
+    # the fitted reference energies). The active rounds set ``["active/"]`` (``active.fit_active_energies``).
+    energy_skip_sources: list[Str] = field(default_factory=list)
     # Keep every structure's graph (with its neighbour list) in RAM, built once: fastest.
     # False streams structures from the file and builds neighbour lists on the fly in
     # ``num_workers`` DataLoader processes, for datasets larger than memory.

@@ -261,6 +261,7 @@ class DistillationTrainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.last_path = self.ckpt_dir / "last.pt"
         self.best_path = self.ckpt_dir / "best.pt"
+        self._energy_skips: list[int] = []  # structures trained without their energy
         self._check_run_dir()
 
     # -- set-up ------------------------------------------------------------------------
@@ -343,18 +344,26 @@ class DistillationTrainer:
             self.label_fields = self._check_dataset(reader, scfg)
             groups = provenance_groups(reader)
             chemistry = chemistry_keys(reader)
+            no_energy = self._energy_skipped(reader)
         finally:
             reader.close()
         train_idx, val_idx, split_kind = grouped_split(groups, self.config.val_fraction, self.config.seed, chemistry)
-        full = MolecularDataset(self.dataset_path, scfg.cutoff, preload=self.config.in_memory)
+        full = MolecularDataset(self.dataset_path, scfg.cutoff, preload=self.config.in_memory, no_energy=no_energy)
         if self.config.in_memory:
             graphs = list(self._iter_items(full, "neighbour lists"))
             train_set = GraphListDataset([graphs[i] for i in train_idx])
             val_set = GraphListDataset([graphs[i] for i in val_idx])
         else:
-            train_set = MolecularDataset(self.dataset_path, scfg.cutoff, indices=train_idx)
-            val_set = MolecularDataset(self.dataset_path, scfg.cutoff, indices=val_idx)
+            train_set = MolecularDataset(self.dataset_path, scfg.cutoff, indices=train_idx, no_energy=no_energy)
+            val_set = MolecularDataset(self.dataset_path, scfg.cutoff, indices=val_idx, no_energy=no_energy)
         return train_set, val_set, train_idx, val_idx, split_kind
+
+    def _energy_skipped(self, reader) -> list[int]:
+        """Indices of the structures trained without their energy (``energy_skip_sources``)."""
+        prefixes = tuple(self.config.energy_skip_sources)
+        sources = reader.column("source") if prefixes else []
+        self._energy_skips = [i for i, src in enumerate(sources) if str(src).startswith(prefixes)]
+        return self._energy_skips
 
     def _iter_items(self, dataset, desc: str):
         """Items of ``dataset`` in order, built by ``num_workers`` processes, with a progress bar."""
@@ -524,6 +533,8 @@ class DistillationTrainer:
             say(f"training {self.run_dir}: {len(self.train_set)} training and {len(self.val_set)} validation "
                 f"structures ({split_kind} split), {steps_per_epoch} steps per epoch, up to {total_steps} steps, "
                 f"device {dist.device}" + (f", {dist.world} processes" if dist.world > 1 else "")
+                + (f"; {len(self._energy_skips)} structures without their energy (energy_skip_sources)"
+                   if self._energy_skips else "")
                 + (" (resuming)" if self.resume else ""), log)
         dist.barrier()
         return state
