@@ -23,6 +23,7 @@ import dataclasses
 import difflib
 import functools
 import typing
+from contextvars import ContextVar
 from typing import Annotated, Any, Callable, TypeVar, dataclass_transform
 
 from pydantic import BeforeValidator, ConfigDict, Field, Strict, ValidationError
@@ -117,10 +118,15 @@ def section(where: str, **config) -> Callable[[type[T]], type[T]]:
 
         @functools.wraps(init)
         def __init__(self, *args, **kwargs):
+            name = _NAMED.get() or where
+            named, building = _NAMED.set(None), _BUILDING.set(name)
             try:
                 init(self, *args, **kwargs)
             except ValidationError as err:
-                raise config_error(where, err, type(self), kwargs) from None
+                raise config_error(name, err, type(self), kwargs) from None
+            finally:
+                _BUILDING.reset(building)
+                _NAMED.reset(named)
 
         cls.__init__ = __init__  # type: ignore[method-assign]
         cls.__section__ = where  # type: ignore[attr-defined]
@@ -129,15 +135,30 @@ def section(where: str, **config) -> Callable[[type[T]], type[T]]:
     return wrap
 
 
+#: the name :func:`build` gives the next section built (``generation.sources.metal``), when a
+#: section class stands for many places of the recipe
+_NAMED: ContextVar[str | None] = ContextVar("section_named", default=None)
+#: the name of the section being built now (for its ``__post_init__``)
+_BUILDING: ContextVar[str | None] = ContextVar("section_building", default=None)
+
+
+def where_of(obj) -> str:
+    """The name of a section in its messages: inside its ``__post_init__``, the name it is being
+    built under (``build(cls, d, where=...)``), else the one of :func:`section`."""
+    return _BUILDING.get() or getattr(obj, "__section__", type(obj).__name__)
+
+
 def field_names(cls) -> list[str]:
     """The field names of a section, in order."""
     return [f.name for f in dataclasses.fields(cls)]
 
 
-def build(cls: type[T], d: dict | None) -> T:
+def build(cls: type[T], d: dict | None, where: str | None = None) -> T:
     """A section from a recipe mapping (``None`` = the defaults): ``cls(**d)``, with a one-line
-    :class:`ConfigError` for a value that is not a mapping, a key that is not a field, a bad value."""
-    where = getattr(cls, "__section__", cls.__name__)
+    :class:`ConfigError` for a value that is not a mapping, a key that is not a field, a bad value.
+    ``where`` names this place of the recipe in messages (``generation.mix[2].size``) instead of
+    the class's name, for a section class used in many places."""
+    where = where or getattr(cls, "__section__", cls.__name__)
     if d is None:
         d = {}
     if not isinstance(d, dict):
@@ -145,7 +166,11 @@ def build(cls: type[T], d: dict | None) -> T:
     odd = [k for k in d if not isinstance(k, str)]
     if odd:
         raise unknown_keys_error(where, odd, field_names(cls))
-    return cls(**d)
+    token = _NAMED.set(where)
+    try:
+        return cls(**d)
+    finally:
+        _NAMED.reset(token)
 
 
 # -- the translator --------------------------------------------------------------------------
@@ -197,6 +222,12 @@ def _range(info, ctx: dict) -> str:
     return " and ".join(f"{_BOUNDS[k]} {v:g}" for k, v in bounds.items()) or "valid"
 
 
+def _keyed(info) -> bool:
+    """Whether the field is a mapping (``dict[str, X]``), whose keys name its items in messages."""
+    annotation = info.annotation if info is not None else None
+    return any(typing.get_origin(t) is dict for t in (annotation, *typing.get_args(annotation)))
+
+
 def _given(given: dict | None, names: list[str], default):
     """The value the user gave at field path ``names`` (``default`` when it cannot be found)."""
     value: Any = given
@@ -225,7 +256,8 @@ def config_error(where: str, err: ValidationError, cls: type, given: dict | None
     value = _given(given, names, first.get("input"))
     if extra.get("allowed"):
         return invalid(path, value, extra["allowed"])
-    item = path + "".join(f"[{p}]" for p in rest if isinstance(p, int))
+    item = path + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in rest
+                          if isinstance(p, int) or _keyed(info))
     if first["type"] == "literal_error":
         choices = [str(c) for c in typing.get_args(info.annotation)] if info is not None else []
         hint = did_you_mean(first["input"], choices) if isinstance(first["input"], str) else ""
