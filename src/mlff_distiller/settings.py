@@ -1,17 +1,21 @@
 """Shared helpers of the typed config sections (the recipe's top level, ``bench``, ``active``...).
 
 A flat section (``labeling``, ``labeling.hpc``, ``training``, ``student``, ``active``,
-``bench``, ``bench.heldout``) is a pydantic dataclass declared with :func:`section`: each field
+``bench``, ``bench.heldout``, every mapping of ``generation``) is a pydantic dataclass declared
+with :func:`section`: each field
 states its type and limits (``Annotated[Int, limits(ge=1)]``, ``Literal[...]`` for a choice, the
 strict scalar types :data:`Int`, :data:`Float`, :data:`Bool`, :data:`Str` below), and rules that
 tie several fields together live in the class's ``__post_init__``. Building one, by
 ``cls(...)``, ``dataclasses.replace`` or the class's ``from_dict`` (see :func:`build`),
-validates it, and every error is one line: :func:`config_error` is the one translator from
+validates it (``build(cls, d, where=...)`` names the place when one section class stands for
+many, as ``generation.sources.NAME``; :func:`where_of` gives that name to ``__post_init__``),
+and every error is one line: :func:`config_error` is the one translator from
 pydantic's ``ValidationError`` to the house :class:`~mlff_distiller.errors.ConfigError`:
 
 * an unknown key: ``where: unknown key 'x' (did you mean 'y'?); allowed: a, b``
   (:func:`unknown_keys_error`, also used by the sections that are not dataclasses);
-* a wrong type: ``where.field must be an integer, got 'abc'``;
+* a wrong type: ``where.field must be an integer, got 'abc'`` (an item of a list field
+  ``where.field[2]``, of a mapping field ``where.field.key``);
 * a value out of range: ``where.field = -1 is invalid: must be >= 0 eV/A (0 = off)``, the
   range from the field's limits, the unit and the note from :func:`limits`;
 * an unknown choice: ``where.field: unknown value 'jax' (did you mean ...?); allowed: a, b``.
@@ -145,7 +149,7 @@ _BUILDING: ContextVar[str | None] = ContextVar("section_building", default=None)
 def where_of(obj) -> str:
     """The name of a section in its messages: inside its ``__post_init__``, the name it is being
     built under (``build(cls, d, where=...)``), else the one of :func:`section`."""
-    return _BUILDING.get() or getattr(obj, "__section__", type(obj).__name__)
+    return str(_BUILDING.get() or getattr(obj, "__section__", type(obj).__name__))
 
 
 def field_names(cls) -> list[str]:
@@ -158,7 +162,7 @@ def build(cls: type[T], d: dict | None, where: str | None = None) -> T:
     :class:`ConfigError` for a value that is not a mapping, a key that is not a field, a bad value.
     ``where`` names this place of the recipe in messages (``generation.mix[2].size``) instead of
     the class's name, for a section class used in many places."""
-    where = where or getattr(cls, "__section__", cls.__name__)
+    where = str(where or getattr(cls, "__section__", cls.__name__))
     if d is None:
         d = {}
     if not isinstance(d, dict):

@@ -23,6 +23,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 from ..settings import build, did_you_mean, field_names
@@ -49,7 +50,7 @@ SOURCE_CLASSES = {"molecules": MoleculeSource, "bulk": BulkSource, "alloy": Allo
 GENERATION_KEYS = tuple(field_names(GenerationSection))
 MIX_KEYS = tuple(field_names(MixSpec))
 SIZE_KEYS = tuple(field_names(SizeRange))
-PATH_KEYS = {"molecules": ("smiles_file",), "file": ("paths",)}
+PATH_KEYS: dict[str, tuple[str, ...]] = {"molecules": ("smiles_file",), "file": ("paths",)}
 
 
 def builtin_recipes() -> list[str]:
@@ -79,7 +80,7 @@ def resolve_source_paths(recipe: dict, base: Path) -> None:
     for spec in sources.values():
         if not isinstance(spec, dict):
             continue
-        for key in PATH_KEYS.get(spec.get("kind"), ()):
+        for key in PATH_KEYS.get(str(spec.get("kind")), ()):
             value = spec.get(key)
             if isinstance(value, str):
                 spec[key] = str(base / value) if not Path(value).is_absolute() else value
@@ -169,7 +170,7 @@ def _source_spec(spec, ws: str, size: SizeRange) -> dict:
     ``_size`` holds its bounds (inside ``generation.size``) in place of ``size``."""
     kind = _source_kind(spec, ws)
     given = {**source_defaults(kind, spec), **{k: v for k, v in spec.items() if k != "kind"}}
-    checked = build(SOURCE_SPECS[kind], {"kind": kind, **given}, ws)
+    checked: Any = build(SOURCE_SPECS[kind], {"kind": kind, **given}, ws)
     keys = [k for k in given if k != "size"]
     return {"kind": kind, **{k: getattr(checked, k) for k in keys}, "_size": _size(checked.size, f"{ws}.size", size)}
 
