@@ -29,7 +29,7 @@ from ..errors import ConfigError
 from ..settings import build, did_you_mean, field_names
 from . import molecules as mol
 from .samplers import needs_calculator, validate_params
-from .sections import SOURCE_KEYS, SOURCE_SPECS, GenerationSection, MixSpec
+from .sections import SOURCE_KEYS, SOURCE_SPECS, GenerationSection, MixSpec, plain
 from .sources import (
     SOURCE_KINDS,
     AlloySource,
@@ -129,16 +129,11 @@ class MixEntry:
 _ENTRY_DEFAULTS = {"bulk": {"crystals": "all"}, "surface": {"crystals": "all"}, "molecules": {"smiles": "builtin"}}
 
 
-def _plain(value):
-    """Tuples as lists (what YAML and JSON hold), recursively."""
-    return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
-
-
 def source_defaults(kind: str, spec: dict | None = None) -> dict:
     """The value each optional key of a ``kind`` source entry takes when left out: its source
     class's keyword default (the one owner), or ``crystals: all`` / ``smiles: builtin``."""
     params = inspect.signature(SOURCE_CLASSES[kind]).parameters
-    out = {k: _plain(params[k].default) for k in SOURCE_KEYS[kind]
+    out = {k: plain(params[k].default) for k in SOURCE_KEYS[kind]
            if k in params and params[k].default is not inspect.Parameter.empty}
     out.update(_ENTRY_DEFAULTS.get(kind, {}))
     if kind == "molecules" and "smiles_file" in (spec or {}):

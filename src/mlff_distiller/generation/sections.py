@@ -54,15 +54,16 @@ def _name(value):
     return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
+def plain(value):
+    """Tuples as lists (what YAML and JSON hold), recursively."""
+    return [plain(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
 def _default(source: type, key: str) -> Any:
     """The field default of a source entry's ``key``: the source class's keyword default (its
-    one owner), tuples as lists (what YAML holds)."""
-    value = inspect.signature(source).parameters[key].default
-
-    def plain(v):
-        return [plain(x) for x in v] if isinstance(v, (tuple, list)) else v
-
-    return field(default_factory=lambda: copy.deepcopy(plain(value)))
+    one owner), tuples as lists."""
+    value = plain(inspect.signature(source).parameters[key].default)
+    return field(default_factory=lambda: copy.deepcopy(value))
 
 
 TierName = Annotated[Str, BeforeValidator(_name)]
