@@ -230,6 +230,71 @@ def test_recipe_errors_name_the_field():
     assert "seed" in _error(r)
 
 
+@pytest.mark.parametrize("path, value, expected", [
+    (["size", "min"], 0, "generation.size.min = 0 is invalid: must be >= 1 atoms"),
+    (["size", "distribution"], "unifrm",
+     "generation.size.distribution: unknown value 'unifrm' (did you mean 'uniform'?); allowed: loguniform, uniform"),
+    (["min_distance_factor"], 2, "generation.min_distance_factor = 2 is invalid: must be in [0, 2)"),
+    (["count"], True, "generation.count must be an integer, got True"),
+    (["tiers"], {"1k": "x"}, "generation.tiers.1k must be an integer, got 'x'"),
+    (["tiers"], {"1k": 0}, "generation.tiers.1k = 0 is invalid: must be >= 1"),
+    (["default_tier"], "big", "generation.default_tier: 'big' is not one of the tiers (none)"),
+    (["sources", "x"], {"kind": "crystal"}, "generation.sources.x.kind: unknown value 'crystal'; allowed: molecules,"),
+    (["sources", "mols", "conformers"], 0, "generation.sources.mols.conformers = 0 is invalid: must be >= 1"),
+    (["sources", "mols", "optimizer"], "uf", "generation.sources.mols.optimizer: unknown value 'uf'"),
+    (["sources", "mols", "smiles"], [5], "generation.sources.mols.smiles = [5] is invalid: must be 'builtin' or"),
+    (["sources", "metal", "size"], {"mx": 7},
+     "generation.sources.metal.size: unknown key 'mx' (did you mean 'max'?); allowed: min, max, distribution"),
+    (["sources", "metal", "size"], {"min": 30, "max": 10},
+     "generation.sources.metal.size: impossible size bounds, min 30 > max 10 atoms"),
+    (["sources", "metal", "crystal"], ["Cu-fcc"],
+     "generation.sources.metal: unknown key 'crystal' (did you mean 'crystals'?); allowed: kind, size, crystals, "
+     "vacancies"),
+    (["sources", "w"], {"kind": "liquid"}, "generation.sources.w.solvent: missing; give the solvent SMILES"),
+    (["sources", "w"], {"kind": "liquid", "solvent": "O", "density": 0},
+     "generation.sources.w.density = 0 is invalid: must be > 0 g/cm^3"),
+    (["mix", 0, "fraction"], 2, "generation.mix[0].fraction = 2 is invalid: must be in (0, 1] (share of the tier)"),
+    (["mix", 0, "count"], 3, "generation.mix[0]: give exactly one of fraction (share of the tier) or count"),
+    (["mix", 0, "sampler"], "shake", "generation.mix[0].sampler: unknown value 'shake'; allowed: none, rattle,"),
+    (["mix", 0, "params"], 3, "generation.mix[0].params must be a mapping, got 3"),
+    (["mix", 1, "size"], {"max": 200}, "generation.mix[1].size: bounds 5-200 leave generation.size 5-40"),
+])
+def test_generation_sections_give_the_house_messages(path, value, expected):
+    """Every mapping of generation is a typed section: one line naming the field, its range or
+    choices; the rules between parts (size inside the parent's, one of fraction/count) too."""
+    recipe = small_recipe()
+    target = recipe["generation"]
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    assert _error(recipe).startswith(expected)
+
+
+def test_generation_sections_take_yaml_numbers_and_inherit_size_bounds():
+    """An integral float is an integer (count, tiers, size bounds); a mix entry's size keeps the
+    bounds it leaves out from its source, the source's from generation.size."""
+    recipe = small_recipe(count=12.0, size={"min": 5.0, "max": 40})
+    recipe["generation"]["sources"]["metal"]["size"] = {"max": 30}
+    recipe["generation"]["mix"][1]["size"] = {"min": 8, "distribution": "uniform"}
+    cfg = validate_recipe(recipe)
+    assert cfg.count == 12 and isinstance(cfg.count, int) and cfg.size.min == 5
+    assert (cfg.sources["metal"]["_size"].min, cfg.sources["metal"]["_size"].max) == (5, 30)
+    assert (cfg.mix[1].size.min, cfg.mix[1].size.max, cfg.mix[1].size.distribution) == (8, 30, "uniform")
+    assert cfg.mix[0].size == cfg.sources["mols"]["_size"]
+
+
+def test_size_range_is_a_checked_section():
+    """SizeRange checks itself wherever it is built, and is named where build() puts it."""
+    from mlff_distiller.generation.sources import SizeRange
+    from mlff_distiller.settings import build
+
+    with pytest.raises(ConfigError, match=r"^generation.size: impossible size bounds, min 50 > max 20 atoms$"):
+        SizeRange(50, 20)
+    with pytest.raises(ConfigError, match=r"^generation.mix\[3\].size.max = 0 is invalid: must be >= 1 atoms$"):
+        build(SizeRange, {"max": 0}, "generation.mix[3].size")
+    assert hash(SizeRange(5, 9)) == hash(SizeRange(5, 9))  # frozen: usable as a key
+
+
 def test_unknown_tier_and_existing_output(tmp_path):
     recipe = small_recipe()
     with pytest.raises(ConfigError, match="tier '1k' unknown"):

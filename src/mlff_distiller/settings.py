@@ -1,17 +1,21 @@
 """Shared helpers of the typed config sections (the recipe's top level, ``bench``, ``active``...).
 
 A flat section (``labeling``, ``labeling.hpc``, ``training``, ``student``, ``active``,
-``bench``, ``bench.heldout``) is a pydantic dataclass declared with :func:`section`: each field
+``bench``, ``bench.heldout``, every mapping of ``generation``) is a pydantic dataclass declared
+with :func:`section`: each field
 states its type and limits (``Annotated[Int, limits(ge=1)]``, ``Literal[...]`` for a choice, the
 strict scalar types :data:`Int`, :data:`Float`, :data:`Bool`, :data:`Str` below), and rules that
 tie several fields together live in the class's ``__post_init__``. Building one, by
 ``cls(...)``, ``dataclasses.replace`` or the class's ``from_dict`` (see :func:`build`),
-validates it, and every error is one line: :func:`config_error` is the one translator from
+validates it (``build(cls, d, where=...)`` names the place when one section class stands for
+many, as ``generation.sources.NAME``; :func:`where_of` gives that name to ``__post_init__``),
+and every error is one line: :func:`config_error` is the one translator from
 pydantic's ``ValidationError`` to the house :class:`~mlff_distiller.errors.ConfigError`:
 
 * an unknown key: ``where: unknown key 'x' (did you mean 'y'?); allowed: a, b``
   (:func:`unknown_keys_error`, also used by the sections that are not dataclasses);
-* a wrong type: ``where.field must be an integer, got 'abc'``;
+* a wrong type: ``where.field must be an integer, got 'abc'`` (an item of a list field
+  ``where.field[2]``, of a mapping field ``where.field.key``);
 * a value out of range: ``where.field = -1 is invalid: must be >= 0 eV/A (0 = off)``, the
   range from the field's limits, the unit and the note from :func:`limits`;
 * an unknown choice: ``where.field: unknown value 'jax' (did you mean ...?); allowed: a, b``.
@@ -23,6 +27,7 @@ import dataclasses
 import difflib
 import functools
 import typing
+from contextvars import ContextVar
 from typing import Annotated, Any, Callable, TypeVar, dataclass_transform
 
 from pydantic import BeforeValidator, ConfigDict, Field, Strict, ValidationError
@@ -117,10 +122,15 @@ def section(where: str, **config) -> Callable[[type[T]], type[T]]:
 
         @functools.wraps(init)
         def __init__(self, *args, **kwargs):
+            name = _NAMED.get() or where
+            named, building = _NAMED.set(None), _BUILDING.set(name)
             try:
                 init(self, *args, **kwargs)
             except ValidationError as err:
-                raise config_error(where, err, type(self), kwargs) from None
+                raise config_error(name, err, type(self), kwargs) from None
+            finally:
+                _BUILDING.reset(building)
+                _NAMED.reset(named)
 
         cls.__init__ = __init__  # type: ignore[method-assign]
         cls.__section__ = where  # type: ignore[attr-defined]
@@ -129,15 +139,30 @@ def section(where: str, **config) -> Callable[[type[T]], type[T]]:
     return wrap
 
 
+#: the name :func:`build` gives the next section built (``generation.sources.metal``), when a
+#: section class stands for many places of the recipe
+_NAMED: ContextVar[str | None] = ContextVar("section_named", default=None)
+#: the name of the section being built now (for its ``__post_init__``)
+_BUILDING: ContextVar[str | None] = ContextVar("section_building", default=None)
+
+
+def where_of(obj) -> str:
+    """The name of a section in its messages: inside its ``__post_init__``, the name it is being
+    built under (``build(cls, d, where=...)``), else the one of :func:`section`."""
+    return str(_BUILDING.get() or getattr(obj, "__section__", type(obj).__name__))
+
+
 def field_names(cls) -> list[str]:
     """The field names of a section, in order."""
     return [f.name for f in dataclasses.fields(cls)]
 
 
-def build(cls: type[T], d: dict | None) -> T:
+def build(cls: type[T], d: dict | None, where: str | None = None) -> T:
     """A section from a recipe mapping (``None`` = the defaults): ``cls(**d)``, with a one-line
-    :class:`ConfigError` for a value that is not a mapping, a key that is not a field, a bad value."""
-    where = getattr(cls, "__section__", cls.__name__)
+    :class:`ConfigError` for a value that is not a mapping, a key that is not a field, a bad value.
+    ``where`` names this place of the recipe in messages (``generation.mix[2].size``) instead of
+    the class's name, for a section class used in many places."""
+    where = str(where or getattr(cls, "__section__", cls.__name__))
     if d is None:
         d = {}
     if not isinstance(d, dict):
@@ -145,7 +170,11 @@ def build(cls: type[T], d: dict | None) -> T:
     odd = [k for k in d if not isinstance(k, str)]
     if odd:
         raise unknown_keys_error(where, odd, field_names(cls))
-    return cls(**d)
+    token = _NAMED.set(where)
+    try:
+        return cls(**d)
+    finally:
+        _NAMED.reset(token)
 
 
 # -- the translator --------------------------------------------------------------------------
@@ -197,6 +226,12 @@ def _range(info, ctx: dict) -> str:
     return " and ".join(f"{_BOUNDS[k]} {v:g}" for k, v in bounds.items()) or "valid"
 
 
+def _keyed(info) -> bool:
+    """Whether the field is a mapping (``dict[str, X]``), whose keys name its items in messages."""
+    annotation = info.annotation if info is not None else None
+    return any(typing.get_origin(t) is dict for t in (annotation, *typing.get_args(annotation)))
+
+
 def _given(given: dict | None, names: list[str], default):
     """The value the user gave at field path ``names`` (``default`` when it cannot be found)."""
     value: Any = given
@@ -225,7 +260,8 @@ def config_error(where: str, err: ValidationError, cls: type, given: dict | None
     value = _given(given, names, first.get("input"))
     if extra.get("allowed"):
         return invalid(path, value, extra["allowed"])
-    item = path + "".join(f"[{p}]" for p in rest if isinstance(p, int))
+    item = path + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in rest
+                          if isinstance(p, int) or _keyed(info))
     if first["type"] == "literal_error":
         choices = [str(c) for c in typing.get_args(info.annotation)] if info is not None else []
         hint = did_you_mean(first["input"], choices) if isinstance(first["input"], str) else ""

@@ -14,33 +14,43 @@ key                             unit         measured as
 
 Accuracy targets are measured on the held-out teacher MD (``bench.heldout``) when the bench
 ran it, otherwise on the test split; the verdict says which. A target whose value was not
-measured is NO-GO (a gate that cannot check must not pass).
+measured is NO-GO (a gate that cannot check must not pass). The mapping is a typed section
+(:class:`Targets`, :func:`mlff_distiller.settings.section`): an unknown target or a value that
+is not a finite number >= 0 is a one-line :class:`~mlff_distiller.errors.ConfigError`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
-from ..errors import ConfigError
+from ..settings import Float, build, field_names, limits, section
 
-TARGETS = ("force_rel_rmse", "energy_mae_mev", "nve_drift_mev_per_atom_ps", "md_blowups")
+
+def _target(unit: str = "") -> object:
+    return limits(ge=0, allow_inf_nan=False, unit=unit)
+
+
+@section("bench.targets")
+class Targets:
+    """The accuracy targets (each a finite number >= 0; left out = not a target)."""
+
+    force_rel_rmse: Annotated[Float, _target()] = None  # type: ignore[assignment]
+    energy_mae_mev: Annotated[Float, _target("meV/atom")] = None  # type: ignore[assignment]
+    nve_drift_mev_per_atom_ps: Annotated[Float, _target("meV/atom/ps")] = None  # type: ignore[assignment]
+    md_blowups: Annotated[Float, _target("runs")] = None  # type: ignore[assignment]
+
+
+TARGETS = tuple(field_names(Targets))
 
 
 def check_targets(d: dict | None) -> dict | None:
-    """Validated copy of a ``bench.targets`` mapping (``None`` = no accuracy gate)."""
+    """Validated copy of a ``bench.targets`` mapping (``None`` = no accuracy gate): the targets
+    given, in their order, as floats (checked by the :class:`Targets` section)."""
     if d is None:
         return None
-    if not isinstance(d, dict):
-        raise ConfigError(f"bench.targets must be a mapping such as {{force_rel_rmse: 0.1}}, got {d!r}")
-    unknown = sorted(set(d) - set(TARGETS))
-    if unknown:
-        raise ConfigError(f"bench.targets: unknown target(s) {', '.join(unknown)}; allowed: {', '.join(TARGETS)}")
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or not math.isfinite(value):
-            raise ConfigError(f"bench.targets.{key} = {value!r}: must be a finite number >= 0")
-        out[key] = float(value)
-    return out
+    checked = build(Targets, d)
+    return {key: getattr(checked, key) for key in d}
 
 
 def _measured(result: dict) -> dict:

@@ -4,8 +4,15 @@ A whole recipe is one typed object, :class:`mlff_distiller.recipe.Recipe`, built
 ``Recipe.load`` (which reads the YAML); its ``generation`` field is the
 :class:`GenerationConfig` built here by :meth:`GenerationConfig.from_dict`. ``load_recipe``
 and ``validate_recipe`` remain for callers that want the plain dict or only this section.
-Every error is a :class:`~mlff_distiller.errors.ConfigError` whose one line names the field
-and what is allowed. See ``docs/recipes.md``.
+
+The keys, types and limits of every mapping of the section (the top level, ``size`` bounds,
+each ``mix`` entry, each source kind) are typed sections (:mod:`.sections`, built with
+:func:`mlff_distiller.settings.build`); ``from_dict`` adds the rules between them: a size range
+inside its parent's (a missing bound is the parent's), mix entries naming defined sources,
+fractions adding up to 1, every source used. What needs data (crystals, SMILES, files,
+elements) is checked by the sources (:mod:`.sources`), sampler parameters by
+:func:`.samplers.validate_params`. Every error is a :class:`~mlff_distiller.errors.ConfigError`
+whose one line names the field and what is allowed. See ``docs/recipes.md``.
 """
 
 from __future__ import annotations
@@ -16,13 +23,14 @@ import math
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
-from ..settings import did_you_mean, unknown_keys_error
+from ..settings import build, did_you_mean, field_names
 from . import molecules as mol
-from .samplers import SAMPLERS, needs_calculator, validate_params
+from .samplers import needs_calculator, validate_params
+from .sections import SOURCE_KEYS, SOURCE_SPECS, GenerationSection, MixSpec, plain
 from .sources import (
-    SIZE_DISTRIBUTIONS,
     SOURCE_KINDS,
     AlloySource,
     BulkSource,
@@ -37,25 +45,12 @@ from .sources import (
     element_set,
 )
 
-GENERATION_KEYS = ("size", "elements", "min_distance_factor", "count", "tiers", "default_tier", "sources", "mix")
-SOURCE_KEYS = {
-    "molecules": ("smiles", "smiles_file", "conformers", "optimizer"),
-    "bulk": ("crystals", "vacancies"),
-    "alloy": ("elements", "structure", "a"),
-    "file": ("paths", "supercell"),
-    "surface": ("crystals", "miller", "layers", "vacuum"),
-    "cluster": ("elements", "shapes"),
-    "liquid": ("solvent", "solutes", "density", "tolerance", "max_attempts", "vacuum"),
-}
 SOURCE_CLASSES = {"molecules": MoleculeSource, "bulk": BulkSource, "alloy": AlloySource, "file": FileSource,
                   "surface": SurfaceSource, "cluster": ClusterSource, "liquid": LiquidSource}
-MIX_KEYS = ("source", "sampler", "fraction", "count", "params", "size")
-SIZE_KEYS = ("min", "max", "distribution")
-PATH_KEYS = {"molecules": ("smiles_file",), "file": ("paths",)}
-
-
-def _unknown(key: str, allowed, where: str) -> ConfigError:
-    return unknown_keys_error(where, [key], allowed)
+GENERATION_KEYS = tuple(field_names(GenerationSection))
+MIX_KEYS = tuple(field_names(MixSpec))
+SIZE_KEYS = tuple(field_names(SizeRange))
+PATH_KEYS: dict[str, tuple[str, ...]] = {"molecules": ("smiles_file",), "file": ("paths",)}
 
 
 def builtin_recipes() -> list[str]:
@@ -85,7 +80,7 @@ def resolve_source_paths(recipe: dict, base: Path) -> None:
     for spec in sources.values():
         if not isinstance(spec, dict):
             continue
-        for key in PATH_KEYS.get(spec.get("kind"), ()):
+        for key in PATH_KEYS.get(str(spec.get("kind")), ()):
             value = spec.get(key)
             if isinstance(value, str):
                 spec[key] = str(base / value) if not Path(value).is_absolute() else value
@@ -101,27 +96,17 @@ def validate_recipe(recipe: dict) -> "GenerationConfig":
 
 
 def _size(value, where: str, parent: SizeRange | None = None) -> SizeRange:
+    """The size bounds at ``where``: the keys given, the others the ``parent``'s (or the
+    defaults); inside the parent's bounds."""
     if value is None:
         return parent or SizeRange()
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}: give {{min, max}} atom counts")
-    for key in value:
-        if key not in SIZE_KEYS:
-            raise _unknown(key, SIZE_KEYS, where)
-    base = parent or SizeRange()
-    lo, hi = value.get("min", base.min), value.get("max", base.max)
-    dist = value.get("distribution", base.distribution)
-    for name, v in (("min", lo), ("max", hi)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{where}.{name}: give a positive integer number of atoms, got {v!r}")
-    if lo > hi:
-        raise ConfigError(f"{where}: impossible size bounds, min {lo} > max {hi} atoms")
-    if parent is not None and (lo < parent.min or hi > parent.max):
-        raise ConfigError(f"{where}: bounds {lo}-{hi} leave generation.size {parent.min}-{parent.max}; "
+        return build(SizeRange, value, where)  # the one "must be a mapping" message
+    size = build(SizeRange, {**asdict(parent or SizeRange()), **value}, where)
+    if parent is not None and (size.min < parent.min or size.max > parent.max):
+        raise ConfigError(f"{where}: bounds {size.min}-{size.max} leave generation.size {parent.min}-{parent.max}; "
                           "narrow them to fit inside")
-    if dist not in SIZE_DISTRIBUTIONS:
-        raise ConfigError(f"{where}.distribution: '{dist}' unknown; allowed: {', '.join(SIZE_DISTRIBUTIONS)}")
-    return SizeRange(int(lo), int(hi), dist)
+    return size
 
 
 @dataclass
@@ -140,37 +125,15 @@ class MixEntry:
         return needs_calculator(self.sampler, self.params)
 
 
-def _tiers(d: dict, w: str) -> tuple[dict, object]:
-    """``tiers`` (tier name -> number of structures) and ``default_tier``, checked."""
-    tiers = d.get("tiers") or {}
-    if not isinstance(tiers, dict):
-        raise ConfigError(f"{w}.tiers: give a mapping of tier name -> number of structures, e.g. {{1k: 1000}}")
-    tiers = {str(k): v for k, v in tiers.items()}
-    for k, v in tiers.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{w}.tiers.{k}: give a positive number of structures, got {v!r}")
-    default_tier = d.get("default_tier")
-    if default_tier is not None and str(default_tier) not in tiers:
-        raise ConfigError(
-            f"{w}.default_tier: '{default_tier}' is not one of the tiers ({', '.join(tiers) or 'none'})"
-        )
-    return tiers, default_tier
-
-
 #: defaults of a source entry's keys that are not its class's keyword defaults
 _ENTRY_DEFAULTS = {"bulk": {"crystals": "all"}, "surface": {"crystals": "all"}, "molecules": {"smiles": "builtin"}}
-
-
-def _plain(value):
-    """Tuples as lists (what YAML and JSON hold), recursively."""
-    return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
 def source_defaults(kind: str, spec: dict | None = None) -> dict:
     """The value each optional key of a ``kind`` source entry takes when left out: its source
     class's keyword default (the one owner), or ``crystals: all`` / ``smiles: builtin``."""
     params = inspect.signature(SOURCE_CLASSES[kind]).parameters
-    out = {k: _plain(params[k].default) for k in SOURCE_KEYS[kind]
+    out = {k: plain(params[k].default) for k in SOURCE_KEYS[kind]
            if k in params and params[k].default is not inspect.Parameter.empty}
     out.update(_ENTRY_DEFAULTS.get(kind, {}))
     if kind == "molecules" and "smiles_file" in (spec or {}):
@@ -178,9 +141,8 @@ def source_defaults(kind: str, spec: dict | None = None) -> dict:
     return out
 
 
-def _source_spec(spec, ws: str, size: SizeRange) -> dict:
-    """One ``sources`` entry, its keys checked against its kind and its defaults filled in;
-    ``_size`` holds its bounds (inside ``generation.size``) in place of ``size``."""
+def _source_kind(spec, ws: str) -> str:
+    """The ``kind`` of one ``sources`` entry (a misspelt ``kind`` key named as such)."""
     if not isinstance(spec, dict):
         raise ConfigError(f"{ws}: give a mapping with a kind ({', '.join(SOURCE_KINDS)}), got {spec!r}")
     if "kind" not in spec:
@@ -192,40 +154,31 @@ def _source_spec(spec, ws: str, size: SizeRange) -> dict:
                               f"kinds: {', '.join(SOURCE_KINDS)}")
         raise ConfigError(f"{ws}.kind: missing; allowed: {', '.join(SOURCE_KINDS)}")
     kind = spec["kind"]
-    if kind not in SOURCE_KINDS:
-        raise ConfigError(f"{ws}.kind: '{kind}' unknown; allowed: {', '.join(SOURCE_KINDS)}")
-    allowed = ("kind", "size") + SOURCE_KEYS[kind]
-    for key in spec:
-        if key not in allowed:
-            raise _unknown(key, allowed, ws)
-    given = {k: v for k, v in spec.items() if k != "size"}
-    return {"kind": kind, **source_defaults(kind, spec), **given, "_size": _size(spec.get("size"), f"{ws}.size", size)}
+    if kind not in SOURCE_SPECS:
+        hint = did_you_mean(kind, SOURCE_KINDS) if isinstance(kind, str) else ""
+        raise ConfigError(f"{ws}.kind: unknown value {kind!r}{hint}; allowed: {', '.join(SOURCE_KINDS)}")
+    return kind
+
+
+def _source_spec(spec, ws: str, size: SizeRange) -> dict:
+    """One ``sources`` entry, checked by its kind's section, its defaults filled in;
+    ``_size`` holds its bounds (inside ``generation.size``) in place of ``size``."""
+    kind = _source_kind(spec, ws)
+    given = {**source_defaults(kind, spec), **{k: v for k, v in spec.items() if k != "kind"}}
+    checked: Any = build(SOURCE_SPECS[kind], {"kind": kind, **given}, ws)
+    keys = [k for k in given if k != "size"]
+    return {"kind": kind, **{k: getattr(checked, k) for k in keys}, "_size": _size(checked.size, f"{ws}.size", size)}
 
 
 def _mix_entry(item, wm: str, src_specs: dict) -> MixEntry:
     """One ``mix`` entry: a defined source, a known sampler with valid params, its size
     bounds (inside the source's) and exactly one of fraction or count."""
-    if not isinstance(item, dict):
-        raise ConfigError(f"{wm}: expected a mapping with keys {', '.join(MIX_KEYS)}")
-    for key in item:
-        if key not in MIX_KEYS:
-            raise _unknown(key, MIX_KEYS, wm)
-    src = item.get("source")
-    if src not in src_specs:
-        raise ConfigError(f"{wm}.source: '{src}' is not a defined source; defined: {', '.join(src_specs)}")
-    sampler = item.get("sampler", "none")
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"{wm}.sampler: '{sampler}' unknown; allowed: {', '.join(SAMPLERS)}")
-    params = validate_params(sampler, item.get("params"), wm)
-    esize = _size(item.get("size"), f"{wm}.size", src_specs[src]["_size"])
-    frac, cnt = item.get("fraction"), item.get("count")
-    if (frac is None) == (cnt is None):
-        raise ConfigError(f"{wm}: give exactly one of fraction (share of the tier) or count (structures)")
-    if frac is not None and (isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1):
-        raise ConfigError(f"{wm}.fraction: give a number in (0, 1], got {frac!r}")
-    if cnt is not None and (isinstance(cnt, bool) or not isinstance(cnt, int) or cnt < 1):
-        raise ConfigError(f"{wm}.count: give a positive integer, got {cnt!r}")
-    return MixEntry(src, sampler, params, esize, float(frac) if frac is not None else None, cnt)
+    entry = build(MixSpec, item, wm)
+    if entry.source not in src_specs:
+        raise ConfigError(f"{wm}.source: '{entry.source}' is not a defined source; defined: {', '.join(src_specs)}")
+    params = validate_params(entry.sampler, entry.params, wm)
+    esize = _size(entry.size, f"{wm}.size", src_specs[entry.source]["_size"])
+    return MixEntry(entry.source, entry.sampler, params, esize, entry.fraction, entry.count)
 
 
 def _check_mix_totals(mix: list, src_specs: dict, tiers: dict, count, w: str) -> None:
@@ -248,19 +201,16 @@ def _check_mix_totals(mix: list, src_specs: dict, tiers: dict, count, w: str) ->
         raise ConfigError(f"{w}.sources.{unused[0]}: defined but used by no mix entry; use it or remove it")
 
 
-def _sources_and_mix(d: dict, size: SizeRange, tiers: dict, count, w: str) -> tuple[dict, list]:
+def _sources_and_mix(sec: GenerationSection, size: SizeRange, w: str) -> tuple[dict, list]:
     """The checked ``sources`` (name -> spec with defaults) and ``mix`` (list of :class:`MixEntry`)."""
-    sources = d.get("sources")
-    if not isinstance(sources, dict) or not sources:
-        raise ConfigError(
-            f"{w}.sources: give a mapping of source name -> {{kind: ...}}; kinds: {', '.join(SOURCE_KINDS)}"
-        )
-    src_specs = {str(name): _source_spec(spec, f"{w}.sources.{name}", size) for name, spec in sources.items()}
-    mix_raw = d.get("mix")
-    if not isinstance(mix_raw, list) or not mix_raw:
-        raise ConfigError(f"{w}.mix: give a list of {{source, sampler, fraction|count, params}} entries")
-    mix = [_mix_entry(item, f"{w}.mix[{k}]", src_specs) for k, item in enumerate(mix_raw)]
-    _check_mix_totals(mix, src_specs, tiers, count, w)
+    kinds = ", ".join(SOURCE_KINDS)
+    if sec.sources is None:
+        raise ConfigError(f"{w}.sources: missing; give a mapping of source name -> {{kind: ...}}; kinds: {kinds}")
+    src_specs = {str(name): _source_spec(spec, f"{w}.sources.{name}", size) for name, spec in sec.sources.items()}
+    if sec.mix is None:
+        raise ConfigError(f"{w}.mix: missing; give a list of {{source, sampler, fraction|count, params}} entries")
+    mix = [_mix_entry(item, f"{w}.mix[{k}]", src_specs) for k, item in enumerate(sec.mix)]
+    _check_mix_totals(mix, src_specs, sec.tiers or {}, sec.count, w)
     return src_specs, mix
 
 
@@ -284,22 +234,13 @@ class GenerationConfig:
         count...) and leaves ``sources`` and ``mix`` empty: for a section checked before (a
         mapping from :func:`load_recipe`) whose tiers alone are needed (``pipeline.plan_recipe``)."""
         w = "generation"
-        for key in d:
-            if key not in GENERATION_KEYS:
-                raise _unknown(key, GENERATION_KEYS, w)
-        size = _size(d.get("size"), f"{w}.size")
-        elements = element_set(d.get("elements"), f"{w}.elements")
-        mdf = d.get("min_distance_factor", 0.6)
-        if isinstance(mdf, bool) or not isinstance(mdf, (int, float)) or not 0 <= mdf < 2:
-            raise ConfigError(f"{w}.min_distance_factor: give a number in [0, 2) (fraction of the covalent-radius sum)")
-        tiers, default_tier = _tiers(d, w)
-        count = d.get("count")
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
-            raise ConfigError(f"{w}.count: give a positive number of structures, got {count!r}")
-        src_specs, mix = _sources_and_mix(d, size, tiers, count, w) if sources else ({}, [])
-        cfg = cls(seed=int(seed), size=size, elements=elements, min_distance_factor=float(mdf), sources=src_specs,
-                  mix=mix, tiers=tiers, default_tier=str(default_tier) if default_tier is not None else None,
-                  count=count)
+        sec = build(GenerationSection, d)  # keys, types, limits, the default tier
+        size = _size(sec.size, f"{w}.size")
+        elements = element_set(sec.elements, f"{w}.elements")
+        src_specs, mix = _sources_and_mix(sec, size, w) if sources else ({}, [])
+        cfg = cls(seed=int(seed), size=size, elements=elements, min_distance_factor=sec.min_distance_factor,
+                  sources=src_specs, mix=mix, tiers=dict(sec.tiers or {}), default_tier=sec.default_tier,
+                  count=sec.count)
         if sources:
             cfg.build_sources()  # deep checks: crystals, files, SMILES, feasibility of the size bounds
         return cfg
@@ -377,25 +318,11 @@ def _make_source(name: str, spec: dict, size: SizeRange, cfg: GenerationConfig, 
     ws = f"generation.sources.{name}"
     els = cfg.elements
     if kind == "molecules":
-        smiles = spec.get("smiles")
-        entries = []
-        if smiles == "builtin":
-            entries += mol.builtin_smiles()
-        elif isinstance(smiles, list):
-            if not all(isinstance(s, str) for s in smiles):
-                raise ConfigError(f"{ws}.smiles: give 'builtin' or a list of SMILES strings")
-            entries += [mol.MoleculeEntry(s, s) for s in smiles]
-        elif smiles is not None:
-            raise ConfigError(f"{ws}.smiles: give 'builtin' or a list of SMILES strings")
-        if "smiles_file" in spec:
+        smiles = spec.get("smiles")  # 'builtin', a list of SMILES or None (typed by MoleculesSpec)
+        entries = mol.builtin_smiles() if smiles == "builtin" else [mol.MoleculeEntry(s, s) for s in smiles or []]
+        if spec.get("smiles_file") is not None:
             entries += mol.read_smiles_file(spec["smiles_file"])
-        conf = spec["conformers"]
-        if isinstance(conf, bool) or not isinstance(conf, int) or conf < 1:
-            raise ConfigError(f"{ws}.conformers: give a positive integer, got {conf!r}")
-        opt = spec["optimizer"]
-        if opt not in mol.OPTIMIZERS:
-            raise ConfigError(f"{ws}.optimizer: '{opt}' unknown; allowed: {', '.join(mol.OPTIMIZERS)}")
-        return MoleculeSource(name, size, entries, conf, opt, els, cfg.seed, skips)
+        return MoleculeSource(name, size, entries, spec["conformers"], spec["optimizer"], els, cfg.seed, skips)
     if kind == "bulk":
         return BulkSource(name, size, spec["crystals"], els, spec["vacancies"])
     if kind == "alloy":
@@ -408,11 +335,7 @@ def _make_source(name: str, spec: dict, size: SizeRange, cfg: GenerationConfig, 
     if kind == "cluster":
         return ClusterSource(name, size, spec.get("elements"), spec["shapes"], allowed=els)
     if kind == "liquid":
-        if "solvent" not in spec:
-            raise ConfigError(f"{ws}.solvent: missing; give the solvent SMILES, e.g. O for water")
         solutes = spec["solutes"] or []
-        if not isinstance(solutes, list):
-            raise ConfigError(f"{ws}.solutes: give a list of SMILES")
         kw = {k: spec[k] for k in ("density", "tolerance", "max_attempts", "vacuum")}
         return LiquidSource(name, size, spec["solvent"], solutes, elements=els, seed=cfg.seed, skips=skips, **kw)
     raise ConfigError(f"{ws}.kind: '{kind}' unknown; allowed: {', '.join(SOURCE_KINDS)}")  # pragma: no cover

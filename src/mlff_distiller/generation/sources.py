@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Annotated, Literal, get_args
 
 import numpy as np
 import yaml
@@ -27,23 +28,29 @@ from ase import Atoms
 from ase.data import atomic_masses, atomic_numbers, reference_states
 
 from ..errors import ConfigError
-from ..settings import unknown_keys_error
+from ..settings import Int, limits, section, unknown_keys_error, where_of
 from . import molecules as mol
 from .geometry import check_symbol, random_rotations, respects_min_distance, supercell_repeats
 
 SOURCE_KINDS = ("molecules", "bulk", "alloy", "file", "surface", "cluster", "liquid")
 STRUCTURES = ("fcc", "bcc", "hcp", "diamond", "rocksalt", "zincblende", "wurtzite", "cesiumchloride",
               "fluorite", "perovskite", "ice-ic")
-SIZE_DISTRIBUTIONS = ("loguniform", "uniform")
+SizeDistribution = Literal["loguniform", "uniform"]
+SIZE_DISTRIBUTIONS = get_args(SizeDistribution)
 
 
-@dataclass(frozen=True)
+@section("generation.size", frozen=True)
 class SizeRange:
-    """Allowed atom counts ``[min, max]`` and how targets are drawn within them."""
+    """Allowed atom counts ``[min, max]`` and how targets are drawn within them (a typed
+    section: ``generation.size``, a source's or a mix entry's ``size``)."""
 
-    min: int = 10
-    max: int = 500
-    distribution: str = "loguniform"
+    min: Annotated[Int, limits(ge=1, unit="atoms")] = 10
+    max: Annotated[Int, limits(ge=1, unit="atoms")] = 500
+    distribution: SizeDistribution = "loguniform"
+
+    def __post_init__(self) -> None:
+        if self.min > self.max:
+            raise ConfigError(f"{where_of(self)}: impossible size bounds, min {self.min} > max {self.max} atoms")
 
     def draw(self, rng: np.random.Generator) -> int:
         if self.distribution == "uniform":
