@@ -168,3 +168,38 @@ def test_refit_in_the_loop_numbers_match_the_results():
     flat = " ".join(README.split())
     assert f"give {1e3 * p['energy_mae_per_atom']:.1f} meV/atom and force {p['force_rel_rmse']:.3f}" in flat
     assert f"random x2 still +{d['difference']:.3f} [+{d['ci95'][0]:.3f}, +{d['ci95'][1]:.3f}] worse" in flat
+
+
+def _pooled_row(p: dict) -> tuple[str, str]:
+    lo, hi = p["force_rel_rmse_ci95"]
+    return f"{p['force_rel_rmse']:.3f} [{lo:.3f}, {hi:.3f}]", f"{1e3 * p['energy_mae_per_atom']:.1f} meV/atom"
+
+
+def test_forces_only_active_rounds_match_the_results():
+    res = _json("water_active/forces_only_in_the_loop.json")["students"]
+    force, energy = _pooled_row(res["active, forces only"]["pooled"])
+    row = next(line for line in README.splitlines() if line.startswith("| + 2 active rounds, added frames"))
+    assert force in row.replace("**", "") and energy in row.replace("**", ""), row
+    d = res["random x2"]["vs_active, forces only"]
+    flat = " ".join(README.split())
+    de, df = d["energy_mae_per_atom"], d["force_rel_rmse"]
+    assert (f"random x2 +{1e3 * de['difference']:.1f} [+{1e3 * de['ci95'][0]:.1f}, +{1e3 * de['ci95'][1]:.1f}] "
+            f"meV/atom and +{df['difference']:.3f} [+{df['ci95'][0]:.3f}, +{df['ci95'][1]:.3f}] in force") in flat
+    p = res["active, forces only"]["pooled"]
+    assert f"give **{1e3 * p['energy_mae_per_atom']:.1f} meV/atom and force {p['force_rel_rmse']:.3f}**" in flat
+    skip = _json("water_active/energy_skip.json")["students"]
+    masked, full = (1e3 * skip[k]["pooled"]["energy_mae_per_atom"] for k in ("masked", "full"))
+    assert f"gives {masked:.1f} instead of {full:.1f} meV/atom" in flat
+
+
+def test_silicon_active_vs_random_table_matches_the_results():
+    res = _json("silicon_active/heldout_comparison.json")["students"]
+    rows = {"first student": "S0", "+ 2 active rounds": "active", "+ 72 random recipe structures": "random x1",
+            "+ 144 random recipe structures": "random x2"}
+    table = README[README.index("| silicon student |"):]
+    for label, name in rows.items():
+        force, energy = _pooled_row(res[name]["pooled"])
+        row = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
+        assert force in row.replace("**", "") and energy in row, (row, force, energy)
+    d = res["random x2"]["vs_active"]["force_rel_rmse"]
+    assert f"random x2 +{d['difference']:.3f} [+{d['ci95'][0]:.3f}, +{d['ci95'][1]:.3f}] worse" in " ".join(README.split())
