@@ -209,6 +209,47 @@ def test_bad_sampler_params_are_named(sampler, params, match):
     assert "\n" not in str(err.value) and "generation.mix[0]" in str(err.value)
 
 
+@pytest.mark.parametrize("sampler, params, message", [
+    ("rattle", {"stdv": 0.1}, "generation.mix[0].params: unknown key 'stdv' (did you mean 'stdev'?); allowed: "
+                              "include_root, min_distance_factor, per_root, stdev, strain, max_tries"),
+    ("rattle", {"stdev": [0.2, 0.1]}, "generation.mix[0].params.stdev = [0.2, 0.1] is invalid: must be a number "
+                                      ">= 0 or [min, max] with 0 <= min <= max (A)"),
+    ("high_energy", {"stretch": [1, 2, 3]}, "generation.mix[0].params.stretch = [1, 2, 3] is invalid: must be a "
+                                            "number >= 0 or [min, max] with 0 <= min <= max (scale factor)"),
+    ("md", {"temperatures": []}, "generation.mix[0].params.temperatures = [] is invalid: must be a temperature "
+                                 "> 0 K or a non-empty list of them"),
+    ("md", {"per_root": 0}, "generation.mix[0].params.per_root = 0 is invalid: must be >= 1 "
+                            "(samples taken from one root)"),
+    ("md", {"per_root": True}, "generation.mix[0].params.per_root must be an integer, got True"),
+    ("md", {"timestep": 0}, "generation.mix[0].params.timestep = 0 is invalid: must be > 0 fs"),
+    ("normal_modes", {"relax_steps": -1}, "generation.mix[0].params.relax_steps = -1 is invalid: must be >= 0 "
+                                          "(0 = none)"),
+    ("none", {"min_distance_factor": 2}, "generation.mix[0].params.min_distance_factor = 2 is invalid: must be in "
+                                         "[0, 2) (fraction of the covalent-radius sum)"),
+    ("rattle_relax", {"keep_rattled": 1}, "generation.mix[0].params.keep_rattled must be true or false, got 1"),
+    ("none", [1], "generation.mix[0].params must be a mapping of field: value, got list"),
+])
+def test_sampler_params_messages(sampler, params, message):
+    """Each sampler's params are a typed section: one line naming ``where.params.key`` and the allowed values."""
+    with pytest.raises(ConfigError) as err:
+        smp.validate_params(sampler, params, "generation.mix[0]")
+    assert str(err.value) == message
+
+
+def test_sampler_params_keep_their_types_and_order():
+    """Defaults in the sampler's order then the common keys given; ranges and temperatures as lists
+    of floats, numbers as floats, an integer ``min_distance_factor`` as given."""
+    out = smp.validate_params("high_energy", {"min_distance_factor": 1, "methods": "stretch", "stretch": 1.5,
+                                              "temperature": 300, "per_root": 2.0, "include_root": True}, "t")
+    assert list(out) == [*smp.SAMPLER_DEFAULTS["high_energy"], "min_distance_factor", "include_root"]
+    assert out["methods"] == ["stretch"] and out["stretch"] == [1.5, 1.5] and out["compress"] == [0.82, 0.94]
+    assert type(out["temperature"]) is float and type(out["per_root"]) is int and out["per_root"] == 2
+    assert type(out["min_distance_factor"]) is int and out["include_root"] is True
+    md = smp.validate_params("md", {"temperatures": 450}, "t")
+    assert md["temperatures"] == [450.0] and type(md["temperatures"][0]) is float
+    assert smp.validate_params("rattle", {}, "t")["stdev"] is not smp.SAMPLER_DEFAULTS["rattle"]["stdev"]
+
+
 def test_mmff_normal_modes_need_no_teacher_and_follow_the_force_field():
     """``hessian: mmff``: RDKit's MMFF94 gives forces (checked by finite differences), the Hessian and
     the relaxation; the sampler runs without a teacher and the samples are thermal around its minimum."""
@@ -240,5 +281,5 @@ def test_mmff_normal_modes_need_no_teacher_and_follow_the_force_field():
     assert all(0.02 < d < 1.0 for d in shift), shift
     with pytest.raises(ConfigError, match="molecules built from SMILES"):
         smp.sample_normal_modes(bulk("Cu", "fcc", a=3.61), np.random.default_rng(1), params)
-    with pytest.raises(ConfigError, match="hessian: 'xtb' unknown"):
+    with pytest.raises(ConfigError, match="params.hessian: unknown value 'xtb'; allowed: teacher, mmff"):
         smp.validate_params("normal_modes", {"hessian": "xtb"}, "t")

@@ -216,12 +216,14 @@ def test_single_structure_and_single_element():
 @pytest.mark.parametrize(
     "section, match",
     [
-        ({"checks": {"nan_check": {}}}, "unknown check 'nan_check'"),
-        ({"checks": ["finite", "bogus"]}, "unknown check 'bogus'"),
+        ({"checks": {"nan_check": {}}}, "quality.checks: unknown key 'nan_check'; allowed: finite, "),
+        ({"checks": {"max_forse": {}}}, r"quality.checks: unknown key 'max_forse' \(did you mean 'max_force'\?\)"),
+        ({"checks": ["finite", "bogus"]}, "quality.checks: unknown key 'bogus'; allowed: "),
         ({"checks": {"max_force": {"maximum": 3}}}, r"max_force: unknown key 'maximum' \(did you mean 'max'\?\)"),
         ({"checks": {"max_force": {"max": "big"}}}, "max_force.max must be a number"),
         ({"checks": {"volume_per_atom": {"min": 50, "max": 10}}}, "min must be below max"),
-        ({"gates": {"2k": {}}}, "unknown checkpoint '2k'"),
+        ({"gates": {"2k": {}}}, "quality.gates: unknown key '2k'; allowed: 1k, 10k, full"),
+        ({"gates": {"10K": {}}}, r"quality.gates: unknown key '10K' \(did you mean '10k'\?\); allowed: 1k, 10k, full"),
         ({"gates": {"1k": {"min_score": 0.1}}}, "gates.1k: unknown key 'min_score'"),
         ({"diversity": {"subsample": 10}}, "unknown key 'subsample'"),
         ({"diversity": {"subsample_atoms": 3}}, "subsample_atoms = 3 is invalid: must be >= 10"),

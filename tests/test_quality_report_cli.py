@@ -162,7 +162,7 @@ def test_cli_validate_exit_codes(dataset, tmp_path, capsys):
 @pytest.mark.parametrize(
     "yaml_text, match",
     [
-        ("quality:\n  checks:\n    not_a_check: {}\n", "unknown check 'not_a_check'"),
+        ("quality:\n  checks:\n    not_a_check: {}\n", "quality.checks: unknown key 'not_a_check'"),
         ("quality: [1, 2\n", "not valid YAML"),
     ],
 )

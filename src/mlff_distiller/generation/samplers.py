@@ -20,12 +20,17 @@ eV/A (force thresholds). Parameters are validated by :func:`validate_params`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 from ase import Atoms, units
+from pydantic import BeforeValidator, Field
 
 from ..errors import ConfigError
+from ..settings import Bool, Float, Int, as_list, build, field_names, limits, section
 from .geometry import DEFAULT_MIN_DISTANCE_FACTOR, clean_copy, respects_min_distance
 
 
@@ -55,8 +60,6 @@ HIGH_ENERGY_METHODS = ("stretch", "compress", "compress_md")
 #: where normal_modes takes its Hessian: the teacher (6N force calls), or RDKit's MMFF94 force
 #: field for molecules built from SMILES (no teacher call; the samples are labelled later)
 HESSIAN_SOURCES = ("teacher", "mmff")
-#: keys every sampler accepts in a recipe besides its own (handled by the generator)
-COMMON_KEYS = ("include_root", "min_distance_factor")
 
 
 def needs_calculator(sampler: str, params: dict) -> bool:
@@ -69,75 +72,159 @@ def needs_calculator(sampler: str, params: dict) -> bool:
     return False
 
 
-def _range(value, where, positive=True) -> tuple[float, float]:
-    try:
-        lo, hi = (float(value), float(value)) if np.isscalar(value) else (float(value[0]), float(value[1]))
-        if isinstance(value, (list, tuple)) and len(value) != 2:
-            raise ValueError
-    except (TypeError, ValueError, IndexError):
-        raise ConfigError(f"{where}: give a number or [min, max]") from None
-    if lo > hi or (positive and lo < 0):
-        raise ConfigError(f"{where}: need 0 <= min <= max, got {value}")
-    return lo, hi
+def _range(value: Any) -> list[float]:
+    """``[min, max]`` from a number (min = max) or a two-item list of numbers; ``ValueError``
+    unless ``0 <= min <= max`` (finite). A stdev in A, a stretch or compress factor."""
+    if isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value)):
+        raise ValueError("not a number")
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError("not [min, max]")
+        lo, hi = float(value[0]), float(value[1])
+    else:
+        try:
+            lo = hi = float(value)
+        except TypeError:
+            raise ValueError("not a number") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi or lo < 0:
+        raise ValueError("need 0 <= min <= max")
+    return [lo, hi]
+
+
+def _default(sampler: str, key: str) -> Any:
+    """The field default of a sampler's ``key``: its value in :data:`SAMPLER_DEFAULTS` (the owner)."""
+    value = SAMPLER_DEFAULTS[sampler][key]
+    return field(default_factory=lambda: copy.deepcopy(value))
+
+
+_SPAN = "a number >= 0 or [min, max] with 0 <= min <= max"
+#: a stdev (A) drawn uniformly in [min, max]; one number = a fixed one
+_Stdev = Annotated[list[float], BeforeValidator(_range), limits(allowed=f"{_SPAN} (A)")]
+#: a scale factor drawn uniformly in [min, max]
+_Factor = Annotated[list[float], BeforeValidator(_range), limits(allowed=f"{_SPAN} (scale factor)")]
+_Temperatures = Annotated[list[Annotated[Float, Field(gt=0, allow_inf_nan=False)]], BeforeValidator(as_list),
+                          limits(min_length=1, allowed="a temperature > 0 K or a non-empty list of them")]
+HighEnergyMethod = Literal["stretch", "compress", "compress_md"]
+HessianSource = Literal["teacher", "mmff"]
+_Methods = Annotated[list[HighEnergyMethod], BeforeValidator(as_list), limits(
+    min_length=1, allowed=f"one of {', '.join(HIGH_ENERGY_METHODS)} or a non-empty list of them")]
+_Count = Annotated[Int, limits(ge=1)]
+_PerRoot = Annotated[Int, limits(ge=1, note="samples taken from one root")]
+_Steps = Annotated[Int, limits(ge=0, note="0 = none")]
+_Tries = Annotated[Int, limits(ge=1, note="draws before a sample is given up")]
+_Fmax = Annotated[Float, limits(ge=0, allow_inf_nan=False, unit="eV/A")]
+_Timestep = Annotated[Float, limits(gt=0, allow_inf_nan=False, unit="fs")]
+
+
+@section("params")
+class CommonParams:
+    """The keys every sampler accepts besides its own (handled by the generator): keep the root
+    itself, and a closest-pair threshold of its own (a fraction of the covalent-radius sum)."""
+
+    include_root: Bool | None = None
+    min_distance_factor: Annotated[Float | None, limits(
+        ge=0, lt=2, allow_inf_nan=False, note="fraction of the covalent-radius sum")] = None
+
+
+@section("params")
+class NoneParams(CommonParams):
+    """``none``: the root as built."""
+
+    per_root: _PerRoot = _default("none", "per_root")
+
+
+@section("params")
+class RattleParams(CommonParams):
+    """``rattle``: Gaussian displacements of ``stdev`` A plus a cell strain up to ``strain``."""
+
+    per_root: _PerRoot = _default("rattle", "per_root")
+    stdev: _Stdev = _default("rattle", "stdev")
+    strain: Annotated[Float, limits(ge=0, allow_inf_nan=False, note="largest strain component")] = (
+        _default("rattle", "strain"))
+    max_tries: _Tries = _default("rattle", "max_tries")
+
+
+@section("params")
+class NormalModesParams(CommonParams):
+    """``normal_modes``: Boltzmann displacements along the normal modes at ``temperatures`` K."""
+
+    per_root: _PerRoot = _default("normal_modes", "per_root")
+    temperatures: _Temperatures = _default("normal_modes", "temperatures")
+    relax_steps: _Steps = _default("normal_modes", "relax_steps")
+    fmax: _Fmax = _default("normal_modes", "fmax")
+    delta: Annotated[Float, limits(gt=0, allow_inf_nan=False, unit="A", note="finite-difference step")] = (
+        _default("normal_modes", "delta"))
+    max_tries: _Tries = _default("normal_modes", "max_tries")
+    hessian: HessianSource = _default("normal_modes", "hessian")
+
+
+@section("params")
+class MdParams(CommonParams):
+    """``md``: Langevin MD at one of ``temperatures`` K, a snapshot every ``interval`` steps."""
+
+    per_root: _PerRoot = _default("md", "per_root")
+    temperatures: _Temperatures = _default("md", "temperatures")
+    timestep: _Timestep = _default("md", "timestep")
+    friction: Annotated[Float, limits(ge=0, allow_inf_nan=False, unit="1/fs")] = _default("md", "friction")
+    equil_steps: _Steps = _default("md", "equil_steps")
+    interval: Annotated[Int, limits(ge=1, note="MD steps between snapshots")] = _default("md", "interval")
+
+
+@section("params")
+class RattleRelaxParams(CommonParams):
+    """``rattle_relax``: trees of rattle -> short relaxation -> rattle, ``branching`` per node."""
+
+    per_root: _PerRoot = _default("rattle_relax", "per_root")
+    stdev: _Stdev = _default("rattle_relax", "stdev")
+    relax_steps: _Steps = _default("rattle_relax", "relax_steps")
+    fmax: _Fmax = _default("rattle_relax", "fmax")
+    branching: _Count = _default("rattle_relax", "branching")
+    keep_rattled: Bool = _default("rattle_relax", "keep_rattled")
+    max_tries: _Tries = _default("rattle_relax", "max_tries")
+
+
+@section("params")
+class HighEnergyParams(CommonParams):
+    """``high_energy``: bond stretching, compression, hot compressed MD at ``temperature`` K."""
+
+    per_root: _PerRoot = _default("high_energy", "per_root")
+    methods: _Methods = _default("high_energy", "methods")
+    stretch: _Factor = _default("high_energy", "stretch")
+    compress: _Factor = _default("high_energy", "compress")
+    temperature: Annotated[Float, limits(ge=0, allow_inf_nan=False, unit="K")] = _default("high_energy", "temperature")
+    md_steps: _Count = _default("high_energy", "md_steps")
+    timestep: _Timestep = _default("high_energy", "timestep")
+    stdev: _Stdev = _default("high_energy", "stdev")
+    max_tries: _Tries = _default("high_energy", "max_tries")
+
+
+#: the section of each sampler's ``params``
+PARAM_SECTIONS: dict[str, type] = {
+    "none": NoneParams, "rattle": RattleParams, "normal_modes": NormalModesParams, "md": MdParams,
+    "rattle_relax": RattleRelaxParams, "high_energy": HighEnergyParams,
+}
+#: keys every sampler accepts in a recipe besides its own (handled by the generator)
+COMMON_KEYS = tuple(field_names(CommonParams))
+if (tuple(PARAM_SECTIONS) != SAMPLERS
+        or any(field_names(c) != [*COMMON_KEYS, *SAMPLER_DEFAULTS[s]] for s, c in PARAM_SECTIONS.items())
+        or get_args(HighEnergyMethod) != HIGH_ENERGY_METHODS or get_args(HessianSource) != HESSIAN_SOURCES):
+    raise ImportError("generation.samplers: a params section differs from SAMPLER_DEFAULTS")  # pragma: no cover
 
 
 def validate_params(sampler: str, params: dict | None, where: str) -> dict:
-    """Defaults filled in, types checked; ``ConfigError`` names the field and the allowed values."""
+    """``params`` of ``sampler`` checked by its section (:data:`PARAM_SECTIONS`), the defaults
+    filled in: the sampler's keys in :data:`SAMPLER_DEFAULTS` order, then the common keys given.
+    Ranges (``stdev``, ``stretch``, ``compress``) and ``temperatures`` come out as lists of
+    floats, the other numbers as floats; a ``min_distance_factor`` keeps the type given.
+    ``ConfigError`` (one line) names ``where.params.key`` and the allowed values."""
     if sampler not in SAMPLER_DEFAULTS:
         raise ConfigError(f"{where}.sampler: '{sampler}' unknown; allowed: {', '.join(SAMPLERS)}")
-    params = dict(params or {})
-    allowed = set(SAMPLER_DEFAULTS[sampler]) | set(COMMON_KEYS)
-    for key in params:
-        if key not in allowed:
-            raise ConfigError(f"{where}.params.{key}: unknown parameter for sampler '{sampler}'; allowed: "
-                              f"{', '.join(sorted(allowed))}")
-    out = {**SAMPLER_DEFAULTS[sampler], **params}
-    w = f"{where}.params"
-    for key in ("per_root", "max_tries", "relax_steps", "equil_steps", "interval", "branching", "md_steps"):
-        if key in out:
-            v = out[key]
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if key in ("relax_steps", "equil_steps") else 1):
-                raise ConfigError(f"{w}.{key}: give a positive integer, got {v!r}")
-    for key in ("stdev", "stretch", "compress"):
-        if key in out:
-            out[key] = list(_range(out[key], f"{w}.{key}"))
-    for key in ("strain", "fmax", "delta", "timestep", "friction", "temperature"):
-        if key in out:
-            v = out[key]
-            if (
-                isinstance(v, bool)
-                or not isinstance(v, (int, float))
-                or v < 0
-                or (key in ("delta", "timestep") and v == 0)
-            ):
-                raise ConfigError(f"{w}.{key}: give a non-negative number, got {v!r}")
-            out[key] = float(v)
-    if "temperatures" in out:
-        t = out["temperatures"]
-        t = [t] if isinstance(t, (int, float)) and not isinstance(t, bool) else t
-        if (
-            not isinstance(t, list)
-            or not t
-            or any(isinstance(x, bool) or not isinstance(x, (int, float)) or x <= 0 for x in t)
-        ):
-            raise ConfigError(f"{w}.temperatures: give a list of positive temperatures in K")
-        out["temperatures"] = [float(x) for x in t]
-    if "methods" in out:
-        m = out["methods"]
-        m = [m] if isinstance(m, str) else m
-        if not isinstance(m, list) or not m or any(x not in HIGH_ENERGY_METHODS for x in m):
-            raise ConfigError(f"{w}.methods: allowed: {', '.join(HIGH_ENERGY_METHODS)}")
-        out["methods"] = list(m)
-    if "min_distance_factor" in out:
-        v = out["min_distance_factor"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 2:
-            raise ConfigError(f"{w}.min_distance_factor: give a number in [0, 2)")
-    if "include_root" in out and not isinstance(out["include_root"], bool):
-        raise ConfigError(f"{w}.include_root: give true or false")
-    if "hessian" in out and out["hessian"] not in HESSIAN_SOURCES:
-        raise ConfigError(f"{w}.hessian: '{out['hessian']}' unknown; allowed: {', '.join(HESSIAN_SOURCES)}")
-    if "keep_rattled" in out and not isinstance(out["keep_rattled"], bool):
-        raise ConfigError(f"{w}.keep_rattled: give true or false")
+    checked: Any = build(PARAM_SECTIONS[sampler], params, where=f"{where}.params")
+    given = params or {}
+    keys = [*SAMPLER_DEFAULTS[sampler], *(k for k in given if k in COMMON_KEYS)]
+    out = {k: getattr(checked, k) for k in keys}
+    if isinstance(given.get("min_distance_factor"), int):  # 1 stays 1 (not 1.0), as before
+        out["min_distance_factor"] = given["min_distance_factor"]
     return out
 
 

@@ -292,19 +292,22 @@ class MonitorSettings:
 MONITOR_DEFAULTS: dict = asdict(MonitorSettings())
 
 
+def _known(where: str, names, allowed) -> None:
+    """The did-you-mean :func:`~mlff_distiller.settings.unknown_keys_error` for ``names`` not in ``allowed``."""
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise unknown_keys_error(where, unknown, allowed)
+
+
 def _checks_section(given) -> dict:
     """``quality.checks``: a list of the checks to run, or check name -> parameters
     (``true``/``null`` = defaults, ``false`` = disabled); each check's section validates them."""
     if isinstance(given, (list, tuple)):  # a plain list of checks to run
-        for name in given:
-            if name not in CHECKS:
-                raise ConfigError(f"quality.checks: unknown check {name!r}; allowed: {', '.join(CHECK_NAMES)}")
+        _known("quality.checks", given, CHECK_NAMES)
         return {name: asdict(cls(enabled=name in given)) for name, cls in CHECKS.items()}
     if not isinstance(given, dict):
         raise ConfigError("quality.checks must be a mapping of check name -> parameters, or a list of names")
-    for name in given:
-        if name not in CHECKS:
-            raise ConfigError(f"quality.checks: unknown check {name!r}; allowed: {', '.join(CHECK_NAMES)}")
+    _known("quality.checks", given, CHECK_NAMES)
     out = {}
     for name, cls in CHECKS.items():
         params = given.get(name)
@@ -317,9 +320,7 @@ def _gates_section(given_gates) -> dict:
     """``quality.gates``: checkpoint (1k, 10k, full) -> metric thresholds, over the defaults."""
     if not isinstance(given_gates, dict):
         raise ConfigError("quality.gates must be a mapping of checkpoint (1k, 10k, full) -> thresholds")
-    for cp in given_gates:
-        if str(cp) not in CHECKPOINTS:
-            raise ConfigError(f"quality.gates: unknown checkpoint {str(cp)!r}; allowed: {', '.join(CHECKPOINTS)}")
+    _known("quality.gates", [str(cp) for cp in given_gates], CHECKPOINTS)
     given = {str(cp): thresholds for cp, thresholds in given_gates.items()}
     return {cp: asdict(build(GATES[cp], given.get(cp))) for cp in CHECKPOINTS}
 
