@@ -204,3 +204,22 @@ def test_silicon_active_vs_random_table_matches_the_results():
     d = res["random x2"]["vs_active"]["force_rel_rmse"]
     flat = " ".join(README.split())
     assert f"random x2 +{d['difference']:.3f} [+{d['ci95'][0]:.3f}, +{d['ci95'][1]:.3f}] worse" in flat
+
+
+def test_learning_curve_tables_match_the_results():
+    res = _json("learning_curves_silicon.json")
+    section = README[README.index("### Learning curves (silicon"):]
+    for key, col in (("vs_data", "structures"), ("vs_steps", "steps")):
+        for r in res[key]:
+            force, energy = _pooled_row(r["teacher MD"])
+            test, _ = _pooled_row(r["test split"])
+            row = next(line for line in section.splitlines() if line.startswith(f"| {r[col]} |"))
+            assert force in row and energy in row and test in row, (row, force, energy, test)
+    d = [r["teacher MD_vs_previous"]["force_rel_rmse"]["difference"] for r in res["vs_data"][1:]]
+    flat = " ".join(section.split())
+    assert f"paired +{d[0]:.3f} and +{d[1]:.3f} per doubling" in flat
+    steps = res["vs_steps"]
+    assert f"gains {-steps[-1]['teacher MD_vs_previous']['force_rel_rmse']['difference']:.3f}" in flat
+    committed = _json("silicon/final_stage_and_steps.json")["students"]
+    old = next(v for k, v in committed.items() if k.startswith("committed"))["pooled"]["force_rel_rmse"]
+    assert f"at {old:.3f} on them" in flat
