@@ -105,6 +105,14 @@ def limits(*, unit: str = "", note: str = "", allowed: str = "", **constraints) 
     return Field(json_schema_extra=extra or None, **constraints)
 
 
+def copied_default(value) -> Any:
+    """A section field's default taken from its owner (a class's keyword default, a defaults
+    table): a fresh deep copy per instance, so a mutable default is never shared."""
+    import copy
+
+    return dataclasses.field(default_factory=lambda: copy.deepcopy(value))
+
+
 # -- sections --------------------------------------------------------------------------------
 #: the pydantic config of every section
 SECTION_CONFIG = ConfigDict(extra="forbid")

@@ -20,9 +20,8 @@ eV/A (force thresholds). Parameters are validated by :func:`validate_params`.
 
 from __future__ import annotations
 
-import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
@@ -30,7 +29,7 @@ from ase import Atoms, units
 from pydantic import BeforeValidator, Field
 
 from ..errors import ConfigError
-from ..settings import Bool, Float, Int, as_list, build, field_names, limits, section
+from ..settings import Bool, Float, Int, as_list, build, copied_default, field_names, limits, section
 from .geometry import DEFAULT_MIN_DISTANCE_FACTOR, clean_copy, respects_min_distance
 
 
@@ -94,7 +93,7 @@ def _range(value: Any) -> list[float]:
 def _default(sampler: str, key: str) -> Any:
     """The field default of a sampler's ``key``: its value in :data:`SAMPLER_DEFAULTS` (the owner)."""
     value = SAMPLER_DEFAULTS[sampler][key]
-    return field(default_factory=lambda: copy.deepcopy(value))
+    return copied_default(value)
 
 
 _SPAN = "a number >= 0 or [min, max] with 0 <= min <= max"

@@ -19,15 +19,14 @@ lengths in A, densities in g/cm^3.
 
 from __future__ import annotations
 
-import copy
 import inspect
-from dataclasses import KW_ONLY, field
+from dataclasses import KW_ONLY
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BeforeValidator, Field
 
 from ..errors import ConfigError
-from ..settings import Bool, Float, Int, Str, field_names, limits, section, where_of
+from ..settings import Bool, Float, Int, Str, copied_default, field_names, limits, section, where_of
 from .molecules import OPTIMIZERS
 from .samplers import SAMPLERS
 from .sources import (
@@ -63,7 +62,7 @@ def _default(source: type, key: str) -> Any:
     """The field default of a source entry's ``key``: the source class's keyword default (its
     one owner), tuples as lists."""
     value = plain(inspect.signature(source).parameters[key].default)
-    return field(default_factory=lambda: copy.deepcopy(value))
+    return copied_default(value)
 
 
 TierName = Annotated[Str, BeforeValidator(_name)]
