@@ -103,6 +103,35 @@ def test_farthest_point_covers_every_cluster_and_respects_the_budget():
     assert select_frames(scores, x, np.ones(len(x), bool), 5, min_score=2.0) == []
 
 
+def test_a_kind_share_caps_the_most_uncertain_kind_while_others_remain():
+    """Without a cap the hot frames (all scoring highest) take the budget; with a share of 1/3
+    they take ceil(budget / 3) and the rest goes to the other kinds; past the caps, the kinds
+    with the fewest picks go first; a single kind left takes the whole budget."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 3))
+    kinds = np.array(["hot"] * 20 + ["md"] * 30 + ["relax"] * 10)
+    scores = np.concatenate([5 + rng.uniform(size=20), 1 + rng.uniform(size=30), rng.uniform(size=10)])
+    ok = np.ones(60, bool)
+    free = select_frames(scores, x, ok, 9, candidate_factor=2, kinds=kinds)
+    assert all(kinds[i] == "hot" for i in free)
+    capped = select_frames(scores, x, ok, 9, candidate_factor=2, kinds=kinds, max_kind_share=1 / 3)
+    got = {k: int(np.sum(kinds[capped] == k)) for k in ("hot", "md", "relax")}
+    assert got == {"hot": 3, "md": 3, "relax": 3}, got
+    assert capped[0] == int(np.argmax(scores))  # the walk still starts at the most uncertain frame
+    assert len(set(capped)) == 9
+    # only hot and md physical: both reach their cap of 3, the other 3 picks are spread evenly
+    only = ok & (kinds != "relax")
+    capped = select_frames(scores, x, only, 9, candidate_factor=4, kinds=kinds, max_kind_share=1 / 3)
+    n_hot, n_md = int(np.sum(kinds[capped] == "hot")), int(np.sum(kinds[capped] == "md"))
+    assert n_hot + n_md == 9 and abs(n_hot - n_md) <= 1
+    # a share of 1/9: each kind gets one before any gets a second
+    capped = select_frames(scores, x, ok, 3, candidate_factor=2, kinds=kinds, max_kind_share=1 / 9)
+    assert sorted(kinds[capped]) == ["hot", "md", "relax"]
+    # a single kind left: the cap gives way rather than leaving budget unspent
+    capped = select_frames(scores, x, kinds == "md", 9, candidate_factor=4, kinds=kinds, max_kind_share=1 / 3)
+    assert len(capped) == 9 and all(kinds[i] == "md" for i in capped)
+
+
 @pytest.mark.parametrize("kind", ["descriptor", "quests"])
 def test_novelty_is_low_on_training_environments_and_high_off_them(kind):
     """Both novelty measures rank a thermal copy of the training crystal below a compressed one."""
@@ -223,6 +252,8 @@ def test_rounds_append_frames_with_provenance_within_budget(project):
         new = now[len(prev):]
         assert 0 < len(new) <= 4 and set(new) == {f"active/round-{n}"}  # budget_per_round: 4
         assert rec["appended"] == len(new) and rec["teacher_calls"] <= 4
+        by_kind = rec["selection"]["by_kind"]  # the picks per exploration kind add up
+        assert sum(by_kind.values()) == rec["selection"]["n_selected"] and set(by_kind) <= {"md", "relax", "hot"}
         prev = now
     assert rounds[-1]["teacher_calls_total"] <= 10  # max_teacher_calls
     # the stopping rule fired: the teacher-call budget (10 = 4 + 4 + 2) ends the third round

@@ -69,6 +69,9 @@ class ActiveConfig:
     # (largest QUESTS differential entropy dH, nats, against the training environments)
     novelty: Literal["descriptor", "quests"] = "descriptor"
     descriptor_k: Annotated[Int, limits(ge=1)] = 8  # neighbours in the per-atom environment descriptor
+    # Largest share of a round's budget one exploration kind (md, relax, hot) may take while
+    # frames of another kind remain; 1 = no cap (docs/active.md, "Selection").
+    max_kind_share: Annotated[Float, limits(gt=0, le=1, note="1 = no cap")] = 1.0
     # -- retraining ------------------------------------------------------------------------
     retrain: dict = field(default_factory=dict)  # TrainConfig overrides for the warm-started retraining
     # Train the energies of the frames the rounds add (True), or only their forces and stress

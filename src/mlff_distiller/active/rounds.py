@@ -166,6 +166,7 @@ def run_round(ctx: ActiveContext, n: int, student_run: Path, dataset: Path, used
     sel = _done(rdir, "select.json") or _select_step(ctx, n, rdir, ex, budget)
     rec["selection"] = {k: sel[k] for k in ("n_physical", "flagged", "n_selected", "score_selected_mean",
                                             "score_all_mean", "novelty_selected_mean", "novelty_all_mean")}
+    rec["selection"]["by_kind"] = sel.get("selected_by_kind", {})  # absent in markers of older versions
     if sel["n_selected"] == 0:
         rec["stop"] = "converged"  # nothing physical is uncertain enough to be worth a teacher call
         return _finish(rec, t0)
@@ -293,13 +294,15 @@ def _select_step(ctx, n, rdir, ex, budget) -> dict:
     cfg = ctx.cfg
     with DatasetReader(rdir / "candidates.h5") as r:
         frames = [r.get_atoms(i) for i in range(len(r))]
+        kinds = [str((r.provenance(i) or {}).get("sampler", "")).removeprefix("active-") for i in range(len(r))]
     physical, flagged = physical_mask(frames, [a.calc.results["energy"] for a in frames],
                                       [a.calc.results["forces"] for a in frames], ctx.quality)
     nov = np.asarray(ex["novelty"], dtype=float)
     score = np.asarray(ex["force_std_max"], dtype=float) + cfg.novelty_weight * np.where(np.isfinite(nov), nov, 1e3)
     elements = sorted({int(z) for a in frames for z in a.numbers})
     feats = np.array([structure_features(a, cfg.descriptor_k, ex["cutoff"], elements) for a in frames])
-    picked = select_frames(score, feats, physical, budget, cfg.candidate_factor, min_score=cfg.stop_force_std)
+    picked = select_frames(score, feats, physical, budget, cfg.candidate_factor, min_score=cfg.stop_force_std,
+                           kinds=kinds, max_kind_share=cfg.max_kind_share)
     with DatasetWriter(rdir / "pool.h5", label_fields=(), attrs={"active_round": n}, mode="w",
                        positions_dtype=GENERATED_POSITIONS_DTYPE) as w:  # the teacher labels exactly these
         if picked:
@@ -307,7 +310,8 @@ def _select_step(ctx, n, rdir, ex, budget) -> dict:
     mean = lambda x: float(np.mean(x)) if len(x) else float("nan")  # noqa: E731
     info = {"picked": picked, "n_candidates": len(frames), "n_physical": int(physical.sum()), "flagged": flagged,
             "n_selected": len(picked), "score_selected_mean": mean(score[picked]), "score_all_mean": mean(score),
-            "novelty_selected_mean": mean(nov[picked]), "novelty_all_mean": mean(nov)}
+            "novelty_selected_mean": mean(nov[picked]), "novelty_all_mean": mean(nov),
+            "selected_by_kind": {k: sum(kinds[i] == k for i in picked) for k in sorted(set(kinds))}}
     return _write_marker(rdir, "select.json", info)
 
 
@@ -422,12 +426,19 @@ def write_report(root: Path, records: list[dict], initial_calls: int = 0) -> Non
         cal = (r.get("calibration_heldout") or {}).get("atom_spearman")
         lines.append("| " + " | ".join(str(x) for x in (
             r["round"], r["teacher_calls"], initial_calls + r["teacher_calls_total"],
-            (r.get("selection") or {}).get("n_selected", "-"), r.get("appended", "-"),
+            _selected(r.get("selection") or {}), r.get("appended", "-"),
             _f((r.get("disagreement") or {}).get("mean")), _f(cal),
             _f(r["heldout_before"]["force_mae"]), _f((r.get("heldout_after") or {}).get("force_mae")),
             _f((r.get("explore") or {}).get("md_stability")), r.get("stop") or "")) + " |")
     atomic_write_text(root / "rounds.md", "\n".join(lines) + "\n")
     _plot(root / "error_vs_teacher_calls.png", records, initial_calls)
+
+
+def _selected(sel: dict) -> str:
+    """``36 (md 20, hot 12, relax 4)``: frames selected, by exploration kind."""
+    by_kind = ", ".join(f"{k} {v}" for k, v in sorted((sel.get("by_kind") or {}).items(), key=lambda kv: -kv[1]) if v)
+    n = sel.get("n_selected", "-")
+    return f"{n} ({by_kind})" if by_kind else str(n)
 
 
 def _f(v) -> str:
