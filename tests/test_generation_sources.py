@@ -277,3 +277,19 @@ def test_liquid_slab_keeps_molecules_whole_behind_a_vacuum_gap():
             assert np.linalg.norm(v) < 1.1
     with pytest.raises(ConfigError, match="vacuum"):
         S.LiquidSource("w", S.SizeRange(30, 90), "O", vacuum=-1)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda size: S.SurfaceSource("s", size, ["Si-diamond"], vacuum=-1.0), "generation.sources.s.vacuum = -1.0"),
+    (lambda size: S.LiquidSource("w", size, "O", density=0.0), "generation.sources.w.density = 0.0"),
+    (lambda size: S.LiquidSource("w", size, "O", tolerance=-1.0), "generation.sources.w.tolerance = -1.0"),
+    (lambda size: S.ClusterSource("c", size, ["Cu"], shapes=["cube"]), "generation.sources.c.shapes"),
+    (lambda size: S.AlloySource("a", size, ["Cu"]), "at least two element symbols"),
+    (lambda size: S.AlloySource("a", size, ["Cu", "Ni"], structure="sc"), "generation.sources.a.structure"),
+])
+def test_sources_built_in_python_are_checked_by_their_recipe_section(build, message):
+    """A source object built directly gets its kind's section checks (one owner of each range)
+    and the same one-line message a recipe would."""
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("[", r"\[")) as err:
+        build(S.SizeRange(8, 96))
+    assert "\n" not in str(err.value)

@@ -153,7 +153,7 @@ class AlloySpec:
     kind: Literal["alloy"]
     size: dict | None = None
     _: KW_ONLY
-    elements: _Symbols
+    elements: Annotated[list[Str], limits(min_length=2, allowed="a list of at least two element symbols")]
     structure: Literal["fcc", "bcc", "hcp"] = _default(AlloySource, "structure")
     a: Annotated[Float | None, limits(gt=0, allow_inf_nan=False, unit="A", note="null = from the elements")] = (
         _default(AlloySource, "a"))

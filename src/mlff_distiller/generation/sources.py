@@ -28,7 +28,7 @@ from ase import Atoms
 from ase.data import atomic_masses, atomic_numbers, reference_states
 
 from ..errors import ConfigError
-from ..settings import Int, limits, section, unknown_keys_error, where_of
+from ..settings import Int, build, limits, section, unknown_keys_error, where_of
 from . import molecules as mol
 from .geometry import check_symbol, random_rotations, respects_min_distance, supercell_repeats
 
@@ -234,6 +234,14 @@ class Source:
     def make_root(self, index: int, rng: np.random.Generator) -> Root | None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _checked(self, **values):
+        """``values`` (this source's keywords) checked by its kind's recipe section
+        (:data:`~mlff_distiller.generation.sections.SOURCE_SPECS`, the one owner of their types and
+        limits): a source built in Python gets the same one-line messages as a recipe."""
+        from .sections import SOURCE_SPECS  # sections imports this module
+
+        return build(SOURCE_SPECS[self.kind], {"kind": self.kind, **values}, f"generation.sources.{self.name}")
+
     _order: np.ndarray | None = None
 
     def set_order(self, rng: np.random.Generator, n: int) -> None:
@@ -375,10 +383,7 @@ class AlloySource(Source):
     def __init__(self, name, size, elements_list, structure="fcc", a=None, allowed=None):
         super().__init__(name, size)
         where = f"generation.sources.{name}"
-        if structure not in ("fcc", "bcc", "hcp"):
-            raise ConfigError(f"{where}.structure: '{structure}' unknown for an alloy; allowed: fcc, bcc, hcp")
-        if not isinstance(elements_list, list) or len(elements_list) < 2:
-            raise ConfigError(f"{where}.elements: give a list of at least two element symbols")
+        self._checked(elements=elements_list, structure=structure, a=a)
         for sym in elements_list:
             check_symbol(sym, f"{where}.elements")
             if allowed is not None and sym not in allowed:
@@ -480,6 +485,8 @@ class SurfaceSource(Source):
                  elements=None):
         super().__init__(name, size)
         where = f"generation.sources.{name}"
+        self._checked(miller=[list(m) for m in miller], layers=layers if isinstance(layers, int) else list(layers),
+                      vacuum=vacuum)
         self.cells = [(label, build_crystal(spec, f"{where}.crystals: {label}"))
                       for label, spec in _resolve_crystals(crystals, elements, f"{where}.crystals")]
         try:
@@ -496,8 +503,6 @@ class SurfaceSource(Source):
         if not 1 <= lo <= hi:
             raise ConfigError(f"{where}.layers: need 1 <= min <= max, got {layers}")
         self.layers = (lo, hi)
-        if not float(vacuum) > 0:
-            raise ConfigError(f"{where}.vacuum: give a positive vacuum thickness in A")
         self.vacuum = float(vacuum)
 
     @property
@@ -556,8 +561,7 @@ class ClusterSource(Source):
     def __init__(self, name, size, elements_list, shapes=CLUSTER_SHAPES, vacuum=None, allowed=None):
         super().__init__(name, size)
         where = f"generation.sources.{name}"
-        if not isinstance(elements_list, list) or not elements_list:
-            raise ConfigError(f"{where}.elements: give a list of element symbols")
+        self._checked(elements=elements_list, shapes=list(shapes))
         self.symbols = []
         for sym in elements_list:
             check_symbol(sym, f"{where}.elements")
@@ -567,9 +571,6 @@ class ClusterSource(Source):
                 raise ConfigError(f"{where}.elements: no fcc lattice constant known for {sym}; "
                                   "clusters are built for fcc metals (Cu, Ag, Au, Pt, Pd, Ni, Al, ...)")
             self.symbols.append(sym)
-        for s in shapes:
-            if s not in CLUSTER_SHAPES:
-                raise ConfigError(f"{where}.shapes: '{s}' unknown; allowed: {', '.join(CLUSTER_SHAPES)}")
         self.shapes = list(shapes)
         self._tables: dict = {}
         if not any(self._table(s) for s in self.shapes):
@@ -625,13 +626,9 @@ class LiquidSource(Source):
         where = f"generation.sources.{name}"
         # vacuum > 0: the packed box becomes a liquid slab, its c axis lengthened by ``vacuum`` A
         # (two liquid/vacuum interfaces, still periodic in all three directions).
-        if isinstance(vacuum, bool) or not isinstance(vacuum, (int, float)) or not vacuum >= 0:
-            raise ConfigError(f"{where}.vacuum: give a length >= 0 in A (0 = a periodic liquid), got {vacuum!r}")
+        self._checked(solvent=solvent, solutes=list(solutes), density=density, tolerance=tolerance,
+                      max_attempts=max_attempts, vacuum=vacuum)
         self.vacuum = float(vacuum)
-        if not float(density) > 0:
-            raise ConfigError(f"{where}.density: give a positive density in g/cm^3")
-        if not float(tolerance) > 0:
-            raise ConfigError(f"{where}.tolerance: give a positive minimum intermolecular distance in A")
         self.density, self.tolerance, self.max_attempts = float(density), float(tolerance), int(max_attempts)
         self.seed = int(seed)
         self.skips = skips if skips is not None else SkipLog()
