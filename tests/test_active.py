@@ -180,6 +180,8 @@ def test_unphysical_frames_are_dropped():
     ({"backend": "jax"}, "active.backend"),
     ({"retrain": {"max_stepz": 3}}, "max_stepz"),
     ({"stop_force_std": "abc"}, "active.stop_force_std"),
+    ({"max_kind_share": 0}, "active.max_kind_share"),
+    ({"max_kind_share": 1.5}, "active.max_kind_share"),
 ])
 def test_active_config_errors_name_the_field(section, field):
     with pytest.raises(ConfigError) as err:
