@@ -223,3 +223,22 @@ def test_learning_curve_tables_match_the_results():
     committed = _json("silicon/final_stage_and_steps.json")["students"]
     old = next(v for k, v in committed.items() if k.startswith("committed"))["pooled"]["force_rel_rmse"]
     assert f"at {old:.3f} on them" in flat
+
+
+def test_silicon_kind_share_numbers_match_the_results():
+    res = _json("silicon_active/kind_share.json")["students"]
+    capped = res["active, kind share 0.34"]
+    force, energy = _pooled_row(capped["pooled"])
+    table = README[README.index("| silicon student |"):]
+    row = next(line for line in table.splitlines() if line.startswith("| + 2 active rounds, forces only, at most"))
+    assert force in row.replace("**", "") and energy in row, (row, force, energy)
+    d = res["active, no cap"]["vs_active, kind share 0.34"]
+    de, df = d["energy_mae_per_atom"], d["force_rel_rmse"]
+    # the README states the cap's effect from the capped arm's side (the file's sign, flipped)
+    flat = " ".join(README.split())
+    assert (f"-{1e3 * de['difference']:.1f} [-{1e3 * de['ci95'][1]:.1f}, -{1e3 * de['ci95'][0]:.1f}] meV/atom and "
+            f"-{df['difference']:.3f} [-{df['ci95'][1]:.3f}, -{df['ci95'][0]:.3f}] in force") in flat
+    slab = capped["per_run"]["si-slab@1800K"]
+    assert f"-{-1e3 * slab['energy_offset_per_atom']:.1f} meV/atom offset" in flat
+    docs = (ROOT / "docs" / "active.md").read_text()
+    assert f"| active, `max_kind_share: 0.34` | **{capped['pooled']['force_rel_rmse']:.3f}** |" in docs
