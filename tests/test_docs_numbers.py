@@ -215,11 +215,11 @@ def test_learning_curve_tables_match_the_results():
             test, _ = _pooled_row(r["test split"])
             row = next(line for line in section.splitlines() if line.startswith(f"| {r[col]} |"))
             assert force in row and energy in row and test in row, (row, force, energy, test)
-    d = [r["teacher MD_vs_previous"]["force_rel_rmse"]["difference"] for r in res["vs_data"][1:]]
+    d = [r["teacher MD_vs_previous"]["force_rel_rmse"]["difference"] for r in res["vs_data"][2:]]
     flat = " ".join(section.split())
     assert f"paired +{d[0]:.3f} and +{d[1]:.3f} per doubling" in flat
-    steps = res["vs_steps"]
-    assert f"gains {-steps[-1]['teacher MD_vs_previous']['force_rel_rmse']['difference']:.3f}" in flat
+    last = res["vs_steps"][-1]["teacher MD_vs_previous"]["force_rel_rmse"]
+    assert f"paired +{last['difference']:.3f} [+{last['ci95'][0]:.3f}, +{last['ci95'][1]:.3f}]" in flat
     committed = _json("silicon/final_stage_and_steps.json")["students"]
     old = next(v for k, v in committed.items() if k.startswith("committed"))["pooled"]["force_rel_rmse"]
     assert f"at {old:.3f} on them" in flat
