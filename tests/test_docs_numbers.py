@@ -242,3 +242,11 @@ def test_silicon_kind_share_numbers_match_the_results():
     assert f"-{-1e3 * slab['energy_offset_per_atom']:.1f} meV/atom offset" in flat
     docs = (ROOT / "docs" / "active.md").read_text()
     assert f"| active, `max_kind_share: 0.34` | **{capped['pooled']['force_rel_rmse']:.3f}** |" in docs
+
+
+def test_silicon_stability_numbers_match_the_results():
+    runs = {r["student"]: r for r in _json("silicon_active/stability_100ps.json")["runs"]}
+    assert all(r["stable"] and r["simulated_ps"] == pytest.approx(100.0) for r in runs.values())
+    flat = " ".join(README.split())
+    assert (f"closest pairs {runs['s0']['closest_pair_A']:.2f} and {runs['active-r2']['closest_pair_A']:.2f} A"
+            in flat)
