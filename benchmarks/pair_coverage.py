@@ -54,6 +54,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threshold", type=float, default=3.0, help="per-atom force error counted as large, eV/A")
     ap.add_argument("--rmax", type=float, default=5.0)
     ap.add_argument("--bin", type=float, default=0.2)
+    ap.add_argument("--added", help="a dataset added to the training set of some student (its pairs get a column)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
@@ -78,12 +79,17 @@ def main(argv=None) -> int:
             by_sampler.setdefault(key, []).append(_pairs(r.get_atoms(i), args.rmax))
     train = np.concatenate([d for v in by_sampler.values() for d in v])
     runs = _frames(Path(args.cache))
+    added = None
+    if args.added:
+        with DatasetReader(args.added) as r:
+            added = np.concatenate([_pairs(r.get_atoms(i), args.rmax) for i in range(len(r))])
     result = {
         "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1 thread",
         "train_h5": args.train_h5, "cache": args.cache, "threshold_eV_per_A": args.threshold,
         "bin_edges_A": edges.tolist(), "train_share": share(train),
         "heldout_share": {k: share(np.concatenate([_pairs(a, args.rmax) for a in v])) for k, v in runs.items()},
+        "added": args.added, "added_share": share(added) if added is not None else None,
         "train_share_by_sampler": {k: {"structures": len(v), "share": share(np.concatenate(v))}
                                    for k, v in sorted(by_sampler.items())},
         "students": {},
@@ -135,12 +141,13 @@ def markdown(res: dict) -> str:
         lines.append(f"| {name} | {s['max_atom_error_eV_per_A']:.2f} | "
                      + " | ".join(str(v) for v in s["large_error_atoms"].values()) + " |")
     edges = res["bin_edges_A"]
-    cols = ["training set"] + list(res["heldout_share"]) + [f"neighbours of large-error atoms ({n})"
-                                                            for n, s in res["students"].items()
-                                                            if s["large_error_neighbour_share"]]
+    extra = [res["added_share"]] if res.get("added_share") else []
+    cols = ["training set"] + ["added set"] * len(extra) + list(res["heldout_share"]) + [
+        f"neighbours of large-error atoms ({n})" for n, s in res["students"].items()
+        if s["large_error_neighbour_share"]]
     lines += ["", "Share of pairs per distance bin, per mil (pairs within the last edge, periodic images included):",
               "", "| r (A) | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    series = [res["train_share"]] + list(res["heldout_share"].values()) + [
+    series = [res["train_share"]] + extra + list(res["heldout_share"].values()) + [
         s["large_error_neighbour_share"] for s in res["students"].values() if s["large_error_neighbour_share"]]
     for k in range(len(edges) - 1):
         if edges[k] < 1.8:

@@ -250,3 +250,19 @@ def test_silicon_stability_numbers_match_the_results():
     flat = " ".join(README.split())
     assert (f"closest pairs {runs['s0']['closest_pair_A']:.2f} and {runs['active-r2']['closest_pair_A']:.2f} A"
             in flat)
+
+
+def test_silicon_liquid_numbers_match_the_results():
+    res = _json("silicon/liquid_data.json")["students"]
+    liquid = res["8000 steps + liquid"]
+    force, _ = _pooled_row(liquid["pooled"])
+    flat = " ".join(README.split())
+    assert f"force {force} and energy {1e3 * liquid['pooled']['energy_mae_per_atom']:.2f} meV/atom" in flat
+    d = liquid["vs_4000 steps"]
+    df, de = d["force_rel_rmse"], d["energy_mae_per_atom"]
+    mev = [-1e3 * de["difference"], -1e3 * de["ci95"][0], -1e3 * de["ci95"][1]]
+    assert (f"-{-df['difference']:.3f} [-{-df['ci95'][0]:.3f}, -{-df['ci95'][1]:.3f}] in force, "
+            f"-{mev[0]:.1f} [-{mev[1]:.1f}, -{mev[2]:.1f}] meV/atom") in flat
+    cover = _json("silicon/pair_coverage.json")["students"]
+    assert f"(worst atom {cover['8000 steps + liquid']['max_atom_error_eV_per_A']:.2f} eV/A)" in flat
+    assert f"up to {cover['8000 steps']['max_atom_error_eV_per_A']:.0f} eV/A" in flat
