@@ -132,3 +132,25 @@ def test_teacher_free_recipe_with_workers_runs_in_this_process(tmp_path, monkeyp
     del recipe["generation"]["sources"]["alloy"]
     summary = generate(recipe, tmp_path / "pool.h5", progress=False, workers=2)
     assert summary["workers"] == 1 and summary["n_structures"] == 11
+
+
+def test_speculation_starts_from_the_samplers_per_root():
+    """Before any root of an entry returns, the roots kept in flight for it follow the sampler's
+    nominal per_root (not the whole window); after, the structures the roots really gave."""
+    import math
+    from types import SimpleNamespace
+
+    from mlff_distiller.generation.parallel import DaskRoots
+
+    roots = DaskRoots.__new__(DaskRoots)  # the estimate needs no cluster
+    job = SimpleNamespace(want=16, params={"per_root": 8}, include_root=False)
+    roots.jobs, roots.seen = {0: job}, {0: [0, 0]}
+    assert roots._expected_roots(0) == 2
+    job.include_root = True  # the root itself is one more structure per root
+    assert roots._expected_roots(0) == 2  # ceil(16 / 9)
+    job.params = {}
+    assert roots._expected_roots(0) == math.inf  # no nominal yield: as many as the window holds
+    roots.seen = {0: [1, 4]}  # one root returned with 4 structures: 1 + ceil(12 / 4)
+    assert roots._expected_roots(0) == 4
+    roots.seen = {0: [2, 0]}  # roots returned and gave nothing: keep going
+    assert roots._expected_roots(0) == math.inf

@@ -101,11 +101,20 @@ class DaskRoots:
 
     # -- speculation ---------------------------------------------------------------------------
     def _expected_roots(self, e: int) -> float:
-        """Roots entry ``e`` probably needs in all (infinite until one of its roots gave a structure)."""
+        """Roots entry ``e`` probably needs in all: from the structures its returned roots gave;
+        before any returned, from the sampler's nominal ``per_root`` when it has one (otherwise
+        infinite). Without that prior the window filled with roots of the first entry, and the
+        ones that started after the entry was full ran to the end for nothing: two workers took
+        longer than one on a recipe of few long MD roots
+        (``benchmarks/results/generation_workers_silicon_liquid.md``)."""
+        job = self.jobs[e]
         n, got = self.seen[e]
         if got == 0:
+            per_root = job.params.get("per_root") if n == 0 else None
+            if isinstance(per_root, int) and per_root > 0:
+                return math.ceil(job.want / (per_root + int(job.include_root)))
             return math.inf
-        return n + math.ceil(max(0, self.jobs[e].want - got) * n / got)
+        return n + math.ceil(max(0, job.want - got) * n / got)
 
     def _fill(self) -> None:
         while len(self.futures) < self.window:
