@@ -76,6 +76,12 @@ class _Guard:
         self.last_good, self.last_good_step = clean_copy(a), self.step
 
 
+def kind_of(provenance: dict | None) -> str:
+    """The exploration kind (``md``, ``relax``, ``hot``) of a candidate from its provenance
+    (``sampler: active-<kind>``, written by :func:`_frame`)."""
+    return str((provenance or {}).get("sampler", "")).removeprefix("active-")
+
+
 def _frame(atoms: Atoms, round_no: int, kind: str, traj: int, step: int, parent: int, group: str,
            seed: int, **params) -> Atoms:
     out = clean_copy(atoms)

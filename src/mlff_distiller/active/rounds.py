@@ -287,6 +287,7 @@ def _explore_client(ctx):
 
 def _select_step(ctx, n, rdir, ex, budget) -> dict:
     from ..data.store import GENERATED_POSITIONS_DTYPE, DatasetReader, DatasetWriter
+    from .explore import kind_of
     from .select import physical_mask, select_frames
     from .uncertainty import structure_features
 
@@ -294,7 +295,7 @@ def _select_step(ctx, n, rdir, ex, budget) -> dict:
     cfg = ctx.cfg
     with DatasetReader(rdir / "candidates.h5") as r:
         frames = [r.get_atoms(i) for i in range(len(r))]
-        kinds = [str((r.provenance(i) or {}).get("sampler", "")).removeprefix("active-") for i in range(len(r))]
+        kinds = [kind_of(r.provenance(i)) for i in range(len(r))]
     physical, flagged = physical_mask(frames, [a.calc.results["energy"] for a in frames],
                                       [a.calc.results["forces"] for a in frames], ctx.quality)
     nov = np.asarray(ex["novelty"], dtype=float)
