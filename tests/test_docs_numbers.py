@@ -89,7 +89,7 @@ def test_summary_lines_quoted_in_readme_exist_in_the_summaries():
     old = (RESULTS / "quickstart_800" / "summary.md").read_text()  # the 800-structure recipe's last run
     assert "labelled 800, failed 0" in old and "best epoch 74 of 75" in old
     si = (RESULTS / "silicon" / "summary.md").read_text()
-    assert "63.57x per MD step" in si and "63.6x (Si-64)" in README
+    assert "44.47x per MD step" in si and "44.5x (Si-64)" in README
 
 
 @pytest.mark.parametrize("doc", sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"], ids=lambda p: p.name)
@@ -157,7 +157,7 @@ def test_silicon_100ps_claim_matches_the_runs():
     assert len(runs) == 2 and all(r["stable"] and r["simulated_ps"] == 100.0 and r["temperature_K"] == 1800.0
                                   for r in runs)
     flat = " ".join(README.split())
-    assert "in two separate 100 ps runs at 1800 K" in flat and "2 of 2 stable" in flat
+    assert "and two separate 100 ps runs at 1800 K (2 of 2 stable" in flat  # the previous silicon student
     assert f"closest pair {min(r['closest_pair_A'] for r in runs):.2f} A" in flat
 
 
@@ -266,3 +266,28 @@ def test_silicon_liquid_numbers_match_the_results():
     cover = _json("silicon/pair_coverage.json")["students"]
     assert f"(worst atom {cover['8000 steps + liquid']['max_atom_error_eV_per_A']:.2f} eV/A)" in flat
     assert f"up to {cover['8000 steps']['max_atom_error_eV_per_A']:.0f} eV/A" in flat
+
+
+def test_silicon_recipe_liquid_numbers_match_the_results():
+    res = _json("silicon/recipe_liquid.json")["students"]
+    new, old = res["built-in recipe now"], res["4000 steps (previous recipe)"]
+    flat = " ".join(README.split())
+    lo, hi = new["pooled"]["force_rel_rmse_ci95"]
+    assert f"0.167 [{lo:.3f}, {hi:.3f}]" in flat and f"{new['pooled']['force_rel_rmse']:.3f}" == "0.167"
+    assert f"{1e3 * new['pooled']['energy_mae_per_atom']:.2f} meV/atom" in flat
+    d = new["vs_4000 steps (previous recipe)"]
+    f, e = d["force_rel_rmse"], d["energy_mae_per_atom"]
+    assert f"{f['difference']:+.3f} [{f['ci95'][0]:+.3f}, {f['ci95'][1]:+.3f}]" in flat
+    assert f"{1e3 * e['difference']:+.1f} [{1e3 * e['ci95'][0]:+.1f}, {1e3 * e['ci95'][1]:+.1f}] meV/atom" in flat
+    assert f"{1e3 * old['pooled']['energy_mae_per_atom']:.2f}" == "7.67"
+
+
+def test_silicon_blowup_claim_matches_the_replay():
+    res = _json("silicon/blowup_1800K.json")
+    assert res["run"]["status"] == "exploded" and res["run"]["n_steps"] == 4704
+    bench = _json("silicon/bench.json")
+    assert bench["systems"]["si-64"]["md"]["stability"]["student"][0]["n_steps"] == 4704
+    last = res["frames"][-1]
+    assert f"a pair closes to {last['closest_pair_A']:.2f} A" in " ".join(README.split())
+    diffs = [r["energy_diff_mev_per_atom"] for r in res["frames"][:-1]]
+    assert -11 < max(diffs) < -10 and round(min(diffs)) == -68  # README: "10-68 meV/atom below"
