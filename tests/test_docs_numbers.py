@@ -291,3 +291,18 @@ def test_silicon_blowup_claim_matches_the_replay():
     assert f"a pair closes to {last['closest_pair_A']:.2f} A" in " ".join(README.split())
     diffs = [r["energy_diff_mev_per_atom"] for r in res["frames"][:-1]]
     assert -11 < max(diffs) < -10 and round(min(diffs)) == -68  # README: "10-68 meV/atom below"
+
+
+def test_silicon_active_round_on_the_liquid_recipe_matches_the_results():
+    stab = _json("silicon_active/liquid_recipe_round1/stability_100ps.json")
+    runs = {r["student"].split(" ")[0]: r for r in stab["runs"]}
+    assert not runs["S0"]["stable"] and runs["S0"]["n_steps"] == 4704
+    assert runs["S1"]["stable"] and runs["S1"]["simulated_ps"] == 100.0
+    flat = " ".join(README.split())
+    assert f"survives 100 ps at 1800 K (seed 0; closest pair {runs['S1']['closest_pair_A']:.2f} A)" in flat
+    res = _json("silicon_active/liquid_recipe_round1/heldout_300.json")["students"]
+    s0, s1 = res["S0 built-in recipe"]["pooled"], res["S1 +1 active round"]["pooled"]
+    d = res["S1 +1 active round"]["vs_S0 built-in recipe"]["force_rel_rmse"]
+    assert f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" in flat
+    assert f"({s0['force_rel_rmse']:.3f} -> {s1['force_rel_rmse']:.3f})" in flat
+    assert f"({1e3 * s0['energy_mae_per_atom']:.2f} -> {1e3 * s1['energy_mae_per_atom']:.2f})" in flat
