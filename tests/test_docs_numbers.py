@@ -306,3 +306,14 @@ def test_silicon_active_round_on_the_liquid_recipe_matches_the_results():
     assert f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" in flat
     assert f"({s0['force_rel_rmse']:.3f} -> {s1['force_rel_rmse']:.3f})" in flat
     assert f"({1e3 * s0['energy_mae_per_atom']:.2f} -> {1e3 * s1['energy_mae_per_atom']:.2f})" in flat
+
+
+def test_quickstart_clean_clone_paragraph_matches_its_run():
+    pooled = _json("quickstart_clean_clone/bench.json")["heldout"]["pooled"]
+    lo, hi = pooled["force_rel_rmse_ci95"]
+    flat = " ".join(README.split())
+    assert f"force {pooled['force_rel_rmse']:.3f} [{lo:.3f}, {hi:.3f}] and energy " \
+           f"{1e3 * pooled['energy_mae_per_atom']:.1f} meV/atom" in flat
+    stages = _json("quickstart_clean_clone/stage_seconds.json")
+    assert f"generate {stages['generate:all']['seconds']:.0f} s" in flat
+    assert "Accuracy gate GO" in (RESULTS / "quickstart_clean_clone" / "summary.md").read_text()
