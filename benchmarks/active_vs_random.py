@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import save  # noqa: E402  (benchmarks/_results.py)
 
 
 def _subset(src: Path, dst: Path, indices) -> Path:
@@ -198,7 +199,6 @@ def _write(out: Path, args, recipe, n, n_base, rounds, arms, cmp) -> None:
     res = {"recipe": str(args.recipe), "train_h5": str(args.train_h5), "n_train": n, "n_base": n_base,
            "base_steps": args.base_steps, "active": recipe.active.to_dict(), "teacher_calls": teacher_calls,
            "rounds": rounds, "heldout": cmp}
-    (out / "active_vs_random.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
     lines = [f"# Active learning vs random sampling: {recipe.name}", "",
              f"Recipe `{args.recipe}`; training set `{args.train_h5}` ({n} structures); base {n_base} "
              f"structures, S0 {args.base_steps} steps; active and random arms: {len(rounds)} rounds of "
@@ -232,8 +232,7 @@ def _write(out: Path, args, recipe, n, n_base, rounds, arms, cmp) -> None:
                      f"{(rec.get('disagreement') or {}).get('mean', float('nan')):.3f} eV/A, MD stability "
                      f"{(rec.get('explore') or {}).get('md_stability')}, stop {rec.get('stop')}, "
                      f"{rec.get('seconds')} s")
-    (out / "active_vs_random.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save(out / "active_vs_random", res, "\n".join(lines), echo=True)
 
 
 

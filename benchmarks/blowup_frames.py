@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
-from pathlib import Path
+
+from _results import save  # noqa: E402  (benchmarks/_results.py)
 
 
 def main(argv=None) -> int:
@@ -86,11 +86,7 @@ def main(argv=None) -> int:
         "temperature_K": args.temperature, "seed": args.seed, "timestep_fs": args.timestep,
         "friction_per_fs": args.friction, "every": args.every, "run": report, "frames": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    save(args.out, result, markdown(result), echo=True)
     return 0
 
 

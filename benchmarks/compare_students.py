@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
-from pathlib import Path
+
+from _results import save  # noqa: E402  (benchmarks/_results.py)
 
 
 def main(argv=None) -> int:
@@ -75,10 +75,7 @@ def main(argv=None) -> int:
         p = entry["pooled"]
         print(f"{name}: energy {1e3 * p['energy_mae_per_atom']:.1f} meV/atom, force {p['force_rel_rmse']:.3f}",
               flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=float) + "\n")
-    out.with_suffix(".md").write_text(_markdown(result))
+    save(args.out, result, _markdown(result), default=float)
     return 0
 
 

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import save  # noqa: E402  (benchmarks/_results.py)
 
 CACHE = Path(os.environ.get("MLFFD_BENCH_CACHE", "/tmp/mlffd_bench"))
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -391,11 +392,7 @@ def main(argv=None) -> int:
     res["dataloader_batches_per_s"] = {**bps, "batch_size": 32, "cutoff_A": 5.0}
     ds.close()
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "dataset_store.json").write_text(json.dumps(res, indent=2) + "\n")
-    md = render(res)
-    (RESULTS / "dataset_store.md").write_text(md)
-    print(md)
+    save(RESULTS / "dataset_store", res, render(res), echo=True, indent=2)
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

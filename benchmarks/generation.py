@@ -47,6 +47,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _results import save  # noqa: E402  (benchmarks/_results.py)
 from ase.calculators.calculator import all_changes  # noqa: E402
 from ase.calculators.lj import LennardJones  # noqa: E402
 
@@ -310,10 +311,8 @@ def write_report(m: dict, rows: list[dict], cov: dict | None, n: int, calls: lis
                          f"{st['rejected']} | {st['failed']} | {st['seconds']:.1f} |")
         if s["skipped"]:
             lines += ["", "Warnings: " + "; ".join(x["reason"] for x in s["skipped"])]
-    (RESULTS / "generation.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / "generation.json").write_text(json.dumps({"machine": m, "throughput": rows, "coverage": cov,
-                                                         "teacher_calls": calls, "quickstart": qs},
-                                                        indent=1, default=str))
+    save(RESULTS / "generation", {"machine": m, "throughput": rows, "coverage": cov, "teacher_calls": calls,
+                                  "quickstart": qs}, "\n".join(lines))
     print(f"wrote {RESULTS / 'generation.md'}")
 
 

@@ -36,6 +36,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from _results import save  # noqa: E402  (benchmarks/_results.py)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -160,10 +161,7 @@ def main(argv=None) -> int:
     results = {"recipe": recipe.get("name", args.recipe), "tier": args.tier, "teacher": recipe.get("teacher"),
                "machine": info, "runs": runs, "ratios": ratios,
                "median_ratio": statistics.median(ratios) if ratios else None, "identical_pools": True}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.tag}.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / f"{args.tag}.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
-    print("\n".join(lines))
+    save(RESULTS / args.tag, results, "\n".join(lines), echo=True)
     return 0
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import shutil
@@ -35,6 +34,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+
+from _results import save  # noqa: E402  (benchmarks/_results.py)
 
 from mlff_distiller.bench.report import cpu_model  # noqa: E402  (one definition, shared)
 
@@ -222,9 +223,7 @@ def main(argv=None) -> int:
         res, ls = run_one(one)
         results.append(res)
         lines += ls
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.tag}.md").write_text("\n".join(lines))
-    (RESULTS / f"{args.tag}.json").write_text(json.dumps(results, indent=1) + "\n")
+    save(RESULTS / args.tag, results, "\n".join(lines))
     return 0
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import sys
@@ -39,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from _results import save  # noqa: E402  (benchmarks/_results.py)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -273,8 +273,7 @@ def main(argv=None) -> int:
     }
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"learning_curves_{name}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-    stem.with_suffix(".md").write_text(_markdown(result))
+    save(stem, result, _markdown(result), indent=2, default=float)
     print(f"wrote {stem}.md")
     return 0
 

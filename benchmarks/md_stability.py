@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
-from pathlib import Path
+
+from _results import save  # noqa: E402  (benchmarks/_results.py)
 
 
 def main(argv=None) -> int:
@@ -66,11 +66,7 @@ def main(argv=None) -> int:
                     print(f"{name} {sys_name} {temp:.0f} K seed {seed}: {report['status']} after "
                           f"{report['simulated_ps']:.2f} ps ({report['reason'] or 'full length'}), "
                           f"closest {report['closest_pair_A']}", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=float))
-    out.with_suffix(".md").write_text(markdown(result))
-    print(out.with_suffix(".md").read_text())
+    save(args.out, result, markdown(result), echo=True, default=float)
     return 0
 
 

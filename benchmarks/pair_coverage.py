@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 from pathlib import Path
 
 import numpy as np
+from _results import save  # noqa: E402  (benchmarks/_results.py)
 
 
 def _pairs(atoms, rmax: float) -> np.ndarray:
@@ -116,11 +116,7 @@ def main(argv=None) -> int:
             "large_error_neighbour_share": share(np.concatenate(neighbours)) if neighbours else None,
         }
         print(f"{name}: {sum(per_run.values())} atoms above {args.threshold} eV/A; worst {worst:.2f}", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text(markdown(result))
-    print(out.with_suffix(".md").read_text())
+    save(args.out, result, markdown(result), echo=True)
     return 0
 
 

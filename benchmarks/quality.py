@@ -22,7 +22,6 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import argparse
 import datetime as dt
-import json
 import math
 import platform
 import sys
@@ -35,6 +34,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 CACHE = Path(tempfile.gettempdir()) / "mlff_quality_bench"
 
+
+from _results import save  # noqa: E402  (benchmarks/_results.py)
 
 from mlff_distiller.bench.report import cpu_model  # noqa: E402  (one definition, shared)
 
@@ -164,9 +165,6 @@ def main(argv=None) -> int:
               "stages_s": dict(stages), "read_validate_score_s": total, "quests": rows,
               "diversity_score": div.score, "gate_full_passed": gate.passed,
               "flagged": val.n_flagged, "flagged_by_check": val.counts}
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
-    (results / "quality.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [
         "# Quality stage benchmark",
         "",
@@ -206,8 +204,8 @@ def main(argv=None) -> int:
         "sample resolves the distribution, which is why gates compare H on a fixed n.",
         "",
     ]
-    (results / "quality.md").write_text("\n".join(lines))
-    print(f"\nwrote {results / 'quality.md'} and quality.json")
+    md = save(HERE / "results" / "quality", result, "\n".join(lines))
+    print(f"\nwrote {md} and quality.json")
     return 0
 
 

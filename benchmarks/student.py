@@ -52,6 +52,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import torch
+from _results import save  # noqa: E402  (benchmarks/_results.py)
 
 from mlff_distiller.data.graph import atoms_to_batch
 from mlff_distiller.data.neighbors import neighbor_list
@@ -342,9 +343,7 @@ def main(argv=None):
     print(text)
     if args.quick:  # a smoke run: do not overwrite the committed results
         return 0
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "student.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "student.md").write_text(text)
+    save(RESULTS / "student", results, text, indent=2)
     return 0
 
 

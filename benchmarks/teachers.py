@@ -27,7 +27,6 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
@@ -36,6 +35,7 @@ from collections import OrderedDict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _results import save  # noqa: E402  (benchmarks/_results.py)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -229,10 +229,6 @@ def main() -> int:
             if r["system"] == sys_name and ref:
                 r["vs_chgnet"] = round(r["ms_one"] / ref["ms_one"], 3)
 
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "teachers.json").write_text(json.dumps(
-        {"machine": info, "repeats": args.repeats, "batch": args.batch, "fennol_config": FENNOL_CONFIG,
-         "rows": rows, "fennol_recompilations_10_sizes": recompile}, indent=2, default=str))
     lines = [
         "# Teacher cost (ms per structure, energy + forces (+ stress for crystals), 1 thread)",
         "",
@@ -260,8 +256,9 @@ def main() -> int:
               "| mode | JAX compilations | first pass s | second pass s |", "|---|---|---|---|"]
     for mode, v in recompile.items():
         lines.append(f"| {mode} | {v['compilations']} | {v['first_pass_s']} | {v['second_pass_s']} |")
-    (RESULTS / "teachers.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save(RESULTS / "teachers", {"machine": info, "repeats": args.repeats, "batch": args.batch,
+                                "fennol_config": FENNOL_CONFIG, "rows": rows,
+                                "fennol_recompilations_10_sizes": recompile}, "\n".join(lines), echo=True, indent=2)
     return 0
 
 

@@ -39,6 +39,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import torch
+from _results import save  # noqa: E402  (benchmarks/_results.py)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPLICAS = (1, 8, 64)
@@ -241,9 +242,7 @@ def main(argv=None) -> int:
     print(text)
     if args.quick:
         return 0
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "torchsim_md.json").write_text(json.dumps(res, indent=2) + "\n")
-    (RESULTS / "torchsim_md.md").write_text(text)
+    save(RESULTS / "torchsim_md", res, text, indent=2)
     return 0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import shutil
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import save  # noqa: E402  (benchmarks/_results.py)
 
 CACHE = Path(os.environ.get("MLFFD_BENCH_CACHE", "/tmp/mlffd_bench"))
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -218,10 +218,7 @@ def main(argv=None) -> int:
             f"{r['structures_per_s']:.1f} | {r['atoms_per_s']:.0f} | {r['setup_ms_per_structure']:.1f} |"
         )
     lines += ["", f"Medians over {args.rounds} rounds x {args.steps} steps per preset.", ""]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "training.md").write_text("\n".join(lines))
-    (RESULTS / "training.json").write_text(json.dumps(results, indent=2) + "\n")
-    print("\n".join(lines))
+    save(RESULTS / "training", results, "\n".join(lines), echo=True, indent=2)
     return 0
 
 
