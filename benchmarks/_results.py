@@ -1,7 +1,7 @@
 """Where a benchmark script leaves its results: ``NAME.json`` (the numbers, for tests and for
 later scripts) and ``NAME.md`` (the table a reader opens), side by side, each written
 atomically so that a run stopped half-way never leaves one new file beside one stale one's
-half. Every script in ``benchmarks/`` writes through :func:`save`.
+half. Every script here that leaves such a pair writes it through :func:`save`.
 """
 
 from __future__ import annotations

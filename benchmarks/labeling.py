@@ -34,7 +34,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-
 from _results import save  # noqa: E402  (benchmarks/_results.py)
 
 from mlff_distiller.bench.report import cpu_model  # noqa: E402  (one definition, shared)

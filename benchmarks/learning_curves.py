@@ -271,7 +271,6 @@ def main(argv=None) -> int:
         "vs_steps": _curve(vs_steps, sets),
         "training": tcfg,
     }
-    RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"learning_curves_{name}"
     save(stem, result, _markdown(result), indent=2, default=float)
     print(f"wrote {stem}.md")

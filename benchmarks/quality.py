@@ -34,7 +34,6 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 CACHE = Path(tempfile.gettempdir()) / "mlff_quality_bench"
 
-
 from _results import save  # noqa: E402  (benchmarks/_results.py)
 
 from mlff_distiller.bench.report import cpu_model  # noqa: E402  (one definition, shared)
