@@ -318,3 +318,29 @@ def test_quickstart_clean_clone_paragraph_matches_its_run():
     stages = _json("quickstart_clean_clone/stage_seconds.json")
     assert f"generate {stages['generate:all']['seconds']:.0f} s" in flat
     assert "Accuracy gate GO" in (RESULTS / "quickstart_clean_clone" / "summary.md").read_text()
+
+
+def test_silicon_capacity_numbers_match_the_results():
+    def signed(x: float) -> str:
+        return f"{x:+.3f}"
+
+    flat = " ".join(README.split())
+    cap = " ".join((RESULTS / "silicon_capacity" / "README.md").read_text().split())
+    for name, label in (("3L", "3 layers"), ("2L-96", "96 features")):
+        d = _json("silicon_capacity/heldout300.json")["students"][name]["vs_2L"]
+        df, de = d["force_rel_rmse"], d["energy_mae_per_atom"]
+        cell = f"{signed(df['difference'])} [{signed(df['ci95'][0])}, {signed(df['ci95'][1])}]"
+        assert f"{label}: force {cell}, energy {1e3 * de['difference']:+.1f} meV/atom" in flat, (name, cell)
+        assert f"| {name} |" in cap and cell in cap
+    base = _json("silicon_capacity/heldout90.json")["students"]["2L"]["pooled"]
+    lo, hi = base["force_rel_rmse_ci95"]
+    assert f"force {base['force_rel_rmse']:.3f} [{lo:.3f}, {hi:.3f}] on the bench's 90 frames" in flat
+    # the recipe's retrained student equals the committed first-round student of silicon/
+    first = _json("silicon/bench.json")["heldout"]["pooled"]
+    assert abs(first["force_rel_rmse"] - base["force_rel_rmse"]) < 1e-6
+    assert abs(first["energy_mae_per_atom"] - base["energy_mae_per_atom"]) < 1e-6
+
+
+def test_parallel_ceiling_matches_the_results():
+    median = _json("parallel_ceiling.json")["median_ratio"]
+    assert f"two independent single-thread CHGNet loops reach {median:.2f}x" in README
