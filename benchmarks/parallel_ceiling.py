@@ -16,7 +16,7 @@ Writes ``benchmarks/results/parallel_ceiling.{md,json}``; machine, CPU count and
 (before and after) are recorded, since other processes on a shared machine change the ratio.
 
     OMP_NUM_THREADS=1 python benchmarks/parallel_ceiling.py                 # CHGNet, Si-64
-    OMP_NUM_THREADS=1 python benchmarks/parallel_ceiling.py --teacher emt --calls 2000
+    OMP_NUM_THREADS=1 python benchmarks/parallel_ceiling.py --atoms 216 --rounds 3
 
 Units: seconds.
 """
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", default="chgnet", help="teacher name (default chgnet)")
     ap.add_argument("--atoms", type=int, default=64, help="atoms of the diamond Si cell (8 n^3; default 64)")
-    ap.add_argument("--calls", type=int, default=150, help="calls per process in the 2-process run")
+    ap.add_argument("--calls", type=int, default=100, help="calls per process in the 2-process run")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--tag", default="parallel_ceiling")
     ap.add_argument("--seed", type=int, default=0)
@@ -98,6 +98,8 @@ def main(argv=None) -> int:
         print(json.dumps(_loop(args.teacher, args.atoms, args.calls, args.seed)), flush=True)
         return 0
 
+    if args.rounds < 1 or args.calls < 1 or args.atoms < 8:
+        ap.error("--rounds and --calls must be >= 1 and --atoms >= 8 (one diamond cell)")
     load0 = os.getloadavg()
     rounds = []
     for r in range(args.rounds):
@@ -114,7 +116,7 @@ def main(argv=None) -> int:
     load1 = os.getloadavg()
     median = statistics.median(r["ratio"] for r in rounds)
     result = {
-        "teacher": args.teacher, "n_atoms": rounds and one["n_atoms"], "calls_total": 2 * args.calls,
+        "teacher": args.teacher, "n_atoms": one["n_atoms"], "calls_total": 2 * args.calls,
         "rounds": rounds, "median_ratio": median,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "python": platform.python_version(), "load_before": [round(x, 2) for x in load0],
