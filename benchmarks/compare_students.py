@@ -94,12 +94,21 @@ def paired_cells(d: dict | None) -> tuple[str, str]:
             f"{1e3 * en['difference']:+.1f} [{1e3 * en['ci95'][0]:+.1f}, {1e3 * en['ci95'][1]:+.1f}]")
 
 
+def _resampling(runs) -> str:
+    """How the bootstrap drew: whole trajectories first when a system and temperature has replicas."""
+    from mlff_distiller.bench.heldout import condition_of
+
+    if len({condition_of(k) for k in runs}) < len(runs):
+        return "trajectories resampled within each system and temperature, then frames within each"
+    return "frames resampled within runs: one trajectory per run, so the interval leaves out trajectory-to-trajectory spread"
+
+
 def _markdown(r: dict) -> str:
     names = list(r["students"])
     lines = [f"# Students compared on the held-out teacher MD of `{r['recipe']}`", "",
              f"Teacher {r['teacher']}; {r['n_frames']} frames from {len(r['runs'])} runs "
              f"({', '.join(r['runs'])}); {r['machine']}, 1 thread, {r['date_utc']} UTC. Intervals: bootstrap 95 % "
-             f"(frames resampled within runs); differences are paired, relative to `{names[0]}` (negative = better).",
+             f"({_resampling(r['runs'])}); differences are paired, relative to `{names[0]}` (negative = better).",
              "",
              "| student | energy MAE meV/atom | offset meV/atom | force RMSE / RMS | d(force) | d(energy) meV/atom |",
              "|---|---|---|---|---|---|"]

@@ -224,3 +224,35 @@ def test_relax_steps_start_from_the_teachers_minimum_and_key_the_cache():
     assert _cache_key("emt", atoms, 100.0, cold)["relax_steps"] == 200
     with pytest.raises(ConfigError, match="bench.heldout.relax_steps"):
         HeldoutConfig.from_dict({"systems": ["cu-64"], "relax_steps": -1})
+
+
+def test_replicas_are_independent_trajectories_and_the_interval_covers_them(tmp_path):
+    """``replicas: 2`` runs a second trajectory (seed + 1, run ``name#1``, its own cache file);
+    replica 0 keeps the single run's cache key. The bootstrap then resamples trajectories: two
+    trajectories with different (frame-constant) errors give a wide interval, where the same
+    frames counted as one trajectory give none."""
+    from mlff_distiller.bench.heldout import _cache_key, heldout_frames
+    from mlff_distiller.bench.models import ModelHandle
+
+    teacher = ModelHandle("emt", EMT, [29], {})
+    one = HeldoutConfig(systems=["cu-64"], temperatures_K=[500.0], frames=3, interval=2, equil_steps=2)
+    two = HeldoutConfig(**{**one.__dict__, "replicas": 2})
+    atoms = load_system("cu-64").atoms
+    assert _cache_key("emt", atoms, 500.0, two) == _cache_key("emt", atoms, 500.0, one)
+    assert _cache_key("emt", atoms, 500.0, two, 1)["seed"] == one.seed + 1
+    runs = heldout_frames(teacher, two, cache_dir=tmp_path)
+    assert [r[0] for r in runs] == ["cu-64@500K", "cu-64@500K#1"]
+    assert (tmp_path / "cu-64@500K#1.extxyz").is_file()
+    a, b = runs[0][3], runs[1][3]
+    assert len(a) == len(b) == 3 and not np.allclose(a[0].positions, b[0].positions)
+    # trajectory-level spread: errors 0.1 eV/atom on one trajectory, 0.3 on the other
+    recs = [_record(1, 0.0, e, [[1.0, 0, 0]], [[1.0, 0, 0]]) for e in [0.1] * 10 + [0.3] * 10]
+    as_one = heldout_metrics(recs, ["x@1K"] * 20, n_boot=400)
+    as_two = heldout_metrics(recs, ["x@1K"] * 10 + ["x@1K#1"] * 10, n_boot=400)
+    assert as_one["energy_mae_per_atom"] == pytest.approx(as_two["energy_mae_per_atom"]) == pytest.approx(0.2)
+    lo1, hi1 = as_one["energy_mae_per_atom_ci95"]
+    lo2, hi2 = as_two["energy_mae_per_atom_ci95"]
+    assert hi2 - lo2 > 0.1 and hi2 - lo2 > 2 * (hi1 - lo1)
+    assert as_two["n_runs"] == 2 and as_two["n_conditions"] == 1
+    with pytest.raises(ConfigError, match="bench.heldout.replicas"):
+        HeldoutConfig.from_dict({"systems": ["cu-64"], "replicas": 0})

@@ -12,9 +12,13 @@ such a held-out set and scores the student on it:
 3. :func:`heldout_metrics`: per run and pooled, the **absolute** energy error per atom
    (mean |E_s - E_t| / N, eV/atom), the mean signed error per atom (the *offset*: a constant
    that a centered comparison would hide), the centered energy MAE (offset removed), and the
-   force RMSE relative to the teacher's force RMS; each with a bootstrap 95 % interval
-   (frames resampled within each run, runs kept: MD frames of one run are correlated, so the
-   interval is a lower bound on the true uncertainty when ``interval`` is short).
+   force RMSE relative to the teacher's force RMS; each with a bootstrap 95 % interval. With
+   one trajectory per (system, temperature) the draws resample frames within each run, which
+   understates the uncertainty: MD frames of one run are correlated, and hot MD amplifies
+   last-digit differences, so a second trajectory of the same settings samples other frames.
+   With ``replicas`` > 1 independent trajectories (seeds ``seed``, ``seed + 1``, ...) the
+   draws resample whole trajectories within each (system, temperature), then frames within
+   each drawn trajectory: the interval then covers trajectory-to-trajectory spread.
 4. :func:`paired_difference`: two students scored on the same frames -> the difference of a
    metric with a paired bootstrap interval (for learning curves and A/B comparisons).
 
@@ -58,7 +62,9 @@ class HeldoutConfig:
     ``temperatures_K`` (K); or a mapping ``{system: [temperatures]}`` when systems need their
     own temperatures (a molecule and a crystal rarely share them). ``frames`` per run, every
     ``interval`` MD steps of ``timestep_fs`` after ``equil_steps``; ``friction_per_fs`` of the
-    thermostat. ``relax_steps`` > 0 first relaxes the start structure with the teacher (FIRE,
+    thermostat. ``replicas`` independent trajectories per (system, temperature), replica ``r``
+    with seed ``seed + r`` (run name ``system@TK#r`` for ``r`` >= 1): the bootstrap intervals
+    then resample trajectories, not only frames of one trajectory. ``relax_steps`` > 0 first relaxes the start structure with the teacher (FIRE,
     positions only, at most that many steps, to 0.05 eV/A): a built liquid box is far from its
     minimum, and the energy it releases heats the run well above its thermostat (the water
     box's "300 K" run averaged ~600 K without it).
@@ -74,6 +80,7 @@ class HeldoutConfig:
     friction_per_fs: Annotated[Float, limits(gt=0, unit="1/fs")] = 0.02
     seed: Int = 0
     relax_steps: Annotated[Int, limits(ge=0, note="0 = off")] = 0
+    replicas: Annotated[Int, limits(ge=1)] = 1
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "HeldoutConfig | None":
@@ -182,27 +189,47 @@ def _point(pf: dict, runs: list[np.ndarray]) -> dict:
     }
 
 
-def _runs(run_ids: list) -> list[np.ndarray]:
+def condition_of(run_id) -> str:
+    """The (system, temperature) a run belongs to: its name without the replica suffix ``#r``."""
+    return str(run_id).split("#", 1)[0]
+
+
+def _groups(run_ids: list) -> list[list[np.ndarray]]:
+    """Frame indices per trajectory, trajectories grouped by (system, temperature)."""
     keys = sorted(set(run_ids), key=str)
-    return [np.array([k for k, r in enumerate(run_ids) if r == key]) for key in keys]
+    conds = sorted({condition_of(k) for k in keys})
+    return [[np.array([i for i, r in enumerate(run_ids) if r == key]) for key in keys if condition_of(key) == c]
+            for c in conds]
 
 
-def _draws(runs: list[np.ndarray], n_boot: int, seed: int):
+def _flat(groups: list[list[np.ndarray]]) -> list[np.ndarray]:
+    return [idx for trajectories in groups for idx in trajectories]
+
+
+def _draws(groups: list[list[np.ndarray]], n_boot: int, seed: int):
+    """Bootstrap draws: with several trajectories of one (system, temperature), trajectories
+    with replacement, then frames with replacement within each drawn one; with one, its frames."""
     rng = np.random.default_rng(seed)
     for _ in range(n_boot):
-        yield [rng.choice(idx, size=len(idx), replace=True) for idx in runs]
+        draw = []
+        for trajectories in groups:
+            chosen = rng.integers(len(trajectories), size=len(trajectories)) if len(trajectories) > 1 else [0]
+            draw += [rng.choice(trajectories[c], size=len(trajectories[c]), replace=True) for c in chosen]
+        yield draw
 
 
 def heldout_metrics(records: list[dict], run_ids: list, n_boot: int = N_BOOT, seed: int = 0) -> dict:
     """Pooled metrics over the frames of all runs, each with a bootstrap 95 % interval.
 
-    ``run_ids[k]`` names the run frame ``k`` belongs to; resampling draws frames with
-    replacement within each run, so every run keeps its weight.
+    ``run_ids[k]`` names the run frame ``k`` belongs to (``system@TK``, or ``system@TK#r`` for
+    replica ``r``); resampling draws frames with replacement within each run, so every
+    (system, temperature) keeps its weight, and draws the replicas of a (system, temperature)
+    with replacement first when it has several.
     """
-    pf, runs = _per_frame(records), _runs(run_ids)
-    point = _point(pf, runs)
-    boots = [_point(pf, draw) for draw in _draws(runs, n_boot, seed)]
-    out = {"n_frames": len(records), "n_runs": len(runs)}
+    pf, groups = _per_frame(records), _groups(run_ids)
+    point = _point(pf, _flat(groups))
+    boots = [_point(pf, draw) for draw in _draws(groups, n_boot, seed)]
+    out = {"n_frames": len(records), "n_runs": len(_flat(groups)), "n_conditions": len(groups)}
     for name, value in point.items():
         samples = np.array([b[name] for b in boots])
         out[name] = value
@@ -219,22 +246,25 @@ def paired_difference(records_a: list[dict], records_b: list[dict], run_ids: lis
     """
     if len(records_a) != len(records_b):
         raise ValueError("paired_difference: the two record lists must come from the same frames")
-    pa, pb, runs = _per_frame(records_a), _per_frame(records_b), _runs(run_ids)
-    diff = _point(pb, runs)[metric] - _point(pa, runs)[metric]
-    samples = np.array([_point(pb, d)[metric] - _point(pa, d)[metric] for d in _draws(runs, n_boot, seed)])
+    pa, pb, groups = _per_frame(records_a), _per_frame(records_b), _groups(run_ids)
+    diff = _point(pb, _flat(groups))[metric] - _point(pa, _flat(groups))[metric]
+    samples = np.array([_point(pb, d)[metric] - _point(pa, d)[metric] for d in _draws(groups, n_boot, seed)])
     return {"metric": metric, "difference": float(diff),
             "ci95": [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))]}
 
 
-def _cache_key(teacher_label: str, atoms, temperature_K: float, cfg: HeldoutConfig) -> dict:
-    """What decides a teacher MD run's frames: the teacher, the start structure, T and the MD settings."""
+def _cache_key(teacher_label: str, atoms, temperature_K: float, cfg: HeldoutConfig, replica: int = 0) -> dict:
+    """What decides a teacher MD run's frames: the teacher, the start structure, T, the MD
+    settings and the replica (its seed)."""
     h = hashlib.sha256()
     for arr in (atoms.numbers.astype(np.int64), atoms.positions.astype(np.float64),
                 np.asarray(atoms.cell, dtype=np.float64), atoms.pbc.astype(np.int8)):
         h.update(np.ascontiguousarray(arr).tobytes())
-    md = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("systems", "temperatures_K")}
+    md = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("systems", "temperatures_K", "replicas")}
     if not md["relax_steps"]:  # caches made before the option existed stay valid
         del md["relax_steps"]
+    if replica:  # replica 0 is the single run of earlier caches
+        md["replica"], md["seed"] = int(replica), cfg.seed + int(replica)
     return {"teacher": teacher_label, "structure_sha256": h.hexdigest(), "temperature_K": float(temperature_K), **md}
 
 
@@ -280,10 +310,10 @@ def heldout_frames(t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600.0, pro
 
     loaded, out = {}, []
     teacher_id = (t_handle.info or {}).get("fingerprint_id") or t_handle.label
-    for name, T in cfg.runs():
+    for name, T, replica in ((n, T, r) for n, T in cfg.runs() for r in range(cfg.replicas)):
         sys_ = loaded.setdefault(name, load_system(name))
-        key = f"{sys_.name}@{T:g}K"
-        cache_key = _cache_key(teacher_id, sys_.atoms, T, cfg)
+        key = f"{sys_.name}@{T:g}K" + (f"#{replica}" if replica else "")
+        cache_key = _cache_key(teacher_id, sys_.atoms, T, cfg, replica)
         cached = _cached_frames(cache_dir, key, cache_key)
         if cached is not None:
             frames, report = cached
@@ -293,7 +323,7 @@ def heldout_frames(t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600.0, pro
             if progress:
                 progress(f"held-out teacher MD {key}")
             frames, report = teacher_md_frames(t_handle.make_calculator(), sys_.atoms, T, cfg,
-                                               seed=cfg.seed, max_wall_s=max_wall_s)
+                                               seed=cfg.seed + replica, max_wall_s=max_wall_s)
             _store_frames(cache_dir, key, cache_key, frames, report)
         out.append((key, len(sys_.atoms), T, frames, report))
     return out
