@@ -100,7 +100,8 @@ def _resampling(runs) -> str:
 
     if len({condition_of(k) for k in runs}) < len(runs):
         return "trajectories resampled within each system and temperature, then frames within each"
-    return "frames resampled within runs: one trajectory per run, so the interval leaves out trajectory-to-trajectory spread"
+    return ("frames resampled within runs: one trajectory per run, so the interval leaves out "
+            "trajectory-to-trajectory spread")
 
 
 def _markdown(r: dict) -> str:

@@ -64,10 +64,10 @@ class HeldoutConfig:
     ``interval`` MD steps of ``timestep_fs`` after ``equil_steps``; ``friction_per_fs`` of the
     thermostat. ``replicas`` independent trajectories per (system, temperature), replica ``r``
     with seed ``seed + r`` (run name ``system@TK#r`` for ``r`` >= 1): the bootstrap intervals
-    then resample trajectories, not only frames of one trajectory. ``relax_steps`` > 0 first relaxes the start structure with the teacher (FIRE,
-    positions only, at most that many steps, to 0.05 eV/A): a built liquid box is far from its
-    minimum, and the energy it releases heats the run well above its thermostat (the water
-    box's "300 K" run averaged ~600 K without it).
+    then resample trajectories, not only frames of one trajectory. ``relax_steps`` > 0 first
+    relaxes the start structure with the teacher (FIRE, positions only, at most that many steps,
+    to 0.05 eV/A): a built liquid box is far from its minimum, and the energy it releases heats
+    the run well above its thermostat (the water box's "300 K" run averaged ~600 K without it).
     """
 
     systems: Annotated[list | dict, BeforeValidator(_systems), limits(allowed=_SYSTEMS)] = field(default_factory=list)
