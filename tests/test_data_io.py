@@ -203,3 +203,52 @@ def test_failures_survive_export_and_import(tmp_path):
     with DatasetReader(h5b) as r:
         assert r.failures() == [(7, "SCF did not converge")]
         assert r.attrs["teacher"] == {"name": "emt"}
+
+
+def _labelled(path, seeds, teacher="emt-abc123"):
+    """A small EMT-labelled dataset file with a teacher fingerprint in its attributes."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    frames = []
+    for k in seeds:
+        a = bulk("Cu", "fcc", a=3.6, cubic=True)
+        a.rattle(0.05, seed=k)
+        a.calc = EMT()
+        a.calc = SinglePointCalculator(a, energy=a.get_potential_energy(), forces=a.get_forces(), stress=a.get_stress())
+        a.info["provenance"] = {"source": f"bulk:Cu/{k}", "sampler": "rattle", "group": f"g{k}", "teacher": teacher}
+        frames.append(a)
+    with DatasetWriter(path, attrs={"teacher_fingerprint_id": teacher, "units": "ASE"}, mode="w") as w:
+        w.append(frames)
+    return frames
+
+
+def test_import_merges_dataset_files_of_one_teacher_and_refuses_two(tmp_path, capsys):
+    """`dataset import a.h5 b.h5 -o m.h5` keeps labels, provenance and the teacher; --append adds a
+    third; a file of another teacher is refused in one line and the merged file is left as it was."""
+    a, b = _labelled(tmp_path / "a.h5", [0, 1, 2]), _labelled(tmp_path / "b.h5", [3, 4])
+    merged = tmp_path / "m.h5"
+    assert cli_main(["dataset", "import", str(tmp_path / "a.h5"), str(tmp_path / "b.h5"), "-o", str(merged)]) == 0
+    with DatasetReader(merged) as r:
+        assert len(r) == 5 and r.attrs["teacher_fingerprint_id"] == "emt-abc123"
+        got = [r.get_atoms(i) for i in range(5)]
+    for want, have in zip(a + b, got):
+        np.testing.assert_array_equal(want.positions, have.positions)
+        assert have.calc.results["energy"] == want.calc.results["energy"]
+        assert have.info["provenance"]["group"] == want.info["provenance"]["group"]
+    c = _labelled(tmp_path / "c.h5", [5])
+    assert cli_main(["dataset", "import", str(tmp_path / "c.h5"), "-o", str(merged), "--append",
+                     "--index", "0"]) == 0
+    with DatasetReader(merged) as r:
+        assert len(r) == 6
+        np.testing.assert_array_equal(r.get_atoms(5).positions, c[0].positions)
+    _labelled(tmp_path / "other.h5", [6], teacher="orb-v2-123")
+    capsys.readouterr()
+    assert cli_main(["dataset", "import", str(tmp_path / "other.h5"), "-o", str(merged), "--append"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "emt-abc123" in err and "orb-v2-123" in err and "relabel" in err
+    with DatasetReader(merged) as r:
+        assert len(r) == 6
+    with pytest.raises(DatasetError, match="labelled by"):
+        import_structures([tmp_path / "a.h5", tmp_path / "other.h5"], tmp_path / "n.h5")
+    assert not (tmp_path / "n.h5").exists()

@@ -40,15 +40,17 @@ def _add_import(sub) -> None:
     """The `dataset import` subcommand."""
     q = sub.add_parser(
         "import",
-        help="read structures with ASE (extxyz, traj, ...) into a dataset file",
-        description="Read structures with ASE into a dataset file. Labels come from the calculator "
+        help="read structures with ASE (extxyz, traj, ...) or other dataset files into a dataset file",
+        description="Read structures with ASE into a dataset file; dataset files (.h5) are read with their "
+        "labels and provenance, so `import a.h5 b.h5 -o both.h5` (or --append) merges datasets labelled by one "
+        "teacher (datasets of two teachers are refused). Labels come from the calculator "
         "fields ASE reads (energy, forces, stress) or from other tools' keys: MACE's REF_energy / "
         "REF_forces / REF_stress, DFT_* and dft_* are recognised, and virials (REF_virials, virials, virial; "
         "virial = -stress * volume) become stress when no stress key is present; name others with "
         "--energy-key, --forces-key, --stress-key, --virials-key. Units must be eV, A, eV/A, eV/A^3 "
         "(virials eV).",
     )
-    q.add_argument("inputs", nargs="+", help="structure files ASE can read")
+    q.add_argument("inputs", nargs="+", help="structure files ASE can read, or dataset files (.h5)")
     add_output(q, "dataset file to write (.h5)")
     q.add_argument("--format", default=None, help="ASE format name (default: from the file name)")
     q.add_argument("--index", default=":", help="ASE frame selection, e.g. ':' or '::10' (default ':')")

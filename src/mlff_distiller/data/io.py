@@ -123,6 +123,9 @@ def _iread(path: Path, format: str | None, index: str):
 
     if not path.exists():
         raise DatasetError(f"input file not found: {path}; check the path")
+    if format is None and is_hdf5(path):  # a dataset file: its structures, labels and provenance
+        yield from _iread_dataset(path, index)
+        return
     try:
         yield from iread(str(path), index=index, format=format)
     except DatasetError:
@@ -132,6 +135,49 @@ def _iread(path: Path, format: str | None, index: str):
         raise DatasetError(
             f"cannot read {path} with ASE (format {format or 'auto'}): {msg}; check the file and --format"
         ) from None
+
+
+def _iread_dataset(path: Path, index: str):
+    """The structures of a dataset file (HDF5), selected by an ASE-style ``index``."""
+    from ase.io.formats import string2index
+
+    try:
+        sel = string2index(index)
+    except ValueError:
+        raise DatasetError(f"--index {index!r} is not a frame selection; use e.g. ':' or '::10'") from None
+    with DatasetReader(path) as r:
+        n = len(r)
+        if not isinstance(sel, slice) and not -n <= sel < n:
+            raise DatasetError(f"--index {index} is out of range for {path} ({n} structures)")
+        for i in range(n)[sel] if isinstance(sel, slice) else [sel % n]:
+            yield r.get_atoms(i)
+
+
+def teacher_of(path) -> str | None:
+    """The fingerprint id of the teacher that labelled a dataset file (None: unknown or unlabelled)."""
+    with DatasetReader(path) as r:
+        return r.attrs.get("teacher_fingerprint_id") if r.label_fields else None
+
+
+def _check_one_teacher(paths: Sequence[Path], out: Path | None) -> dict:
+    """The teacher attributes shared by the dataset files among ``paths`` (and ``out`` when
+    appending); a one-line error when two of them were labelled by different teachers."""
+    ids: dict = {}
+    for p in [*paths, *([out] if out is not None else [])]:
+        if is_hdf5(p):
+            t = teacher_of(p)
+            if t is not None:
+                ids.setdefault(t, p)
+    if len(ids) > 1:
+        (t1, p1), (t2, p2) = list(ids.items())[:2]
+        raise DatasetError(f"{p1} was labelled by {t1} and {p2} by {t2}; a student learns one teacher's physics: "
+                           f"relabel one of them with the other's teacher (mlff-distill label)")
+    for p in paths:
+        if is_hdf5(p):
+            with DatasetReader(p) as r:
+                if r.attrs.get("teacher_fingerprint_id") is not None:
+                    return {k: v for k, v in r.attrs.items() if k.startswith("teacher") or k == "units"}
+    return {}
 
 
 def _carried_labels(atoms) -> set[str]:
@@ -322,7 +368,8 @@ def import_structures(sources: Sequence, out, format: str | None = None, index: 
     if mode == "w" and out.exists() and not overwrite:
         raise DatasetError(f"output {out} exists; pass --overwrite to replace it, --append to add to it, "
                            "or choose another -o")
-    attrs: dict = {}
+    appending_to = out if mode == "a" and out.exists() else None
+    attrs: dict = {} if format is not None else _check_one_teacher(sources, appending_to)
     failures: list = []
     carried: set[str] = set()
     found: dict = {"info": set(), "arrays": set()}
@@ -340,8 +387,8 @@ def import_structures(sources: Sequence, out, format: str | None = None, index: 
     if label_fields is None:
         label_fields = tuple(f for f in LABEL_FIELDS if f in mapping)
     label_fields = tuple(label_fields)
-    if not attrs:
-        attrs["imported_from"] = [str(s) for s in sources]
+    if not attrs or any(is_hdf5(s) for s in sources):
+        attrs.setdefault("imported_from", [str(s) for s in sources])
     attrs.update(extra_attrs)
     new_file = mode == "w" or not out.exists()
     target = out if not out.exists() or mode == "a" else temp_path(out)
