@@ -344,3 +344,24 @@ def test_silicon_capacity_numbers_match_the_results():
 def test_parallel_ceiling_matches_the_results():
     median = _json("parallel_ceiling.json")["median_ratio"]
     assert f"two independent single-thread CHGNet loops reach {median:.2f}x" in README
+
+
+def test_silicon_data_numbers_match_the_results():
+    """The README's 'Which data helps' list and silicon_data/README.md quote heldout600/heldout90."""
+    flat = " ".join(README.split())
+    data = " ".join((RESULTS / "silicon_data" / "README.md").read_text().split())
+    h600 = _json("silicon_data/heldout600.json")["students"]
+    h90 = _json("silicon_data/heldout90.json")["students"]
+    for name in ("2L-seed1", "+same", "+thermal", "+hot"):
+        d = h600[name]["vs_2L"]["force_rel_rmse"]
+        cell = f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+        assert cell in flat and cell in data, (name, cell)
+    assert f"from {h90['2L']['pooled']['force_rel_rmse']:.3f} to {h90['+thermal']['pooled']['force_rel_rmse']:.3f}" \
+        in flat
+    assert f"{h90['+hot']['pooled']['force_rel_rmse']:.3f} on the bench's 90 frames" in flat
+    slab = [h600[n]["per_run"][k]["force_rel_rmse"] for n in ("2L", "+thermal")
+            for k in ("si-slab@600K", "si-slab@600K#1")]
+    assert "from {:.3f} / {:.3f} to {:.3f} / {:.3f}".format(*slab) in flat
+    # the 90-frame students are the 600-frame ones, and 2L is the capacity study's recipe student
+    assert abs(h90["2L"]["pooled"]["force_rel_rmse"]
+               - _json("silicon_capacity/heldout90.json")["students"]["2L"]["pooled"]["force_rel_rmse"]) < 1e-9
