@@ -352,7 +352,7 @@ def test_silicon_data_numbers_match_the_results():
     data = " ".join((RESULTS / "silicon_data" / "README.md").read_text().split())
     h600 = _json("silicon_data/heldout600.json")["students"]
     h90 = _json("silicon_data/heldout90.json")["students"]
-    for name in ("2L-seed1", "+same", "+thermal", "+hot"):
+    for name in ("2L-seed1", "+same", "+thermal", "+hot", "+both"):
         d = h600[name]["vs_2L"]["force_rel_rmse"]
         cell = f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
         assert cell in flat and cell in data, (name, cell)
