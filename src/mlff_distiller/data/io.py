@@ -153,31 +153,26 @@ def _iread_dataset(path: Path, index: str):
             yield r.get_atoms(i)
 
 
-def teacher_of(path) -> str | None:
-    """The fingerprint id of the teacher that labelled a dataset file (None: unknown or unlabelled)."""
-    with DatasetReader(path) as r:
-        return r.attrs.get("teacher_fingerprint_id") if r.label_fields else None
-
-
 def _check_one_teacher(paths: Sequence[Path], out: Path | None) -> dict:
-    """The teacher attributes shared by the dataset files among ``paths`` (and ``out`` when
-    appending); a one-line error when two of them were labelled by different teachers."""
+    """The teacher attributes (fingerprint, spec, units) of the first labelled dataset file among
+    ``paths``; a one-line error when two of them (or ``out``, when appending) were labelled by
+    different teachers."""
     ids: dict = {}
+    shared: dict = {}
     for p in [*paths, *([out] if out is not None else [])]:
-        if is_hdf5(p):
-            t = teacher_of(p)
-            if t is not None:
-                ids.setdefault(t, p)
+        if not is_hdf5(p):
+            continue
+        with DatasetReader(p) as r:
+            t = r.attrs.get("teacher_fingerprint_id") if r.label_fields else None
+            if t is not None and not ids and p is not out:
+                shared = {k: v for k, v in r.attrs.items() if k.startswith("teacher") or k == "units"}
+        if t is not None:
+            ids.setdefault(t, p)
     if len(ids) > 1:
         (t1, p1), (t2, p2) = list(ids.items())[:2]
         raise DatasetError(f"{p1} was labelled by {t1} and {p2} by {t2}; a student learns one teacher's physics: "
                            f"relabel one of them with the other's teacher (mlff-distill label)")
-    for p in paths:
-        if is_hdf5(p):
-            with DatasetReader(p) as r:
-                if r.attrs.get("teacher_fingerprint_id") is not None:
-                    return {k: v for k, v in r.attrs.items() if k.startswith("teacher") or k == "units"}
-    return {}
+    return shared
 
 
 def _carried_labels(atoms) -> set[str]:
