@@ -30,8 +30,8 @@ def _md_ratio(bench: dict, system: str) -> float:
 
 
 def test_verdict_table_matches_the_held_out_md_results():
-    # silicon's verdict is its recipe's final (active-round) student, benched in silicon_recipe_active/
-    for recipe, folder in (("silicon", "silicon_recipe_active"), ("quickstart", "quickstart"), ("water", "water")):
+    # silicon's verdict is its recipe's final (active-round) student, benched in silicon_recipe_thermal/
+    for recipe, folder in (("silicon", "silicon_recipe_thermal"), ("quickstart", "quickstart"), ("water", "water")):
         pooled = _json(f"{folder}/bench.json")["heldout"]["pooled"]
         lo, hi = pooled["force_rel_rmse_ci95"]
         cell = f"{pooled['force_rel_rmse']:.3f} [{lo:.3f}, {hi:.3f}]"
@@ -365,3 +365,26 @@ def test_silicon_data_numbers_match_the_results():
     # the 90-frame students are the 600-frame ones, and 2L is the capacity study's recipe student
     assert abs(h90["2L"]["pooled"]["force_rel_rmse"]
                - _json("silicon_capacity/heldout90.json")["students"]["2L"]["pooled"]["force_rel_rmse"]) < 1e-9
+
+
+def test_silicon_recipe_thermal_numbers_match_the_results():
+    """The README's silicon section and silicon_recipe_thermal/README.md quote its comparisons."""
+    flat = " ".join(README.split())
+    doc = " ".join((RESULTS / "silicon_recipe_thermal" / "README.md").read_text().split())
+    h600 = _json("silicon_recipe_thermal/heldout600.json")["students"]
+    h90 = _json("silicon_recipe_thermal/heldout90.json")["students"]
+    bench = _json("silicon_recipe_thermal/bench.json")["heldout"]["pooled"]
+    for name, where in (("first-round", (flat, doc)), ("final", (flat, doc)), ("round-1", (doc,))):
+        d = h600[name]["vs_2L"]["force_rel_rmse"]
+        cell = f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+        assert all(cell in text for text in where), (name, cell)
+        d90 = h90[name]["vs_2L"]["force_rel_rmse"]
+        assert f"{d90['difference']:+.3f} [{d90['ci95'][0]:+.3f}, {d90['ci95'][1]:+.3f}]" in doc, name
+    # the bench's own 90 frames and the 90-frame comparison score the same final student
+    assert abs(h90["final"]["pooled"]["force_rel_rmse"] - bench["force_rel_rmse"]) < 1e-9
+    slab = [h600[n]["per_run"][k]["force_rel_rmse"] for n in ("2L", "first-round")
+            for k in ("si-slab@600K", "si-slab@600K#1")]
+    assert "{:.3f} / {:.3f} to {:.3f} / {:.3f}".format(*slab) in flat
+    seconds = _json("silicon_recipe_thermal/stage_seconds.json")
+    total = sum(v["seconds"] for v in seconds.values())
+    assert f"{total:.0f} ({total / 60:.0f} min)" in doc
