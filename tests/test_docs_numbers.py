@@ -388,3 +388,9 @@ def test_silicon_recipe_thermal_numbers_match_the_results():
     seconds = _json("silicon_recipe_thermal/stage_seconds.json")
     total = sum(v["seconds"] for v in seconds.values())
     assert f"{total:.0f} ({total / 60:.0f} min)" in doc
+    fe = _json("silicon_recipe_thermal/fit_active_energies600.json")["students"]["fe-final"]["vs_final"]
+    d = fe["force_rel_rmse"]
+    assert f"| {d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] |" in doc
+    e = {k: 1000 * v for k, v in zip(("d", "lo", "hi"), (fe["energy_mae_per_atom"]["difference"],
+                                                        *fe["energy_mae_per_atom"]["ci95"]))}
+    assert f"{e['d']:+.1f} [{e['lo']:+.1f}, {e['hi']:+.1f}]" in doc
