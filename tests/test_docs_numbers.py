@@ -394,3 +394,5 @@ def test_silicon_recipe_thermal_numbers_match_the_results():
     e = {k: 1000 * v for k, v in zip(("d", "lo", "hi"), (fe["energy_mae_per_atom"]["difference"],
                                                         *fe["energy_mae_per_atom"]["ci95"]))}
     assert f"{e['d']:+.1f} [{e['lo']:+.1f}, {e['hi']:+.1f}]" in doc
+    s1 = _json("silicon_recipe_thermal/seeds600.json")["students"]["first-round-seed1"]["vs_2L-seed1"]["force_rel_rmse"]
+    assert f"| {s1['difference']:+.3f} [{s1['ci95'][0]:+.3f}, {s1['ci95'][1]:+.3f}] |" in doc
