@@ -29,6 +29,12 @@ def _md_ratio(bench: dict, system: str) -> float:
     return bench["systems"][system]["speed"]["ratio"]["md_step"]
 
 
+def _paired(d: dict, scale: float = 1.0, digits: int = 3) -> str:
+    """A paired difference as the results print it: '+0.004 [+0.003, +0.005]' (signed)."""
+    lo, hi = d["ci95"]
+    return f"{scale * d['difference']:+.{digits}f} [{scale * lo:+.{digits}f}, {scale * hi:+.{digits}f}]"
+
+
 def test_verdict_table_matches_the_held_out_md_results():
     # silicon's verdict is its recipe's final (active-round) student, benched in silicon_recipe_thermal/
     for recipe, folder in (("silicon", "silicon_recipe_thermal"), ("quickstart", "quickstart"), ("water", "water")):
@@ -278,8 +284,8 @@ def test_silicon_recipe_liquid_numbers_match_the_results():
     assert f"{1e3 * new['pooled']['energy_mae_per_atom']:.2f} meV/atom" in flat
     d = new["vs_4000 steps (previous recipe)"]
     f, e = d["force_rel_rmse"], d["energy_mae_per_atom"]
-    assert f"{f['difference']:+.3f} [{f['ci95'][0]:+.3f}, {f['ci95'][1]:+.3f}]" in flat
-    assert f"{1e3 * e['difference']:+.1f} [{1e3 * e['ci95'][0]:+.1f}, {1e3 * e['ci95'][1]:+.1f}] meV/atom" in flat
+    assert _paired(f) in flat
+    assert f"{_paired(e, 1e3, 1)} meV/atom" in flat
     assert f"{1e3 * old['pooled']['energy_mae_per_atom']:.2f}" == "7.67"
 
 
@@ -304,7 +310,7 @@ def test_silicon_active_round_on_the_liquid_recipe_matches_the_results():
     res = _json("silicon_active/liquid_recipe_round1/heldout_300.json")["students"]
     s0, s1 = res["S0 built-in recipe"]["pooled"], res["S1 +1 active round"]["pooled"]
     d = res["S1 +1 active round"]["vs_S0 built-in recipe"]["force_rel_rmse"]
-    assert f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" in flat
+    assert _paired(d) in flat
     assert f"({s0['force_rel_rmse']:.3f} -> {s1['force_rel_rmse']:.3f})" in flat
     assert f"({1e3 * s0['energy_mae_per_atom']:.2f} -> {1e3 * s1['energy_mae_per_atom']:.2f})" in flat
 
@@ -354,7 +360,7 @@ def test_silicon_data_numbers_match_the_results():
     h90 = _json("silicon_data/heldout90.json")["students"]
     for name in ("2L-seed1", "+same", "+thermal", "+hot", "+both"):
         d = h600[name]["vs_2L"]["force_rel_rmse"]
-        cell = f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+        cell = _paired(d)
         assert cell in flat and cell in data, (name, cell)
     assert f"from {h90['2L']['pooled']['force_rel_rmse']:.3f} to {h90['+thermal']['pooled']['force_rel_rmse']:.3f}" \
         in flat
@@ -376,10 +382,9 @@ def test_silicon_recipe_thermal_numbers_match_the_results():
     bench = _json("silicon_recipe_thermal/bench.json")["heldout"]["pooled"]
     for name, where in (("first-round", (flat, doc)), ("final", (flat, doc)), ("round-1", (doc,))):
         d = h600[name]["vs_2L"]["force_rel_rmse"]
-        cell = f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+        cell = _paired(d)
         assert all(cell in text for text in where), (name, cell)
-        d90 = h90[name]["vs_2L"]["force_rel_rmse"]
-        assert f"{d90['difference']:+.3f} [{d90['ci95'][0]:+.3f}, {d90['ci95'][1]:+.3f}]" in doc, name
+        assert _paired(h90[name]["vs_2L"]["force_rel_rmse"]) in doc, name
     # the bench's own 90 frames and the 90-frame comparison score the same final student
     assert abs(h90["final"]["pooled"]["force_rel_rmse"] - bench["force_rel_rmse"]) < 1e-9
     slab = [h600[n]["per_run"][k]["force_rel_rmse"] for n in ("2L", "first-round")
@@ -390,9 +395,7 @@ def test_silicon_recipe_thermal_numbers_match_the_results():
     assert f"{total:.0f} ({total / 60:.0f} min)" in doc
     fe = _json("silicon_recipe_thermal/fit_active_energies600.json")["students"]["fe-final"]["vs_final"]
     d = fe["force_rel_rmse"]
-    assert f"| {d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] |" in doc
-    e = {k: 1000 * v for k, v in zip(("d", "lo", "hi"), (fe["energy_mae_per_atom"]["difference"],
-                                                        *fe["energy_mae_per_atom"]["ci95"]))}
-    assert f"{e['d']:+.1f} [{e['lo']:+.1f}, {e['hi']:+.1f}]" in doc
+    assert f"| {_paired(d)} |" in doc
+    assert _paired(fe["energy_mae_per_atom"], 1e3, 1) in doc
     s1 = _json("silicon_recipe_thermal/seeds600.json")["students"]["first-round-seed1"]["vs_2L-seed1"]["force_rel_rmse"]
-    assert f"| {s1['difference']:+.3f} [{s1['ci95'][0]:+.3f}, {s1['ci95'][1]:+.3f}] |" in doc
+    assert f"| {_paired(s1)} |" in doc
