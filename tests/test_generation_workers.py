@@ -154,3 +154,64 @@ def test_speculation_starts_from_the_samplers_per_root():
     assert roots._expected_roots(0) == 4
     roots.seen = {0: [2, 0]}  # roots returned and gave nothing: keep going
     assert roots._expected_roots(0) == math.inf
+
+
+def test_a_long_root_does_not_stall_the_other_workers():
+    """While the consumer waits on one long root, finished roots do not hold the window: the
+    other workers keep starting the next roots (before, the window filled with finished roots
+    and the workers idled until the long one returned)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from mlff_distiller.generation.parallel import DaskRoots
+    from mlff_distiller.generation.roots import RootResult
+
+    gate = threading.Event()
+
+    class Client:  # the part of a distributed.Client that DaskRoots uses, on threads
+        def __init__(self, n):
+            self.n, self.pool, self.started = n, ThreadPoolExecutor(n), []
+
+        def scheduler_info(self, n_workers=-1):
+            return {"workers": dict.fromkeys(range(self.n))}
+
+        def scatter(self, obj, hash=False):
+            return obj
+
+        def submit(self, fn, spec, threads, job, r, pure=False, priority=0):
+            self.started.append((job.index, r))
+            return self.pool.submit(run, job.index, r)
+
+        def cancel(self, futures):
+            for f in futures:
+                f.cancel()
+
+    def run(e, r):
+        if (e, r) == (0, 0):
+            assert gate.wait(10)
+        return RootResult("ok", seed=r, samples=[(None, {}, -1, True)])
+
+    jobs = [SimpleNamespace(index=e, want=20, params={"per_root": 1}, include_root=False, needs_teacher=False,
+                            max_roots=100, portable=lambda: None) for e in (0, 1)]
+    for job in jobs:
+        job.portable = lambda job=job: job
+    client = Client(2)
+    roots = DaskRoots(client)
+    assert roots.window == 6 and roots.buffer == 24
+    roots.start(jobs)
+    waiter = threading.Thread(target=roots.result, args=(jobs[0], 0))
+    waiter.start()
+    deadline = __import__("time").monotonic() + 10
+    while len(client.started) < roots.buffer and __import__("time").monotonic() < deadline:
+        gate.wait(0.01)
+    # one worker is held by root (0, 0); the other ran far more than a window of roots meanwhile
+    assert len(client.started) == roots.buffer
+    assert sum(f.done() for f in roots.futures.values()) == roots.buffer - 1
+    gate.set()
+    waiter.join(10)
+    assert not waiter.is_alive() and (0, 0) not in roots.futures
+    # results are taken in root order, whatever order they finished in
+    assert [roots.result(jobs[0], r).seed for r in range(1, 4)] == [1, 2, 3]
+    roots.close()
+    client.pool.shutdown()
