@@ -423,3 +423,7 @@ def test_restructuring_quickstart_ab_matches_its_metrics():
     assert 0 < rel <= 2.9e-5
     text = (RESULTS / "restructuring_quickstart_ab.md").read_text()
     assert "at most 2.9e-5" in text and "all 49 rows" in text
+    held = _json("restructuring_quickstart_ab/heldout.json")["students"]
+    old_p, rev_p, new_p = (held[k]["pooled"] for k in ("6a348c1", "ad3af40-ema-reverted", "ad3af40"))
+    assert rev_p == old_p and _fmt(new_p["force_rel_rmse"], 3) == _fmt(old_p["force_rel_rmse"], 3) == "0.193"
+    assert _fmt(1000 * new_p["energy_mae_per_atom"], 2) == "9.54"
