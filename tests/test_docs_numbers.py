@@ -427,3 +427,21 @@ def test_restructuring_quickstart_ab_matches_its_metrics():
     old_p, rev_p, new_p = (held[k]["pooled"] for k in ("6a348c1", "ad3af40-ema-reverted", "ad3af40"))
     assert rev_p == old_p and _fmt(new_p["force_rel_rmse"], 3) == _fmt(old_p["force_rel_rmse"], 3) == "0.193"
     assert _fmt(1000 * new_p["energy_mae_per_atom"], 2) == "9.54"
+
+
+def test_silicon_melt_numbers_match_the_results():
+    """README and silicon_melt/README.md: the paired liquid gains at both seeds, the phase table."""
+    flat = " ".join(README.split())
+    doc = " ".join((RESULTS / "silicon_melt" / "README.md").read_text().split())
+    for name, ref, f600, f90 in (("+liquid", "first-round", "cmp600_s0", "cmp90"),
+                                 ("+liquid-seed1", "first-round-seed1", "cmp600_s1", "cmp90_s1")):
+        d = _json(f"silicon_melt/{f600}.json")["students"][name][f"vs_{ref}"]
+        assert _paired(d["force_rel_rmse"]) in flat and _paired(d["force_rel_rmse"]) in doc, name
+        assert _paired(d["energy_mae_per_atom"], 1e3, 1) in doc, name
+        d90 = _json(f"silicon_melt/{f90}.json")["students"][name][f"vs_{ref}"]
+        assert f"| {_paired(d90['force_rel_rmse'])} |" in doc, name
+    phase = _json("silicon_melt/coordination.json")["phase"]
+    row = [phase[k] for k in ("si-216@1800K", "si-216@1800K#1")]
+    assert ("| {:.2f} / {:.2f} | {:.2f} / {:.2f} | {:.2f} / {:.2f} |".format(
+        row[0]["fold_fraction_first"], row[1]["fold_fraction_first"], row[0]["fold_fraction_last"],
+        row[1]["fold_fraction_last"], row[0]["msd_last_A2"], row[1]["msd_last_A2"]) in doc)
