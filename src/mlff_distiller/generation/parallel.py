@@ -5,30 +5,23 @@ cluster, an existing scheduler or Slurm). Each worker builds the recipe's teache
 its spec (:func:`mlff_distiller.labeling.worker.get_teacher`), for the entries whose sampler
 needs one; teacher-free entries never build it.
 
-:class:`DaskRoots` keeps a window of root tasks running or queued (:data:`WINDOW_PER_WORKER` per
+:class:`DaskRoots` keeps a window of root tasks in flight (:data:`WINDOW_PER_WORKER` per
 worker), ahead of the engine's consumer, which takes results strictly in root order with the
 same acceptance logic as in-process generation: roots run speculatively, and those of an entry
 that is already full are cancelled and their results discarded. A root of a later entry is
 started once the roots in flight for the earlier ones are expected to fill them (from the
 structures per root seen so far); Dask priorities run earlier entries' roots first.
-
-Finished roots the consumer has not taken yet do not count against the window (up to
-:data:`BUFFER_PER_WORKER` per worker are kept): while the consumer waits on one long root, the
-other workers go on with the next ones instead of idling behind it.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 
 from ..errors import TeacherError
 from .roots import EntryJob, RootResult, run_root
 
 #: root tasks in flight per worker
 WINDOW_PER_WORKER = 3
-#: finished roots (not yet taken by the consumer) plus roots in flight, per worker, at most
-BUFFER_PER_WORKER = 12
 
 
 def root_task(spec, threads: int | None, job: EntryJob, r: int) -> RootResult:
@@ -50,9 +43,7 @@ class DaskRoots:
         self.client, self.spec, self.threads = client, spec, threads
         self.workers = n_workers_of(client)
         self.window = int(window or WINDOW_PER_WORKER * self.workers)
-        self.buffer = max(self.window, BUFFER_PER_WORKER * self.workers)
-        self.futures: dict = {}  # (entry, root) -> future, until the consumer takes its result
-        self._wake = threading.Event()  # set by every future that finishes
+        self.futures: dict = {}  # (entry, root) -> future
 
     def start(self, jobs: list[EntryJob]) -> None:
         self.jobs = {j.index: j for j in jobs if j.want > 0}
@@ -80,14 +71,8 @@ class DaskRoots:
         e = job.index
         while self.next_r[e] <= r:  # the estimate fell short: run the roots the consumer needs now
             self._submit(e)
-        fut = self.futures[(e, r)]
-        while True:  # refill the window whenever any root finishes, until this one has
-            self._wake.clear()
-            self._fill()
-            if fut.done():
-                break
-            self._wake.wait(timeout=1.0)
-        del self.futures[(e, r)]
+        self._fill()
+        fut = self.futures.pop((e, r))
         try:
             res = fut.result()
         except TeacherLoadError as err:
@@ -131,18 +116,12 @@ class DaskRoots:
             return math.inf
         return n + math.ceil(max(0, job.want - got) * n / got)
 
-    def _running(self) -> int:
-        return sum(not f.done() for f in self.futures.values())
-
     def _fill(self) -> None:
-        while len(self.futures) < self.buffer and self._running() < self.window:
+        while len(self.futures) < self.window:
             for e in sorted(self.jobs):
                 if e in self.closed or self.next_r[e] >= self.jobs[e].max_roots:
                     continue
-                limit = self._expected_roots(e)
-                if limit == math.inf:  # no estimate yet: at most a window of its roots ahead
-                    limit = self.seen[e][0] + self.window
-                if self.next_r[e] < limit:
+                if self.next_r[e] < self._expected_roots(e):
                     self._submit(e)
                     break
             else:
@@ -151,10 +130,5 @@ class DaskRoots:
     def _submit(self, e: int) -> None:
         r = self.next_r[e]
         self.next_r[e] += 1
-        fut = self.client.submit(
+        self.futures[(e, r)] = self.client.submit(
             root_task, self.spec, self.threads, self.refs[e], r, pure=False, priority=-(e * 2**32 + r))
-        fut.add_done_callback(self._finished)
-        self.futures[(e, r)] = fut
-
-    def _finished(self, _future) -> None:  # called from the client's thread
-        self._wake.set()
