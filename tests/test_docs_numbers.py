@@ -445,3 +445,7 @@ def test_silicon_melt_numbers_match_the_results():
     assert ("| {:.2f} / {:.2f} | {:.2f} / {:.2f} | {:.2f} / {:.2f} |".format(
         row[0]["fold_fraction_first"], row[1]["fold_fraction_first"], row[0]["fold_fraction_last"],
         row[1]["fold_fraction_last"], row[0]["msd_last_A2"], row[1]["msd_last_A2"]) in doc)
+    fit = _json("silicon_melt/fit.json")["students"]["+liquid"]["groups"]
+    liquid = [fit["liquid_labels.h5"][f"md {t} K"]["force_rel_rmse"] for t in (2000, 2400)]
+    assert "is {:.3f} and {:.3f} (2000 / 2400 K".format(*liquid) in doc
+    assert max(liquid) < 0.19 and fit["train.h5"]["md 3000 K"]["force_rel_rmse"] > 0.15  # README: 0.18, 0.16
