@@ -40,3 +40,22 @@ def client():
     yield c
     c.close()
     cluster.close()
+
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+
+
+def load_benchmark(script: str):
+    """Import ``benchmarks/<script>.py`` from its file (under a ``bench_`` name, so that
+    benchmarks/ never shadows a package module), with its sibling ``_results.py`` importable."""
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{script}", os.path.join(BENCHMARKS, f"{script}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(BENCHMARKS)

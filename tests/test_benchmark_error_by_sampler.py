@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def mod():
-    sys.path.insert(0, str(BENCH))  # the script imports its sibling _results.py
-    try:
-        spec = importlib.util.spec_from_file_location("bench_error_by_sampler", BENCH / "error_by_sampler.py")
-        m = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(m)
-        return m
-    finally:
-        sys.path.remove(str(BENCH))
+    return load_benchmark("error_by_sampler")
 
 
 def test_groups_are_sampler_and_md_temperature(mod):

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from ase.build import fcc111
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def mod():
-    sys.path.insert(0, str(BENCH))  # the script imports its sibling _results.py
-    try:
-        spec = importlib.util.spec_from_file_location("bench_surface_error", BENCH / "surface_error.py")
-        m = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(m)
-        return m
-    finally:
-        sys.path.remove(str(BENCH))
+    return load_benchmark("surface_error")
 
 
 def test_surface_atoms_are_the_outer_layers_and_the_error_splits(mod):
