@@ -449,3 +449,6 @@ def test_silicon_melt_numbers_match_the_results():
     liquid = [fit["liquid_labels.h5"][f"md {t} K"]["force_rel_rmse"] for t in (2000, 2400)]
     assert "is {:.3f} and {:.3f} (2000 / 2400 K".format(*liquid) in doc
     assert max(liquid) < 0.19 and fit["train.h5"]["md 3000 K"]["force_rel_rmse"] > 0.15  # README: 0.18, 0.16
+    cap = _json("silicon_melt/fit_capacity.json")["students"]
+    hot = [cap[n]["groups"]["train.h5 (capacity study)"]["md 2500 K"]["force_rel_rmse"] for n in ("2L", "3L")]
+    assert "at 2500 K from {:.3f} to {:.3f}".format(*hot) in doc
