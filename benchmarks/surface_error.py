@@ -32,12 +32,16 @@ from pathlib import Path
 import numpy as np
 from _results import save  # noqa: E402  (benchmarks/_results.py)
 
-#: the two classes of atoms of each split: (the masked atoms, the rest)
-CLASSES = {"surface": ("surface", "interior"), "coordination": ("other", "fold")}
+SURFACE = ("surface", "interior")  # the two classes of --split surface: (the masked atoms, the rest)
+
+
+def class_names(split: str, fold: int) -> tuple[str, str]:
+    """The two classes of atoms of a split: (the masked atoms, the rest)."""
+    return SURFACE if split == "surface" else (f"not_{fold}fold", f"{fold}fold")
 
 
 def split_error(f_ref: np.ndarray, f_pred: np.ndarray, mask: np.ndarray,
-                names: tuple[str, str] = CLASSES["surface"]) -> dict:
+                names: tuple[str, str] = SURFACE) -> dict:
     """Squared force error (``se_``) and squared teacher force (``sr_``) summed over the masked
     atoms (``names[0]``) and the rest (``names[1]``)."""
     d2 = ((f_pred - f_ref) ** 2).sum(1)
@@ -73,7 +77,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("students", nargs="+", help="NAME=CHECKPOINT_OR_RUN_DIR")
     ap.add_argument("--cache", required=True, help="folder of cached held-out frames (bench.heldout cache)")
-    ap.add_argument("--split", choices=sorted(CLASSES), default="surface", help="how to split the atoms")
+    ap.add_argument("--split", choices=("coordination", "surface"), default="surface", help="how to split the atoms")
     ap.add_argument("--match", default=None,
                     help="score the runs whose name contains this (default: slab for --split surface, else all)")
     ap.add_argument("--depth", type=float, default=2.5, help="surface depth in A (default 2.5)")
@@ -102,9 +106,7 @@ def main(argv=None) -> int:
     for p in files:
         with open(p) as fh:  # a handle: ASE reads '@' in a file name as an index
             runs[p.stem] = read(fh, index=":", format="extxyz")
-    names = CLASSES[args.split]
-    if args.split == "coordination":
-        names = (f"not_{args.fold}fold", f"{args.fold}fold")
+    names = class_names(args.split, args.fold)
 
     def mask_of(f):
         if args.split == "surface":
@@ -153,7 +155,7 @@ def _fmt(x) -> str:
 
 
 def _markdown(r: dict) -> str:
-    a, b = r.get("classes", CLASSES["surface"])
+    a, b = r.get("classes", SURFACE)
     if r.get("split", "surface") == "surface":
         title = "Slab force error: surface atoms against the interior"
         rule = f"Surface: atoms within {r['depth_A']:g} A of the top or bottom atom along z."

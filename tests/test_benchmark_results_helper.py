@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 
-# loaded from its file, so that benchmarks/ (student.py, training.py, ...) never shadows a module
-_spec = importlib.util.spec_from_file_location(
-    "bench_results", Path(__file__).resolve().parents[1] / "benchmarks" / "_results.py")
-_mod = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_mod)
-save = _mod.save
+from conftest import load_benchmark
+
+save = load_benchmark("_results").save
 
 
 def test_save_writes_both_files_side_by_side(tmp_path):
