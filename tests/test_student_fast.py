@@ -73,6 +73,7 @@ LAYOUTS = {
     "two-layers-vector-last": {"num_layers": 2, "scalar_last_message": False},
     "three-layers-scalar-last": {"num_layers": 3, "scalar_last_message": True},
     "three-layers-vector-last": {"num_layers": 3, "scalar_last_message": False},
+    "two-layers-angular": {"num_layers": 2, "angular_channels": 3},
 }
 
 
@@ -100,12 +101,14 @@ def test_numba_equals_torch_float32_and_finite_differences():
             np.testing.assert_allclose(fast["stress"], ref["stress"], atol=2e-5 * np.abs(ref["stress"]).max())
     # and the float64 kernel against finite differences of its own energy
     atoms = structures()["triclinic-crystal"]
-    atoms.calc = StudentCalculator(make_model("float64", num_layers=2), backend="numba")
-    np.testing.assert_allclose(calculate_numerical_forces(atoms, eps=1e-5), atoms.get_forces(), atol=1e-6)
+    for extra in ({}, {"angular_channels": 3}):
+        atoms.calc = StudentCalculator(make_model("float64", num_layers=2, **extra), backend="numba")
+        np.testing.assert_allclose(calculate_numerical_forces(atoms, eps=1e-5), atoms.get_forces(), atol=1e-6)
 
 
-def test_exported_file_runs_on_the_numba_backend(tmp_path):
-    model = make_model("float32", num_layers=2)
+@pytest.mark.parametrize("extra", [{}, {"angular_channels": 3}], ids=["plain", "angular"])
+def test_exported_file_runs_on_the_numba_backend(tmp_path, extra):
+    model = make_model("float32", num_layers=2, **extra)
     path = export_torchscript(model, tmp_path / "student_ts.pt")
     atoms = structures()["triclinic-crystal"]
     results = []

@@ -53,9 +53,10 @@ def si_crystal(triclinic=True):
     return a
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["full", "scalar-last-message"])
+@pytest.fixture(scope="module", params=[{"scalar_last_message": False}, {"scalar_last_message": True},
+                                        {"angular_channels": 4}], ids=["full", "scalar-last-message", "angular"])
 def model64(request):
-    return make_model("float64", scalar_last_message=request.param)
+    return make_model("float64", **request.param)
 
 
 def test_forces_match_finite_differences_molecule_and_crystal(model64):
@@ -282,3 +283,4 @@ def test_batch_from_collate_with_graphs_in_float64_input_to_float32_model():
     out32 = model(collate(graphs, dtype=torch.float32))
     out64in = model(collate(graphs, dtype=torch.float64))
     torch.testing.assert_close(out32["forces"], out64in["forces"])
+

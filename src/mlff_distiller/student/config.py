@@ -63,6 +63,10 @@ class StudentConfig:
       (ZBL universal potential, switched off at the sum of covalent radii) added to the
       network's energy so that the student's own MD cannot collapse atoms onto each other
       (:mod:`~mlff_distiller.student.repulsion`).
+    * ``angular_channels`` (default 0 = off): channels of three-body angular invariants of
+      degree 2 and 3 added to the atoms' scalar features before the first message
+      (``cos^2`` / ``cos^3`` terms of the bond angles, which PaiNN's vector features do not
+      give a 2-layer student); torch backend only (the Numba kernel does not implement them).
     """
 
     preset: Preset = "small"
@@ -78,6 +82,7 @@ class StudentConfig:
     dtype: DType = "float32"
     scalar_last_message: Bool = True
     repulsion: Repulsion = "none"
+    angular_channels: Annotated[Int, limits(ge=0, le=256, note="0 = off")] = 0
 
     def __post_init__(self) -> None:
         """The preset fills the sizes not given; the elements are sorted, each once."""

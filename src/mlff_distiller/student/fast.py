@@ -71,8 +71,136 @@ def _layer_layout(flags, layer, W2, f):
 
 
 @_njit
+def _angular_basis(d, out, jac):
+    """Real spherical harmonics of degree 2 (out[0:5]) and 3 (out[5:12]) of the unit vector
+    ``d`` (normalised as in :class:`~mlff_distiller.student.model._Angular`) and their
+    derivatives with respect to the components of ``d`` (jac[m, c])."""
+    x = d[0]
+    y = d[1]
+    z = d[2]
+    r3 = np.sqrt(3.0)
+    a = np.sqrt(10.0) / 4.0
+    b = np.sqrt(15.0)
+    e = np.sqrt(6.0) / 4.0
+    z5 = 5.0 * z * z
+    out[0] = r3 * x * y
+    out[1] = r3 * y * z
+    out[2] = 1.5 * z * z - 0.5
+    out[3] = r3 * x * z
+    out[4] = 0.5 * r3 * (x * x - y * y)
+    out[5] = a * y * (3.0 * x * x - y * y)
+    out[6] = b * x * y * z
+    out[7] = e * y * (z5 - 1.0)
+    out[8] = 0.5 * z * (z5 - 3.0)
+    out[9] = e * x * (z5 - 1.0)
+    out[10] = 0.5 * b * z * (x * x - y * y)
+    out[11] = a * x * (x * x - 3.0 * y * y)
+    jac[:, :] = 0.0
+    jac[0, 0] = r3 * y
+    jac[0, 1] = r3 * x
+    jac[1, 1] = r3 * z
+    jac[1, 2] = r3 * y
+    jac[2, 2] = 3.0 * z
+    jac[3, 0] = r3 * z
+    jac[3, 2] = r3 * x
+    jac[4, 0] = r3 * x
+    jac[4, 1] = -r3 * y
+    jac[5, 0] = 6.0 * a * x * y
+    jac[5, 1] = 3.0 * a * (x * x - y * y)
+    jac[6, 0] = b * y * z
+    jac[6, 1] = b * x * z
+    jac[6, 2] = b * x * y
+    jac[7, 1] = e * (z5 - 1.0)
+    jac[7, 2] = 10.0 * e * y * z
+    jac[8, 2] = 7.5 * z * z - 1.5
+    jac[9, 0] = e * (z5 - 1.0)
+    jac[9, 2] = 10.0 * e * x * z
+    jac[10, 0] = b * x * z
+    jac[10, 1] = -b * y * z
+    jac[10, 2] = 0.5 * b * (x * x - y * y)
+    jac[11, 0] = 3.0 * a * (x * x - y * y)
+    jac[11, 1] = -6.0 * a * x * y
+
+
+@_njit
+def _angular_forward(s, rbf, d, inside, ii, jj, WnT, bn, WrT, WoT, bo):
+    """The angular invariants of the first layer (model._Angular): new scalar features and
+    what the backward pass needs (neighbour weights, radial weights, A_clm)."""
+    n = s.shape[0]
+    nc = WnT.shape[1] // 2
+    nb = np.dot(s, WnT) + bn  # (N, 2C)
+    rad = np.dot(rbf, WrT)  # (E, 2C)
+    amp = np.zeros((n, 12, nc), dtype=s.dtype)
+    ylm = np.zeros(12, dtype=np.float64)
+    jac = np.zeros((12, 3), dtype=np.float64)
+    for e in range(ii.shape[0]):
+        if not inside[e]:
+            continue
+        _angular_basis(d[e], ylm, jac)
+        at = ii[e]
+        b = jj[e]
+        for q in range(nc):
+            w2 = nb[b, q] * rad[e, q]
+            w3 = nb[b, nc + q] * rad[e, nc + q]
+            for m in range(5):
+                amp[at, m, q] += ylm[m] * w2
+            for m in range(5, 12):
+                amp[at, m, q] += ylm[m] * w3
+    inv = np.zeros((n, 2 * nc), dtype=s.dtype)
+    for at in range(n):
+        for q in range(nc):
+            for m in range(5):
+                inv[at, q] += amp[at, m, q] * amp[at, m, q]
+            for m in range(5, 12):
+                inv[at, nc + q] += amp[at, m, q] * amp[at, m, q]
+    return s + np.dot(inv, WoT) + bo, nb, rad, amp
+
+
+@_njit
+def _angular_backward(gs, d, inside, ii, jj, Wr, Wo, nb, rad, amp, g_rbf, g_d):
+    """Adds the angular block's gradient (from ``gs`` = d energy / d its output features) to
+    ``g_rbf`` and ``g_d`` (the edge gradients the geometry backward turns into forces)."""
+    nc = nb.shape[1] // 2
+    g_inv = np.dot(gs, Wo)  # (N, 2C)
+    g_rad = np.zeros((ii.shape[0], 2 * nc), dtype=gs.dtype)
+    ylm = np.zeros(12, dtype=np.float64)
+    jac = np.zeros((12, 3), dtype=np.float64)
+    gy = np.zeros(12, dtype=np.float64)
+    for e in range(ii.shape[0]):
+        if not inside[e]:
+            continue
+        _angular_basis(d[e], ylm, jac)
+        gy[:] = 0.0
+        at = ii[e]
+        b = jj[e]
+        for q in range(nc):
+            g2 = 2.0 * g_inv[at, q]
+            g3 = 2.0 * g_inv[at, nc + q]
+            w2 = nb[b, q] * rad[e, q]
+            w3 = nb[b, nc + q] * rad[e, nc + q]
+            gw2 = 0.0
+            gw3 = 0.0
+            for m in range(5):
+                ga = g2 * amp[at, m, q]
+                gw2 += ga * ylm[m]
+                gy[m] += ga * w2
+            for m in range(5, 12):
+                ga = g3 * amp[at, m, q]
+                gw3 += ga * ylm[m]
+                gy[m] += ga * w3
+            g_rad[e, q] = gw2 * nb[b, q]
+            g_rad[e, nc + q] = gw3 * nb[b, nc + q]
+        for c in range(3):
+            acc = 0.0
+            for m in range(12):
+                acc += gy[m] * jac[m, c]
+            g_d[e, c] += acc
+    g_rbf += np.dot(g_rad, Wr)
+
+
+@_njit
 def _student_energy_forces(
-    pos, species, ii, jj, shift, emb, rbf_freq, layers, flags, readout, params
+    pos, species, ii, jj, shift, emb, rbf_freq, layers, flags, readout, params, angular
 ):
     """Energy (float64, network part), forces (N, 3), virial (3, 3) and per-atom energies
     (N,) float64 (network part) of one structure.
@@ -80,7 +208,8 @@ def _student_energy_forces(
     ``layers[k]`` = (WfT, Wf, W1T, W1, b1, W2T, W2, b2, WuvT, Wuv, Wm1T, Wm1, bm1, Wm2T, Wm2,
     bm2) with ``xT`` the C-contiguous transpose of torch's ``Linear.weight``; ``flags[k]`` =
     (first, scalar_only, last); ``readout`` = (Wr1T, Wr1, br1, wr2, br2); ``params`` = (cutoff,
-    envelope prefactor, pi / cutoff, 1e-8, energy scale, 0) in the model's dtype.
+    envelope prefactor, pi / cutoff, 1e-8, energy scale, 0) in the model's dtype; ``angular`` =
+    (WnT, bn, WrT, Wr, WoT, Wo, bo) of the angular block (zero columns in WnT: none).
     """
     cutoff = params[0]
     k_env = params[1]
@@ -136,6 +265,10 @@ def _student_energy_forces(
 
     # -- forward, keeping what the backward pass needs ------------------------------------
     s = emb[species].copy()
+    WnT, bn, WrT, Wr, WoT, Wo, bo = angular
+    use_angular = WnT.shape[1] > 0
+    if use_angular:
+        s, ang_nb, ang_rad, ang_amp = _angular_forward(s, rbf, d, inside, ii, jj, WnT, bn, WrT, WoT, bo)
     v = np.zeros((n, 3, f), dtype=pos.dtype)
     w3 = 3 * f
     s_in = np.empty((n_layers, n, f), dtype=pos.dtype)
@@ -309,6 +442,8 @@ def _student_energy_forces(
         _, dz1 = _silu_and_grad(z1_h[layer])
         gs = g_s_mid + np.dot(np.dot(g_phi, W2) * dz1, W1)
         gv = g_v_in
+    if use_angular:
+        _angular_backward(gs, d, inside, ii, jj, Wr, Wo, ang_nb, ang_rad, ang_amp, g_rbf, g_d)
 
     # -- geometry backward: edge gradients to forces and virial -----------------------------
     forces = np.zeros((n, 3), dtype=np.float64)
@@ -421,6 +556,15 @@ class FastStudent:
         wr2, br2 = sd["readout.2.weight"], sd["readout.2.bias"]
         self.readout = (c(wr1.T), c(wr1), c(br1), c(wr2[0]), c(br2))
         self.embedding = c(sd["embedding.weight"])
+        if "angular.0.out.weight" in sd:
+            wn, bn = sd["angular.0.neighbour.weight"], sd["angular.0.neighbour.bias"]
+            wr, wo, bo = sd["angular.0.radial.weight"], sd["angular.0.out.weight"], sd["angular.0.out.bias"]
+            self.angular = (c(wn.T), c(bn), c(wr.T), c(wr), c(wo.T), c(wo), c(bo))
+        else:  # zero channels: the kernel skips the block
+            f, n_rbf = self.embedding.shape[1], len(sd["rbf_freq"])
+            self.angular = (np.zeros((f, 0), dtype), np.zeros(0, dtype), np.zeros((n_rbf, 0), dtype),
+                            np.zeros((0, n_rbf), dtype), np.zeros((0, f), dtype), np.zeros((f, 0), dtype),
+                            np.zeros(f, dtype))
         self.rbf_freq = c(sd["rbf_freq"])
         # the kernel computes sin(rbf_freq[k] r) by recurrence from rbf_freq[0] = pi / cutoff;
         # students trained before the EMA stopped averaging buffers carry float32 drift of
@@ -465,6 +609,7 @@ class FastStudent:
             self.flags,
             self.readout,
             self.params,
+            self.angular,
         )
         if self.use_repulsion:
             rep_atom, rep_forces, rep_virial = _repulsion_energy_forces(

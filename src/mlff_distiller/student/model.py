@@ -94,6 +94,47 @@ class _Update(nn.Module):
         return s, v
 
 
+class _Angular(nn.Module):
+    """Three-body angular invariants of degree 2 and 3, added to the scalar features before the
+    first message (``angular_channels`` > 0).
+
+    Per channel ``c`` and degree ``l``: ``A_clm = sum_j w_c(j, r_ij) Y_lm(r_ij / r_ij)`` and
+    ``B_cl = sum_m A_clm^2 = sum_jk w_c(j) w_c(k) P_l(cos theta_jik)``, with real spherical
+    harmonics normalised so that ``sum_m Y_lm(a) Y_lm(b) = P_l(a . b)``. PaiNN's vector features
+    give the first layer only ``cos theta`` (degree 1); a covalent bond network (the tetrahedral
+    angle of Si, the H-O-H angle) needs ``cos^2`` and ``cos^3`` terms. The weights
+    ``w_c(j, r)`` are the neighbour's embedding mapped per channel times a radial filter.
+    """
+
+    def __init__(self, num_features: int, channels: int, num_rbf: int):
+        super().__init__()
+        self.channels = channels
+        self.neighbour = nn.Linear(num_features, 2 * channels)
+        self.radial = nn.Linear(num_rbf, 2 * channels, bias=False)
+        self.out = nn.Linear(2 * channels, num_features)
+
+    def forward(self, s: Tensor, rbf: Tensor, direction: Tensor, i: Tensor, j: Tensor) -> Tensor:
+        c = self.channels
+        w = self.neighbour(s).index_select(0, j) * self.radial(rbf)  # (E, 2C)
+        x, y, z = direction[:, 0], direction[:, 1], direction[:, 2]
+        r3 = math.sqrt(3.0)
+        y2 = torch.stack([r3 * x * y, r3 * y * z, 1.5 * z * z - 0.5, r3 * x * z, 0.5 * r3 * (x * x - y * y)], dim=1)
+        z5 = 5.0 * z * z
+        a, b, e = math.sqrt(10.0) / 4.0, math.sqrt(15.0), math.sqrt(6.0) / 4.0
+        y3 = torch.stack(
+            [a * y * (3.0 * x * x - y * y), b * x * y * z, e * y * (z5 - 1.0), 0.5 * z * (z5 - 3.0),
+             e * x * (z5 - 1.0), 0.5 * b * z * (x * x - y * y), a * x * (x * x - 3.0 * y * y)],
+            dim=1,
+        )
+        n = s.shape[0]
+        a2 = torch.zeros(n, 5, c, dtype=s.dtype, device=s.device).index_add(
+            0, i, y2.unsqueeze(2) * w[:, :c].unsqueeze(1))
+        a3 = torch.zeros(n, 7, c, dtype=s.dtype, device=s.device).index_add(
+            0, i, y3.unsqueeze(2) * w[:, c:].unsqueeze(1))
+        inv = torch.cat([torch.sum(a2 * a2, dim=1), torch.sum(a3 * a3, dim=1)], dim=1)  # (N, 2C)
+        return s + self.out(inv)
+
+
 class StudentModel(nn.Module):
     """PaiNN-class student. Build with :func:`build_student`; see the module docstring."""
 
@@ -135,6 +176,10 @@ class StudentModel(nn.Module):
         self.register_buffer("repulsion_table", torch.tensor(table, dtype=torch.float64), persistent=False)
 
         self.embedding = nn.Embedding(len(self.elements), f)
+        # Empty unless angular_channels > 0, so that checkpoints without it keep their keys.
+        self.angular = nn.ModuleList(
+            [_Angular(f, config.angular_channels, n_rbf)] if config.angular_channels > 0 else []
+        )
         self.messages = nn.ModuleList(
             [
                 _Message(f, first=(k == 0), scalar_only=(config.scalar_last_message and k == n_layers - 1 and k > 0))
@@ -224,6 +269,8 @@ class StudentModel(nn.Module):
         f = self.num_features
         s = self.embedding(species)
         v = torch.zeros(s.shape[0], 3, f, dtype=dtype, device=s.device)
+        for angular in self.angular:
+            s = angular(s, rbf, direction, i, j)
         for message, update, radial in zip(self.messages, self.updates, self.filters):
             s, v = message(s, v, radial(rbf), direction, i, j)
             s, v = update(s, v)
