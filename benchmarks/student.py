@@ -76,6 +76,7 @@ VARIANTS = {
     "small+sl": {"preset": "small"},
     "base+sl": {"preset": "base"},
     "small-2L+sl": {"preset": "small", "num_layers": 2},
+    "small-2L+sl+ang16": {"preset": "small", "num_layers": 2, "angular_channels": 16},
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
