@@ -120,7 +120,8 @@ def main(argv=None) -> int:
     p.add_argument("--skip-orb", action="store_true")
     p.add_argument("--skip-chgnet", action="store_true")
     p.add_argument("--orb-systems", nargs="+", default=None, help="systems for the Orb run (default: --systems)")
-    p.add_argument("--config", default=None, help="JSON with BenchConfig overrides for the CHGNet run")
+    p.add_argument("--config", default=None,
+                   help="BenchConfig overrides for the CHGNet run: inline JSON or a JSON file")
     p.add_argument("--student-backend", default="auto", choices=["auto", "numba", "torch"],
                    help="student calculator backend (default auto: the numba kernel on the CPU)")
     p.add_argument("--rerender", action="store_true",
@@ -153,9 +154,14 @@ def main(argv=None) -> int:
     }
     if args.quick:
         cfg.update(drift_ps=1.0, stability_ps=0.25, rdf=False)
-    if args.config:
-        with open(args.config) as fh:
-            cfg.update(json.load(fh))
+    if args.config:  # inline JSON or a JSON file
+        if args.config.lstrip().startswith("{"):
+            cfg.update(json.loads(args.config))
+        elif not os.path.isfile(args.config):
+            p.error(f"--config {args.config!r} is neither inline JSON nor a file; give e.g. '{{\"md\": false}}'")
+        else:
+            with open(args.config) as fh:
+                cfg.update(json.load(fh))
     results = {}
     if not args.skip_chgnet:
         results["chgnet"] = run_bench(

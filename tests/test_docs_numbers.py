@@ -452,3 +452,41 @@ def test_silicon_melt_numbers_match_the_results():
     cap = _json("silicon_melt/fit_capacity.json")["students"]
     hot = [cap[n]["groups"]["train.h5 (capacity study)"]["md 2500 K"]["force_rel_rmse"] for n in ("2L", "3L")]
     assert "at 2500 K from {:.3f} to {:.3f}".format(*hot) in doc
+
+
+def test_silicon_angular_numbers_match_the_results():
+    """README, docs/student.md and silicon_angular/README.md: the paired angular gain, the pooled
+    errors on 600 and 90 frames, the training-set fit and the speed ratios."""
+    flat = " ".join(README.split())
+    doc = " ".join((RESULTS / "silicon_angular" / "README.md").read_text().split())
+    student_doc = " ".join((ROOT / "docs" / "student.md").read_text().split())
+    s600 = _json("silicon_angular/heldout600.json")["students"]
+    paired = _paired(s600["+liquid+angular"]["vs_+liquid"]["force_rel_rmse"])
+    assert paired in flat and paired in doc and paired in student_doc
+    base, ang = (s600[n]["pooled"] for n in ("+liquid", "+liquid+angular"))
+    assert f"from {base['force_rel_rmse']:.3f} to **{ang['force_rel_rmse']:.3f}**" in flat
+    assert f"from {base['force_rel_rmse']:.3f} to {ang['force_rel_rmse']:.3f}" in student_doc
+    assert f"| **{1e3 * ang['energy_mae_per_atom']:.2f} [" in doc and f"**{ang['force_rel_rmse']:.4f} [" in doc
+    worst = max(r["force_rel_rmse"] for r in s600["+liquid+angular"]["per_run"].values())
+    assert f"at or below {worst:.3f}" in flat and f"No run is above {worst:.3f}" in doc
+    s90 = _json("silicon_angular/heldout90.json")["students"]
+    f90 = [s90[n]["pooled"]["force_rel_rmse"] for n in ("+liquid", "+liquid+angular")]
+    assert "from {:.3f} to **{:.3f}**, below the 0.10 target".format(*f90) in flat
+    assert f90[1] < 0.10
+    fit = _json("silicon_angular/fit.json")["students"]
+    liquid = [fit[n]["groups"]["liquid_labels.h5"]["md 2000 K"]["force_rel_rmse"]
+              for n in ("+liquid", "+liquid+angular")]
+    assert "| {:.3f} / ".format(liquid[0]) in doc and "| {:.3f} / ".format(liquid[1]) in doc
+    speed = {(r["teacher"], r["system"]): r["ratio"] for r in _speed_rows("silicon_angular/speed/bench_summary.md")}
+    assert f"{speed[('orb_v2_random', 'si-64')]:.0f}x / {speed[('orb_v2_random', 'si-512')]:.0f}x the Orb-v2" in flat
+    assert min(v for (t, _), v in speed.items() if t == "orb_v2_random") >= 100.0
+
+
+def _speed_rows(name: str) -> list[dict]:
+    """Rows of an md_profiler bench_summary.md table: teacher, system and speed-up per MD step."""
+    rows = []
+    for line in (RESULTS / name).read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) >= 6 and cells[0] in ("chgnet", "orb_v2_random"):
+            rows.append({"teacher": cells[0], "system": cells[1], "ratio": float(cells[5].rstrip("x"))})
+    return rows
