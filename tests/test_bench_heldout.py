@@ -150,6 +150,46 @@ def test_targets_check_and_verdict():
     assert not v["passed"] and v["targets"][0]["value"] is None
 
 
+def test_md_blowups_verdict_names_the_ps_a_budget_cut_run_reached():
+    """A stability run stopped by the wall-clock budget counts as stable, and the verdict says
+    how far it got (the silicon bench's "100 ps" runs stopped at 57 ps unnoticed)."""
+    cut = {"stable": True, "status": "time_limit", "simulated_ps": 57.2, "requested_ps": 100.0}
+    result = {"systems": {"si-64": {"md": {"stability": {"student": [cut, {"stable": True, "status": "ok"}]}}}}}
+    v = evaluate_targets(result, {"md_blowups": 0})
+    row = v["targets"][0]
+    assert v["passed"] and row["value"] == 0
+    assert row["measured_on"] == "2 student Langevin runs, 1 cut by the wall-clock budget at 57.2 of 100 ps"
+    assert "57.2 of 100 ps" in verdict_line(v)
+    full = {"systems": {"si-64": {"md": {"stability": {"student": [{"stable": True, "status": "ok"}]}}}}}
+    assert evaluate_targets(full, {"md_blowups": 0})["targets"][0]["measured_on"] == "1 student Langevin runs"
+
+
+def test_stability_runs_get_their_own_wall_clock_budget():
+    from ase.calculators.emt import EMT
+
+    from mlff_distiller.bench.runner import BenchConfig, _md_fidelity
+    from mlff_distiller.bench.systems import load_system
+
+    class Handle:
+        label = "emt"
+
+        def make_calculator(self):
+            return EMT()
+
+    with pytest.raises(ConfigError, match="stability_max_wall_s"):
+        BenchConfig.from_dict({"stability_max_wall_s": 0})
+    cfg = BenchConfig.from_dict({"stability_ps": 50.0, "stability_temperatures_K": [300], "drift_ps": 0.01,
+                                 "rdf": False, "timestep_fs": 1.0, "max_wall_s": 30.0,
+                                 "stability_max_wall_s": 1e-9})
+    md = _md_fidelity(load_system("cu-64"), Handle(), Handle(), cfg, progress=False)
+    assert md["nve"]["emt"]["status"] == "ok"  # the other runs keep max_wall_s
+    rep = md["stability"]["emt"][0]
+    assert rep["status"] == "time_limit" and rep["stable"] and rep["simulated_ps"] < rep["requested_ps"] == 50.0
+    from mlff_distiller.bench.report import _stability_cell
+
+    assert _stability_cell([rep]) == f"300 K ok ({rep['simulated_ps']:.3g} ps: wall-clock budget)"
+
+
 def test_heldout_runs_per_system_temperatures():
     cfg = HeldoutConfig.from_dict({"systems": {"aspirin": [300, 450], "si-64": [800]}})
     assert cfg.runs() == [("aspirin", 300.0), ("aspirin", 450.0), ("si-64", 800.0)]

@@ -269,6 +269,7 @@ def langevin_run(
             "reason": reason,
             "stable": status in ("ok", "time_limit"),
             "requested_steps": n_steps,
+            "requested_ps": n_steps * timestep_fs / 1000.0,
             "n_steps": mon.step,
             "simulated_ps": mon.step * timestep_fs / 1000.0,
             "wall_s": wall,

@@ -239,7 +239,9 @@ def _stability_cell(stab: list[dict]) -> str:
     """``300 K ok, 600 K UNSTABLE (reason)`` of a model's stability runs, ``-`` without any."""
     return (
         ", ".join(
-            f"{int(x['temperature_K'])} K {'ok' if x['stable'] else 'UNSTABLE (' + x['reason'] + ')'}" for x in stab
+            f"{int(x['temperature_K'])} K {'ok' if x['stable'] else 'UNSTABLE (' + x['reason'] + ')'}"
+            + (f" ({x['simulated_ps']:.3g} ps: wall-clock budget)" if x.get("status") == "time_limit" else "")
+            for x in stab
         )
         or "-"
     )

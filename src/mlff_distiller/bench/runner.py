@@ -40,8 +40,10 @@ class BenchConfig:
     NVE over ``drift_ps`` from ``drift_temperature_K``; Langevin stability at each of
     ``stability_temperatures_K`` over ``stability_ps``; student and teacher Langevin at
     ``rdf_temperature_K`` over ``rdf_ps`` for the RDF overlap. ``max_wall_s`` bounds each
-    MD run. ``student_backend``: the student calculator's backend (``auto``, ``numba`` or
-    ``torch``; see :class:`~mlff_distiller.student.StudentCalculator`).
+    MD run; ``stability_max_wall_s`` (default: ``max_wall_s``) bounds each stability run, so
+    a long ``stability_ps`` can be given the time it needs. ``student_backend``: the student
+    calculator's backend (``auto``, ``numba`` or ``torch``; see
+    :class:`~mlff_distiller.student.StudentCalculator`).
     """
 
     timestep_fs: _Positive = 0.5
@@ -67,6 +69,7 @@ class BenchConfig:
     rdf_every: _Count = 10
     rdf_r_max: _Positive = 6.0
     max_wall_s: _Positive = 600.0
+    stability_max_wall_s: Annotated[Float | None, limits(gt=0, note="null = max_wall_s")] = None
     max_structures: Annotated[Int | None, limits(ge=1, note="null = all")] = None
     seed: Int = 0
     plots: Bool = True
@@ -307,7 +310,7 @@ def _md_fidelity(sys_, s_handle, t_handle, cfg, progress) -> dict:
     for T in cfg.stability_temperatures_K:
         rep, _ = langevin_run(
             s_handle.make_calculator(), sys_.atoms, float(T), timestep_fs=dt, n_steps=n_stab,
-            seed=cfg.seed, max_wall_s=cfg.max_wall_s,
+            seed=cfg.seed, max_wall_s=cfg.stability_max_wall_s or cfg.max_wall_s,
             progress=f"stability {sys_.name} {T:g} K" if progress else None,
         )
         md["stability"][s_lab].append(rep)

@@ -9,7 +9,9 @@ key                             unit         measured as
 ``energy_mae_mev``              meV/atom     mean absolute energy error per atom (absolute,
                                              not centered: a constant offset counts)
 ``nve_drift_mev_per_atom_ps``   meV/atom/ps  largest |NVE drift| of the student's MD systems
-``md_blowups``                  count        student Langevin runs that ended unstable
+``md_blowups``                  count        student Langevin runs that ended unstable (a run
+                                             cut by the wall-clock budget counts as stable;
+                                             the verdict says how many ps it ran)
 ==============================  ===========  ==================================================
 
 Accuracy targets are measured on the held-out teacher MD (``bench.heldout``) when the bench
@@ -65,7 +67,7 @@ def _measured(result: dict) -> dict:
         out["force_rel_rmse"] = (acc.get("force_rmse_relative"), "test split")
         e = acc.get("energy_mae_per_atom")
         out["energy_mae_mev"] = (1000.0 * e if e is not None else None, "test split")
-    drifts, runs, unstable = [], 0, 0
+    drifts, runs, unstable, cut = [], 0, 0, []
     for sys_ in (result.get("systems") or {}).values():
         md = sys_.get("md") or {}
         for label, nve in (md.get("nve") or {}).items():
@@ -75,11 +77,23 @@ def _measured(result: dict) -> dict:
             for rep in reps:
                 runs += 1
                 unstable += 0 if rep.get("stable") else 1
+                if rep.get("status") == "time_limit":
+                    cut.append(rep)
     if drifts:
         out["nve_drift_mev_per_atom_ps"] = (max(drifts), "student NVE")
     if runs:
-        out["md_blowups"] = (float(unstable), f"{runs} student Langevin runs")
+        out["md_blowups"] = (float(unstable), f"{runs} student Langevin runs" + _cut_note(cut))
     return out
+
+
+def _cut_note(cut: list[dict]) -> str:
+    """``, 1 cut by the wall-clock budget at 57 of 100 ps`` for stability runs that stopped at
+    ``max_wall_s`` (stable over the time they simulated, not over the time asked for)."""
+    if not cut:
+        return ""
+    spans = ", ".join(f"{r.get('simulated_ps', float('nan')):.3g} of {r.get('requested_ps', float('nan')):.3g} ps"
+                      for r in cut)
+    return f", {len(cut)} cut by the wall-clock budget at {spans}"
 
 
 def evaluate_targets(result: dict, targets: dict | None) -> dict | None:
