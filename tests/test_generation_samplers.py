@@ -120,6 +120,29 @@ def test_langevin_md_reaches_target_temperature():
     assert samples[-1].params["step"] == 60 + 40 * 5
 
 
+def test_md_relax_steps_starts_from_the_relaxed_root():
+    """A strained root (rattled Cu) relaxed first: the first snapshot is far
+    lower in energy than one from MD on the root as built, and the samples say so."""
+    root = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    root.rattle(0.15, seed=4)
+    base = {"temperatures": [50], "per_root": 1, "friction": 0.05, "equil_steps": 2, "interval": 1, "timestep": 1.0}
+    energy = {}
+    for relax in (0, 60):
+        params = smp.validate_params("md", {**base, "relax_steps": relax}, "t")
+        assert params["relax_steps"] == relax
+        (sample,) = smp.sample_md(root, np.random.default_rng(3), params, EMT())
+        assert ("relax_steps" in sample.params) == bool(relax)
+        sample.atoms.calc = EMT()
+        energy[relax] = sample.atoms.get_potential_energy() / len(root)
+    relaxed = root.copy()
+    relaxed.calc = EMT()
+    e_root = relaxed.get_potential_energy() / len(root)
+    assert energy[60] < energy[0] - 0.02 and energy[0] > e_root - 0.03  # 3 MD steps do not relax it
+    assert smp.validate_params("md", {}, "t")["relax_steps"] == 0
+    with pytest.raises(ConfigError, match="relax_steps"):
+        smp.validate_params("md", {"relax_steps": -1}, "t")
+
+
 def test_rattle_respects_min_distance_strain_and_stdev():
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
     params = smp.validate_params("rattle", {"per_root": 40, "stdev": 0.05, "strain": 0.04}, "t")
