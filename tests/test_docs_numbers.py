@@ -502,3 +502,27 @@ def test_silicon_recipe_stability_claims_match_the_benches():
         (run,) = bench["systems"]["si-64"]["md"]["stability"]["student"]
         assert run["stable"] and run["status"] == "time_limit", folder
         assert words.format(run["simulated_ps"]) in flat, folder
+
+
+def test_water_liquid_numbers_match_the_results():
+    """README and water_liquid/README: the controlled water study's held-out numbers."""
+    res = _json("water_liquid/heldout304.json")
+    assert res["n_frames"] == 304 and len(res["runs"]) == 8
+    st = res["students"]
+    best = st["+angular+liquid"]
+    lo, hi = best["pooled"]["force_rel_rmse_ci95"]
+    row = f"**{best['pooled']['force_rel_rmse']:.3f} [{lo:.3f}, {hi:.3f}]**"
+    d = best["vs_recipe"]["force_rel_rmse"]
+    paired = f"paired {d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+    assert row in README and paired in README
+    assert f"{1e3 * st['recipe']['pooled']['energy_mae_per_atom']:.2f} meV/atom" in README
+    assert f"**{1e3 * best['pooled']['energy_mae_per_atom']:.2f} meV/atom**" in README
+    assert f"{st['recipe']['pooled']['force_rel_rmse']:.3f} [" in README
+    assert f"(paired {st['+angular']['vs_recipe']['force_rel_rmse']['difference']:+.3f})" in README
+    assert hi > 0.10 > best["pooled"]["force_rel_rmse"]  # "the interval reaches above it"
+    text = (RESULTS / "water_liquid" / "README.md").read_text()
+    assert row.strip("*") in text.replace("**", "") and paired.replace("paired ", "") in text
+    groups = _json("water_liquid/energy_by_group.json")["groups"]
+    held = [groups["held-out teacher MD"][k]["energy_per_atom_mean"] for k in ("water-96@300K", "water-96@300K#1")]
+    gap = groups["train.h5"]["O md 300 K"]["energy_per_atom_mean"] - sum(held) / len(held)
+    assert round(1e3 * gap) == 92 and "92 meV/atom" in README

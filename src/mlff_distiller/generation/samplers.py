@@ -423,7 +423,7 @@ def sample_md(root, rng, params, calc=None):
 
     ``relax_steps`` > 0 first relaxes the root with the teacher (BFGS, positions only, at most
     that many steps, fmax 0.05 eV/A). A packed liquid box is far above the liquid's energy
-    (water boxes packed at 1.0 g/cm^3: ~0.27 eV per molecule above the teacher's own 300 K
+    (water boxes packed at 1.0 g/cm^3: ~0.28 eV per molecule above the teacher's own 300 K
     liquid after 10 fs of MD); a short equilibration from it samples a hot, strained packing,
     not the liquid. Snapshots keep their momenta (``atoms.get_temperature()``); the pool stores
     positions only.
