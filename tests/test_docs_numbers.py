@@ -37,7 +37,8 @@ def _paired(d: dict, scale: float = 1.0, digits: int = 3) -> str:
 
 def test_verdict_table_matches_the_held_out_md_results():
     # silicon's verdict is its recipe's final (active-round) student, benched in silicon_recipe_angular/
-    for recipe, folder in (("silicon", "silicon_recipe_angular"), ("quickstart", "quickstart"), ("water", "water")):
+    for recipe, folder in (("silicon", "silicon_recipe_angular"), ("quickstart", "quickstart"),
+                           ("water", "water_recipe_liquid")):
         pooled = _json(f"{folder}/bench.json")["heldout"]["pooled"]
         lo, hi = pooled["force_rel_rmse_ci95"]
         cell = f"{pooled['force_rel_rmse']:.3f} [{lo:.3f}, {hi:.3f}]"
@@ -64,7 +65,8 @@ def test_stage_benchmark_rows():
     store = _json("dataset_store.json")["size_ratio"]
     assert f"{store['numpy_over_store']:.2f}x smaller (lossless default)" in README
     assert f"{store['numpy_over_store_compact']:.2f}x with the opt-in compact layout" in README
-    assert f"| {store['extxyz_over_store']:.2f}x (default: not met); {store['extxyz_over_store_f32pos']:.2f}x float32" in README
+    extxyz = store["extxyz_over_store"], store["extxyz_over_store_f32pos"]
+    assert "| {:.2f}x (default: not met); {:.2f}x float32".format(*extxyz) in README
     ratio = (RESULTS / "store_ratio.md").read_text()
     assert "| **3.000x** |" in ratio and "| 2.529x |" in ratio and "| 2.427x |" in ratio
     assert "| 3.00x (`tiny` x 1000, EMT; format 2: 2.53x" in README and "2.43x on a 120-structure water set" in README
@@ -237,7 +239,7 @@ def test_silicon_kind_share_numbers_match_the_results():
     capped = res["active, kind share 0.34"]
     force, energy = _pooled_row(capped["pooled"])
     table = README[README.index("| silicon student |"):]
-    row = next(line for line in table.splitlines() if line.startswith("| + 2 active rounds, forces only, each exploration kind capped"))
+    row = next(line for line in table.splitlines() if line.startswith("| + 2 active rounds, forces only, each"))
     assert force in row.replace("**", "") and energy in row, (row, force, energy)
     d = res["active, no cap"]["vs_active, kind share 0.34"]
     de, df = d["energy_mae_per_atom"], d["force_rel_rmse"]
@@ -526,3 +528,31 @@ def test_water_liquid_numbers_match_the_results():
     held = [groups["held-out teacher MD"][k]["energy_per_atom_mean"] for k in ("water-96@300K", "water-96@300K#1")]
     gap = groups["train.h5"]["O md 300 K"]["energy_per_atom_mean"] - sum(held) / len(held)
     assert round(1e3 * gap) == 92 and "92 meV/atom" in README
+
+
+def test_water_recipe_end_to_end_numbers_match_the_results():
+    """README and water_recipe_liquid/README: the water recipe's end-to-end gate and its student
+    on the 304 longer held-out frames."""
+    summary = (RESULTS / "water_recipe_liquid" / "summary.md").read_text()
+    assert "**Accuracy gate GO:" in summary
+    bench = _json("water_recipe_liquid/bench.json")
+    pooled = bench["heldout"]["pooled"]
+    lo, hi = pooled["force_rel_rmse_ci95"]
+    assert hi <= 0.10  # "met" on the recipe's gate
+    cell = f"**{pooled['force_rel_rmse']:.3f} [{lo:.3f}, {hi:.3f}]**"
+    assert cell in README
+    res = _json("water_recipe_liquid/heldout304.json")
+    assert res["n_frames"] == 304
+    e2e = res["students"]["end_to_end"]
+    lo, hi = e2e["pooled"]["force_rel_rmse_ci95"]
+    big = f"{e2e['pooled']['force_rel_rmse']:.3f} [{lo:.3f}, {hi:.3f}]"
+    assert lo < 0.10 < hi  # "not shown on the larger set"
+    paired = _paired(e2e["vs_recipe_before"]["force_rel_rmse"])
+    flat = " ".join(README.split())
+    assert f"**{big}**" in flat and paired in flat
+    assert f"{1e3 * e2e['pooled']['energy_mae_per_atom']:.2f} meV/atom" in flat
+    text = " ".join((RESULTS / "water_recipe_liquid" / "README.md").read_text().split())
+    assert big in text and paired in text
+    stages = _json("water_recipe_liquid/stage_seconds.json")
+    for stage in ("generate:all", "label:all", "train", "bench"):
+        assert f"{stages[stage]['seconds']:.0f}" in text and f"{stages[stage]['seconds']:.0f} s" in flat
