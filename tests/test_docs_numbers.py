@@ -556,3 +556,6 @@ def test_water_recipe_end_to_end_numbers_match_the_results():
     stages = _json("water_recipe_liquid/stage_seconds.json")
     for stage in ("generate:all", "label:all", "train", "bench"):
         assert f"{stages[stage]['seconds']:.0f}" in text and f"{stages[stage]['seconds']:.0f} s" in flat
+    run = _json("water_recipe_liquid/stability_100ps.json")["runs"][0]
+    assert run["stable"] and run["simulated_ps"] == 100.0 and run["temperature_K"] == 600.0
+    assert f"closest pair {run['closest_pair_A']:.2f} A" in flat
