@@ -37,13 +37,9 @@ def _pairs(atoms, rmax: float) -> np.ndarray:
 
 
 def _frames(cache: Path) -> dict:
-    from ase.io import read
+    from mlff_distiller.bench.heldout import read_frames
 
-    runs = {}
-    for path in sorted(cache.glob("*.extxyz")):
-        with open(path) as fh:  # a name with '@' would be read by ase.io.read as an index
-            runs[path.stem] = read(fh, index=":", format="extxyz")
-    return runs
+    return {path.stem: read_frames(path) for path in sorted(cache.glob("*.extxyz"))}
 
 
 def main(argv=None) -> int:

@@ -97,15 +97,14 @@ def main(argv=None) -> int:
         raise SystemExit(f"no cached runs matching {args.match!r} in {args.cache}: check --cache and --match")
 
     import torch
-    from ase.io import read
 
+    from mlff_distiller.bench.heldout import read_frames
     from mlff_distiller.bench.models import resolve_student
 
     torch.set_num_threads(1)
     runs = {}
     for p in files:
-        with open(p) as fh:  # a handle: ASE reads '@' in a file name as an index
-            runs[p.stem] = read(fh, index=":", format="extxyz")
+        runs[p.stem] = read_frames(p)
     names = class_names(args.split, args.fold)
 
     def mask_of(f):

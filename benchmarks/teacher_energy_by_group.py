@@ -50,8 +50,7 @@ def main(argv=None) -> int:
     if args.heldout_cache and not sorted(Path(args.heldout_cache).glob("*.json")):
         raise SystemExit(f"no cached held-out runs in {args.heldout_cache}: give the folder that holds RUN.json files")
 
-    from ase.io import read
-
+    from mlff_distiller.bench.heldout import read_frames
     from mlff_distiller.data.store import DatasetReader
 
     result: dict = {"groups": {}, "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")}
@@ -68,8 +67,7 @@ def main(argv=None) -> int:
         runs = {}
         for meta in sorted(Path(args.heldout_cache).glob("*.json")):
             json.loads(meta.read_text())  # a run counts once its metadata is written
-            with open(meta.with_suffix(".extxyz")) as fh:  # a handle: ASE reads '@' in a name as an index
-                frames = read(fh, index=":", format="extxyz")
+            frames = read_frames(meta.with_suffix(".extxyz"))
             runs[meta.stem] = _row([f.info["energy_ref"] / len(f) for f in frames],
                                    [f.arrays["forces_ref"].ravel() for f in frames])
         result["groups"]["held-out teacher MD"] = runs

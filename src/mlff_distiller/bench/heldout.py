@@ -268,6 +268,13 @@ def _cache_key(teacher_label: str, atoms, temperature_K: float, cfg: HeldoutConf
     return {"teacher": teacher_label, "structure_sha256": h.hexdigest(), "temperature_K": float(temperature_K), **md}
 
 
+def read_frames(path) -> list:
+    """All frames of one cached run's ``.extxyz`` file (labels in ``info["energy_ref"]`` eV and
+    ``arrays["forces_ref"]`` eV/A), read through a handle: ASE reads '@' in a file name as an index."""
+    with open(path) as fh:
+        return read(fh, index=":", format="extxyz")
+
+
 def _cached_frames(cache_dir, name: str, key: dict):
     """``(frames, report)`` stored for exactly ``key`` in ``cache_dir``, else None."""
     if cache_dir is None:
@@ -277,8 +284,7 @@ def _cached_frames(cache_dir, name: str, key: dict):
         meta = json.loads(meta_path.read_text())
         if meta.get("key") != key:
             return None
-        with open(Path(cache_dir) / f"{name}.extxyz") as fh:  # a handle: ASE reads '@' in a name as an index
-            frames = read(fh, index=":", format="extxyz")
+        frames = read_frames(Path(cache_dir) / f"{name}.extxyz")
     except (OSError, ValueError, KeyError):
         return None
     if len(frames) != meta.get("n_frames"):
