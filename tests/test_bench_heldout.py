@@ -296,3 +296,65 @@ def test_replicas_are_independent_trajectories_and_the_interval_covers_them(tmp_
     assert as_two["n_runs"] == 2 and as_two["n_conditions"] == 1
     with pytest.raises(ConfigError, match="bench.heldout.replicas"):
         HeldoutConfig.from_dict({"systems": ["cu-64"], "replicas": 0})
+
+
+def test_heldout_runs_on_dask_workers_give_the_same_frames(tmp_path):
+    """With a cluster, the runs not in the cache are Dask tasks, one per worker: the frames (and
+    the cache files) are those of the runs made one after another here, in the same order."""
+    from mlff_distiller.bench.heldout import heldout_frames
+    from mlff_distiller.bench.models import resolve_teacher
+
+    teacher = resolve_teacher("emt")
+    cfg = HeldoutConfig(systems=["cu-64"], temperatures_K=[400.0, 800.0], frames=3, interval=2, equil_steps=2,
+                        replicas=2)
+    here = heldout_frames(teacher, cfg, cache_dir=tmp_path / "here")
+    (tmp_path / "dask").mkdir()
+    cached = heldout_frames(teacher, HeldoutConfig(**{**cfg.__dict__, "replicas": 1}), cache_dir=tmp_path / "dask")
+    lines = []
+    there = heldout_frames(teacher, cfg, cache_dir=tmp_path / "dask", cluster={"n_workers": 2},
+                           progress=lines.append)
+    assert [r[0] for r in there] == [r[0] for r in here] == ["cu-64@400K", "cu-64@400K#1", "cu-64@800K",
+                                                             "cu-64@800K#1"]
+    # the two runs already cached were read back; the other two ran on the cluster
+    assert any("2 runs (cu-64@400K#1, cu-64@800K#1) on a Dask cluster" in line for line in lines)
+    assert [r[0] for r in cached] == ["cu-64@400K", "cu-64@800K"]
+    for a, b in zip(here, there):
+        assert len(a[3]) == len(b[3]) == 3
+        for fa, fb in zip(a[3], b[3]):
+            np.testing.assert_allclose(fa.positions, fb.positions, rtol=0, atol=1e-7)  # extxyz keeps 8 digits
+            assert fa.info["energy_ref"] == pytest.approx(fb.info["energy_ref"], abs=1e-6)
+        assert (tmp_path / "dask" / f"{a[0]}.json").is_file()
+
+
+def test_teacher_rdf_comes_from_the_heldout_frames_when_there_are_some():
+    """A held-out run of the MD system at the RDF temperature is the teacher's RDF: no teacher
+    Langevin run from the unrelaxed start (it heated a water box to ~590 K and cost 600 s)."""
+    from mlff_distiller.bench.report import _md_lines
+    from mlff_distiller.bench.runner import BenchConfig, _md_fidelity
+
+    class Handle:
+        def __init__(self, label):
+            self.label, self.calls = label, 0
+
+        def make_calculator(self):
+            self.calls += 1
+            return EMT()
+
+    system = load_system("cu-64")
+    cfg = HeldoutConfig(systems=["cu-64"], temperatures_K=[300.0], frames=4, interval=3, equil_steps=3)
+    frames, report = teacher_md_frames(EMT(), system.atoms, 300.0, cfg, seed=1)
+    bench = BenchConfig.from_dict({"stability_temperatures_K": [300], "stability_ps": 0.01, "drift_ps": 0.01,
+                                   "rdf_ps": 0.02, "rdf_every": 2, "timestep_fs": 1.0, "rdf_temperature_K": 300})
+    student, teacher = Handle("student"), Handle("teacher")
+    runs = [("cu-64@300K", 64, 300.0, frames, report), ("cu-64@600K", 64, 600.0, frames[:1], report)]
+    md = _md_fidelity(system, student, teacher, bench, False, runs)
+    assert teacher.calls == 0 and "teacher" not in md["rdf"]["runs"]
+    assert md["rdf"]["teacher"]["n_frames"] == 4
+    assert md["rdf"]["teacher_source"] == "held-out teacher MD cu-64@300K (4 frames)"
+    assert 0.0 < md["rdf"]["overlap"] <= 1.0
+    text = "\n".join(_md_lines({"systems": {"cu-64": {"md": md}}, "student": {"label": "student"},
+                                "teacher": {"label": "teacher"}}))
+    assert "teacher's RDF is that of its held-out MD frames (cu-64: held-out teacher MD cu-64@300K (4 frames))" in text
+    # without a held-out run at that temperature the teacher runs its own Langevin MD
+    md = _md_fidelity(system, student, teacher, bench, False, runs[1:])
+    assert teacher.calls == 1 and "teacher" in md["rdf"]["runs"] and "teacher_source" not in md["rdf"]

@@ -386,6 +386,8 @@ def test_broken_input_files(labelled, tmp_path, capsys, command, kind):
     (["dataset", "repack", "{d}", "--forces-mantissa-bits", "99"], "forces_mantissa_bits"),
     (["teachers", "compare", "emt", "lj", "{d}", "--limit", "0"], "--limit"),
     (["bench", "--student", "{t}/missing.pt", "--teacher", "emt", "-o", "{t}/b", "--threads", "0"], "--threads"),
+    (["bench", "--student", "{t}/missing.pt", "--teacher", "emt", "-o", "{t}/b", "--workers", "0"], "--workers"),
+    (["bench", "--student", "{t}/m.pt", "--teacher", "emt", "-o", "{t}/b", "--workers", "100000"], "threads on a"),
 ])
 def test_bad_flags_and_conflicts(data, tmp_path, capsys, argv, words):
     argv = [a.format(t=tmp_path, d=data) for a in argv]

@@ -39,6 +39,10 @@ def register(subparsers) -> None:
     p.add_argument("--max-wall", type=float, default=None, help="wall-clock budget per MD run in s (default 600)")
     p.add_argument("--no-md", action="store_true", help="skip MD fidelity (speed and accuracy only)")
     p.add_argument("--no-rdf", action="store_true", help="skip the teacher-vs-student RDF runs")
+    p.add_argument("--workers", type=int, default=1,
+                   help="local Dask worker processes, one math thread each, for the held-out teacher MD runs "
+                   "(default 1: in this process); the frames are the same for any number")
+    p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler for the held-out runs")
     p.add_argument("--student-backend", default=None, choices=["auto", "numba", "torch"],
                    help="student calculator backend (default auto: the numba kernel on the CPU)")
     add_config(p, "YAML/JSON file with bench settings (the recipe's bench section)")
@@ -107,12 +111,21 @@ def _run(args: argparse.Namespace) -> int:
         cfg["rdf"] = False
     if args.threads < 1:
         raise UserError(f"--threads {args.threads}: give a positive number of threads")
+    if args.workers < 1:
+        raise UserError(f"--workers must be an integer >= 1 (1 = in this process), got {args.workers}")
+    cluster = None
+    if args.scheduler or args.workers > 1:
+        from ..labeling.cluster import check_local_size
+
+        if not args.scheduler:
+            check_local_size(args.workers)
+        cluster = {"scheduler": args.scheduler, "n_workers": args.workers}
     from ..fileio import check_output_path
 
     check_output_path(args.output, "-o", directory=True, create_parents=True)
     result = run_bench(
         args.student, parse_teacher(args.teacher), systems=args.systems, dataset=args.dataset,
-        out_dir=args.output, threads=args.threads, config=cfg, progress=show_progress(args),
+        out_dir=args.output, threads=args.threads, config=cfg, progress=show_progress(args), cluster=cluster,
     )
     with open(result["outputs"]["markdown"]) as fh:
         print(fh.read())

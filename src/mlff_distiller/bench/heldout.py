@@ -308,35 +308,74 @@ def _store_frames(cache_dir, name: str, key: dict, frames, report) -> None:
                       json.dumps({"key": key, "n_frames": len(frames), "report": report}, default=float) + "\n")
 
 
-def heldout_frames(t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600.0, progress=None, cache_dir=None):
+def _teacher_md_task(spec, threads: int | None, atoms, temperature_K: float, cfg: HeldoutConfig, seed: int,
+                     max_wall_s: float):
+    """One held-out run on a Dask worker (the teacher built once per process from ``spec``)."""
+    from ..labeling.worker import get_teacher
+
+    return teacher_md_frames(get_teacher(spec, threads).calculator(), atoms, temperature_K, cfg, seed=seed,
+                             max_wall_s=max_wall_s)
+
+
+def heldout_frames(t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600.0, progress=None, cache_dir=None,
+                   cluster: dict | None = None):
     """``[(run_key, n_atoms, T, frames, teacher_md_report)]`` for every (system, temperature) of
     ``cfg``: the teacher's labelled MD frames, from ``cache_dir`` when they are there for exactly
-    this teacher (fingerprint: version + weights), start structure, temperature and MD settings."""
+    this teacher (fingerprint: version + weights), start structure, temperature and MD settings.
+
+    ``cluster``: keyword arguments of :func:`mlff_distiller.labeling.cluster.connect` (e.g.
+    ``{"n_workers": 2}``). With it, and more than one run to make, the runs are tasks on that
+    Dask cluster (one run per worker at a time), each stored in the cache as soon as it ends.
+    The frames are those of the same runs made one after another: the seed of a run is its own.
+    """
     from .systems import load_system
 
-    loaded, out = {}, []
+    loaded, done, todo = {}, {}, []
     teacher_id = (t_handle.info or {}).get("fingerprint_id") or t_handle.label
-    for name, T, replica in ((n, T, r) for n, T in cfg.runs() for r in range(cfg.replicas)):
+    for i, (name, T, replica) in enumerate((n, T, r) for n, T in cfg.runs() for r in range(cfg.replicas)):
         sys_ = loaded.setdefault(name, load_system(name))
         key = f"{sys_.name}@{T:g}K" + (f"#{replica}" if replica else "")
         cache_key = _cache_key(teacher_id, sys_.atoms, T, cfg, replica)
         cached = _cached_frames(cache_dir, key, cache_key)
         if cached is not None:
-            frames, report = cached
             if progress:
-                progress(f"held-out teacher MD {key}: {len(frames)} frames from {cache_dir}")
+                progress(f"held-out teacher MD {key}: {len(cached[0])} frames from {cache_dir}")
+            done[i] = (key, len(sys_.atoms), T, *cached)
         else:
+            todo.append((i, key, cache_key, sys_, T, cfg.seed + replica))
+
+    def finish(item, frames, report):
+        i, key, cache_key, sys_, T, _ = item
+        _store_frames(cache_dir, key, cache_key, frames, report)
+        done[i] = (key, len(sys_.atoms), T, frames, report)
+
+    spec = t_handle.rebuild[1] if t_handle.rebuild and t_handle.rebuild[0] == "teacher" else None
+    remote = bool(cluster) and (cluster.get("scheduler") or cluster.get("hpc") or cluster.get("n_workers", 1) > 1)
+    if remote and len(todo) > 1 and spec is not None:
+        from ..labeling.cluster import connect
+
+        if progress:
+            progress(f"held-out teacher MD: {len(todo)} runs ({', '.join(t[1] for t in todo)}) on a Dask cluster")
+        with connect(**cluster) as client:
+            threads = cluster.get("threads_per_worker", 1)
+            futures = [client.submit(_teacher_md_task, spec, threads, item[3].atoms, item[4], cfg, item[5],
+                                     max_wall_s, pure=False) for item in todo]
+            for fut, item in zip(futures, todo):  # each stored once it and those before it are done
+                frames, report = fut.result()
+                finish(item, frames, report)
+                if progress:
+                    progress(f"held-out teacher MD {item[1]}: {len(frames)} frames")
+    else:
+        for item in todo:
             if progress:
-                progress(f"held-out teacher MD {key}")
-            frames, report = teacher_md_frames(t_handle.make_calculator(), sys_.atoms, T, cfg,
-                                               seed=cfg.seed + replica, max_wall_s=max_wall_s)
-            _store_frames(cache_dir, key, cache_key, frames, report)
-        out.append((key, len(sys_.atoms), T, frames, report))
-    return out
+                progress(f"held-out teacher MD {item[1]}")
+            finish(item, *teacher_md_frames(t_handle.make_calculator(), item[3].atoms, item[4], cfg, seed=item[5],
+                                            max_wall_s=max_wall_s))
+    return [done[i] for i in sorted(done)]
 
 
 def run_heldout(s_handle, t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600.0, progress=None,
-                cache_dir=None) -> dict:
+                cache_dir=None, runs=None, cluster: dict | None = None) -> dict:
     """Teacher MD on every (system, temperature) of ``cfg``, scored by the student.
 
     Returns ``{"config", "runs": {name: {metrics, md report}}, "pooled": metrics}``; a run
@@ -344,16 +383,20 @@ def run_heldout(s_handle, t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600
     ``cache_dir``, each run's labelled frames are kept there (extxyz + the settings that made
     them) and reused while teacher, start structure, temperature and MD settings are the same:
     a retrained student is scored on the same frames without running the teacher again.
+    ``runs``: the output of :func:`heldout_frames` when the caller made it already; ``cluster``:
+    where :func:`heldout_frames` runs the teacher MD otherwise.
     """
-    records, run_ids, runs = [], [], {}
+    records, run_ids, per_run = [], [], {}
     student = s_handle.make_calculator()
-    for key, n_atoms, T, frames, report in heldout_frames(t_handle, cfg, max_wall_s, progress, cache_dir):
+    if runs is None:
+        runs = heldout_frames(t_handle, cfg, max_wall_s, progress, cache_dir, cluster=cluster)
+    for key, n_atoms, T, frames, report in runs:
         recs = score_frames(student, frames)
         entry = {"n_atoms": n_atoms, "temperature_K": T, "teacher_md": report, "n_frames": len(recs)}
         if recs:
             entry.update(heldout_metrics(recs, [key] * len(recs), n_boot=200, seed=cfg.seed))
-        runs[key] = entry
+        per_run[key] = entry
         records += recs
         run_ids += [key] * len(recs)
     pooled = heldout_metrics(records, run_ids, seed=cfg.seed) if records else {"n_frames": 0}
-    return {"config": dataclasses.asdict(cfg), "runs": runs, "pooled": pooled}
+    return {"config": dataclasses.asdict(cfg), "runs": per_run, "pooled": pooled}

@@ -232,6 +232,10 @@ def _md_lines(result: dict) -> list[str]:
                 f"| {name} | {label} | {_nve_cells(nve)} | {_stability_cell(stab)} "
                 f"| {_f(overlap, '{:.3f}') if label == s_lab else ''} |"
             )
+    sources = [f"{name}: {md['rdf']['teacher_source']}" for name, md in md_rows
+               if (md.get("rdf") or {}).get("teacher_source")]
+    if sources:
+        lines += ["", f"The teacher's RDF is that of its held-out MD frames ({'; '.join(sources)})."]
     return lines
 
 

@@ -16,7 +16,7 @@ from pydantic import BeforeValidator, Field
 from ..errors import UserError
 from ..settings import Bool, Float, Int, as_list, build, limits, section
 from . import accuracy as acc_mod
-from .heldout import HeldoutConfig, run_heldout
+from .heldout import HeldoutConfig, condition_of, heldout_frames, run_heldout
 from .md import langevin_run, nve_drift, pair_distance_histogram, rdf_overlap
 from .models import check_coverage, resolve_student, resolve_teacher
 from .report import machine_info, write_outputs
@@ -106,6 +106,7 @@ def run_bench(
     student_elements=None,
     teacher_elements=None,
     progress: bool = True,
+    cluster: dict | None = None,
     **overrides,
 ) -> dict:
     """Bench ``student`` against the teacher ``teacher_spec`` and write the report.
@@ -116,7 +117,10 @@ def run_bench(
     ``ase.Atoms`` (default :data:`DEFAULT_SYSTEMS`, skipping those the models cannot run,
     with a report entry). ``dataset``: held-out labelled dataset (``.h5`` or extxyz) for the
     accuracy table. ``out_dir``: where ``bench.json``, ``bench.md`` and plots go (``None``
-    writes nothing). Keyword ``overrides`` are :class:`BenchConfig` fields.
+    writes nothing). ``cluster``: keyword arguments of
+    :func:`mlff_distiller.labeling.cluster.connect` (e.g. ``{"n_workers": 2}``) to run the
+    held-out teacher MD runs side by side on a Dask cluster (None: one after another, here).
+    Keyword ``overrides`` are :class:`BenchConfig` fields.
 
     Returns the result dict (the content of ``bench.json``). Raises :class:`UserError` on
     element-coverage problems and bad input; MD that explodes is reported, not raised.
@@ -134,13 +138,14 @@ def run_bench(
     thread_info = set_threads(threads)
     try:
         return _run(student, teacher_spec, systems, dataset, out_dir, cfg, thread_info,
-                    student_elements, teacher_elements, progress)
+                    student_elements, teacher_elements, progress, cluster)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _run(
-    student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, student_elements, teacher_elements, progress
+    student, teacher_spec, systems, dataset, out_dir, cfg, thread_info, student_elements, teacher_elements, progress,
+    cluster=None,
 ):
     s_handle = resolve_student(student, elements=student_elements, backend=cfg.student_backend)
     t_handle = resolve_teacher(teacher_spec, elements=teacher_elements)
@@ -209,9 +214,11 @@ def _run(
         from ..logs import say  # a stage line (stderr and the run's log file), not a result on stdout
 
         cache = None if out_dir is None else Path(out_dir) / "heldout_frames"
-        result["heldout"] = run_heldout(s_handle, t_handle, hcfg, max_wall_s=cfg.max_wall_s,
-                                        progress=say if progress else None, cache_dir=cache)
+        heldout_runs = heldout_frames(t_handle, hcfg, cfg.max_wall_s, say if progress else None, cache, cluster=cluster)
+        result["heldout"] = run_heldout(s_handle, t_handle, hcfg, runs=heldout_runs)
         checkpoint()
+    else:
+        heldout_runs = []
 
     # 4. MD fidelity
     if cfg.md:
@@ -222,7 +229,7 @@ def _run(
                     else f"{len(s.atoms)} atoms > md_max_atoms {cfg.md_max_atoms}"
                 )
         for sys_ in md_targets:
-            result["systems"][sys_.name]["md"] = _md_fidelity(sys_, s_handle, t_handle, cfg, progress)
+            result["systems"][sys_.name]["md"] = _md_fidelity(sys_, s_handle, t_handle, cfg, progress, heldout_runs)
             checkpoint()
 
     result["verdict"] = evaluate_targets(result, cfg.targets)
@@ -295,7 +302,10 @@ def _preflight(systems, s_handle, t_handle, frames, cfg):
     return loaded, skipped, notes, md_targets
 
 
-def _md_fidelity(sys_, s_handle, t_handle, cfg, progress) -> dict:
+def _md_fidelity(sys_, s_handle, t_handle, cfg, progress, heldout_runs=()) -> dict:
+    """NVE drift, Langevin stability and the RDF overlap of one system. The teacher's RDF comes
+    from the held-out teacher MD of this system at ``rdf_temperature_K`` when the bench made one
+    (equilibrated, and already paid for); otherwise from a teacher Langevin run of its own."""
     s_lab, t_lab = s_handle.label, t_handle.label
     dt = cfg.timestep_fs
     md = {"nve": {}, "stability": {s_lab: []}}
@@ -317,7 +327,13 @@ def _md_fidelity(sys_, s_handle, t_handle, cfg, progress) -> dict:
     if cfg.rdf:
         n_rdf = max(1, int(round(cfg.rdf_ps * 1000.0 / dt)))
         rdf = {"runs": {}}  # label -> histogram (r, g, counts), plus the runs' reports
-        for label, h in ((s_lab, s_handle), (t_lab, t_handle)):
+        condition = f"{sys_.name}@{float(cfg.rdf_temperature_K):g}K"
+        held = [(key, frames) for key, _, _, frames, _ in heldout_runs if condition_of(key) == condition and frames]
+        if held:
+            ref = [f for _, frames in held for f in frames]
+            rdf[t_lab] = pair_distance_histogram(ref, r_max=cfg.rdf_r_max)
+            rdf["teacher_source"] = f"held-out teacher MD {', '.join(k for k, _ in held)} ({len(ref)} frames)"
+        for label, h in ((s_lab, s_handle),) + (() if held else ((t_lab, t_handle),)):
             rep, frames = langevin_run(
                 h.make_calculator(), sys_.atoms, cfg.rdf_temperature_K, timestep_fs=dt, n_steps=n_rdf,
                 seed=cfg.seed, max_wall_s=cfg.max_wall_s, sample_every=cfg.rdf_every,

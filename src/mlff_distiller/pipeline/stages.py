@@ -330,6 +330,7 @@ def _export(ctx: RunContext, call: StageCall) -> StageResult:
 def _bench(ctx: RunContext, call: StageCall) -> StageResult:
     from ..bench import run_bench
 
+    lcfg = ctx.plan.recipe.labeling
     res = run_bench(
         student=ctx.student_dir(),
         teacher_spec=ctx.teacher.spec,
@@ -338,6 +339,9 @@ def _bench(ctx: RunContext, call: StageCall) -> StageResult:
         out_dir=str(ctx.out / "bench"),
         config=ctx.plan.recipe.bench.config,
         progress=ctx.opts.progress,
+        # the held-out teacher MD runs side by side on the labelling cluster (the frames do not depend on it)
+        cluster={"scheduler": lcfg.scheduler, "hpc": lcfg.hpc, "threads_per_worker": lcfg.threads_per_worker,
+                 "n_workers": lcfg.workers if ctx.opts.workers is None else ctx.opts.workers},
     )
     return StageResult(bench_summary(res))
 
