@@ -350,11 +350,17 @@ def test_teacher_rdf_comes_from_the_heldout_frames_when_there_are_some():
     md = _md_fidelity(system, student, teacher, bench, False, runs)
     assert teacher.calls == 0 and "teacher" not in md["rdf"]["runs"]
     assert md["rdf"]["teacher"]["n_frames"] == 4
-    assert md["rdf"]["teacher_source"] == "held-out teacher MD cu-64@300K (4 frames)"
+    assert md["rdf"]["teacher_source"] == "held-out teacher MD cu-64@300K (4 frames, ok)"
     assert 0.0 < md["rdf"]["overlap"] <= 1.0
     text = "\n".join(_md_lines({"systems": {"cu-64": {"md": md}}, "student": {"label": "student"},
                                 "teacher": {"label": "teacher"}}))
-    assert "teacher's RDF is that of its held-out MD frames (cu-64: held-out teacher MD cu-64@300K (4 frames))" in text
-    # without a held-out run at that temperature the teacher runs its own Langevin MD
-    md = _md_fidelity(system, student, teacher, bench, False, runs[1:])
-    assert teacher.calls == 1 and "teacher" in md["rdf"]["runs"] and "teacher_source" not in md["rdf"]
+    assert "RDF is that of its held-out MD frames (cu-64: held-out teacher MD cu-64@300K (4 frames, ok))" in text
+    # without a held-out run at that temperature, or with one of another cell or one that blew up,
+    # the teacher runs its own Langevin MD
+    strained = [f.copy() for f in frames]
+    for f in strained:
+        f.set_cell(f.cell.array * 1.01, scale_atoms=True)
+    for n, other in enumerate((runs[1:], [("cu-64@300K", 64, 300.0, strained, report)],
+                               [("cu-64@300K", 64, 300.0, frames, {**report, "stable": False})]), start=1):
+        md = _md_fidelity(system, student, teacher, bench, False, other)
+        assert teacher.calls == n and "teacher" in md["rdf"]["runs"] and "teacher_source" not in md["rdf"]

@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-rdf", action="store_true", help="skip the teacher-vs-student RDF runs")
     p.add_argument("--workers", type=int, default=1,
                    help="local Dask worker processes, one math thread each, for the held-out teacher MD runs "
-                   "(default 1: in this process); the frames are the same for any number")
+                   "(default 1: in this process); each run keeps its own seed")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler for the held-out runs")
     p.add_argument("--student-backend", default=None, choices=["auto", "numba", "torch"],
                    help="student calculator backend (default auto: the numba kernel on the CPU)")

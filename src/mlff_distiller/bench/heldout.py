@@ -325,8 +325,10 @@ def heldout_frames(t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600.0, pro
 
     ``cluster``: keyword arguments of :func:`mlff_distiller.labeling.cluster.connect` (e.g.
     ``{"n_workers": 2}``). With it, and more than one run to make, the runs are tasks on that
-    Dask cluster (one run per worker at a time), each stored in the cache as soon as it ends.
-    The frames are those of the same runs made one after another: the seed of a run is its own.
+    Dask cluster (one run per worker at a time), each stored in the cache once it and the runs
+    before it are done. Each run keeps its own seed, so the frames are those of the runs made one
+    after another here, up to the last digits of a teacher whose results depend on its thread count.
+    A teacher given as a bare ASE calculator (no spec to rebuild it from) runs here.
     """
     from .systems import load_system
 
@@ -349,7 +351,8 @@ def heldout_frames(t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600.0, pro
         _store_frames(cache_dir, key, cache_key, frames, report)
         done[i] = (key, len(sys_.atoms), T, frames, report)
 
-    spec = t_handle.rebuild[1] if t_handle.rebuild and t_handle.rebuild[0] == "teacher" else None
+    rebuild = getattr(t_handle, "rebuild", None)  # an ASE calculator as teacher has none: runs here
+    spec = rebuild[1] if rebuild and rebuild[0] == "teacher" else None
     remote = bool(cluster) and (cluster.get("scheduler") or cluster.get("hpc") or cluster.get("n_workers", 1) > 1)
     if remote and len(todo) > 1 and spec is not None:
         from ..labeling.cluster import connect

@@ -11,6 +11,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BeforeValidator, Field
 
 from ..errors import UserError
@@ -302,6 +303,13 @@ def _preflight(systems, s_handle, t_handle, frames, cfg):
     return loaded, skipped, notes, md_targets
 
 
+def _same_structure(frame, atoms) -> bool:
+    """Whether a held-out MD frame belongs to the system ``atoms`` (same atoms, same cell): a
+    structure file named like a built-in system is another system."""
+    return (len(frame) == len(atoms) and sorted(frame.numbers) == sorted(atoms.numbers)
+            and np.allclose(frame.cell.array, atoms.cell.array) and bool((frame.pbc == atoms.pbc).all()))
+
+
 def _md_fidelity(sys_, s_handle, t_handle, cfg, progress, heldout_runs=()) -> dict:
     """NVE drift, Langevin stability and the RDF overlap of one system. The teacher's RDF comes
     from the held-out teacher MD of this system at ``rdf_temperature_K`` when the bench made one
@@ -328,11 +336,15 @@ def _md_fidelity(sys_, s_handle, t_handle, cfg, progress, heldout_runs=()) -> di
         n_rdf = max(1, int(round(cfg.rdf_ps * 1000.0 / dt)))
         rdf = {"runs": {}}  # label -> histogram (r, g, counts), plus the runs' reports
         condition = f"{sys_.name}@{float(cfg.rdf_temperature_K):g}K"
-        held = [(key, frames) for key, _, _, frames, _ in heldout_runs if condition_of(key) == condition and frames]
+        held = [(key, frames, rep) for key, _, _, frames, rep in heldout_runs
+                if condition_of(key) == condition and frames and rep.get("stable", True)
+                and _same_structure(frames[0], sys_.atoms)]
         if held:
-            ref = [f for _, frames in held for f in frames]
+            ref = [f for _, frames, _ in held for f in frames]
             rdf[t_lab] = pair_distance_histogram(ref, r_max=cfg.rdf_r_max)
-            rdf["teacher_source"] = f"held-out teacher MD {', '.join(k for k, _ in held)} ({len(ref)} frames)"
+            status = ", ".join(sorted({rep.get("status", "ok") for _, _, rep in held}))
+            rdf["teacher_source"] = (f"held-out teacher MD {', '.join(k for k, _, _ in held)} "
+                                     f"({len(ref)} frames, {status})")
         for label, h in ((s_lab, s_handle),) + (() if held else ((t_lab, t_handle),)):
             rep, frames = langevin_run(
                 h.make_calculator(), sys_.atoms, cfg.rdf_temperature_K, timestep_fs=dt, n_steps=n_rdf,
