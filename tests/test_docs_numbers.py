@@ -559,3 +559,43 @@ def test_water_recipe_end_to_end_numbers_match_the_results():
     run = _json("water_recipe_liquid/stability_100ps.json")["runs"][0]
     assert run["stable"] and run["simulated_ps"] == 100.0 and run["temperature_K"] == 600.0
     assert f"closest pair {run['closest_pair_A']:.2f} A" in flat
+
+
+def test_water_bench_rerun_numbers_match_the_results():
+    """The water project's bench re-run (held-out teacher MD on the labelling workers, the teacher's
+    RDF from its held-out frames): same held-out numbers as the first bench, the numbers README quotes."""
+    first, rerun = _json("water_recipe_liquid/bench.json"), _json("water_recipe_liquid/bench_rerun/bench.json")
+    for key, run in rerun["heldout"]["runs"].items():
+        assert run["force_rel_rmse"] == first["heldout"]["runs"][key]["force_rel_rmse"]  # "to every digit"
+        assert run["energy_mae_per_atom"] == first["heldout"]["runs"][key]["energy_mae_per_atom"]
+    md = rerun["systems"]["water-96"]["md"]
+    assert md["rdf"]["teacher_source"].startswith("held-out teacher MD water-96@300K")
+    assert "chgnet" not in md["rdf"]["runs"]  # no teacher RDF run of its own
+    stab = md["stability"]["student"][0]
+    assert stab["status"] == "ok" and stab["simulated_ps"] == 20.0 and stab["stable"]
+    seconds = _json("water_recipe_liquid/bench_rerun/stage_seconds.json")["bench"]["seconds"]
+    flat = " ".join(README.split())
+    text = " ".join((RESULTS / "water_recipe_liquid" / "README.md").read_text().split())
+    assert f"**{seconds:,.0f} s**" in flat and f"{seconds:,.0f} s against 4,462 s" in text
+    assert f"RDF overlap of {md['rdf']['overlap']:.3f}" in flat and f"**{md['rdf']['overlap']:.3f}**" in text
+    speed = rerun["systems"]
+    assert f"{speed['water-96']['speed']['ratio']['md_step']:.1f}x (water-96)" in text
+    assert f"{speed['water-576']['speed']['ratio']['md_step']:.1f}x (water-576)" in text
+
+
+def test_water_active_vs_random_rerun_numbers_match_the_results():
+    """README and water_active_liquid/README: active = random at the same calls; target not shown."""
+    res = _json("water_active_liquid/heldout_comparison.json")
+    assert res["n_frames"] == 304
+    st = res["students"]
+    active = st["active"]["pooled"]
+    lo, hi = active["force_rel_rmse_ci95"]
+    flat = " ".join(README.split())
+    text = " ".join((RESULTS / "water_active_liquid" / "README.md").read_text().split())
+    assert f"active {active['force_rel_rmse']:.3f} [{lo:.3f}, {hi:.3f}]" in flat
+    for name in ("random x1", "random x4"):
+        paired = _paired(st[name]["vs_active"]["force_rel_rmse"])
+        assert paired in flat and paired in text
+        lo, hi = st[name]["vs_active"]["force_rel_rmse"]["ci95"]
+        assert lo < 0 < hi  # no difference shown: "the target is not shown"
+    assert "**not shown**" in flat and "**The target is not shown.**" in text
