@@ -449,3 +449,18 @@ def test_broken_structure_files_for_compare(tmp_path, capsys, text):
     src.write_text(text)
     msg = _run(capsys, ["teachers", "compare", "emt", "lj", src, "--quiet"])
     assert "s.xyz" in msg
+
+
+def test_bench_unreachable_scheduler_fails_before_any_timing(tmp_path, capsys):
+    """The held-out runs' scheduler is checked with the other inputs, not after minutes of timing."""
+    from mlff_distiller.data.normalization import NormalizationStats
+    from mlff_distiller.student import StudentConfig, build_student, save_student
+
+    stats = NormalizationStats(element_energies={29: -3.5}, force_rms=0.5, avg_num_neighbors=12.0, cutoff=4.0)
+    ckpt = save_student(tmp_path / "cu.pt", build_student(StudentConfig(preset="tiny", cutoff=4.0), stats).eval())
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text("heldout: {systems: [cu-64], temperatures_K: [300], frames: 2, interval: 2, equil_steps: 2}\n")
+    msg = _run(capsys, ["bench", "--student", ckpt, "--teacher", "emt", "--systems", "cu-64",
+                        "--config", cfg, "--no-md", "--scheduler", "tcp://127.0.0.1:9", "-o", tmp_path / "b"])
+    assert "cannot reach Dask scheduler 'tcp://127.0.0.1:9'" in msg
+    assert not (tmp_path / "b" / "bench.json").exists()

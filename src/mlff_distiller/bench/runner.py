@@ -156,6 +156,11 @@ def _run(
     frames = acc_mod.load_labelled(dataset, cfg.max_structures) if dataset is not None else None
 
     loaded, skipped, notes, md_targets = _preflight(systems, s_handle, t_handle, frames, cfg)
+    if cluster and cluster.get("scheduler") and cfg.heldout:  # an unreachable scheduler fails now, not after the timing
+        from ..labeling.cluster import connect
+
+        with connect(cluster["scheduler"]):
+            pass
 
     s_lab, t_lab = s_handle.label, t_handle.label
     result = {
