@@ -261,6 +261,28 @@ def test_energy_skip_sources_train_those_structures_on_forces_only(tmp_path):
         assert r.column("energy_mask").all()
         assert r.get_atoms(0).get_potential_energy() == pytest.approx(structures[0].calc.results["energy"])
     assert "6 structures without their energy" in (tmp_path / "skewed" / "train.log").read_text()
+    # those structures are never held out for validation: it always measures an energy
+    split = json.loads((tmp_path / "skewed" / "split.json").read_text())
+    assert split["val"] and not set(split["val"]) & set(range(6)) and set(range(6)) <= set(split["train"])
+    val_energy = [line.split(",")[5] for line in (tmp_path / "skewed" / "metrics.csv").read_text().splitlines()[1:]]
+    assert val_energy and all(v != "nan" for v in val_energy)
+
+
+def test_split_keeping_in_training():
+    """The kept structures all train; the others are split by group as before; without any kept
+    structure the split is the plain grouped one."""
+    from mlff_distiller.data.split import grouped_split, split_keeping_in_training
+
+    groups = [f"root-{i // 3}" for i in range(30)] + ["active/round-1/seed-4"] * 12
+    keep = list(range(30, 42))
+    train, val, kind = split_keeping_in_training(groups, keep, 0.1, 0)
+    assert kind == "grouped" and set(keep) <= set(train) and not set(val) & set(keep)
+    assert len(val) == 3 and len({groups[i] for i in val}) == 1  # 10 % of the 30 others, one whole group
+    assert sorted([*train, *val]) == list(range(42))
+    for a, b in zip(split_keeping_in_training(groups, [], 0.1, 0), grouped_split(groups, 0.1, 0)):
+        assert a == b if isinstance(a, str) else (a == b).all()
+    # a plain grouped split of the same groups can hold out the 12 kept frames as the whole validation set
+    assert any(set(grouped_split(groups, 0.1, seed)[1]) == set(keep) for seed in range(40))
 
 
 def test_overfits_tiny_dataset(tmp_path):

@@ -126,3 +126,25 @@ def grouped_split(
     perm = rng.permutation(n)
     target = min(target, n - 1)
     return np.sort(perm[target:]), np.sort(perm[:target]), "random"
+
+
+
+def split_keeping_in_training(
+    groups: Sequence[str], keep: Sequence[int], val_fraction: float, seed: int,
+    chemistry: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """:func:`grouped_split` of the structures not in ``keep``; those in ``keep`` all go to
+    training; validation holds ``val_fraction`` of the others. ``keep``: the structures trained
+    without their energy (the frames an active round adds, ``energy_skip_sources``): each cost a
+    teacher call to be trained on, and a validation set made of them measures no energy. In one grouped split of a water round's dataset a single
+    group of 21 of them was the whole validation set, and the checkpoint was chosen on forces
+    alone. With fewer than 2 other structures the plain split of all is returned.
+    """
+    kept = {int(i) for i in keep}
+    rest = np.array([i for i in range(len(groups)) if i not in kept], dtype=np.int64)
+    if not kept or len(rest) < 2:
+        return grouped_split(groups, val_fraction, seed, chemistry)
+    tr, va, kind = grouped_split([groups[i] for i in rest], val_fraction, seed,
+                                 None if chemistry is None else [chemistry[i] for i in rest])
+    train = np.sort(np.concatenate([rest[tr], np.array(sorted(kept), dtype=np.int64)]))
+    return train, np.sort(rest[va]), kind

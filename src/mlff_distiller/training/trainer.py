@@ -43,7 +43,7 @@ import torch
 from .. import __version__
 from .. import fields as F
 from ..data.graph import collate
-from ..data.split import chemistry_keys, grouped_split, provenance_groups
+from ..data.split import chemistry_keys, provenance_groups, split_keeping_in_training
 from ..errors import ConfigError, DatasetError, UserError
 from ..fileio import atomic_path, atomic_write_text, is_temp_path
 from ..logs import log_to_file, say
@@ -347,7 +347,9 @@ class DistillationTrainer:
             no_energy = self._energy_skipped(reader)
         finally:
             reader.close()
-        train_idx, val_idx, split_kind = grouped_split(groups, self.config.val_fraction, self.config.seed, chemistry)
+        # structures trained without their energy are never held out (split_keeping_in_training)
+        train_idx, val_idx, split_kind = split_keeping_in_training(groups, no_energy, self.config.val_fraction,
+                                                                   self.config.seed, chemistry)
         full = MolecularDataset(self.dataset_path, scfg.cutoff, preload=self.config.in_memory, no_energy=no_energy)
         if self.config.in_memory:
             graphs = list(self._iter_items(full, "neighbour lists"))
