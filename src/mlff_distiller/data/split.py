@@ -136,9 +136,10 @@ def split_keeping_in_training(
     """:func:`grouped_split` of the structures not in ``keep``; those in ``keep`` all go to
     training; validation holds ``val_fraction`` of the others. ``keep``: the structures trained
     without their energy (the frames an active round adds, ``energy_skip_sources``): each cost a
-    teacher call to be trained on, and a validation set made of them measures no energy. In one grouped split of a water round's dataset a single
-    group of 21 of them was the whole validation set, and the checkpoint was chosen on forces
-    alone. With fewer than 2 other structures the plain split of all is returned.
+    teacher call to be trained on, and a validation set made of them measures no energy. In one
+    grouped split of a water round's dataset a single group of 21 of them was the whole
+    validation set, and the checkpoint was chosen on forces alone. With fewer than 2 other
+    structures the plain split of all is returned.
     """
     kept = {int(i) for i in keep}
     rest = np.array([i for i in range(len(groups)) if i not in kept], dtype=np.int64)
