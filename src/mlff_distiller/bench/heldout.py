@@ -378,7 +378,7 @@ def heldout_frames(t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600.0, pro
 
 
 def run_heldout(s_handle, t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600.0, progress=None,
-                cache_dir=None, runs=None, cluster: dict | None = None) -> dict:
+                cache_dir=None, runs=None) -> dict:
     """Teacher MD on every (system, temperature) of ``cfg``, scored by the student.
 
     Returns ``{"config", "runs": {name: {metrics, md report}}, "pooled": metrics}``; a run
@@ -386,13 +386,12 @@ def run_heldout(s_handle, t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600
     ``cache_dir``, each run's labelled frames are kept there (extxyz + the settings that made
     them) and reused while teacher, start structure, temperature and MD settings are the same:
     a retrained student is scored on the same frames without running the teacher again.
-    ``runs``: the output of :func:`heldout_frames` when the caller made it already; ``cluster``:
-    where :func:`heldout_frames` runs the teacher MD otherwise.
+    ``runs``: the output of :func:`heldout_frames` when the caller made it already.
     """
     records, run_ids, per_run = [], [], {}
     student = s_handle.make_calculator()
     if runs is None:
-        runs = heldout_frames(t_handle, cfg, max_wall_s, progress, cache_dir, cluster=cluster)
+        runs = heldout_frames(t_handle, cfg, max_wall_s, progress, cache_dir)
     for key, n_atoms, T, frames, report in runs:
         recs = score_frames(student, frames)
         entry = {"n_atoms": n_atoms, "temperature_K": T, "teacher_md": report, "n_frames": len(recs)}

@@ -128,7 +128,6 @@ def grouped_split(
     return np.sort(perm[target:]), np.sort(perm[:target]), "random"
 
 
-
 def split_keeping_in_training(
     groups: Sequence[str], keep: Sequence[int], val_fraction: float, seed: int,
     chemistry: Sequence[str] | None = None,
