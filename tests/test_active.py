@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -264,11 +265,18 @@ def test_rounds_append_frames_with_provenance_within_budget(project):
     for name in ("rounds.md", "error_vs_teacher_calls.png"):
         assert (out / "active" / name).stat().st_size > 100
     stages = json.loads((out / "project.json").read_text())["stages"]
-    assert [s for s in stages if s.startswith("active:")] == ["active:round-1", "active:round-2", "active:round-3"]
-    # the exported student is the last round's
+    assert sorted(s for s in stages if s.startswith("active:")) == ["active:final", "active:round-1",
+                                                                   "active:round-2", "active:round-3"]
+    # the exported student is the final one, trained from scratch on the last round's dataset
     from mlff_distiller.student import load_exported, load_student
 
-    final = load_student(Path(rounds[-1]["run_dir"]))
+    fin = rep["final"]
+    assert fin["dataset"] == rounds[-1]["dataset"] and Path(fin["run_dir"]) == out / "active" / "final" / "train"
+    assert fin["train"]["steps"] == 20  # the recipe's training.max_steps, not active.retrain's 10
+    assert fin["heldout_before"] == rounds[-1]["heldout_after"]
+    final = load_student(Path(fin["run_dir"]))
+    last_round = load_student(Path(rounds[-1]["run_dir"]))
+    assert any(not torch.equal(a, b) for a, b in zip(final.state_dict().values(), last_round.state_dict().values()))
     exported = load_exported(out / "student.pt")
     atoms = _cu()
     atoms.calc = StudentCalculator(final, backend="torch")
@@ -280,6 +288,8 @@ def test_rounds_append_frames_with_provenance_within_budget(project):
         "active learning: 3 round(s), 10 teacher calls (after 24 in the initial dataset), stopped: teacher_budget"
         in summary
     )
+    assert "- final student: trained from scratch on the grown dataset" in summary
+    assert "| final (from scratch) |" in (out / "active" / "rounds.md").read_text()
     r1 = rounds[0]
     assert r1["explore"]["n_frames"] > 0 and 0 <= r1["explore"]["md_stability"] <= 1
     assert set(r1["calibration_heldout"]) >= {"frame_spearman", "atom_pearson"}
@@ -322,6 +332,7 @@ def test_rounds_train_the_added_frames_on_forces_only_by_default(project):
     rounds = json.loads((out / "active" / "rounds.json").read_text())["rounds"]
     run = Path(rounds[-1]["run_dir"])
     assert load_train_config(run / "config.yaml").energy_skip_sources == ["active/"]
+    assert load_train_config(out / "active" / "final" / "train" / "config.yaml").energy_skip_sources == ["active/"]
     assert "without their energy (energy_skip_sources)" in (run / "train.log").read_text()
     member = run.parent / "committee" / "member-0"
     assert load_train_config(member / "config.yaml").energy_skip_sources == ["active/"]
@@ -340,10 +351,41 @@ def test_rerun_skips_every_stage_and_round(project):
     res = run_project(out.parent / "recipe.yaml", out, RunOptions(progress=False, skip=("bench", "report")))
     assert res.stages_run == []
     assert res.stages_skipped == ["generate:all", "label:all", "gate:all", "split", "train", "active:round-1",
-                                  "active:round-2", "active:round-3", "export"]
+                                  "active:round-2", "active:round-3", "active:final", "export"]
     after = json.loads((out / "project.json").read_text())["stages"]
     assert {k: v["fingerprint"] for k, v in after.items()} == {k: v["fingerprint"] for k, v in before.items()}
     assert json.loads((out / "active" / "rounds.json").read_text()) == rounds  # rewritten from the records
+
+
+def test_final_training_none_keeps_the_last_round_and_redoes_only_what_follows(project):
+    """``final_training: none`` exports the last round's warm-started student without redoing a
+    round (``--restart-from export``); switching back (``--restart-from active:final``) redoes only
+    the final training, with the same result, and the export."""
+    from mlff_distiller.pipeline.run import RunOptions, run_project
+    from mlff_distiller.student import load_exported, load_student
+
+    out, _ = project
+    recipe = yaml.safe_load((out.parent / "recipe.yaml").read_text())
+    recipe["active"]["final_training"] = "none"
+    other = out.parent / "recipe-none.yaml"
+    other.write_text(yaml.safe_dump(recipe))
+    before = json.loads((out / "active" / "rounds.json").read_text())["final"]
+    opts = RunOptions(progress=False, skip=("bench", "report"))
+    try:
+        res = run_project(other, out, replace(opts, restart_from="export"))
+        assert res.stages_run == ["export"]
+        rounds = json.loads((out / "active" / "rounds.json").read_text())
+        assert "final" not in rounds
+        atoms = _cu()
+        atoms.calc = StudentCalculator(load_student(Path(rounds["rounds"][-1]["run_dir"])), backend="torch")
+        ref = atoms.get_forces()
+        atoms.calc = StudentCalculator(load_exported(out / "student.pt"), backend="torch")
+        np.testing.assert_allclose(atoms.get_forces(), ref, atol=1e-5)
+    finally:
+        res = run_project(out.parent / "recipe.yaml", out, replace(opts, restart_from="active:final"))
+    assert res.stages_run == ["active:final", "export"] and "active:round-3" in res.stages_skipped
+    after = json.loads((out / "active" / "rounds.json").read_text())["final"]
+    assert after["heldout_after"] == before["heldout_after"]  # the same training again
 
 
 def _ctx(out: Path, **changes):
@@ -472,6 +514,10 @@ def _assert_same_project(a: Path, b: Path) -> None:
                 pa, pb = da.get_arrays(i), db.get_arrays(i)
                 for k in ("positions", "energy", "forces"):
                     np.testing.assert_array_equal(pa[k], pb[k])
-    sa, sb = load_student(Path(ra[-1]["run_dir"])), load_student(Path(rb[-1]["run_dir"]))
-    for (k, va), vb in zip(sa.state_dict().items(), sb.state_dict().values()):
-        torch.testing.assert_close(va, vb, atol=0, rtol=0, msg=k)
+    fa = json.loads((a / "active" / "rounds.json").read_text())["final"]
+    fb = json.loads((b / "active" / "rounds.json").read_text())["final"]
+    assert fa["heldout_after"] == fb["heldout_after"]
+    for run_a, run_b in ((ra[-1]["run_dir"], rb[-1]["run_dir"]), (fa["run_dir"], fb["run_dir"])):
+        sa, sb = load_student(Path(run_a)), load_student(Path(run_b))
+        for (k, va), vb in zip(sa.state_dict().items(), sb.state_dict().values()):
+            torch.testing.assert_close(va, vb, atol=0, rtol=0, msg=k)

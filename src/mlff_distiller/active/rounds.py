@@ -16,8 +16,11 @@ unfinished one after deleting what it and the later steps had written, so a roun
 at any moment (SIGKILL included) and resumed gives the same result as an uninterrupted one.
 The rounds stop when the committee's force disagreement on fresh student MD falls below
 ``stop_force_std``, when the held-out force MAE reaches ``target_force_mae``, or at the
-round or teacher-call budget. ``active/rounds.json``, ``rounds.md`` and
-``error_vs_teacher_calls.png`` report every round. Units: eV, A, eV/A.
+round or teacher-call budget. With ``final_training: scratch`` (the default) a last stage,
+``active:final`` (directory ``active/final/``), trains a new student from random weights on the
+grown dataset; that student, not the last warm start, goes on to export and bench.
+``active/rounds.json``, ``rounds.md`` and ``error_vs_teacher_calls.png`` report every round and
+the final training. Units: eV, A, eV/A.
 """
 
 from __future__ import annotations
@@ -72,8 +75,10 @@ def run_rounds(ctx: ActiveContext, project, stage: Callable, run_dir: Path, fp: 
     ctx.root.mkdir(parents=True, exist_ok=True)
     records, dataset, used = [], ctx.train_h5, 0
     fp_round = fp
+    # the rounds do not depend on what follows them: changing final_training redoes only active:final
+    round_settings = {k: v for k, v in ctx.cfg.to_dict().items() if k != "final_training"}
     for n in range(1, ctx.cfg.max_rounds + 1):
-        fp_round = fingerprint(fp_round, ctx.cfg.to_dict(), ctx.teacher.fingerprint_id, n)
+        fp_round = fingerprint(fp_round, round_settings, ctx.teacher.fingerprint_id, n)
         name = f"active:round-{n}"
         prev = dict(project.stage(name) or {})
         # Resume only a round this stage started and did not finish (killed); a round that is
@@ -93,7 +98,49 @@ def run_rounds(ctx: ActiveContext, project, stage: Callable, run_dir: Path, fp: 
         write_report(ctx.root, records, initial_calls)
         if rec.get("stop"):
             break
-    return run_dir, fingerprint(fp_round, len(records))
+    fp_rounds = fingerprint(fp_round, len(records))
+    if ctx.cfg.final_training != "scratch" or Path(dataset) == Path(ctx.train_h5):
+        return run_dir, fp_rounds  # no final training, or no frame was added: the student stays
+    fp_final = fingerprint(fp_rounds, "final", ctx.cfg.final_training)
+    prev = dict(project.stage("active:final") or {})
+    resumable = prev.get("status") == "running" and prev.get("fingerprint") == fp_final
+
+    def final_fn(run_dir=run_dir, dataset=dataset, used=used, resumable=resumable):
+        if not resumable and (ctx.root / "final").exists():
+            shutil.rmtree(ctx.root / "final")
+        return run_final(ctx, run_dir, dataset, used)
+
+    final = stage("active:final", fp_final, final_fn)
+    write_report(ctx.root, records, initial_calls, final=final)
+    return Path(final["run_dir"]), fp_final
+
+
+def run_final(ctx: ActiveContext, student_run: Path, dataset: Path, used: int) -> dict:
+    """The final training (``final_training: scratch``): a student from random weights on
+    ``dataset`` (the last round's) with the recipe's ``training`` section, the added frames on
+    forces and stress only unless ``fit_active_energies``; resumes from ``active/final/train``'s
+    ``last.pt``. Returns its record, with the held-out errors of the last round's student
+    (``heldout_before``) and of the new one (``heldout_after``)."""
+    from ..bench.accuracy import evaluate, load_labelled
+    from ..student.calculator import StudentCalculator
+    from ..training import DistillationTrainer
+
+    t0 = time.time()
+    rdir = ctx.root / "final"
+    rdir.mkdir(parents=True, exist_ok=True)
+    rec = {"round": "final", "training": "scratch", "student_in": str(student_run), "dataset": str(dataset),
+           "teacher_calls": 0, "teacher_calls_total": used}
+    test_frames = load_labelled(ctx.test_h5)
+    rec["heldout_before"] = _heldout(evaluate(StudentCalculator(student_run, backend=ctx.cfg.backend),
+                                              test_frames)[0])
+    ctx.say("  final: train a new student from scratch on the grown dataset")
+    out = DistillationTrainer(dataset, _round_config(ctx.train_config, ctx.cfg), rdir / "train", resume="auto",
+                              progress=ctx.progress).fit()
+    rec["train"] = {k: out.get(k) for k in ("best_epoch", "epochs", "steps", "stopped", "val")}
+    rec["run_dir"] = str(rdir / "train")
+    rec["heldout_after"] = _heldout(evaluate(StudentCalculator(rdir / "train", backend=ctx.cfg.backend),
+                                             test_frames)[0])
+    return _finish(rec, t0)
 
 
 def _reset(rdir: Path, first: str) -> None:
@@ -406,10 +453,13 @@ def refit_reference(checkpoint: Path, dataset: Path, backend: str = "auto") -> d
 
 
 # -- report --------------------------------------------------------------------------------------
-def write_report(root: Path, records: list[dict], initial_calls: int = 0) -> None:
-    """``rounds.json``, ``rounds.md`` and ``error_vs_teacher_calls.png`` in ``root``."""
-    atomic_write_text(root / "rounds.json", json.dumps({"initial_teacher_calls": initial_calls, "rounds": records},
-                                                       indent=2, default=_jsonable) + "\n")
+def write_report(root: Path, records: list[dict], initial_calls: int = 0, final: dict | None = None) -> None:
+    """``rounds.json``, ``rounds.md`` and ``error_vs_teacher_calls.png`` in ``root`` (``final``:
+    the record of the final training, if it ran)."""
+    report = {"initial_teacher_calls": initial_calls, "rounds": records}
+    if final is not None:
+        report["final"] = final
+    atomic_write_text(root / "rounds.json", json.dumps(report, indent=2, default=_jsonable) + "\n")
     lines = [
         "# Active learning rounds",
         "",
@@ -431,8 +481,14 @@ def write_report(root: Path, records: list[dict], initial_calls: int = 0) -> Non
             _f((r.get("disagreement") or {}).get("mean")), _f(cal),
             _f(r["heldout_before"]["force_mae"]), _f((r.get("heldout_after") or {}).get("force_mae")),
             _f((r.get("explore") or {}).get("md_stability")), r.get("stop") or "")) + " |")
+    if final is not None:
+        lines.append(f"| final (from scratch) | 0 | {initial_calls + final['teacher_calls_total']} | - | - | - | - "
+                     f"| {_f(final['heldout_before']['force_mae'])} | {_f(final['heldout_after']['force_mae'])} "
+                     "| - | |")
+        lines += ["", "The final row is a student trained from random weights on the last round's dataset; it is "
+                  "the one export and bench use."]
     atomic_write_text(root / "rounds.md", "\n".join(lines) + "\n")
-    _plot(root / "error_vs_teacher_calls.png", records, initial_calls)
+    _plot(root / "error_vs_teacher_calls.png", records, initial_calls, final)
 
 
 def _selected(sel: dict) -> str:
@@ -446,7 +502,7 @@ def _f(v) -> str:
     return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.4g}"
 
 
-def _plot(path: Path, records: list[dict], initial_calls: int) -> None:
+def _plot(path: Path, records: list[dict], initial_calls: int, final: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -456,6 +512,10 @@ def _plot(path: Path, records: list[dict], initial_calls: int) -> None:
     xs = [initial_calls] + [initial_calls + r["teacher_calls_total"] for r in trained]
     ys = [records[0]["heldout_before"]["force_mae"]] + [r["heldout_after"]["force_mae"] for r in trained]
     names = ["r0"] + [f"r{r['round']}" for r in trained]
+    if final is not None:
+        xs.append(initial_calls + final["teacher_calls_total"])
+        ys.append(final["heldout_after"]["force_mae"])
+        names.append("final")
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ax.plot(xs, ys, "o-")
     for name, x, y in zip(names, xs, ys):

@@ -140,11 +140,19 @@ def _active_lines(out: Path) -> list[str]:
     if not recs:
         return []
     last = recs[-1]
-    return [
+    lines = [
         f"- active learning: {len(recs)} round(s), {last.get('teacher_calls_total')} teacher calls "
         f"(after {rounds.get('initial_teacher_calls')} in the initial dataset), stopped: "
         f"{last.get('stop') or 'not yet'}; rounds table `active/rounds.md`"
     ]
+    final = rounds.get("final")
+    if final:
+        lines.append(
+            f"- final student: trained from scratch on the grown dataset (`active/final/train`), held-out force MAE "
+            f"{1000 * final['heldout_after']['force_mae']:.0f} meV/A (last round's warm start: "
+            f"{1000 * final['heldout_before']['force_mae']:.0f} meV/A)"
+        )
+    return lines
 
 
 def _bench_lines(bench_info: dict) -> list[str]:
