@@ -13,6 +13,10 @@ From one labelled training set of a recipe (e.g. ``PROJECT/data/train.h5``):
   active rounds' budget. Drawing single structures at random from a bigger run of the recipe
   covers more independent starting points than a smaller run of the recipe would, so this
   baseline is, if anything, favourable to random sampling.
+- **final training**: with ``active.final_training: scratch`` (the default), every arm's last
+  dataset also trains a student from random weights with the recipe's ``training`` section
+  (``--final-steps`` to change its steps), as ``mlff-distill run`` does after its rounds. Those
+  students carry the arm's name (``active``, ``random x1``); the last warm starts are ``... warm``.
 
 Every final student is then scored on the recipe's held-out teacher MD (``bench.heldout``,
 cached in ``--cache``) with ``benchmarks/compare_students.py``: absolute energy MAE (meV/atom),
@@ -28,6 +32,7 @@ Writes ``OUT_DIR/active_vs_random.md`` / ``.json``. Units: eV, eV/atom, eV/A.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -95,6 +100,8 @@ def main(argv=None) -> int:
     ap.add_argument("--base-steps", type=int, default=2000, help="optimizer steps of the first student S0")
     ap.add_argument("--random-factors", type=float, nargs="+", default=[1.0, 2.0, 3.0])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--final-steps", type=int, help="optimizer steps of the final from-scratch trainings "
+                    "(default: the recipe's training.max_steps)")
     ap.add_argument("--only", choices=("active", "random"), help="run one arm (e.g. both at once in two processes; "
                     "the random arms then assume active.max_rounds rounds); a run without it compares them")
     args = ap.parse_args(argv)
@@ -102,6 +109,7 @@ def main(argv=None) -> int:
     import torch
 
     from mlff_distiller.active import ActiveContext, run_rounds
+    from mlff_distiller.active.rounds import _round_config
     from mlff_distiller.data.store import DatasetReader
     from mlff_distiller.recipe import Recipe
     from mlff_distiller.teachers import build_teacher
@@ -123,13 +131,27 @@ def main(argv=None) -> int:
     train_cfg = recipe.training.replace(max_steps=args.base_steps)
     print(f"base: {n_base} of {n} structures; S0 ({args.base_steps} steps)", flush=True)
     s0 = _train(base, train_cfg, out / "s0")
+    final = acfg.final_training == "scratch"
+    final_cfg = _round_config(recipe.training.replace(**({"max_steps": args.final_steps} if args.final_steps else {})),
+                              acfg)
+
+    def final_student(name: str, dataset: Path, warm: Path, calls: int) -> None:
+        """The arm's final student: from scratch on its last dataset, or its last warm start."""
+        if final:
+            print(f"{name}: final training from scratch ({final_cfg.max_steps} steps)", flush=True)
+            arms[f"{name} warm"] = (warm, calls)
+            arms[name] = (_train(dataset, final_cfg, out / "final" / name.replace(" ", "-")), calls)
+        else:
+            arms[name] = (warm, calls)
 
     # -- active arm: the pipeline's rounds ----------------------------------------------------
     arms = {"S0": (s0, n_base)}
     n_rounds = acfg.max_rounds
     if args.only != "random":
         test_h5 = Path(args.test_h5) if args.test_h5 else base  # the rounds' own report (not the comparison)
-        ctx = ActiveContext(cfg=acfg, teacher=build_teacher(recipe.teacher), train_config=train_cfg,
+        # the final training is done below alike for every arm
+        ctx = ActiveContext(cfg=dataclasses.replace(acfg, final_training="none"), teacher=build_teacher(recipe.teacher),
+                            train_config=train_cfg,
                             quality=recipe.quality, labeling=recipe.labeling, train_h5=base, test_h5=test_h5,
                             root=out / "active", seed=recipe.seed, say=lambda t: print(t, flush=True))
         stages = _Stages(out / "active_project", f"{recipe.name}-active-vs-random")
@@ -139,7 +161,8 @@ def main(argv=None) -> int:
         active_calls = sum(int(rec.get("teacher_calls") or 0) for rec in rounds)
         n_rounds = len([rec for rec in rounds if rec.get("run_dir")])
         print(f"active: {n_rounds} rounds, {active_calls} teacher calls, {time.time() - t0:.0f} s", flush=True)
-        arms["active"] = (active_dir, n_base + active_calls)
+        last = [rec for rec in rounds if rec.get("run_dir")]
+        final_student("active", Path(last[-1]["dataset"]) if last else base, active_dir, n_base + active_calls)
     if args.only == "active":
         return 0
 
@@ -150,13 +173,13 @@ def main(argv=None) -> int:
         if per_round * n_rounds > len(rest):
             print(f"random x{k:g}: needs {per_round * n_rounds} more structures, {len(rest)} left: skipped")
             continue
-        prev = s0
+        prev, ds = s0, base
         for j in range(1, n_rounds + 1):
             ds = _subset(src, out / f"random-x{k:g}" / f"round-{j}.h5",
                          np.sort(np.concatenate([order[:n_base], rest[: per_round * j]])))
             print(f"random x{k:g} round {j}: {n_base + per_round * j} structures", flush=True)
             prev = _train(ds, retrain_cfg, out / f"random-x{k:g}" / f"train-{j}", init_from=prev)
-        arms[f"random x{k:g}"] = (prev, n_base + per_round * n_rounds)
+        final_student(f"random x{k:g}", ds, prev, n_base + per_round * n_rounds)
     if args.only == "random":
         return 0
 
@@ -202,7 +225,11 @@ def _write(out: Path, args, recipe, n, n_base, rounds, arms, cmp) -> None:
     lines = [f"# Active learning vs random sampling: {recipe.name}", "",
              f"Recipe `{args.recipe}`; training set `{args.train_h5}` ({n} structures); base {n_base} "
              f"structures, S0 {args.base_steps} steps; active and random arms: {len(rounds)} rounds of "
-             f"warm-start retraining with `active.retrain` = {recipe.active.retrain}. Held-out: "
+             f"warm-start retraining with `active.retrain` = {recipe.active.retrain}"
+             + (", then a final training from scratch on each arm's last dataset "
+                f"({args.final_steps or recipe.training.max_steps} steps; the last warm starts are the `warm` rows)"
+                if recipe.active.final_training == "scratch" else "")
+             + ". Held-out: "
              f"{cmp['n_frames']} frames of the teacher's own MD ({', '.join(cmp['runs'])}), {cmp['date_utc']} UTC, "
              f"{cmp['machine']}, 1 thread. Intervals: bootstrap 95 % (frames resampled within runs); "
              "differences are paired, student minus active (positive = worse than active).", "",
