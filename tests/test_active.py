@@ -183,6 +183,7 @@ def test_unphysical_frames_are_dropped():
     ({"stop_force_std": "abc"}, "active.stop_force_std"),
     ({"max_kind_share": 0}, "active.max_kind_share"),
     ({"max_kind_share": 1.5}, "active.max_kind_share"),
+    ({"final_training": "warm"}, "active.final_training"),
 ])
 def test_active_config_errors_name_the_field(section, field):
     with pytest.raises(ConfigError) as err:
@@ -197,6 +198,9 @@ def test_recipe_accepts_the_active_section():
     recipe = load_recipe("tiny-active")
     cfg = ActiveConfig.from_dict(recipe["active"])
     assert cfg.stage_names()[0] == "active:round-1" and cfg.teacher_call_budget == 10
+    assert cfg.stage_names()[-1] == "active:final" and cfg.final_training == "scratch"
+    assert ActiveConfig.from_dict({"final_training": "none", "max_rounds": 2}).stage_names() == [
+        "active:round-1", "active:round-2"]
 
 
 # -- end to end -----------------------------------------------------------------------------------
