@@ -617,3 +617,21 @@ def test_water_active_from_scratch_numbers_match_the_results():
     other = st["recipe_444"]["per_run"]
     assert all(runs[k]["force_rel_rmse"] < other[k]["force_rel_rmse"] for k in runs)  # "each of the 8 runs"
     assert len(runs) == 8 and 177 / 444 <= 0.5
+
+
+def test_silicon_final_scratch_numbers_match_the_results():
+    """silicon_final_scratch/README: on silicon the from-scratch final training is level with the
+    warm start and the first-round student (why the silicon recipe keeps final_training: none)."""
+    res = _json("silicon_final_scratch/heldout600.json")
+    assert res["n_frames"] == 600
+    st = res["students"]
+    text = " ".join((RESULTS / "silicon_final_scratch" / "README.md").read_text().split())
+    scratch = st["scratch"]["pooled"]
+    lo, hi = scratch["force_rel_rmse_ci95"]
+    assert f"0.{round(scratch['force_rel_rmse'] * 1e4):04d} [{lo:.4f}, {hi:.4f}]" in text
+    for name in ("warm", "first-round"):
+        d = st[name]["vs_scratch"]["force_rel_rmse"]["difference"]
+        assert abs(d) <= 0.0015  # "paired differences at most 0.001"
+        assert f"{st[name]['pooled']['force_rel_rmse']:.4f}" in text
+    recipe = (Path(__file__).parents[1] / "src/mlff_distiller/generation/recipes/silicon.yaml").read_text()
+    assert "final_training: none" in recipe
