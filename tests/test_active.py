@@ -525,3 +525,20 @@ def _assert_same_project(a: Path, b: Path) -> None:
         sa, sb = load_student(Path(run_a)), load_student(Path(run_b))
         for (k, va), vb in zip(sa.state_dict().items(), sb.state_dict().values()):
             torch.testing.assert_close(va, vb, atol=0, rtol=0, msg=k)
+
+
+def test_the_built_in_recipe_benches_its_final_student(project, tmp_path):
+    """`run tiny-active` as a user runs it ends with the bench (no error: its systems are EMT's)."""
+    import shutil
+
+    from mlff_distiller.cli import main
+
+    out, _ = project
+    copy = tmp_path / "proj"
+    shutil.copytree(out, copy)
+    rc = main(["run", str(out.parent / "recipe.yaml"), "-o", str(copy), "--restart-from", "bench",
+               "--skip", "report", "--quiet"])
+    assert rc == 0
+    bench = json.loads((copy / "bench" / "bench.json").read_text())
+    assert list(bench["systems"]) == ["cu-64"]
+    assert bench["student"]["path"].endswith(str(Path("active") / "final" / "train")) and bench["complete"]

@@ -51,3 +51,17 @@ def test_temp_names_keep_the_suffix_on_request_and_stale_ones_are_found(tmp_path
     t.write_text("live")  # this process
     (tmp_path / f".other.png.{pid}.0123abcd.tmp").write_text("another target")
     assert stale_temp_paths(target) == sorted([stale, stale_journal])
+
+
+def test_load_yaml_refuses_a_key_given_twice_at_any_depth():
+    import yaml
+
+    from mlff_distiller.fileio import load_yaml, yaml_error_text
+
+    assert load_yaml("a: 1\nb: {c: 2}\n") == {"a": 1, "b": {"c": 2}}
+    assert load_yaml("x: &x {p: 1}\ny: {<<: *x, q: 2}\n")["y"] == {"p": 1, "q": 2}  # merge keys still work
+    for text, line in [("a: 1\nb:\n  c: 2\n  c: 3\n", 4), ("{a: 1, a: 2}", 1), ("- {k: 1}\n- k: 1\n  k: 2\n", 3)]:
+        with pytest.raises(yaml.YAMLError) as info:
+            load_yaml(text)
+        words = yaml_error_text(info.value)
+        assert words.startswith(f"line {line}: key ") and "is given twice" in words, words

@@ -423,7 +423,8 @@ def test_broken_student_files(student_ckpt, tmp_path, capsys, kind, command):
     assert not (tmp_path / "out.pt").exists() and not (tmp_path / "bench").exists()
 
 
-@pytest.mark.parametrize("content, words", [("a: [1, 2\n", "YAML"), ("- 1\n- 2\n", "mapping")])
+@pytest.mark.parametrize("content, words", [("a: [1, 2\n", "YAML"), ("- 1\n- 2\n", "mapping"),
+                                            ("seed: 1\nseed: 2\n", "'seed' is given twice")])
 @pytest.mark.parametrize("command", ["generate", "run", "train", "validate", "label", "bench"])
 def test_broken_config_files(data, pool, student_ckpt, tmp_path, capsys, command, content, words):
     cfg = tmp_path / "cfg.yaml"

@@ -10,6 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
+import yaml
+
 # Temporary files are named ``.<target name>.<pid>.<8 hex>.tmp[<target suffix>]`` beside
 # their target, so that stale ones (their writer was killed) can be found and removed.
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp(?P<rest>.*)$")
@@ -156,3 +158,45 @@ def check_output_path(path: str | os.PathLike, what: str = "output", *, director
     os.close(fd)
     os.unlink(tmp)
     return p
+
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A ``yaml.SafeLoader`` that refuses a mapping with the same key twice."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in first_line:
+                        raise yaml.constructor.ConstructorError(
+                            None, None,
+                            f"key '{key}' is given twice (first on line {first_line[key]}); keep one",
+                            key_node.start_mark,
+                        )
+                    first_line[key] = key_node.start_mark.line + 1
+                except TypeError:  # an unhashable key: SafeLoader itself reports it
+                    continue
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(stream):
+    """``yaml.safe_load`` that refuses a mapping with the same key twice.
+
+    PyYAML keeps the last of two equal keys without a word, so a setting a user adds to a
+    recipe that already has it would silently override (or lose to) the other. The error is a
+    ``yaml.constructor.ConstructorError`` (a ``yaml.YAMLError``) marked at the second key, so
+    every caller's handling of YAML errors reports it with its line.
+    """
+    return yaml.load(stream, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def yaml_error_text(err: Exception) -> str:
+    """A ``yaml.YAMLError`` in a few words: 'line 12: key 'seed' is given twice ...'."""
+    problem = getattr(err, "problem", None) or (str(err).splitlines() or [type(err).__name__])[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"line {mark.line + 1}: {problem}" if mark is not None else str(problem)

@@ -48,6 +48,7 @@ from pydantic import (
 from .active.config import ActiveConfig
 from .bench.runner import BenchConfig
 from .errors import ConfigError
+from .fileio import load_yaml, yaml_error_text
 from .generation.recipe import GenerationConfig, builtin_recipes, resolve_source_paths
 from .labeling.config import LabelingConfig
 from .quality.config import QualityConfig
@@ -250,11 +251,9 @@ def read_recipe(name_or_path) -> dict:
         raise ConfigError(f"recipe '{s}' not found: give a YAML file path or a built-in name "
                           f"({', '.join(builtin_recipes())})")
     try:
-        recipe = yaml.safe_load(text)
+        recipe = load_yaml(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"recipe '{s}' is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+        raise ConfigError(f"recipe '{s}' is not valid YAML at {yaml_error_text(err)}") from None
     if not isinstance(recipe, dict):
         raise ConfigError(f"recipe '{s}' must be a YAML mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
     if base is not None:

@@ -7,6 +7,7 @@ import json
 import os
 
 from ..cliutil import add_config, add_output, add_progress, show_progress
+from ..fileio import load_yaml, yaml_error_text
 
 
 def register(subparsers) -> None:
@@ -61,11 +62,9 @@ def _load_mapping(path: str, what: str) -> dict:
         if path.endswith(".json"):
             data = json.loads(text)
         else:
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
     except Exception as err:
-        raise ConfigError(f"{what} file {path} is not valid YAML/JSON: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"{what} file {path} is not valid YAML/JSON: {yaml_error_text(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{what} file {path} must hold a mapping of fields")
     if what == "bench config" and isinstance(data.get("bench"), dict):

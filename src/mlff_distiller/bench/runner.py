@@ -262,7 +262,8 @@ def _preflight(systems, s_handle, t_handle, frames, cfg):
         if not loaded:
             raise UserError(
                 f"none of the default systems ({', '.join(DEFAULT_SYSTEMS)}) is supported by both models; "
-                "pass --systems with structure files made of the student's elements"
+                "name systems made of the student's elements (a built-in name such as cu-64 or a structure "
+                "file): --systems for `bench`, bench: {systems: [...]} in a recipe"
             )
     else:
         if isinstance(systems, str):

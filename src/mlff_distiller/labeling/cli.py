@@ -6,6 +6,7 @@ import argparse
 import os
 
 from ..cliutil import add_config, add_output, add_progress, show_progress
+from ..fileio import load_yaml, yaml_error_text
 
 
 def register(subparsers) -> None:
@@ -54,11 +55,11 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             with open(args.config) as fh:
-                recipe = yaml.safe_load(fh) or {}
+                recipe = load_yaml(fh) or {}
         except OSError as err:
             raise ConfigError(f"--config: cannot read {args.config} ({err.strerror}); check the path") from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"--config: {args.config} is not valid YAML ({type(err).__name__})") from None
+            raise ConfigError(f"--config: {args.config} is not valid YAML ({yaml_error_text(err)})") from None
         if not isinstance(recipe, dict):
             raise ConfigError(f"--config: {args.config} must hold a mapping with a labeling: section")
     cfg = LabelingConfig.from_dict(recipe.get("labeling"))

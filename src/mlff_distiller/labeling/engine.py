@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import fields as F
 from ..errors import ConfigError, DatasetError, TeacherError, UserError
-from ..fileio import replace_atomically, stale_temp_paths, temp_path
+from ..fileio import load_yaml, replace_atomically, stale_temp_paths, temp_path, yaml_error_text
 from ..logs import say
 from .checkpoint import WorkDir
 from .worker import TeacherLoadError, spec_key
@@ -98,7 +98,7 @@ def parse_teacher_spec(spec) -> dict | str:
         import yaml
 
         try:
-            value = yaml.safe_load(text)
+            value = load_yaml(text)
         except yaml.YAMLError as err:
             raise ConfigError(f"teacher: cannot parse '{text[:60]}' as JSON/YAML ({type(err).__name__}); "
                               "write e.g. '{\"name\": \"chgnet\"}'") from None
@@ -109,9 +109,11 @@ def parse_teacher_spec(spec) -> dict | str:
         import yaml
 
         try:
-            value = yaml.safe_load(Path(text).read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"teacher: cannot read spec file {text} ({type(err).__name__})") from None
+            value = load_yaml(Path(text).read_text())
+        except OSError as err:
+            raise ConfigError(f"teacher: cannot read spec file {text} ({err.strerror})") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"teacher: spec file {text} is not valid YAML ({yaml_error_text(err)})") from None
         if isinstance(value, dict) and isinstance(value.get("teacher"), (dict, str)):
             value = value["teacher"]  # a whole recipe: take its teacher section
         if isinstance(value, str):

@@ -32,6 +32,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field
 
 from ..errors import ConfigError
+from ..fileio import load_yaml, yaml_error_text
 from ..settings import Bool, Float, Int, as_list, build, invalid, limits, section, unknown_keys_error
 
 #: a threshold: a number >= 0 (``.inf`` allowed)
@@ -372,12 +373,13 @@ class QualityConfig:
 
         try:
             with open(path) as fh:
-                d = yaml.safe_load(fh)
+                d = load_yaml(fh)
         except FileNotFoundError:
             raise ConfigError(f"quality config {path} not found: give an existing YAML file") from None
         except yaml.YAMLError as err:
-            first = str(err).splitlines()[0] if str(err) else "syntax error"
-            raise ConfigError(f"quality config {path} is not valid YAML ({first}): fix the file") from None
+            raise ConfigError(
+                f"quality config {path} is not valid YAML ({yaml_error_text(err)}): fix the file"
+            ) from None
         if d is None:
             d = {}
         if not isinstance(d, dict):

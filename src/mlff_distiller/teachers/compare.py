@@ -21,6 +21,7 @@ from ase.data import chemical_symbols
 
 from ..errors import UserError
 from ..fields import source_kind
+from ..fileio import load_yaml, yaml_error_text
 
 
 def parse_teacher_arg(text: str) -> Any:
@@ -44,8 +45,13 @@ def parse_teacher_arg(text: str) -> Any:
             raise UserError(
                 f"teacher spec file '{text}' does not exist; give a teacher name or an existing YAML/JSON file"
             )
-        with open(text) as fh:
-            spec = yaml.safe_load(fh)
+        try:
+            with open(text) as fh:
+                spec = load_yaml(fh)
+        except yaml.YAMLError as err:
+            raise UserError(
+                f"teacher spec file '{text}' is not valid YAML ({yaml_error_text(err)}): fix the file"
+            ) from None
         if isinstance(spec, dict) and "teacher" in spec and isinstance(spec["teacher"], (dict, str)):
             spec = spec["teacher"]  # a whole recipe: use its teacher section
         return spec
@@ -59,7 +65,7 @@ def parse_teacher_arg(text: str) -> Any:
                 )
             key, _, value = pair.partition("=")
             try:
-                spec[key.strip()] = yaml.safe_load(value)
+                spec[key.strip()] = load_yaml(value)
             except yaml.YAMLError:
                 raise UserError(
                     f"teacher option '{pair}' has a value YAML cannot parse; quote it or fix the brackets"
