@@ -178,7 +178,7 @@ def test_cli_bench(trained_student, cu32_file, tmp_path, capsys):
     assert err.startswith("mlff-distill: error:") and err.count("\n") == 1
     assert not bad_out.exists()
     code = main(["bench", "--student", str(run), "--teacher", "{not json", "-o", str(bad_out)])
-    assert code == 2 and "not valid JSON" in capsys.readouterr().err
+    assert code == 2 and "cannot parse '{not json'" in capsys.readouterr().err
 
 
 def test_builtin_systems_are_what_the_docs_say():

@@ -11,7 +11,8 @@ from ase.build import bulk, molecule
 
 from mlff_distiller.cli import main
 from mlff_distiller.teachers import build_teacher
-from mlff_distiller.teachers.compare import compare_teachers, parse_teacher_arg
+from mlff_distiller.teachers.compare import compare_teachers
+from mlff_distiller.teachers.registry import parse_teacher_spec as parse_teacher_arg
 
 
 def _structures():

@@ -72,22 +72,6 @@ def _load_mapping(path: str, what: str) -> dict:
     return data
 
 
-def parse_teacher(text: str):
-    """``chgnet`` -> ``"chgnet"``; ``{"name": ...}`` -> dict; ``spec.yaml`` -> dict."""
-    from ..errors import ConfigError
-
-    text = text.strip()
-    if text.startswith("{"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"--teacher: not valid JSON ({err.msg}); give a name or a JSON object") from None
-    if text.endswith((".json", ".yaml", ".yml")) and os.path.exists(text):
-        data = _load_mapping(text, "teacher spec")
-        return data.get("teacher", data) if "name" not in data else data
-    return text
-
-
 def _run(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from .runner import run_bench
@@ -120,10 +104,11 @@ def _run(args: argparse.Namespace) -> int:
             check_local_size(args.workers)
         cluster = {"scheduler": args.scheduler, "n_workers": args.workers}
     from ..fileio import check_output_path
+    from ..teachers.registry import parse_teacher_spec
 
     check_output_path(args.output, "-o", directory=True, create_parents=True)
     result = run_bench(
-        args.student, parse_teacher(args.teacher), systems=args.systems, dataset=args.dataset,
+        args.student, parse_teacher_spec(args.teacher, "--teacher"), systems=args.systems, dataset=args.dataset,
         out_dir=args.output, threads=args.threads, config=cfg, progress=show_progress(args), cluster=cluster,
     )
     with open(result["outputs"]["markdown"]) as fh:

@@ -4,8 +4,9 @@
 See ``docs/labeling.md``.
 """
 
+from ..teachers.registry import parse_teacher_spec
 from .cluster import HPCConfig
 from .config import LabelingConfig
-from .engine import LabelSummary, label_pool, parse_teacher_spec
+from .engine import LabelSummary, label_pool
 
 __all__ = ["HPCConfig", "LabelSummary", "LabelingConfig", "label_pool", "parse_teacher_spec"]

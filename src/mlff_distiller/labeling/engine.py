@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,8 +22,9 @@ import numpy as np
 
 from .. import fields as F
 from ..errors import ConfigError, DatasetError, TeacherError, UserError
-from ..fileio import load_yaml, replace_atomically, stale_temp_paths, temp_path, yaml_error_text
+from ..fileio import replace_atomically, stale_temp_paths, temp_path
 from ..logs import say
+from ..teachers.registry import parse_teacher_spec
 from .checkpoint import WorkDir
 from .worker import TeacherLoadError, spec_key
 
@@ -85,43 +85,6 @@ class _Chunk:
     indices: list[int]
     atoms: list
     parts: dict = field(default_factory=dict)  # sub-results while split after a worker death
-
-
-def parse_teacher_spec(spec) -> dict | str:
-    """A teacher name (``emt``, ``chgnet``), a dict, or a JSON/YAML mapping in a string."""
-    if isinstance(spec, dict):
-        return dict(spec)
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError("teacher: give a teacher name (e.g. emt, chgnet) or a mapping like {\"name\": \"chgnet\"}")
-    text = spec.strip()
-    if text[0] in "{[":
-        import yaml
-
-        try:
-            value = load_yaml(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"teacher: cannot parse '{text[:60]}' as JSON/YAML ({type(err).__name__}); "
-                              "write e.g. '{\"name\": \"chgnet\"}'") from None
-        if not isinstance(value, dict) or "name" not in value:
-            raise ConfigError("teacher: a mapping spec needs a 'name' key, e.g. {\"name\": \"chgnet\"}")
-        return value
-    if text.endswith((".json", ".yaml", ".yml")) and os.path.exists(text):
-        import yaml
-
-        try:
-            value = load_yaml(Path(text).read_text())
-        except OSError as err:
-            raise ConfigError(f"teacher: cannot read spec file {text} ({err.strerror})") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"teacher: spec file {text} is not valid YAML ({yaml_error_text(err)})") from None
-        if isinstance(value, dict) and isinstance(value.get("teacher"), (dict, str)):
-            value = value["teacher"]  # a whole recipe: take its teacher section
-        if isinstance(value, str):
-            return value
-        if not isinstance(value, dict) or "name" not in value:
-            raise ConfigError(f"teacher: {text} must hold a mapping with a 'name' key")
-        return value
-    return text
 
 
 def _open_pool(pool_path):

@@ -62,15 +62,15 @@ def _compare(args) -> int:
     import json
 
     from ..errors import UserError
-    from .compare import compare_teachers, format_report, parse_teacher_arg, read_structures
-    from .registry import build_teacher
+    from .compare import compare_teachers, format_report, read_structures
+    from .registry import build_teacher, parse_teacher_spec
 
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be a positive integer, got {args.limit}")
     check_json_out(args)
     atoms = read_structures(args.structures, limit=args.limit)
-    ta = build_teacher(parse_teacher_arg(args.teacher_a))
-    tb = build_teacher(parse_teacher_arg(args.teacher_b))
+    ta = build_teacher(parse_teacher_spec(args.teacher_a, "teacher A"))
+    tb = build_teacher(parse_teacher_spec(args.teacher_b, "teacher B"))
     rep = compare_teachers(ta, tb, atoms, progress=show_progress(args))
     print(json.dumps(rep, indent=2, default=str) if args.json else format_report(rep))
     write_json_out(args, rep)

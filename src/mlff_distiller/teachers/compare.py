@@ -10,10 +10,9 @@ teachers give one. Breakdowns: forces by element, energies and forces by structu
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from ase import Atoms
@@ -21,74 +20,6 @@ from ase.data import chemical_symbols
 
 from ..errors import UserError
 from ..fields import source_kind
-from ..fileio import load_yaml, yaml_error_text
-
-
-def parse_teacher_arg(text: str) -> Any:
-    """Teacher spec from a command-line word.
-
-    ``chgnet`` | ``ase.calculators.emt:EMT`` | ``orb,model=orb-v2,weights_path=/w.ckpt`` |
-    ``{"name": "orb", ...}`` (JSON) | ``teacher.yaml`` / ``teacher.json`` (a file holding the spec).
-    """
-    import yaml
-
-    text = text.strip()
-    if text.startswith("{"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UserError(
-                f"teacher spec '{text}' is not valid JSON ({err.msg}); write it like '{{\"name\": \"emt\"}}'"
-            ) from None
-    if text.endswith((".yaml", ".yml", ".json")):
-        if not os.path.isfile(text):
-            raise UserError(
-                f"teacher spec file '{text}' does not exist; give a teacher name or an existing YAML/JSON file"
-            )
-        try:
-            with open(text) as fh:
-                spec = load_yaml(fh)
-        except yaml.YAMLError as err:
-            raise UserError(
-                f"teacher spec file '{text}' is not valid YAML ({yaml_error_text(err)}): fix the file"
-            ) from None
-        if isinstance(spec, dict) and "teacher" in spec and isinstance(spec["teacher"], (dict, str)):
-            spec = spec["teacher"]  # a whole recipe: use its teacher section
-        return spec
-    if "," in text:
-        name, *pairs = _split_top_level(text)
-        spec: dict[str, Any] = {"name": name}
-        for pair in pairs:
-            if "=" not in pair:
-                raise UserError(
-                    f"teacher option '{pair}' in '{text}' is not key=value; write e.g. 'orb,weights_path=/w.ckpt'"
-                )
-            key, _, value = pair.partition("=")
-            try:
-                spec[key.strip()] = load_yaml(value)
-            except yaml.YAMLError:
-                raise UserError(
-                    f"teacher option '{pair}' has a value YAML cannot parse; quote it or fix the brackets"
-                ) from None
-        return spec
-    return text
-
-
-def _split_top_level(text: str) -> list[str]:
-    """Split on commas that are not inside [...] or {...}."""
-    parts, depth, cur = [], 0, []
-    for ch in text:
-        if ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur).strip())
-    return parts
 
 
 def read_structures(path: str, limit: int | None = None) -> list[Atoms]:

@@ -10,13 +10,17 @@ model once.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
+import yaml
+
 from ..errors import ConfigError, TeacherError
+from ..fileio import load_yaml, yaml_error_text
 from .base import Teacher, cached_teacher, clear_cache, package_version
 
 __all__ = ["DEFAULT_TEACHER", "build_teacher", "check_teacher_spec", "clear_cache", "known_teachers", "list_teachers",
-           "normalize_spec", "teacher_class"]
+           "normalize_spec", "parse_teacher_spec", "teacher_class"]
 
 # name -> (module, class, one-line description, python package that must import)
 _TEACHERS: dict[str, tuple[str, str, str, str | None]] = {
@@ -82,6 +86,93 @@ def teacher_class(name: str) -> type[Teacher]:
     modname, clsname, _, _ = _TEACHERS[name]
     module = importlib.import_module(f"{__package__}.{modname}")
     return getattr(module, clsname)
+
+
+_EXAMPLE = "chgnet, 'orb,weights_path=/w.ckpt' or '{\"name\": \"chgnet\"}'"
+
+
+def parse_teacher_spec(spec: Any, where: str = "teacher") -> dict | str:
+    """The teacher spec a user wrote, as a name or a mapping (not yet checked; see
+    :func:`check_teacher_spec`). The one reader of every command-line ``--teacher`` word.
+
+    Accepts a mapping (copied), a name (``chgnet``, ``emt``, ``ase.calculators.emt:EMT``), a
+    name with options (``orb,model=orb-v2,weights_path=/w.ckpt``; values parsed as YAML), a
+    JSON/YAML mapping in a string (``{"name": "orb", ...}``) or a ``.json`` / ``.yaml`` file
+    holding a spec or a whole recipe (its ``teacher:`` section). ``where`` starts each error
+    message (``--teacher``, ``teacher``); errors are one-line :class:`ConfigError`.
+    """
+    if isinstance(spec, dict):
+        return dict(spec)
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"{where}: give a teacher name or a mapping with a 'name' key, such as {_EXAMPLE}")
+    text = spec.strip()
+    if text[0] in "{[":
+        try:
+            value = load_yaml(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{where}: cannot parse '{text[:60]}' as JSON/YAML ({yaml_error_text(err)}); "
+                              f"write it like {_EXAMPLE}") from None
+        if not isinstance(value, dict) or "name" not in value:
+            raise ConfigError(f"{where}: a mapping spec needs a 'name' key, such as '{{\"name\": \"chgnet\"}}'")
+        return value
+    if text.endswith((".json", ".yaml", ".yml")):
+        return _teacher_spec_file(text, where)
+    if "," in text:
+        name, *pairs = _split_top_level(text)
+        parsed: dict[str, Any] = {"name": name}
+        for pair in pairs:
+            key, eq, value = pair.partition("=")
+            if not eq or not key.strip():
+                raise ConfigError(f"{where}: option '{pair}' in '{text}' is not key=value; "
+                                  "write e.g. 'orb,weights_path=/w.ckpt'")
+            try:
+                parsed[key.strip()] = load_yaml(value)
+            except yaml.YAMLError:
+                raise ConfigError(f"{where}: option '{pair}' has a value YAML cannot parse; "
+                                  "quote it or fix the brackets") from None
+        return parsed
+    return text
+
+
+def _teacher_spec_file(path: str, where: str) -> dict | str:
+    if not os.path.isfile(path):
+        raise ConfigError(f"{where}: spec file '{path}' does not exist; give a teacher name or an existing "
+                          "YAML/JSON file")
+    try:
+        with open(path) as fh:
+            value = load_yaml(fh)
+    except OSError as err:
+        raise ConfigError(f"{where}: cannot read spec file '{path}' ({err.strerror}); check its permissions") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        words = yaml_error_text(err) if isinstance(err, yaml.YAMLError) else "not text"
+        raise ConfigError(f"{where}: spec file '{path}' is not valid YAML/JSON ({words}); fix the file") from None
+    if isinstance(value, dict) and isinstance(value.get("teacher"), (dict, str)):
+        value = value["teacher"]  # a whole recipe: take its teacher section
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if not isinstance(value, dict) or "name" not in value:
+        raise ConfigError(f"{where}: spec file '{path}' must hold a mapping with a 'name' key "
+                          "(or a recipe with a teacher: section)")
+    return value
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on the commas that are not inside [...] or {...}."""
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur).strip())
+    return parts
 
 
 def check_teacher_spec(spec: Any, missing_ok: bool = False) -> dict:
