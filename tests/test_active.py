@@ -184,6 +184,8 @@ def test_unphysical_frames_are_dropped():
     ({"max_kind_share": 0}, "active.max_kind_share"),
     ({"max_kind_share": 1.5}, "active.max_kind_share"),
     ({"final_training": "warm"}, "active.final_training"),
+    ({"committee_student": {"preset": "huge"}}, "active.committee_student.preset"),
+    ({"retrain": {"max_steps": -1}}, "active.retrain.max_steps"),
 ])
 def test_active_config_errors_name_the_field(section, field):
     with pytest.raises(ConfigError) as err:

@@ -326,6 +326,20 @@ def test_stats_cutoff_is_limited(data, capsys, cutoff):
     assert _digest(data) == before
 
 
+def test_a_bad_student_section_fails_before_any_work(tmp_path, capsys):
+    """A typo in training.student is named when the recipe loads, not after generation and labelling."""
+    import yaml
+
+    from mlff_distiller.generation.recipe import load_recipe
+
+    recipe = load_recipe("tiny")
+    recipe["training"]["student"] = {"preset": "huge"}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    msg = _run(capsys, ["run", tmp_path / "r.yaml", "-o", tmp_path / "proj"], timeout=20)
+    assert "training.student.preset" in msg and "huge" in msg and "tiny, small, base" in msg
+    assert not (tmp_path / "proj").exists()
+
+
 def test_nested_recipe_typo_is_named(tmp_path, capsys):
     (tmp_path / "r.yaml").write_text(
         "name: t\nseed: 1\ngeneration:\n  count: 4\n  sources:\n    m: {knd: bulk, crystals: [Cu-fcc]}\n"

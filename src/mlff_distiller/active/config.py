@@ -118,7 +118,14 @@ class ActiveConfig:
             raise invalid("active.hot_compress", self.hot_compress, "0 (off) or in [0.5, 1)")
         from ..training import TrainConfig
 
-        TrainConfig.from_dict({"student": dict(self.committee_student)})  # a bad student section fails here
         if "student" in self.retrain:
             raise ConfigError("active.retrain.student: the retrained student keeps its architecture; remove the key")
-        TrainConfig.from_dict(dict(self.retrain))
+        # the errors name the training fields: say where they sit in this section
+        for old, new, part in (("training.student", "active.committee_student",
+                                {"student": dict(self.committee_student)}),
+                               ("training", "active.retrain", dict(self.retrain))):
+            try:
+                TrainConfig.from_dict(part)
+            except ConfigError as err:
+                words = str(err)
+                raise ConfigError(new + words[len(old):] if words.startswith(old) else words) from None

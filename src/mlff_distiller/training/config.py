@@ -19,6 +19,7 @@ import math
 from dataclasses import field
 from typing import Annotated, Literal, get_args
 
+from ..errors import ConfigError
 from ..settings import Bool, Float, Int, Str, build, invalid, limits, section
 
 Schedule = Literal["cosine", "plateau", "constant"]
@@ -116,6 +117,12 @@ class TrainConfig:
         if self.energy_weight + self.forces_weight + (self.stress_weight or 0.0) <= 0:
             raise invalid("training.energy_weight", self.energy_weight,
                           "> 0 when forces_weight and stress_weight are 0 (some loss is needed)")
+        from ..student.config import StudentConfig
+
+        try:  # a typo in the student section fails when the recipe loads, not after labelling
+            StudentConfig.from_dict(dict(self.student))
+        except ConfigError as err:
+            raise ConfigError(f"training.{err}" if str(err).startswith("student") else str(err)) from None
 
     def stage_weights(self, final: bool) -> tuple[float, float, float]:
         """Loss weights (energy, forces, stress) of the main (``final=False``) or the final stage."""
