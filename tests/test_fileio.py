@@ -65,3 +65,27 @@ def test_load_yaml_refuses_a_key_given_twice_at_any_depth():
             load_yaml(text)
         words = yaml_error_text(info.value)
         assert words.startswith(f"line {line}: key ") and "is given twice" in words, words
+
+
+def test_read_settings_file_takes_the_section_of_a_recipe_or_the_fields_themselves(tmp_path):
+    from mlff_distiller.errors import ConfigError
+    from mlff_distiller.fileio import read_mapping_file, read_settings_file
+
+    recipe, fields, empty, js = (tmp_path / n for n in ("r.yaml", "f.yaml", "e.yaml", "j.json"))
+    recipe.write_text("name: x\ntraining: {max_steps: 7}\nbench: {n_rounds: 2}\n")
+    fields.write_text("max_steps: 9\n")
+    empty.write_text("")
+    js.write_text('{"training": {"max_steps": 3}}')
+    assert read_settings_file(recipe, "training") == {"max_steps": 7}
+    assert read_settings_file(recipe, "bench") == {"n_rounds": 2}
+    assert read_settings_file(fields, "training") == {"max_steps": 9}
+    assert read_settings_file(empty, "training") == {} and read_settings_file(js, "training") == {"max_steps": 3}
+    assert read_mapping_file(recipe)["name"] == "x"
+    for text, words in [("- 1\n", "holds a list, not a mapping"), ("a: 1\na: 2\n", "given twice"),
+                        ("a: [1\n", "not valid YAML")]:
+        (tmp_path / "bad.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=words) as info:
+            read_settings_file(tmp_path / "bad.yaml", "training", "--config")
+        assert str(info.value).startswith("--config ") and "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_settings_file(tmp_path / "none.yaml", "training")

@@ -200,3 +200,44 @@ def yaml_error_text(err: Exception) -> str:
     problem = getattr(err, "problem", None) or (str(err).splitlines() or [type(err).__name__])[0]
     mark = getattr(err, "problem_mark", None)
     return f"line {mark.line + 1}: {problem}" if mark is not None else str(problem)
+
+
+def read_settings_file(path: str | os.PathLike, section: str, what: str = "--config") -> dict:
+    """The ``section`` mapping of a YAML (or JSON) settings file that holds either that section's
+    fields or a whole recipe (then its ``section:``); an empty file is ``{}``.
+
+    The one reader of the commands' ``--config`` files (:func:`read_mapping_file` gives the
+    whole mapping). Every problem is a one-line :class:`~mlff_distiller.errors.ConfigError`.
+    """
+    data = read_mapping_file(path, what, section)
+    inner = data.get(section)
+    return dict(inner) if isinstance(inner, dict) else data
+
+
+def read_mapping_file(path: str | os.PathLike, what: str = "--config", section: str = "settings") -> dict:
+    """The mapping a YAML (or JSON) settings file holds (an empty file is ``{}``). Every problem
+    (missing, unreadable, invalid YAML, a key given twice, not a mapping) is a one-line
+    :class:`~mlff_distiller.errors.ConfigError` that starts with ``what`` and the path;
+    ``section`` names what the file should hold in those messages."""
+    import json
+
+    from .errors import ConfigError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} {p} does not exist: give an existing YAML file (a {section}: section or a recipe)")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or "not text"
+        raise ConfigError(f"{what} {p} cannot be read ({reason}): give a readable YAML file") from None
+    try:
+        data = json.loads(text) if p.suffix == ".json" else load_yaml(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{what} {p} is not valid YAML/JSON ({yaml_error_text(err)}): fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {p} holds a {type(data).__name__}, not a mapping (a {section}: section's "
+                          "fields or a recipe)")
+    return data

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
 from ..cliutil import add_config, add_output, add_progress, show_progress
-from ..fileio import load_yaml, yaml_error_text
+from ..fileio import read_settings_file
 
 
 def register(subparsers) -> None:
@@ -51,32 +49,11 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run)
 
 
-def _load_mapping(path: str, what: str) -> dict:
-    from ..errors import ConfigError
-
-    if not os.path.exists(path):
-        raise ConfigError(f"{what} file {path} does not exist")
-    with open(path) as fh:
-        text = fh.read()
-    try:
-        if path.endswith(".json"):
-            data = json.loads(text)
-        else:
-            data = load_yaml(text)
-    except Exception as err:
-        raise ConfigError(f"{what} file {path} is not valid YAML/JSON: {yaml_error_text(err)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{what} file {path} must hold a mapping of fields")
-    if what == "bench config" and isinstance(data.get("bench"), dict):
-        data = data["bench"]  # a whole recipe: take its bench section
-    return data
-
-
 def _run(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from .runner import run_bench
 
-    cfg = _load_mapping(args.config, "bench config") if args.config else {}
+    cfg = read_settings_file(args.config, "bench") if args.config else {}
     for key, value in (
         ("timestep_fs", args.timestep),
         ("n_rounds", args.rounds),

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from ..cliutil import add_config, add_output, add_progress, show_progress
-from ..fileio import load_yaml, yaml_error_text
+from ..fileio import read_mapping_file
 
 
 def register(subparsers) -> None:
@@ -43,7 +43,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
     from ..fileio import check_output_path
     from .config import LabelingConfig
     from .engine import label_pool
@@ -51,17 +50,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.output, "-o", create_parents=True)
     recipe: dict = {}
     if args.config:
-        import yaml
-
-        try:
-            with open(args.config) as fh:
-                recipe = load_yaml(fh) or {}
-        except OSError as err:
-            raise ConfigError(f"--config: cannot read {args.config} ({err.strerror}); check the path") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"--config: {args.config} is not valid YAML ({yaml_error_text(err)})") from None
-        if not isinstance(recipe, dict):
-            raise ConfigError(f"--config: {args.config} must hold a mapping with a labeling: section")
+        recipe = read_mapping_file(args.config, "--config", "labeling")
     cfg = LabelingConfig.from_dict(recipe.get("labeling"))
     teacher = args.teacher or recipe.get("teacher")
     if teacher is None:

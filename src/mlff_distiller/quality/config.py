@@ -32,7 +32,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field
 
 from ..errors import ConfigError
-from ..fileio import load_yaml, yaml_error_text
+from ..fileio import read_settings_file
 from ..settings import Bool, Float, Int, as_list, build, invalid, limits, section, unknown_keys_error
 
 #: a threshold: a number >= 0 (``.inf`` allowed)
@@ -369,24 +369,7 @@ class QualityConfig:
     @classmethod
     def from_yaml(cls, path) -> "QualityConfig":
         """Read a YAML file holding either a ``quality:`` section or a whole recipe."""
-        import yaml
-
-        try:
-            with open(path) as fh:
-                d = load_yaml(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"quality config {path} not found: give an existing YAML file") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(
-                f"quality config {path} is not valid YAML ({yaml_error_text(err)}): fix the file"
-            ) from None
-        if d is None:
-            d = {}
-        if not isinstance(d, dict):
-            raise ConfigError(f"quality config {path} holds a {type(d).__name__}, not a mapping (a quality: section "
-                              "or a recipe)")
-        if "quality" in d:
-            d = d["quality"]
+        d = read_settings_file(path, "quality", "quality config")
         return cls.from_dict(d)
 
     def enabled(self, name: str) -> bool:

@@ -45,7 +45,7 @@ from .. import fields as F
 from ..data.graph import collate
 from ..data.split import chemistry_keys, provenance_groups, split_keeping_in_training
 from ..errors import ConfigError, DatasetError, UserError
-from ..fileio import atomic_path, atomic_write_text, is_temp_path, load_yaml, yaml_error_text
+from ..fileio import atomic_path, atomic_write_text, is_temp_path, read_settings_file
 from ..logs import log_to_file, say
 from .config import TrainConfig
 from .data import BatchOrder, GraphListDataset, to_device, training_statistics
@@ -199,21 +199,7 @@ def _dump_yaml(d: dict) -> str:
 def load_train_config(path) -> TrainConfig:
     """A ``TrainConfig`` from a YAML file holding either the section itself or a recipe
     with a ``training:`` section."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist: give a YAML file with the training settings")
-    try:
-        d = load_yaml(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {p} is not valid YAML ({yaml_error_text(err)}): fix its syntax") from None
-    if not isinstance(d, dict):
-        raise ConfigError(f"config file {p} holds a {type(d).__name__}, not a mapping of training settings "
-                          "(or a recipe with a training: section)")
-    if isinstance(d.get("training"), dict):
-        d = d["training"]  # a whole recipe ("training" is not a TrainConfig key, so no ambiguity)
-    return TrainConfig.from_dict(d)
+    return TrainConfig.from_dict(read_settings_file(path, "training", "config file"))
 
 
 class DistillationTrainer:
