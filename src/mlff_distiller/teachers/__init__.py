@@ -6,7 +6,15 @@ periodic cells, or a failure reason). See ``docs/teachers.md``.
 """
 
 from .base import LabelResult, Teacher, TeacherCalculationError, TeacherCalculator
-from .registry import DEFAULT_TEACHER, build_teacher, check_teacher_spec, clear_cache, known_teachers, list_teachers
+from .registry import (
+    DEFAULT_TEACHER,
+    build_teacher,
+    check_teacher_spec,
+    clear_cache,
+    known_teachers,
+    list_teachers,
+    parse_teacher_spec,
+)
 
 __all__ = [
     "DEFAULT_TEACHER",
@@ -19,4 +27,5 @@ __all__ = [
     "clear_cache",
     "known_teachers",
     "list_teachers",
+    "parse_teacher_spec",
 ]
