@@ -38,7 +38,7 @@ def _paired(d: dict, scale: float = 1.0, digits: int = 3) -> str:
 def test_verdict_table_matches_the_held_out_md_results():
     # silicon's verdict is its recipe's final (active-round) student, benched in silicon_recipe_angular/
     for recipe, folder in (("silicon", "silicon_recipe_angular"), ("quickstart", "quickstart"),
-                           ("water", "water_recipe_liquid")):
+                           ("water", "water_recipe_active/e2e")):
         pooled = _json(f"{folder}/bench.json")["heldout"]["pooled"]
         lo, hi = pooled["force_rel_rmse_ci95"]
         cell = f"{pooled['force_rel_rmse']:.3f} [{lo:.3f}, {hi:.3f}]"
@@ -662,3 +662,37 @@ def test_water_recipe_active_numbers_match_the_results():
     for r in rounds["rounds"] + [rounds["final"]]:
         assert f"| {r['seconds']:.0f} |" in text
     assert f"{final['force_rel_rmse']:.3f} [{lo:.3f}, {hi:.3f}]" in flat
+
+
+def test_water_recipe_end_to_end_with_active_rounds_matches_the_results():
+    """water_recipe_active/README (end to end) and README: the built-in recipe's gate, stages and
+    its three students on the gate's frames."""
+    summary = (RESULTS / "water_recipe_active" / "e2e" / "summary.md").read_text()
+    assert "**Accuracy gate GO:" in summary and "active learning: 2 round(s), 88 teacher calls" in summary
+    bench = _json("water_recipe_active/e2e/bench.json")
+    pooled = bench["heldout"]["pooled"]
+    lo, hi = pooled["force_rel_rmse_ci95"]
+    text = " ".join((RESULTS / "water_recipe_active" / "README.md").read_text().split())
+    flat = " ".join(README.split())
+    assert f"**{pooled['force_rel_rmse']:.4f} [{lo:.4f}, {hi:.4f}]**" in text
+    assert f"{pooled['force_rel_rmse']:.3f} [{lo:.3f}, {hi:.3f}]" in flat and hi <= 0.10
+    md = bench["systems"]["water-96"]["md"]
+    drift = 1e3 * md["nve"]["student"]["drift_ev_per_atom_per_ps"]
+    assert f"{drift:.2f} meV/atom/ps" in text and f"{drift:.2f} meV/atom/ps" in flat and drift < 1
+    stab = md["stability"]["student"][0]
+    assert stab["stable"] and stab["simulated_ps"] == 20.0 and f"closest pair {stab['closest_pair_A']:.2f} A" in text
+    assert f"{md['rdf']['overlap']:.3f}" in text
+    speeds = [bench["systems"][s]["speed"]["ratio"]["md_step"] for s in ("water-96", "water-576")]
+    assert f"{speeds[0]:.1f}x / {speeds[1]:.1f}x" in text and f"{speeds[0]:.1f}x / {speeds[1]:.1f}x" in flat
+    stages = _json("water_recipe_active/e2e/stage_seconds.json")
+    for name in ("generate:all", "label:all", "train", "active:final", "bench"):
+        assert f"| {stages[name]['seconds']:.0f} |" in text
+    assert f"| {stages['active:round-1']['seconds']:.0f} / {stages['active:round-2']['seconds']:.0f} |" in text
+    before = sum(v["seconds"] for k, v in stages.items() if k not in ("bench", "report"))
+    assert f"**{before / 60:.0f} min**" in text and f"{before / 60:.0f} min before the bench" in flat
+    st = _json("water_recipe_active/e2e/gate48.json")["students"]
+    for name in ("warm", "first-round"):
+        assert _paired(st[name]["vs_final"]["force_rel_rmse"]) in text
+        assert all(st["final"]["per_run"][k]["force_rel_rmse"] < st[name]["per_run"][k]["force_rel_rmse"]
+                   for k in st["final"]["per_run"])  # "better in each of the four runs"
+    assert _paired(st["first-round"]["vs_final"]["force_rel_rmse"]) in flat
