@@ -696,3 +696,15 @@ def test_water_recipe_end_to_end_with_active_rounds_matches_the_results():
         assert all(st["final"]["per_run"][k]["force_rel_rmse"] < st[name]["per_run"][k]["force_rel_rmse"]
                    for k in st["final"]["per_run"])  # "better in each of the four runs"
     assert _paired(st["first-round"]["vs_final"]["force_rel_rmse"]) in flat
+
+
+def test_water_first_round_and_final_100ps_match_the_runs():
+    text = " ".join((RESULTS / "water_recipe_active" / "README.md").read_text().split())
+    flat = " ".join(README.split())
+    runs = {n: _json(f"water_recipe_active/e2e/stability_100ps_{n}.json")["runs"][0] for n in ("first", "final")}
+    for n, run in runs.items():
+        assert run["stable"] and run["simulated_ps"] == 100.0 and run["temperature_K"] == 600.0 and run["seed"] == 0
+    first, final = runs["first"]["closest_pair_A"], runs["final"]["closest_pair_A"]
+    assert f"**{first:.2f} A**" in text and f"| {final:.2f} A |" in text
+    assert f"closest pair {final:.2f} A" in flat and f"closest pair reached {first:.2f} A" in flat
+    assert 0.5 < first < final  # "just above the 0.5 A blow-up criterion"
