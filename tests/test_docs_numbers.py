@@ -702,7 +702,7 @@ def test_water_first_round_and_final_100ps_match_the_runs():
     text = " ".join((RESULTS / "water_recipe_active" / "README.md").read_text().split())
     flat = " ".join(README.split())
     runs = {n: _json(f"water_recipe_active/e2e/stability_100ps_{n}.json")["runs"][0] for n in ("first", "final")}
-    for n, run in runs.items():
+    for run in runs.values():
         assert run["stable"] and run["simulated_ps"] == 100.0 and run["temperature_K"] == 600.0 and run["seed"] == 0
     first, final = runs["first"]["closest_pair_A"], runs["final"]["closest_pair_A"]
     assert f"**{first:.2f} A**" in text and f"| {final:.2f} A |" in text
