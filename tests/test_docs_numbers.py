@@ -708,3 +708,25 @@ def test_water_first_round_and_final_100ps_match_the_runs():
     assert f"**{first:.2f} A**" in text and f"| {final:.2f} A |" in text
     assert f"closest pair {final:.2f} A" in flat and f"closest pair reached {first:.2f} A" in flat
     assert 0.5 < first < final  # "just above the 0.5 A blow-up criterion"
+
+
+def test_quickstart_learning_curve_tables_match_the_results():
+    res = _json("learning_curves_quickstart.json")
+    section = README[README.index("### Learning curves (quickstart"):]
+    section = section[:section.index("\n## ") if "\n## " in section else len(section)]
+    for key, col in (("vs_data", "structures"), ("vs_steps", "steps")):
+        for r in res[key]:
+            force, energy = _pooled_row(r["teacher MD"])
+            test, _ = _pooled_row(r["test split"])
+            offset = f"({1e3 * r['teacher MD']['energy_offset_per_atom']:+.1f})"
+            row = next(line for line in section.splitlines() if line.startswith(f"| {r[col]} |"))
+            assert force in row and energy in row and test in row and offset in row, (row, force, energy, test)
+    flat = " ".join(section.split())
+    dd = [r["teacher MD_vs_previous"]["force_rel_rmse"]["difference"] for r in res["vs_data"][1:]]
+    ds = [r["teacher MD_vs_previous"]["force_rel_rmse"]["difference"] for r in res["vs_steps"][1:]]
+    assert f"(paired {dd[0]:.3f} and {dd[1]:.3f} on the teacher's MD)" in flat
+    assert f"({ds[0]:.3f}, {ds[1]:.3f}, then {ds[2]:.3f})" in flat
+    later = res["vs_data"][1:] + res["vs_steps"][1:]
+    assert all(r["teacher MD_vs_previous"]["force_rel_rmse"]["ci95"][1] < 0 for r in later)  # "each doubling helps"
+    secs = {r["steps"]: r["train_s"] for r in res["vs_steps"]}
+    assert f"3000 steps took {secs[3000]:.0f} s, 6000 took {secs[6000]:.0f} s" in flat
