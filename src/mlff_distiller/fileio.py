@@ -160,7 +160,6 @@ def check_output_path(path: str | os.PathLike, what: str = "output", *, director
     return p
 
 
-
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A ``yaml.SafeLoader`` that refuses a mapping with the same key twice."""
 

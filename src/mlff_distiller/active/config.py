@@ -116,16 +116,10 @@ class ActiveConfig:
             raise invalid("active.sample_interval", self.sample_interval, "in [1, md_steps]")
         if not (self.hot_compress == 0 or 0.5 <= self.hot_compress < 1):
             raise invalid("active.hot_compress", self.hot_compress, "0 (off) or in [0.5, 1)")
+        from ..student.config import StudentConfig
         from ..training import TrainConfig
 
         if "student" in self.retrain:
             raise ConfigError("active.retrain.student: the retrained student keeps its architecture; remove the key")
-        # the errors name the training fields: say where they sit in this section
-        for old, new, part in (("training.student", "active.committee_student",
-                                {"student": dict(self.committee_student)}),
-                               ("training", "active.retrain", dict(self.retrain))):
-            try:
-                TrainConfig.from_dict(part)
-            except ConfigError as err:
-                words = str(err)
-                raise ConfigError(new + words[len(old):] if words.startswith(old) else words) from None
+        build(StudentConfig, dict(self.committee_student), "active.committee_student")
+        build(TrainConfig, dict(self.retrain), "active.retrain")

@@ -19,7 +19,6 @@ import math
 from dataclasses import field
 from typing import Annotated, Literal, get_args
 
-from ..errors import ConfigError
 from ..settings import Bool, Float, Int, Str, build, invalid, limits, section
 
 Schedule = Literal["cosine", "plateau", "constant"]
@@ -119,10 +118,8 @@ class TrainConfig:
                           "> 0 when forces_weight and stress_weight are 0 (some loss is needed)")
         from ..student.config import StudentConfig
 
-        try:  # a typo in the student section fails when the recipe loads, not after labelling
-            StudentConfig.from_dict(dict(self.student))
-        except ConfigError as err:
-            raise ConfigError(f"training.{err}" if str(err).startswith("student") else str(err)) from None
+        # a typo in the student section fails when the recipe loads, not after labelling
+        build(StudentConfig, dict(self.student), "training.student")
 
     def stage_weights(self, final: bool) -> tuple[float, float, float]:
         """Loss weights (energy, forces, stress) of the main (``final=False``) or the final stage."""
