@@ -36,8 +36,8 @@ def _paired(d: dict, scale: float = 1.0, digits: int = 3) -> str:
 
 
 def test_verdict_table_matches_the_held_out_md_results():
-    # silicon's verdict is its recipe's final (active-round) student, benched in silicon_recipe_angular/
-    for recipe, folder in (("silicon", "silicon_recipe_angular"), ("quickstart", "quickstart"),
+    # silicon's verdict is the current recipe's end-to-end run, benched in silicon_recipe_e2e/current/
+    for recipe, folder in (("silicon", "silicon_recipe_e2e/current"), ("quickstart", "quickstart"),
                            ("water", "water_recipe_active/e2e")):
         pooled = _json(f"{folder}/bench.json")["heldout"]["pooled"]
         lo, hi = pooled["force_rel_rmse_ci95"]
@@ -621,7 +621,8 @@ def test_water_active_from_scratch_numbers_match_the_results():
 
 def test_silicon_final_scratch_numbers_match_the_results():
     """silicon_final_scratch/README: on silicon the from-scratch final training is level with the
-    warm start and the first-round student (why the silicon recipe keeps final_training: none)."""
+    warm start and the first-round student (why the silicon recipe kept final_training: none, and
+    since dropped its rounds: silicon_recipe_e2e)."""
     res = _json("silicon_final_scratch/heldout600.json")
     assert res["n_frames"] == 600
     st = res["students"]
@@ -633,8 +634,9 @@ def test_silicon_final_scratch_numbers_match_the_results():
         d = st[name]["vs_scratch"]["force_rel_rmse"]["difference"]
         assert abs(d) <= 0.0015  # "paired differences at most 0.001"
         assert f"{st[name]['pooled']['force_rel_rmse']:.4f}" in text
-    recipe = (Path(__file__).parents[1] / "src/mlff_distiller/generation/recipes/silicon.yaml").read_text()
-    assert "final_training: none" in recipe
+    from mlff_distiller.generation import load_recipe
+
+    assert "active" not in load_recipe("silicon")  # no rounds, so no final training either
 
 
 def test_water_recipe_active_numbers_match_the_results():
@@ -730,3 +732,37 @@ def test_quickstart_learning_curve_tables_match_the_results():
     assert all(r["teacher MD_vs_previous"]["force_rel_rmse"]["ci95"][1] < 0 for r in later)  # "each doubling helps"
     secs = {r["steps"]: r["train_s"] for r in res["vs_steps"]}
     assert f"3000 steps took {secs[3000]:.0f} s, 6000 took {secs[6000]:.0f} s" in flat
+
+
+def test_silicon_recipe_end_to_end_runs_match_the_results():
+    """silicon_recipe_e2e/README and README: three end-to-end runs of the silicon recipe (wall
+    times from their stage seconds), the rounds' three students on the same 90 gate frames, and
+    the 100 ps at 1800 K of the first-round and final students."""
+    base = RESULTS / "silicon_recipe_e2e"
+    text = " ".join((base / "README.md").read_text().split())
+    flat = " ".join(README.split())
+    minutes = {"with_rounds": 42.4, "no_rounds_1fs": 30.2, "current": 27.1}  # wall clock, start to end
+    for run, stated in minutes.items():
+        stages = _json(f"silicon_recipe_e2e/{run}/stage_seconds.json")
+        assert all(v["status"] == "done" for v in stages.values())
+        total = sum(v["seconds"] for v in stages.values())
+        assert 0 <= stated - total / 60 <= 0.2, (run, total)  # the stages are all but the start-up
+        assert f"**{stated:.1f} min**" in text, run
+        bench = _json(f"silicon_recipe_e2e/{run}/bench.json")
+        assert bench["verdict"]["passed"] is True
+        stab = bench["systems"]["si-64"]["md"]["stability"]
+        (rep,) = next(iter(stab.values()))
+        assert rep["simulated_ps"] == 100.0 and rep["stable"]  # "100 ps, no blow-up"
+    assert minutes["current"] <= 30.0 < minutes["no_rounds_1fs"] < minutes["with_rounds"]
+    assert f"{minutes['current']:.1f} min" in flat
+    gate = _json("silicon_recipe_e2e/with_rounds/gate90.json")["students"]
+    assert gate["final"]["pooled"]["force_rel_rmse"] == pytest.approx(0.0622, abs=5e-5)
+    assert gate["first-round"]["pooled"]["force_rel_rmse"] == pytest.approx(0.0624, abs=5e-5)
+    d = gate["first-round"]["vs_final"]["force_rel_rmse"]
+    assert abs(d["difference"]) < 0.001 and d["ci95"][0] <= 0.0005  # "level", not better
+    for who in ("first", "final"):
+        runs = _json(f"silicon_recipe_e2e/with_rounds/stability_100ps_{who}.json")["runs"]
+        assert len(runs) == 2 and all(r["stable"] and r["simulated_ps"] == 100.0 for r in runs)
+    pooled = _json("silicon_recipe_e2e/current/bench.json")["heldout"]["pooled"]
+    assert pooled["n_frames"] == 120
+    assert f"{1e3 * pooled['energy_mae_per_atom']:.2f} meV/atom" in flat
