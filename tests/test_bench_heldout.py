@@ -6,6 +6,8 @@ teacher scores exactly zero, a shifted one shows exactly its offset.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from ase.calculators.emt import EMT
@@ -167,7 +169,7 @@ def test_md_blowups_verdict_names_the_ps_a_budget_cut_run_reached():
 def test_stability_runs_get_their_own_wall_clock_budget():
     from ase.calculators.emt import EMT
 
-    from mlff_distiller.bench.runner import BenchConfig, _md_fidelity
+    from mlff_distiller.bench.runner import BenchConfig, _md_dynamics
     from mlff_distiller.bench.systems import load_system
 
     class Handle:
@@ -181,7 +183,7 @@ def test_stability_runs_get_their_own_wall_clock_budget():
     cfg = BenchConfig.from_dict({"stability_ps": 50.0, "stability_temperatures_K": [300], "drift_ps": 0.01,
                                  "rdf": False, "timestep_fs": 1.0, "max_wall_s": 30.0,
                                  "stability_max_wall_s": 1e-9})
-    md = _md_fidelity(load_system("cu-64"), Handle(), Handle(), cfg, progress=False)
+    md = _md_dynamics(load_system("cu-64"), Handle(), Handle(), cfg, progress=False)
     assert md["nve"]["emt"]["status"] == "ok"  # the other runs keep max_wall_s
     rep = md["stability"]["emt"][0]
     assert rep["status"] == "time_limit" and rep["stable"] and rep["simulated_ps"] < rep["requested_ps"] == 50.0
@@ -310,9 +312,10 @@ def test_heldout_runs_on_dask_workers_give_the_same_frames(tmp_path):
     here = heldout_frames(teacher, cfg, cache_dir=tmp_path / "here")
     (tmp_path / "dask").mkdir()
     cached = heldout_frames(teacher, HeldoutConfig(**{**cfg.__dict__, "replicas": 1}), cache_dir=tmp_path / "dask")
-    lines = []
+    lines, meanwhile = [], []
     there = heldout_frames(teacher, cfg, cache_dir=tmp_path / "dask", cluster={"n_workers": 2},
-                           progress=lines.append)
+                           progress=lines.append, meanwhile=lambda: meanwhile.append(threading.current_thread().name))
+    assert meanwhile == ["MainThread"]  # the bench's student MD, here, while the workers run the teacher
     assert [r[0] for r in there] == [r[0] for r in here] == ["cu-64@400K", "cu-64@400K#1", "cu-64@800K",
                                                              "cu-64@800K#1"]
     # the two runs already cached were read back; the other two ran on the cluster
@@ -324,13 +327,26 @@ def test_heldout_runs_on_dask_workers_give_the_same_frames(tmp_path):
             np.testing.assert_allclose(fa.positions, fb.positions, rtol=0, atol=1e-7)  # extxyz keeps 8 digits
             assert fa.info["energy_ref"] == pytest.approx(fb.info["energy_ref"], abs=1e-6)
         assert (tmp_path / "dask" / f"{a[0]}.json").is_file()
+    # the work done meanwhile fails: its error comes out (the teacher runs are cancelled)
+
+    def fail():
+        raise ValueError("student MD failed")
+
+    with pytest.raises(ValueError, match="student MD failed"):
+        heldout_frames(teacher, HeldoutConfig(**{**cfg.__dict__, "replicas": 3}), cache_dir=tmp_path / "dask",
+                       cluster={"n_workers": 2}, meanwhile=fail)
+    # without a cluster the runs are made here first, then the work of meanwhile
+    order = []
+    heldout_frames(teacher, HeldoutConfig(**{**cfg.__dict__, "temperatures_K": [500.0], "replicas": 1}),
+                   progress=order.append, meanwhile=lambda: order.append("meanwhile"))
+    assert order == ["held-out teacher MD cu-64@500K", "meanwhile"]
 
 
 def test_teacher_rdf_comes_from_the_heldout_frames_when_there_are_some():
     """A held-out run of the MD system at the RDF temperature is the teacher's RDF: no teacher
     Langevin run from the unrelaxed start (it heated a water box to ~590 K and cost 600 s)."""
     from mlff_distiller.bench.report import _md_lines
-    from mlff_distiller.bench.runner import BenchConfig, _md_fidelity
+    from mlff_distiller.bench.runner import BenchConfig, _md_rdf
 
     class Handle:
         def __init__(self, label):
@@ -347,7 +363,7 @@ def test_teacher_rdf_comes_from_the_heldout_frames_when_there_are_some():
                                    "rdf_ps": 0.02, "rdf_every": 2, "timestep_fs": 1.0, "rdf_temperature_K": 300})
     student, teacher = Handle("student"), Handle("teacher")
     runs = [("cu-64@300K", 64, 300.0, frames, report), ("cu-64@600K", 64, 600.0, frames[:1], report)]
-    md = _md_fidelity(system, student, teacher, bench, False, runs)
+    md = {"rdf": _md_rdf(system, student, teacher, bench, False, runs)}
     assert teacher.calls == 0 and "teacher" not in md["rdf"]["runs"]
     assert md["rdf"]["teacher"]["n_frames"] == 4
     assert md["rdf"]["teacher_source"] == "held-out teacher MD cu-64@300K (4 frames, ok)"
@@ -362,5 +378,5 @@ def test_teacher_rdf_comes_from_the_heldout_frames_when_there_are_some():
         f.set_cell(f.cell.array * 1.01, scale_atoms=True)
     for n, other in enumerate((runs[1:], [("cu-64@300K", 64, 300.0, strained, report)],
                                [("cu-64@300K", 64, 300.0, frames, {**report, "stable": False})]), start=1):
-        md = _md_fidelity(system, student, teacher, bench, False, other)
+        md = {"rdf": _md_rdf(system, student, teacher, bench, False, other)}
         assert teacher.calls == n and "teacher" in md["rdf"]["runs"] and "teacher_source" not in md["rdf"]

@@ -209,6 +209,23 @@ def test_default_systems_skip_what_the_models_cannot_run(tmp_path):
     assert "## Skipped" in text and "si-512" in text
 
 
+def test_bench_runs_student_md_while_the_heldout_teacher_md_runs_on_workers(trained_student, tmp_path):
+    """With a cluster, the held-out teacher MD runs on its workers while the student's NVE and
+    stability runs go on here; the RDF then takes the teacher's side from those frames."""
+    run, _ = trained_student
+    heldout = {"systems": ["cu-64"], "temperatures_K": [300, 600], "frames": 3, "interval": 3, "equil_steps": 3}
+    res = run_bench(str(run), "emt", systems=["cu-64"], out_dir=str(tmp_path / "bench"), progress=False,
+                    cluster={"n_workers": 2}, **{**FAST, "rdf_temperature_K": 300.0, "heldout": heldout})
+    s_lab = res["student"]["label"]
+    md = res["systems"]["cu-64"]["md"]
+    assert md["nve"][s_lab]["n_steps"] == 50 and len(md["stability"][s_lab]) == 2
+    assert md["rdf"]["teacher_source"] == "held-out teacher MD cu-64@300K (3 frames, ok)"
+    assert set(res["heldout"]["runs"]) == {"cu-64@300K", "cu-64@600K"}
+    assert res["heldout"]["pooled"]["n_frames"] == 6 and res["complete"]
+    assert sorted(p.name for p in (tmp_path / "bench" / "heldout_frames").glob("*.json")) == [
+        "cu-64@300K.json", "cu-64@600K.json"]
+
+
 def test_interrupted_bench_keeps_what_was_measured(tmp_path):
     class Interrupting(EMT):
         """Works through the speed stage, then the user presses Ctrl-C during MD."""

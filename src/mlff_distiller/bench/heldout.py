@@ -318,7 +318,7 @@ def _teacher_md_task(spec, threads: int | None, atoms, temperature_K: float, cfg
 
 
 def heldout_frames(t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600.0, progress=None, cache_dir=None,
-                   cluster: dict | None = None):
+                   cluster: dict | None = None, meanwhile=None):
     """``[(run_key, n_atoms, T, frames, teacher_md_report)]`` for every (system, temperature) of
     ``cfg``: the teacher's labelled MD frames, from ``cache_dir`` when they are there for exactly
     this teacher (fingerprint: version + weights), start structure, temperature and MD settings.
@@ -329,6 +329,11 @@ def heldout_frames(t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600.0, pro
     before it are done. Each run keeps its own seed, so the frames are those of the runs made one
     after another here, up to the last digits of a teacher whose results depend on its thread count.
     A teacher given as a bare ASE calculator (no spec to rebuild it from) runs here.
+
+    ``meanwhile``: a function of no arguments called once in this process while the runs go on
+    the cluster (the bench's student MD: the workers then use the cores it leaves free); without
+    a cluster it is called after the runs. Its exception, or the first run's, is raised after both
+    have stopped; each run finished before then is in the cache.
     """
     from .systems import load_system
 
@@ -363,18 +368,52 @@ def heldout_frames(t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600.0, pro
             threads = cluster.get("threads_per_worker", 1)
             futures = [client.submit(_teacher_md_task, spec, threads, item[3].atoms, item[4], cfg, item[5],
                                      max_wall_s, pure=False) for item in todo]
-            for fut, item in zip(futures, todo):  # each stored once it and those before it are done
-                frames, report = fut.result()
-                finish(item, frames, report)
-                if progress:
-                    progress(f"held-out teacher MD {item[1]}: {len(frames)} frames")
+
+            def collect():
+                for fut, item in zip(futures, todo):  # each stored once it and those before it are done
+                    frames, report = fut.result()
+                    finish(item, frames, report)
+                    if progress:
+                        progress(f"held-out teacher MD {item[1]}: {len(frames)} frames")
+
+            _alongside(collect, meanwhile, stop=lambda: client.cancel(futures))
     else:
         for item in todo:
             if progress:
                 progress(f"held-out teacher MD {item[1]}")
             finish(item, *teacher_md_frames(t_handle.make_calculator(), item[3].atoms, item[4], cfg, seed=item[5],
                                             max_wall_s=max_wall_s))
+        if meanwhile is not None:
+            meanwhile()
     return [done[i] for i in sorted(done)]
+
+
+def _alongside(background, foreground, stop) -> None:
+    """Run ``background`` in a thread while ``foreground`` (when given) runs in this one. When
+    ``foreground`` fails, ``stop()`` ends the background work and its error is raised; else the
+    background's error, once it has stopped."""
+    import threading
+
+    errors = []
+
+    def target():
+        try:
+            background()
+        except BaseException as err:  # handed to the caller below
+            errors.append(err)
+
+    thread = threading.Thread(target=target, name="heldout-teacher-md", daemon=True)
+    thread.start()
+    try:
+        if foreground is not None:
+            foreground()
+    except BaseException:
+        stop()  # no held-out run keeps a worker busy for a bench that has failed
+        thread.join()
+        raise
+    thread.join()
+    if errors:
+        raise errors[0]
 
 
 def run_heldout(s_handle, t_handle, cfg: HeldoutConfig, max_wall_s: float = 3600.0, progress=None,

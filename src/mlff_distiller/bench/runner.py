@@ -214,19 +214,9 @@ def _run(
         result["accuracy"] = metrics
         checkpoint()
 
-    # 3. held-out teacher MD (structures the recipe did not produce)
-    hcfg = HeldoutConfig.from_dict(cfg.heldout)
-    if hcfg is not None:
-        from ..logs import say  # a stage line (stderr and the run's log file), not a result on stdout
-
-        cache = None if out_dir is None else Path(out_dir) / "heldout_frames"
-        heldout_runs = heldout_frames(t_handle, hcfg, cfg.max_wall_s, say if progress else None, cache, cluster=cluster)
-        result["heldout"] = run_heldout(s_handle, t_handle, hcfg, runs=heldout_runs)
-        checkpoint()
-    else:
-        heldout_runs = []
-
-    # 4. MD fidelity
+    # 3. MD fidelity: the student's NVE and stability runs, here, while 4. the held-out teacher
+    # MD (structures the recipe did not produce) runs on the cluster's workers when there is one;
+    # then the RDF, whose teacher side comes from the held-out runs
     if cfg.md:
         for s in loaded:
             if not any(s is t for t in md_targets):
@@ -234,8 +224,27 @@ def _run(
                     "not in md_systems" if cfg.md_systems is not None
                     else f"{len(s.atoms)} atoms > md_max_atoms {cfg.md_max_atoms}"
                 )
+
+    def student_md():
+        for sys_ in md_targets if cfg.md else ():
+            result["systems"][sys_.name]["md"] = _md_dynamics(sys_, s_handle, t_handle, cfg, progress)
+            checkpoint()
+
+    hcfg = HeldoutConfig.from_dict(cfg.heldout)
+    if hcfg is not None:
+        from ..logs import say  # a stage line (stderr and the run's log file), not a result on stdout
+
+        cache = None if out_dir is None else Path(out_dir) / "heldout_frames"
+        heldout_runs = heldout_frames(t_handle, hcfg, cfg.max_wall_s, say if progress else None, cache, cluster=cluster,
+                                      meanwhile=student_md)
+        result["heldout"] = run_heldout(s_handle, t_handle, hcfg, runs=heldout_runs)
+        checkpoint()
+    else:
+        heldout_runs = []
+        student_md()
+    if cfg.md and cfg.rdf:
         for sys_ in md_targets:
-            result["systems"][sys_.name]["md"] = _md_fidelity(sys_, s_handle, t_handle, cfg, progress, heldout_runs)
+            result["systems"][sys_.name]["md"]["rdf"] = _md_rdf(sys_, s_handle, t_handle, cfg, progress, heldout_runs)
             checkpoint()
 
     result["verdict"] = evaluate_targets(result, cfg.targets)
@@ -316,10 +325,8 @@ def _same_structure(frame, atoms) -> bool:
             and np.allclose(frame.cell.array, atoms.cell.array) and bool((frame.pbc == atoms.pbc).all()))
 
 
-def _md_fidelity(sys_, s_handle, t_handle, cfg, progress, heldout_runs=()) -> dict:
-    """NVE drift, Langevin stability and the RDF overlap of one system. The teacher's RDF comes
-    from the held-out teacher MD of this system at ``rdf_temperature_K`` when the bench made one
-    (equilibrated, and already paid for); otherwise from a teacher Langevin run of its own."""
+def _md_dynamics(sys_, s_handle, t_handle, cfg, progress) -> dict:
+    """NVE drift and Langevin stability of one system (the MD fidelity without the RDF)."""
     s_lab, t_lab = s_handle.label, t_handle.label
     dt = cfg.timestep_fs
     md = {"nve": {}, "stability": {s_lab: []}}
@@ -338,27 +345,33 @@ def _md_fidelity(sys_, s_handle, t_handle, cfg, progress, heldout_runs=()) -> di
             progress=f"stability {sys_.name} {T:g} K" if progress else None,
         )
         md["stability"][s_lab].append(rep)
-    if cfg.rdf:
-        n_rdf = max(1, int(round(cfg.rdf_ps * 1000.0 / dt)))
-        rdf = {"runs": {}}  # label -> histogram (r, g, counts), plus the runs' reports
-        condition = f"{sys_.name}@{float(cfg.rdf_temperature_K):g}K"
-        held = [(key, frames, rep) for key, _, _, frames, rep in heldout_runs
-                if condition_of(key) == condition and frames and rep.get("stable", True)
-                and _same_structure(frames[0], sys_.atoms)]
-        if held:
-            ref = [f for _, frames, _ in held for f in frames]
-            rdf[t_lab] = pair_distance_histogram(ref, r_max=cfg.rdf_r_max)
-            status = ", ".join(sorted({rep.get("status", "ok") for _, _, rep in held}))
-            rdf["teacher_source"] = (f"held-out teacher MD {', '.join(k for k, _, _ in held)} "
-                                     f"({len(ref)} frames, {status})")
-        for label, h in ((s_lab, s_handle),) + (() if held else ((t_lab, t_handle),)):
-            rep, frames = langevin_run(
-                h.make_calculator(), sys_.atoms, cfg.rdf_temperature_K, timestep_fs=dt, n_steps=n_rdf,
-                seed=cfg.seed, max_wall_s=cfg.max_wall_s, sample_every=cfg.rdf_every,
-                progress=f"RDF {sys_.name} {label}" if progress else None,
-            )
-            rdf[label] = pair_distance_histogram(frames, r_max=cfg.rdf_r_max) if frames else None
-            rdf["runs"][label] = rep
-        rdf["overlap"] = rdf_overlap(rdf[s_lab], rdf[t_lab]) if rdf[s_lab] and rdf[t_lab] else None
-        md["rdf"] = rdf
     return md
+
+
+def _md_rdf(sys_, s_handle, t_handle, cfg, progress, heldout_runs=()) -> dict:
+    """The RDF overlap of one system. The teacher's RDF comes from the held-out teacher MD of this
+    system at ``rdf_temperature_K`` when the bench made one (equilibrated, and already paid
+    for); otherwise from a teacher Langevin run of its own."""
+    s_lab, t_lab = s_handle.label, t_handle.label
+    n_rdf = max(1, int(round(cfg.rdf_ps * 1000.0 / cfg.timestep_fs)))
+    rdf = {"runs": {}}  # label -> histogram (r, g, counts), plus the runs' reports
+    condition = f"{sys_.name}@{float(cfg.rdf_temperature_K):g}K"
+    held = [(key, frames, rep) for key, _, _, frames, rep in heldout_runs
+            if condition_of(key) == condition and frames and rep.get("stable", True)
+            and _same_structure(frames[0], sys_.atoms)]
+    if held:
+        ref = [f for _, frames, _ in held for f in frames]
+        rdf[t_lab] = pair_distance_histogram(ref, r_max=cfg.rdf_r_max)
+        status = ", ".join(sorted({rep.get("status", "ok") for _, _, rep in held}))
+        rdf["teacher_source"] = (f"held-out teacher MD {', '.join(k for k, _, _ in held)} "
+                                 f"({len(ref)} frames, {status})")
+    for label, h in ((s_lab, s_handle),) + (() if held else ((t_lab, t_handle),)):
+        rep, frames = langevin_run(
+            h.make_calculator(), sys_.atoms, cfg.rdf_temperature_K, timestep_fs=cfg.timestep_fs, n_steps=n_rdf,
+            seed=cfg.seed, max_wall_s=cfg.max_wall_s, sample_every=cfg.rdf_every,
+            progress=f"RDF {sys_.name} {label}" if progress else None,
+        )
+        rdf[label] = pair_distance_histogram(frames, r_max=cfg.rdf_r_max) if frames else None
+        rdf["runs"][label] = rep
+    rdf["overlap"] = rdf_overlap(rdf[s_lab], rdf[t_lab]) if rdf[s_lab] and rdf[t_lab] else None
+    return rdf
