@@ -28,6 +28,8 @@ def main(argv=None) -> int:
     ap.add_argument("--systems", nargs="+", required=True, help="bench system names (e.g. water-96)")
     ap.add_argument("--temperatures", nargs="+", type=float, required=True, help="K")
     ap.add_argument("--seeds", type=int, default=3, help="runs per student, system and temperature")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seed of the first run (the runs use first-seed, first-seed + 1, ...)")
     ap.add_argument("--ps", type=float, default=5.0, help="length of each run in ps")
     ap.add_argument("--timestep", type=float, default=0.5, help="fs")
     ap.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs")
@@ -56,7 +58,7 @@ def main(argv=None) -> int:
         for sys_name in args.systems:
             atoms = load_system(sys_name).atoms
             for temp in args.temperatures:
-                for seed in range(args.seeds):
+                for seed in range(args.first_seed, args.first_seed + args.seeds):
                     report, _ = langevin_run(
                         calc, atoms, temp, timestep_fs=args.timestep, n_steps=n_steps,
                         friction_per_fs=args.friction, seed=seed, max_wall_s=args.max_wall,
