@@ -148,3 +148,31 @@ def test_min_pair_distance_sees_periodic_images():
     a = Atoms("Cu", positions=[[0, 0, 0]], cell=[1.5, 10, 10], pbc=True)
     assert min_pair_distance(a) == pytest.approx(1.5)
     assert min_pair_distance(Atoms("Cu2", positions=[[0, 0, 0], [3.0, 0, 0]])) is None
+
+
+@pytest.mark.parametrize("pbc", [True, False])
+def test_pair_watch_between_full_checks_misses_no_close_pair(pbc):
+    """The monitor measures only the pairs kept at its last full check between two full
+    checks; on random moves of up to 0.25 A per step (periodic images included) it sees every
+    pair closer than min_pair exactly as a full neighbour list does, and never reports less."""
+    from mlff_distiller.bench.md import _PairWatch
+
+    rng = np.random.default_rng(3)
+    atoms = Atoms("Cu40", positions=rng.uniform(0, 7.0, (40, 3)), cell=[7.0, 7.0, 7.0], pbc=pbc)
+    watch, min_pair = _PairWatch(min_pair=1.2, skin=1.0), 1.2
+    full = seen = 0
+    for step in range(400):
+        atoms.positions += rng.uniform(-0.25, 0.25, (40, 3))
+        truth = min_pair_distance(atoms)
+        if step % 5 == 0 or not watch.valid(atoms):
+            full += 1
+            assert watch.full_check(atoms) == truth
+            continue
+        d = watch.closest_watched(atoms.positions)
+        if truth is not None and truth < min_pair:
+            seen += 1
+            assert d == pytest.approx(truth, abs=1e-12)
+        assert d is None or truth is not None and d >= truth - 1e-12
+    assert seen > 20 and 80 < full < 400  # close pairs met between full checks, and the skin ran out too
+    atoms.set_cell([7.5, 7.0, 7.0], scale_atoms=False)
+    assert not watch.valid(atoms)  # another cell: a full check again

@@ -26,7 +26,7 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 from ase.md.verlet import VelocityVerlet
 
-from ..data.neighbors import closest_pair, neighbor_list
+from ..data.neighbors import closest_pair, neighbor_list, pairs_within
 
 #: NVE drift above this (eV/atom/ps, absolute) is flagged.
 DRIFT_LIMIT = 1e-3
@@ -71,6 +71,7 @@ class Monitor:
         self.t_ps, self.epot, self.ekin = [], [], []
         self.max_T = 0.0
         self.closest = None
+        self.pairs = _PairWatch(min_pair)
         self.record()
 
     def record(self):
@@ -94,17 +95,61 @@ class Monitor:
             raise _Stop("exploded", f"temperature {T:.3g} K above {self.explode_T:.0f} K at step {self.step}")
         if self.step % self.record_every == 0:
             self.record()
-        if self.step % self.check_every == 0:
-            d = min_pair_distance(self.atoms)
+        if self.step % self.check_every == 0 or not self.pairs.valid(self.atoms):
+            d = self.pairs.full_check(self.atoms)
             if d is not None:
                 self.closest = d if self.closest is None else min(self.closest, d)
-        else:  # between full checks only look for pairs inside min_pair (a cheaper list)
-            d = min_pair_distance(self.atoms, within=self.min_pair)
+        else:  # between full checks only the pairs that could have come within min_pair
+            d = self.pairs.closest_watched(self.atoms.positions)
         if d is not None and d < self.min_pair:
             self.closest = d if self.closest is None else min(self.closest, d)
             raise _Stop("exploded", f"atoms {d:.2f} A apart (< {self.min_pair} A) at step {self.step}")
         if time.perf_counter() - self.t0 > self.max_wall_s:
             raise _Stop("time_limit", f"wall-clock budget {self.max_wall_s:.0f} s spent at step {self.step}")
+
+
+class _PairWatch:
+    """The monitor's closest-pair checks without a neighbour list at every step.
+
+    A full check lists the pairs within ``within`` A (the closest one is reported) and keeps
+    those within ``min_pair + skin`` with their periodic shifts. Until the next full check only
+    those are measured: a pair outside the list was at least ``min_pair + skin`` apart, so while
+    no atom has moved more than ``skin / 2`` since, it is still farther than ``min_pair``. When
+    one has (or before the first full check), :meth:`valid` is false and the monitor makes a
+    full check instead, so no pair closer than ``min_pair`` is missed. Units: A.
+    """
+
+    def __init__(self, min_pair: float, skin: float = 1.0, within: float = 3.0):
+        self.min_pair, self.skin, self.within = float(min_pair), float(skin), float(within)
+        self.ref = None  # positions at the last full check
+
+    def valid(self, atoms) -> bool:
+        positions = atoms.positions
+        if self.ref is None or self.ref.shape != positions.shape or not np.array_equal(self.cell, atoms.cell.array):
+            return False  # no full check yet, or another structure or cell
+        moved = float(np.max(np.einsum("ij,ij->i", positions - self.ref, positions - self.ref), initial=0.0))
+        return 2.0 * np.sqrt(moved) < self.skin
+
+    def full_check(self, atoms) -> float | None:
+        """The closest distance within ``within`` (None if no pair is), as :func:`min_pair_distance`."""
+        self.ref, self.cell = np.array(atoms.positions, dtype=np.float64), np.array(atoms.cell.array)
+        if len(atoms) < 2 and not atoms.pbc.any():
+            self.edges = np.zeros((2, 0), np.int64)
+            return None
+        edge_index, edge_shift, box, d = pairs_within(atoms.positions, atoms.cell.array, atoms.pbc,
+                                                      max(self.within, self.min_pair + self.skin))
+        keep = d < self.min_pair + self.skin
+        self.edges, self.offsets = edge_index[:, keep], edge_shift[keep] @ box
+        near = d[d < self.within]
+        return float(near.min()) if near.size else None
+
+    def closest_watched(self, positions) -> float | None:
+        """The closest distance among the kept pairs (None if there are none)."""
+        if self.edges.shape[1] == 0:
+            return None
+        i, j = self.edges
+        r = positions[j] - positions[i] + self.offsets
+        return float(np.sqrt(np.einsum("ij,ij->i", r, r).min()))
 
 
 def thermalize(atoms, temperature_K: float, seed: int) -> None:

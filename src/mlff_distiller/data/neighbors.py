@@ -89,13 +89,10 @@ def _ase_pairs(positions, cell, pbc, cutoff) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([i.astype(np.int64), j.astype(np.int64)]), np.asarray(s, np.int64).reshape(-1, 3)
 
 
-def closest_pair(positions, cell, pbc, cutoff: float, numbers=None, *, engine: str = "vesin") -> ClosestPair:
-    """Closest pair of atoms closer than ``cutoff`` (A), periodic images included.
-
-    ``cell`` (3, 3) A or ``None``; ``pbc`` (3,) bool; ``numbers`` (optional atomic numbers)
-    adds the covalent-radius ratio. ``engine`` ``"vesin"`` (fast) or ``"ase"`` (numpy only).
-    A periodic cell of zero volume raises :class:`UserError` (vesin engine).
-    """
+def pairs_within(positions, cell, pbc, cutoff: float, *, engine: str = "vesin"):
+    """``(edge_index, edge_shift, box, distances)``: every pair closer than ``cutoff`` (A), as in
+    :func:`neighbor_list`, with ``box`` the cell the shifts refer to (zeros when not periodic) and
+    the distances in A. ``engine`` ``"vesin"`` (fast) or ``"ase"`` (numpy only)."""
     positions = np.asarray(positions, dtype=np.float64)
     pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
     box = np.zeros((3, 3)) if cell is None or not pbc.any() else np.asarray(cell, dtype=np.float64)
@@ -103,9 +100,20 @@ def closest_pair(positions, cell, pbc, cutoff: float, numbers=None, *, engine: s
         edge_index, edge_shift = _ase_pairs(positions, box, pbc, cutoff)
     else:
         edge_index, edge_shift = neighbor_list(positions, box, pbc, cutoff)
+    d = np.linalg.norm(edge_vectors(positions, box, edge_index, edge_shift), axis=1)
+    return edge_index, edge_shift, box, d
+
+
+def closest_pair(positions, cell, pbc, cutoff: float, numbers=None, *, engine: str = "vesin") -> ClosestPair:
+    """Closest pair of atoms closer than ``cutoff`` (A), periodic images included.
+
+    ``cell`` (3, 3) A or ``None``; ``pbc`` (3,) bool; ``numbers`` (optional atomic numbers)
+    adds the covalent-radius ratio. ``engine`` ``"vesin"`` (fast) or ``"ase"`` (numpy only).
+    A periodic cell of zero volume raises :class:`UserError` (vesin engine).
+    """
+    edge_index, _, _, d = pairs_within(positions, cell, pbc, cutoff, engine=engine)
     if edge_index.shape[1] == 0:
         return ClosestPair()
-    d = np.linalg.norm(edge_vectors(positions, box, edge_index, edge_shift), axis=1)
     k = int(np.argmin(d))
     ratio = math.inf
     if numbers is not None:
