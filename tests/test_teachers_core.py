@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -257,6 +258,36 @@ def test_chgnet_batch_equals_single_and_isolates_failures(chgnet):
         single = chgnet.label([atoms])[0]
         assert r.energy == pytest.approx(single.energy, abs=1e-4)
         np.testing.assert_allclose(r.forces, single.forces, atol=1e-4)
+
+
+def test_chgnet_one_backward_pass_gives_predict_graphs_numbers(chgnet):
+    """The labels come from one backward pass (teachers/chgnet_teacher.py) instead of chgnet's
+    predict_graph (two, each building a graph of the gradients): same energy, forces and stress
+    (GPa) to float32 rounding, one structure at a time and in a batch of different cells."""
+    from mlff_distiller.bench.systems import load_system
+    from mlff_distiller.teachers.chgnet_teacher import _energy_forces_stress
+
+    assert chgnet._one_backward  # chgnet 0.4.2 is installed here: the fast path is the one in use
+    tri = bulk("Si", "diamond", a=5.43)  # primitive cell: triclinic, smaller than the 6 A cutoff
+    tri.set_cell(tri.cell.array @ (np.eye(3) + [[0.02, 0.01, 0], [0, -0.01, 0.02], [0, 0, 0.01]]),
+                 scale_atoms=True)
+    tri.rattle(0.05, seed=7)
+    water = load_system("water-96").atoms.copy()
+    water.rattle(0.05, seed=8)
+    mol = molecule("CH3CH2OH")
+    mol.rattle(0.05, seed=9)
+    graphs = [chgnet._graph(a) for a in (tri, water, mol)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ref = [chgnet._model.predict_graph(g, task="efs") for g in graphs]
+    for new in ([_energy_forces_stress(chgnet._model, [g])[0] for g in graphs],
+                _energy_forces_stress(chgnet._model, graphs)):
+        for r, n in zip(ref, new):
+            assert float(n["e"]) == pytest.approx(float(r["e"]), abs=1e-6)
+            np.testing.assert_allclose(n["f"], r["f"], rtol=0, atol=1e-5 * max(1.0, np.abs(r["f"]).max()))
+            # stress sums many bond terms in float32: 1e-4 GPa (6e-7 eV/A^3)
+            np.testing.assert_allclose(n["s"], r["s"], rtol=0, atol=1e-4 * max(1.0, np.abs(r["s"]).max()))
+        assert np.abs(ref[1]["f"]).max() > 1.0  # the comparison is not of zeros
 
 
 def test_chgnet_missing_weights_file():

@@ -103,6 +103,7 @@ class CHGNetTeacher(Teacher):
         self._model.graph_converter.set_isolated_atom_response("ignore")
         self._cutoff = float(getattr(self._model.graph_converter, "atom_graph_cutoff", 6.0))
         self._device = device
+        self._one_backward = one_backward_supported(self._model)
 
     @property
     def elements(self):
@@ -151,6 +152,8 @@ class CHGNetTeacher(Teacher):
     def _predict(self, graphs) -> list[dict]:
         with warnings.catch_warnings():  # chgnet's own "tensor with requires_grad to scalar"
             warnings.simplefilter("ignore", UserWarning)
+            if self._one_backward:
+                return _energy_forces_stress(self._model, graphs)
             preds = self._model.predict_graph(graphs, task="efs", batch_size=len(graphs))
         return [preds] if isinstance(preds, dict) else list(preds)
 
@@ -176,3 +179,48 @@ class CHGNetTeacher(Teacher):
             for k, pred in zip(where, self._predict(graphs)):
                 out[k] = self._to_result(atoms_list[k], pred)
         return out
+
+
+#: chgnet releases whose internals :func:`_energy_forces_stress` was checked against (the
+#: package's own ``predict_graph``: tests/test_teachers_core.py); 0.4.2 is the one installed here
+ONE_BACKWARD_VERSIONS = ("0.4.",)
+
+
+def one_backward_supported(model) -> bool:
+    """Whether :func:`_energy_forces_stress` may stand in for ``model.predict_graph`` (a chgnet
+    release it was checked on, with the internals it uses); otherwise the teacher calls
+    ``predict_graph``."""
+    version = package_version("chgnet") or ""
+    return (version.startswith(ONE_BACKWARD_VERSIONS) and hasattr(model, "_compute")
+            and hasattr(model, "bond_basis_expansion") and hasattr(model, "angle_basis_expansion"))
+
+
+def _energy_forces_stress(model, graphs) -> list[dict]:
+    """CHGNet's energy, forces and stress for ``graphs``, as ``model.predict_graph(graphs,
+    task="efs")`` gives them (``e`` eV/atom for an intensive model, ``f`` eV/A, ``s`` GPa), from
+    one backward pass.
+
+    chgnet's forward (0.4.2) takes the forces and then the stress from two separate
+    ``autograd.grad`` calls, each with ``create_graph=True`` (kept for training on forces);
+    for labels one pass over the graph for both, without a graph of the gradients, gives the
+    same numbers (to float32 rounding: forces within 1e-5 of the largest force, stress within
+    1e-4 GPa) in less time (benchmarks/results/chgnet_one_backward.md).
+    """
+    import torch
+    from chgnet.model.model import BatchedGraph
+
+    device = next(model.parameters()).device
+    graphs = [g.to(device) for g in graphs]
+    batched = BatchedGraph.from_graphs(graphs, bond_basis_expansion=model.bond_basis_expansion,
+                                       angle_basis_expansion=model.angle_basis_expansion, compute_stress=True)
+    pred = model._compute(batched, compute_force=False, compute_stress=False)
+    energy = pred["e"]  # per atom for an intensive model: the total is what the positions move
+    n_atoms = torch.tensor([len(p) for p in batched.atom_positions], dtype=energy.dtype, device=energy.device)
+    total = energy * n_atoms if model.is_intensive else energy
+    grads = torch.autograd.grad(total.sum(), [*batched.atom_positions, *batched.strains])
+    n = len(graphs)
+    if model.composition_model is not None:
+        energy = energy + model.composition_model(graphs)
+    gpa = 160.21766208  # eV/A^3 -> GPa, as chgnet converts
+    return [{"e": energy[k].detach().cpu().numpy(), "f": (-grads[k]).detach().cpu().numpy(),
+             "s": (grads[n + k] * (gpa / batched.volumes[k])).detach().cpu().numpy()} for k in range(n)]
