@@ -6,11 +6,13 @@ from ..cliutil import add_output, add_progress, show_progress
 
 
 def register(sub) -> None:
+    from ..generation.recipe import builtin_recipes
+
     p = sub.add_parser(
         "run",
         help="run every stage end to end: generate, label, gate, train, export, bench, report",
-        description="Run (or resume) the pipeline for a recipe (built-in name such as 'quickstart', "
-        "'seed-m2', 'tiny', or a YAML file). Re-running the same command resumes.",
+        description=f"Run (or resume) the pipeline for a recipe (built-in: {', '.join(builtin_recipes())}; or a YAML "
+        "file). Re-running the same command resumes.",
     )
     p.add_argument("recipe", help="built-in recipe name or path to a recipe YAML")
     add_output(p, "project directory (its log: logs/run.log)")
