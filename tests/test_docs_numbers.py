@@ -795,3 +795,29 @@ def test_water_recipe_rerun_on_a_quiet_machine_matches_the_results():
     wall = "47.1 min"  # 14:21:24-15:08:28 UTC; the stage seconds add up to within 6 s of it
     assert abs(total - 2824) < 10 and wall in text and wall in flat and wall in recipes
     assert f"{before / 60:.1f} min" in recipes and total / 60 > 30  # "not met"
+
+
+def test_chgnet_one_backward_numbers_match_the_results():
+    """README, docs/teachers.md and water_recipe_e2e/README: the one-backward CHGNet's speed-up
+    per call, its agreement with predict_graph, the faster water generation and the 100 ps runs."""
+    rows = {r["system"]: r for r in _json("chgnet_one_backward.json")["rows"]}
+    ratios = [r["ratio"] for r in rows.values()]
+    flat = " ".join(README.split())
+    teachers = " ".join((ROOT / "docs" / "teachers.md").read_text().split())
+    assert f"{min(ratios):.2f}-{max(ratios):.2f}x" in teachers and f"{min(ratios):.2f}-{max(ratios):.2f}x" in flat
+    assert f"{rows['aspirin']['ratio']:.2f}x (aspirin) to {rows['si-512']['ratio']:.2f}x (Si-512)" in flat
+    for r in rows.values():  # "same labels to float32 rounding"
+        d = r["max_abs_diff"]
+        assert d["energy_eV_per_atom"] < 1e-6 and d["stress_GPa"] < 1e-4
+        assert d["forces_eV_per_A"] < 1e-5 * max(1.0, r["max_abs_force_eV_per_A"]) * 2
+    text = " ".join((RESULTS / "water_recipe_e2e" / "README.md").read_text().split())
+    log = (RESULTS / "water_recipe_e2e" / "generate_one_backward.txt").read_text()
+    before = _json("water_recipe_e2e/stage_seconds.json")["generate:all"]["seconds"]
+    assert "496 of 496 structures" in log and "in 464.9 s on 2 Dask workers" in log
+    assert f"**464.9 s against {before:.1f} s**" in text and "465 s instead of 738 s" in flat
+    for who, closest in (("first", "0.52-0.53 A"), ("final", "0.85 A")):
+        runs = _json(f"water_recipe_e2e/stab100_{who}.json")["runs"]
+        assert [r["seed"] for r in runs] == [1, 2] and all(r["status"] == "ok" and r["simulated_ps"] == 100.0
+                                                           for r in runs)
+        shown = sorted({f"{r['closest_pair_A']:.2f}" for r in runs})
+        assert all(v in closest for v in shown) and closest in flat
