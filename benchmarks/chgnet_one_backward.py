@@ -23,7 +23,6 @@ import time
 import warnings
 
 import numpy as np
-
 from _results import save  # noqa: E402  (benchmarks/_results.py)
 
 
@@ -79,9 +78,9 @@ def main(argv=None) -> int:
 
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()[0]
-    meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "chgnet": package_version("chgnet"), "threads": torch.get_num_threads(),
-            "when": when, "load_average_at_end": load}
+    meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__, "chgnet": package_version("chgnet"),
+            "threads": torch.get_num_threads(), "when": when, "load_average_at_end": load}
     lines = [
         "# CHGNet labels: one backward pass against `predict_graph`",
         "",
@@ -96,7 +95,8 @@ def main(argv=None) -> int:
     ]
     for r in rows:
         d = r["max_abs_diff"]
-        lines.append(f"| {r['system']} | {r['n_atoms']} | {r['ms']['predict_graph']:.1f} | {r['ms']['one_backward']:.1f} "
+        ms = r["ms"]
+        lines.append(f"| {r['system']} | {r['n_atoms']} | {ms['predict_graph']:.1f} | {ms['one_backward']:.1f} "
                      f"| **{r['ratio']:.2f}x** | {d['forces_eV_per_A']:.1e} ({r['max_abs_force_eV_per_A']:.2f}) "
                      f"| {d['stress_GPa']:.1e} | {d['energy_eV_per_atom']:.1e} |")
     save(args.out, {"meta": meta, "rows": rows}, "\n".join(lines), echo=True)

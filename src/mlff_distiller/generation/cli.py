@@ -11,8 +11,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "generate",
         help="generate an unlabelled structure pool from a recipe",
-        description=f"Generate the unlabelled structure pool of a recipe (built-in name: {', '.join(builtin_recipes())}; "
-        "or a YAML file) into an HDF5 dataset. Positions in Angstrom.",
+        description="Generate the unlabelled structure pool of a recipe (built-in name: "
+        f"{', '.join(builtin_recipes())}; or a YAML file) into an HDF5 dataset. Positions in Angstrom.",
     )
     p.add_argument("recipe", help="built-in recipe name or path to a recipe YAML file")
     add_output(p, "output pool file (.h5); must not exist unless --overwrite")
