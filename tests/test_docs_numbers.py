@@ -815,6 +815,11 @@ def test_chgnet_one_backward_numbers_match_the_results():
     before = _json("water_recipe_e2e/stage_seconds.json")["generate:all"]["seconds"]
     assert "496 of 496 structures" in log and "in 464.9 s on 2 Dask workers" in log
     assert f"**464.9 s against {before:.1f} s**" in text and "465 s instead of 738 s" in flat
+    si_log = (RESULTS / "silicon_recipe_e2e" / "generate_one_backward.txt").read_text()
+    si_before = _json("silicon_recipe_e2e/current/stage_seconds.json")["generate:all"]["seconds"]
+    si_text = " ".join((RESULTS / "silicon_recipe_e2e" / "README.md").read_text().split())
+    assert "800 of 800 structures" in si_log and "in 391.4 s on 2 Dask workers" in si_log
+    assert f"**391.4 s against {si_before:.1f} s**" in si_text and "391 s instead of 628 s" in flat
     for who, closest in (("first", "0.52-0.53 A"), ("final", "0.85 A")):
         runs = _json(f"water_recipe_e2e/stab100_{who}.json")["runs"]
         assert [r["seed"] for r in runs] == [1, 2] and all(r["status"] == "ok" and r["simulated_ps"] == 100.0
