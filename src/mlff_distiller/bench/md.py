@@ -121,7 +121,8 @@ class _PairWatch:
 
     def __init__(self, min_pair: float, skin: float = 1.0, within: float = 3.0):
         self.min_pair, self.skin, self.within = float(min_pair), float(skin), float(within)
-        self.ref = None  # positions at the last full check
+        self.ref = self.cell = None  # positions and cell at the last full check
+        self.edges, self.offsets = np.zeros((2, 0), np.int64), np.zeros((0, 3))  # the pairs kept then
 
     def valid(self, atoms) -> bool:
         positions = atoms.positions
@@ -134,7 +135,7 @@ class _PairWatch:
         """The closest distance within ``within`` (None if no pair is), as :func:`min_pair_distance`."""
         self.ref, self.cell = np.array(atoms.positions, dtype=np.float64), np.array(atoms.cell.array)
         if len(atoms) < 2 and not atoms.pbc.any():
-            self.edges = np.zeros((2, 0), np.int64)
+            self.edges, self.offsets = np.zeros((2, 0), np.int64), np.zeros((0, 3))
             return None
         edge_index, edge_shift, box, d = pairs_within(atoms.positions, atoms.cell.array, atoms.pbc,
                                                       max(self.within, self.min_pair + self.skin))
