@@ -186,6 +186,8 @@ def test_unphysical_frames_are_dropped():
     ({"final_training": "warm"}, "active.final_training"),
     ({"committee_student": {"preset": "huge"}}, "active.committee_student.preset"),
     ({"retrain": {"max_steps": -1}}, "active.retrain.max_steps"),
+    ({"first_training": {"max_steps": -2}}, "active.first_training.max_steps"),
+    ({"first_training": {"student": {"preset": "tiny"}}}, "active.first_training.student"),
 ])
 def test_active_config_errors_name_the_field(section, field):
     with pytest.raises(ConfigError) as err:
@@ -234,7 +236,8 @@ def project(tmp_path_factory, dask_address):
     tmp = tmp_path_factory.mktemp("active")
     out = tmp / "proj"
     t0 = time.time()
-    run_project(_recipe_file(tmp, dask_address), out, RunOptions(progress=False, skip=("bench", "report")))
+    run_project(_recipe_file(tmp, dask_address, first_training={"max_steps": 16}), out,
+                RunOptions(progress=False, skip=("bench", "report")))
     return out, time.time() - t0
 
 
@@ -279,6 +282,8 @@ def test_rounds_append_frames_with_provenance_within_budget(project):
     fin = rep["final"]
     assert fin["dataset"] == rounds[-1]["dataset"] and Path(fin["run_dir"]) == out / "active" / "final" / "train"
     assert fin["train"]["steps"] == 20  # the recipe's training.max_steps, not active.retrain's 10
+    # the first training took active.first_training's 16 steps
+    assert stages["train"]["info"]["steps"] == 16
     assert fin["heldout_before"] == rounds[-1]["heldout_after"]
     final = load_student(Path(fin["run_dir"]))
     last_round = load_student(Path(rounds[-1]["run_dir"]))

@@ -74,6 +74,10 @@ class ActiveConfig:
     max_kind_share: Annotated[Float, limits(gt=0, le=1, note="1 = no cap")] = 1.0
     # -- retraining ------------------------------------------------------------------------
     retrain: dict = field(default_factory=dict)  # TrainConfig overrides for the warm-started retraining
+    # TrainConfig overrides for the first training (stage ``train``), whose student only starts
+    # the rounds when ``final_training`` is ``scratch`` (e.g. ``{max_steps: 2000}``): the student
+    # the later stages use is the final one, trained with the ``training`` section as given.
+    first_training: dict = field(default_factory=dict)
     # Train the energies of the frames the rounds add (True), or only their forces and stress
     # (False: ``training.energy_skip_sources`` gets ``active/`` in the retraining and the
     # committee). Frames of the student's own MD sit far above its energy surface; fitting their
@@ -123,3 +127,7 @@ class ActiveConfig:
             raise ConfigError("active.retrain.student: the retrained student keeps its architecture; remove the key")
         build(StudentConfig, dict(self.committee_student), "active.committee_student")
         build(TrainConfig, dict(self.retrain), "active.retrain")
+        if "student" in self.first_training:
+            raise ConfigError("active.first_training.student: the first student has the recipe's architecture "
+                              "(training.student); remove the key")
+        build(TrainConfig, dict(self.first_training), "active.first_training")

@@ -225,10 +225,14 @@ def _run(
                     else f"{len(s.atoms)} atoms > md_max_atoms {cfg.md_max_atoms}"
                 )
 
+    student_rdf = {}  # system name -> (report, frames) of the student's RDF run
+
     def student_md():
         for sys_ in md_targets if cfg.md else ():
             result["systems"][sys_.name]["md"] = _md_dynamics(sys_, s_handle, t_handle, cfg, progress)
             checkpoint()
+        for sys_ in md_targets if cfg.md and cfg.rdf else ():  # its teacher side needs the held-out runs
+            student_rdf[sys_.name] = _rdf_run(sys_, s_handle, cfg, progress)
 
     hcfg = HeldoutConfig.from_dict(cfg.heldout)
     if hcfg is not None:
@@ -244,7 +248,8 @@ def _run(
         student_md()
     if cfg.md and cfg.rdf:
         for sys_ in md_targets:
-            result["systems"][sys_.name]["md"]["rdf"] = _md_rdf(sys_, s_handle, t_handle, cfg, progress, heldout_runs)
+            result["systems"][sys_.name]["md"]["rdf"] = _md_rdf(sys_, s_handle, t_handle, cfg, progress, heldout_runs,
+                                                                student_rdf.get(sys_.name))
             checkpoint()
 
     result["verdict"] = evaluate_targets(result, cfg.targets)
@@ -348,12 +353,22 @@ def _md_dynamics(sys_, s_handle, t_handle, cfg, progress) -> dict:
     return md
 
 
-def _md_rdf(sys_, s_handle, t_handle, cfg, progress, heldout_runs=()) -> dict:
+def _rdf_run(sys_, handle, cfg, progress) -> tuple[dict, list]:
+    """One model's Langevin run at ``rdf_temperature_K`` for the RDF: ``(report, frames)``."""
+    n_rdf = max(1, int(round(cfg.rdf_ps * 1000.0 / cfg.timestep_fs)))
+    return langevin_run(
+        handle.make_calculator(), sys_.atoms, cfg.rdf_temperature_K, timestep_fs=cfg.timestep_fs, n_steps=n_rdf,
+        seed=cfg.seed, max_wall_s=cfg.max_wall_s, sample_every=cfg.rdf_every,
+        progress=f"RDF {sys_.name} {handle.label}" if progress else None,
+    )
+
+
+def _md_rdf(sys_, s_handle, t_handle, cfg, progress, heldout_runs=(), student_run=None) -> dict:
     """The RDF overlap of one system. The teacher's RDF comes from the held-out teacher MD of this
     system at ``rdf_temperature_K`` when the bench made one (equilibrated, and already paid
-    for); otherwise from a teacher Langevin run of its own."""
+    for); otherwise from a teacher Langevin run of its own. ``student_run``: the student's
+    ``(report, frames)`` when it already ran (beside the held-out runs); otherwise it runs here."""
     s_lab, t_lab = s_handle.label, t_handle.label
-    n_rdf = max(1, int(round(cfg.rdf_ps * 1000.0 / cfg.timestep_fs)))
     rdf = {"runs": {}}  # label -> histogram (r, g, counts), plus the runs' reports
     condition = f"{sys_.name}@{float(cfg.rdf_temperature_K):g}K"
     held = [(key, frames, rep) for key, _, _, frames, rep in heldout_runs
@@ -366,11 +381,7 @@ def _md_rdf(sys_, s_handle, t_handle, cfg, progress, heldout_runs=()) -> dict:
         rdf["teacher_source"] = (f"held-out teacher MD {', '.join(k for k, _, _ in held)} "
                                  f"({len(ref)} frames, {status})")
     for label, h in ((s_lab, s_handle),) + (() if held else ((t_lab, t_handle),)):
-        rep, frames = langevin_run(
-            h.make_calculator(), sys_.atoms, cfg.rdf_temperature_K, timestep_fs=cfg.timestep_fs, n_steps=n_rdf,
-            seed=cfg.seed, max_wall_s=cfg.max_wall_s, sample_every=cfg.rdf_every,
-            progress=f"RDF {sys_.name} {label}" if progress else None,
-        )
+        rep, frames = student_run if (h is s_handle and student_run is not None) else _rdf_run(sys_, h, cfg, progress)
         rdf[label] = pair_distance_histogram(frames, r_max=cfg.rdf_r_max) if frames else None
         rdf["runs"][label] = rep
     rdf["overlap"] = rdf_overlap(rdf[s_lab], rdf[t_lab]) if rdf[s_lab] and rdf[t_lab] else None

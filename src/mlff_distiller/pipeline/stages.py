@@ -176,7 +176,14 @@ def _fp_split(plan: Plan, gate: StageResult) -> str:
 
 
 def _fp_train(plan: Plan, split: StageResult) -> str:
-    return fingerprint(split.fingerprint, plan.recipe.section("training"))
+    first = _first_training(plan)
+    # without active.first_training the fingerprint is the one projects made before it existed
+    return fingerprint(split.fingerprint, plan.recipe.section("training"), *([first] if first else []))
+
+
+def _first_training(plan: Plan) -> dict:
+    """``active.first_training`` overrides of the first training, when the rounds follow it."""
+    return dict(plan.active.first_training) if plan.active is not None else {}
 
 
 def _fp_active(plan: Plan, train: StageResult) -> str:
@@ -284,8 +291,8 @@ def _train(ctx: RunContext, call: StageCall) -> StageResult:
     resumable = prev.get("status") == "running" and prev.get("fingerprint") == call.fingerprint
     if not resumable and run_dir.exists():
         shutil.rmtree(run_dir)
-    trainer = DistillationTrainer(ctx.split_paths()[0], ctx.plan.recipe.training, run_dir, resume="auto",
-                                  progress=ctx.opts.progress)
+    config = ctx.plan.recipe.training.replace(**_first_training(ctx.plan))
+    trainer = DistillationTrainer(ctx.split_paths()[0], config, run_dir, resume="auto", progress=ctx.opts.progress)
     return StageResult(trainer.fit())
 
 
