@@ -9,7 +9,8 @@ intervals; and for every student after the first, the paired difference to the f
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/compare_students.py RECIPE
 --cache PROJECT/bench/heldout_frames --out benchmarks/results/NAME NAME1=CKPT1 NAME2=CKPT2 ...``
-(writes NAME.md and NAME.json). Units: eV, eV/atom, eV/A.
+(writes NAME.md and NAME.json; ``--workers 2`` makes missing held-out runs on two Dask workers).
+Units: eV, eV/atom, eV/A.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def main(argv=None) -> int:
     ap.add_argument("students", nargs="+", help="NAME=CHECKPOINT_OR_RUN_DIR, the first is the reference")
     ap.add_argument("--cache", required=True, help="folder of cached held-out frames (made when missing)")
     ap.add_argument("--out", required=True, help="output path without suffix (.md and .json are written)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="make missing held-out runs on a local Dask cluster of this many 1-thread workers")
     args = ap.parse_args(argv)
 
     import torch
@@ -48,7 +51,8 @@ def main(argv=None) -> int:
     if hcfg is None:
         raise SystemExit(f"{args.recipe} has no bench.heldout section: name held-out systems and temperatures there")
     teacher = resolve_teacher(recipe["teacher"])
-    runs = heldout_frames(teacher, hcfg, progress=lambda t: print(t, flush=True), cache_dir=args.cache)
+    runs = heldout_frames(teacher, hcfg, progress=lambda t: print(t, flush=True), cache_dir=args.cache,
+                          cluster={"n_workers": args.workers, "threads_per_worker": 1} if args.workers > 1 else None)
     frames = [f for _, _, _, fr, _ in runs for f in fr]
     run_ids = [key for key, _, _, fr, _ in runs for _ in fr]
 

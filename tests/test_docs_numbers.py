@@ -797,6 +797,40 @@ def test_water_recipe_rerun_on_a_quiet_machine_matches_the_results():
     assert f"{before / 60:.1f} min" in recipes and total / 60 > 30  # "not met"
 
 
+def test_water_recipe_in_30_min_matches_the_results():
+    """water_recipe_30min/README, README, docs/recipes.md and the recipe's comment: the three runs'
+    verdicts, gate numbers, wall times and the paired cost of the cuts."""
+    text = " ".join((RESULTS / "water_recipe_30min" / "README.md").read_text().split())
+    flat = " ".join(README.split())
+    recipes = " ".join((ROOT / "docs" / "recipes.md").read_text().split())
+    recipe_comment = " ".join((ROOT / "src" / "mlff_distiller" / "generation" / "recipes" / "water.yaml")
+                              .read_text().split())
+    totals = {}
+    for run in ("full", "cuts", "cuts_equil8"):
+        bench = _json(f"water_recipe_30min/{run}/bench.json")
+        assert bench["verdict"]["passed"] and "**Accuracy gate GO:" in (
+            RESULTS / "water_recipe_30min" / run / "summary.md").read_text()
+        pooled = bench["heldout"]["pooled"]
+        lo, hi = pooled["force_rel_rmse_ci95"]
+        assert f"{pooled['force_rel_rmse']:.4f} [{lo:.4f}, {hi:.4f}]" in text
+        stages = _json(f"water_recipe_30min/{run}/stage_seconds.json")
+        totals[run] = sum(v["seconds"] for v in stages.values())
+        assert f"**{totals[run]:,.0f}**" in text
+        assert f"{bench['systems']['water-96']['speed']['ratio']['md_step']:.1f}x" in text
+    # wall times from the run's start and end stamps; the stage seconds add up to within 6 s of them
+    stamps = (("full", "39.0 min", 2342), ("cuts", "26.4 min", 1581), ("cuts_equil8", "28.8 min", 1726))
+    for run, wall, seconds in stamps:
+        assert 0 <= seconds - totals[run] < 6 and wall in text
+    assert "26.4 min" in flat and "26.4 min" in recipes and "26.4 min" in recipe_comment
+    assert totals["cuts"] / 60 < 30 < totals["full"] / 60
+    gate = _json("water_recipe_30min/gate48.json")["students"]
+    d = gate["cuts"]["vs_full"]["force_rel_rmse"]
+    cell = f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+    assert cell == "+0.006 [+0.005, +0.007]" and cell in text and cell in flat and cell in recipes
+    # the fewer roots are not the loss: the twin that kept them is no better
+    assert gate["cuts-equil8"]["pooled"]["force_rel_rmse"] > gate["cuts"]["pooled"]["force_rel_rmse"]
+
+
 def test_chgnet_one_backward_numbers_match_the_results():
     """README, docs/teachers.md and water_recipe_e2e/README: the one-backward CHGNet's speed-up
     per call, its agreement with predict_graph, the faster water generation and the 100 ps runs."""
