@@ -108,3 +108,18 @@ def test_fingerprints_are_those_existing_projects_recorded():
     retrain["training"]["max_epochs"] = 3
     changed = _fingerprints(replace(plan_recipe(retrain), teacher_fp=TEACHER_FP))
     assert changed["split"] == GOLDEN["split"] and changed["train"] != GOLDEN["train"]
+
+
+def test_first_training_changes_only_the_first_training_fingerprint():
+    """``active.first_training`` retrains the first student; an ``active:`` section without it
+    keeps the ``train`` fingerprint of the same recipe without rounds (what projects recorded)."""
+    from dataclasses import replace
+
+    plain = _fingerprints(replace(plan_recipe(copy.deepcopy(GOLDEN_RECIPE)), teacher_fp=TEACHER_FP))
+    with_rounds = copy.deepcopy(GOLDEN_RECIPE)
+    with_rounds["active"] = {"max_rounds": 1}
+    rounds = _fingerprints(replace(plan_recipe(with_rounds), teacher_fp=TEACHER_FP))
+    assert rounds["train"] == plain["train"] == GOLDEN["train"]
+    with_rounds["active"]["first_training"] = {"max_steps": 7}
+    first = _fingerprints(replace(plan_recipe(with_rounds), teacher_fp=TEACHER_FP))
+    assert first["split"] == GOLDEN["split"] and first["train"] != GOLDEN["train"]
