@@ -827,6 +827,13 @@ def test_water_recipe_in_30_min_matches_the_results():
     d = gate["cuts"]["vs_full"]["force_rel_rmse"]
     cell = f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
     assert cell == "+0.006 [+0.005, +0.007]" and cell in text and cell in flat and cell in recipes
+    h304 = _json("water_recipe_30min/heldout304.json")
+    assert h304["n_frames"] == 304
+    d = h304["students"]["cuts"]["vs_full"]["force_rel_rmse"]
+    cell = f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+    pair = (f"{h304['students']['cuts']['pooled']['force_rel_rmse']:.4f} against "
+            f"{h304['students']['full']['pooled']['force_rel_rmse']:.4f}")
+    assert cell in text and cell in flat and pair in flat
     # the fewer roots are not the loss: the twin that kept them is no better
     assert gate["cuts-equil8"]["pooled"]["force_rel_rmse"] > gate["cuts"]["pooled"]["force_rel_rmse"]
 
