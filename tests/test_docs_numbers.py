@@ -834,6 +834,9 @@ def test_water_recipe_in_30_min_matches_the_results():
     pair = (f"{h304['students']['cuts']['pooled']['force_rel_rmse']:.4f} against "
             f"{h304['students']['full']['pooled']['force_rel_rmse']:.4f}")
     assert cell in text and cell in flat and pair in flat
+    first, final = (_json(f"water_recipe_30min/stab100_{w}.json")["runs"][0] for w in ("first", "final"))
+    assert first["status"] == "exploded" and f"{first['simulated_ps']:.1f} ps" in flat  # "blew up at 14.2 ps"
+    assert final["status"] == "ok" and final["simulated_ps"] == 100.0 and f"{final['closest_pair_A']:.2f} A" in flat
     # the fewer roots are not the loss: the twin that kept them is no better
     assert gate["cuts-equil8"]["pooled"]["force_rel_rmse"] > gate["cuts"]["pooled"]["force_rel_rmse"]
 
