@@ -36,9 +36,9 @@ def _paired(d: dict, scale: float = 1.0, digits: int = 3) -> str:
 
 
 def test_verdict_table_matches_the_held_out_md_results():
-    # silicon's verdict is the current recipe's end-to-end run, benched in silicon_recipe_e2e/current/
+    # silicon and water: the current recipes' end-to-end runs (silicon_recipe_e2e/current/, water_recipe_30min/cuts/)
     for recipe, folder in (("silicon", "silicon_recipe_e2e/current"), ("quickstart", "quickstart"),
-                           ("water", "water_recipe_active/e2e")):
+                           ("water", "water_recipe_30min/cuts")):
         pooled = _json(f"{folder}/bench.json")["heldout"]["pooled"]
         lo, hi = pooled["force_rel_rmse_ci95"]
         cell = f"{pooled['force_rel_rmse']:.3f} [{lo:.3f}, {hi:.3f}]"
