@@ -346,7 +346,7 @@ def test_teacher_rdf_comes_from_the_heldout_frames_when_there_are_some():
     """A held-out run of the MD system at the RDF temperature is the teacher's RDF: no teacher
     Langevin run from the unrelaxed start (it heated a water box to ~590 K and cost 600 s)."""
     from mlff_distiller.bench.report import _md_lines
-    from mlff_distiller.bench.runner import BenchConfig, _md_rdf
+    from mlff_distiller.bench.runner import BenchConfig, _md_rdf, _rdf_run
 
     class Handle:
         def __init__(self, label):
@@ -363,7 +363,8 @@ def test_teacher_rdf_comes_from_the_heldout_frames_when_there_are_some():
                                    "rdf_ps": 0.02, "rdf_every": 2, "timestep_fs": 1.0, "rdf_temperature_K": 300})
     student, teacher = Handle("student"), Handle("teacher")
     runs = [("cu-64@300K", 64, 300.0, frames, report), ("cu-64@600K", 64, 600.0, frames[:1], report)]
-    md = {"rdf": _md_rdf(system, student, teacher, bench, False, runs)}
+    student_run = _rdf_run(system, student, bench, False)
+    md = {"rdf": _md_rdf(system, student, teacher, bench, False, student_run, runs)}
     assert teacher.calls == 0 and "teacher" not in md["rdf"]["runs"]
     assert md["rdf"]["teacher"]["n_frames"] == 4
     assert md["rdf"]["teacher_source"] == "held-out teacher MD cu-64@300K (4 frames, ok)"
@@ -378,5 +379,5 @@ def test_teacher_rdf_comes_from_the_heldout_frames_when_there_are_some():
         f.set_cell(f.cell.array * 1.01, scale_atoms=True)
     for n, other in enumerate((runs[1:], [("cu-64@300K", 64, 300.0, strained, report)],
                                [("cu-64@300K", 64, 300.0, frames, {**report, "stable": False})]), start=1):
-        md = {"rdf": _md_rdf(system, student, teacher, bench, False, other)}
+        md = {"rdf": _md_rdf(system, student, teacher, bench, False, student_run, other)}
         assert teacher.calls == n and "teacher" in md["rdf"]["runs"] and "teacher_source" not in md["rdf"]

@@ -123,11 +123,10 @@ class ActiveConfig:
         from ..student.config import StudentConfig
         from ..training import TrainConfig
 
-        if "student" in self.retrain:
-            raise ConfigError("active.retrain.student: the retrained student keeps its architecture; remove the key")
         build(StudentConfig, dict(self.committee_student), "active.committee_student")
-        build(TrainConfig, dict(self.retrain), "active.retrain")
-        if "student" in self.first_training:
-            raise ConfigError("active.first_training.student: the first student has the recipe's architecture "
-                              "(training.student); remove the key")
-        build(TrainConfig, dict(self.first_training), "active.first_training")
+        for key, whose in (("retrain", "the retrained student keeps its architecture"),
+                           ("first_training", "the first student has the recipe's architecture (training.student)")):
+            overrides = getattr(self, key)
+            if "student" in overrides:
+                raise ConfigError(f"active.{key}.student: {whose}; remove the key")
+            build(TrainConfig, dict(overrides), f"active.{key}")

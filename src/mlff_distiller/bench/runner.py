@@ -248,8 +248,8 @@ def _run(
         student_md()
     if cfg.md and cfg.rdf:
         for sys_ in md_targets:
-            result["systems"][sys_.name]["md"]["rdf"] = _md_rdf(sys_, s_handle, t_handle, cfg, progress, heldout_runs,
-                                                                student_rdf.get(sys_.name))
+            result["systems"][sys_.name]["md"]["rdf"] = _md_rdf(sys_, s_handle, t_handle, cfg, progress,
+                                                                student_rdf[sys_.name], heldout_runs)
             checkpoint()
 
     result["verdict"] = evaluate_targets(result, cfg.targets)
@@ -363,11 +363,11 @@ def _rdf_run(sys_, handle, cfg, progress) -> tuple[dict, list]:
     )
 
 
-def _md_rdf(sys_, s_handle, t_handle, cfg, progress, heldout_runs=(), student_run=None) -> dict:
-    """The RDF overlap of one system. The teacher's RDF comes from the held-out teacher MD of this
-    system at ``rdf_temperature_K`` when the bench made one (equilibrated, and already paid
-    for); otherwise from a teacher Langevin run of its own. ``student_run``: the student's
-    ``(report, frames)`` when it already ran (beside the held-out runs); otherwise it runs here."""
+def _md_rdf(sys_, s_handle, t_handle, cfg, progress, student_run, heldout_runs=()) -> dict:
+    """The RDF overlap of one system from the student's run ``student_run`` (``(report, frames)``
+    of :func:`_rdf_run`, made beside the held-out runs). The teacher's RDF comes from the held-out
+    teacher MD of this system at ``rdf_temperature_K`` when the bench made one (equilibrated, and
+    already paid for); otherwise from a teacher Langevin run of its own."""
     s_lab, t_lab = s_handle.label, t_handle.label
     rdf = {"runs": {}}  # label -> histogram (r, g, counts), plus the runs' reports
     condition = f"{sys_.name}@{float(cfg.rdf_temperature_K):g}K"
@@ -380,8 +380,8 @@ def _md_rdf(sys_, s_handle, t_handle, cfg, progress, heldout_runs=(), student_ru
         status = ", ".join(sorted({rep.get("status", "ok") for _, _, rep in held}))
         rdf["teacher_source"] = (f"held-out teacher MD {', '.join(k for k, _, _ in held)} "
                                  f"({len(ref)} frames, {status})")
-    for label, h in ((s_lab, s_handle),) + (() if held else ((t_lab, t_handle),)):
-        rep, frames = student_run if (h is s_handle and student_run is not None) else _rdf_run(sys_, h, cfg, progress)
+    runs = [(s_lab, student_run)] + ([] if held else [(t_lab, _rdf_run(sys_, t_handle, cfg, progress))])
+    for label, (rep, frames) in runs:
         rdf[label] = pair_distance_histogram(frames, r_max=cfg.rdf_r_max) if frames else None
         rdf["runs"][label] = rep
     rdf["overlap"] = rdf_overlap(rdf[s_lab], rdf[t_lab]) if rdf[s_lab] and rdf[t_lab] else None
