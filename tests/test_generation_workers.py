@@ -82,7 +82,7 @@ def test_any_speculation_window_gives_the_serial_structures(client, window):
     assert_same_structures(ref, [a.info["provenance"] for a in ref], got, [a.info["provenance"] for a in got])
     assert [st["roots"] for st in stats] == [st["roots"] for st in ref_stats]
     assert skips.items == ref_skips.items
-    assert not roots.futures  # every speculative root was taken or cancelled
+    assert not roots.futures and not roots.ready  # every speculative root was taken or cancelled
 
 
 def test_teacher_that_cannot_load_on_a_worker_is_one_line(tmp_path, client):
@@ -154,3 +154,67 @@ def test_speculation_starts_from_the_samplers_per_root():
     assert roots._expected_roots(0) == 4
     roots.seen = {0: [2, 0]}  # roots returned and gave nothing: keep going
     assert roots._expected_roots(0) == math.inf
+
+
+class _FakeFuture:
+    def __init__(self, key):
+        self.key, self.finished = key, False
+
+    def done(self):
+        return self.finished
+
+    def result(self):
+        from mlff_distiller.generation.roots import RootResult
+
+        return RootResult("ok", 0, samples=[(None, {}, -1, True)])
+
+
+class _FakeClient:
+    def __init__(self):
+        self.submitted, self.cancelled = [], []
+
+    def submit(self, fn, spec, threads, ref, r, **kw):
+        fut = _FakeFuture((ref, r))
+        self.submitted.append(fut)
+        return fut
+
+    def scatter(self, obj, **kw):
+        return obj.index
+
+    def cancel(self, futs):
+        self.cancelled.extend(futs)
+
+
+def test_a_long_root_at_the_head_does_not_idle_the_other_workers():
+    """A root that finishes while the consumer still waits on an earlier one frees its place in the
+    window at once: the next root starts, and the finished one is held until the consumer takes it."""
+    from types import SimpleNamespace
+
+    from mlff_distiller.generation.parallel import DaskRoots
+
+    client = _FakeClient()
+    roots = DaskRoots.__new__(DaskRoots)
+    roots.client, roots.spec, roots.threads, roots.workers, roots.window, roots.max_ready = client, None, 1, 2, 2, 8
+    roots.futures, roots.ready = {}, {}
+    job = SimpleNamespace(index=0, want=6, params={"per_root": 1}, include_root=False, max_roots=100,
+                          needs_teacher=False, portable=lambda: SimpleNamespace(index=0))
+    roots.start([job])
+    assert [f.key for f in client.submitted] == [(0, 0), (0, 1)]
+    client.submitted[1].finished = True  # root 1 finishes while root 0 (the head) still runs
+    waits = []
+
+    def wait_any():  # the head keeps running until three later roots have finished
+        waits.append(len(roots.futures))
+        running = [f for f in client.submitted if not f.finished]
+        (running[-1] if len(waits) < 3 else running[0]).finished = True
+
+    roots._wait_any = wait_any
+    res = roots.result(job, 0)
+    assert res.status == "ok"
+    # while root 0 ran, roots 2, 3 and 4 started in the places of those that finished
+    assert [f.key for f in client.submitted][:5] == [(0, r) for r in range(5)]
+    assert all(n == 2 for n in waits)  # two roots running at every wait: no worker left idle
+    assert set(roots.ready) == {(0, 1), (0, 2), (0, 3)} and roots.seen[0] == [4, 4]
+    assert roots.result(job, 1) is not None and (0, 1) not in roots.ready
+    roots.finish(job)  # the entry is full: its held and running roots are dropped
+    assert not roots.ready and not roots.futures

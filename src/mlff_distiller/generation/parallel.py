@@ -5,12 +5,15 @@ cluster, an existing scheduler or Slurm). Each worker builds the recipe's teache
 its spec (:func:`mlff_distiller.labeling.worker.get_teacher`), for the entries whose sampler
 needs one; teacher-free entries never build it.
 
-:class:`DaskRoots` keeps a window of root tasks in flight (:data:`WINDOW_PER_WORKER` per
-worker), ahead of the engine's consumer, which takes results strictly in root order with the
-same acceptance logic as in-process generation: roots run speculatively, and those of an entry
-that is already full are cancelled and their results discarded. A root of a later entry is
-started once the roots in flight for the earlier ones are expected to fill them (from the
-structures per root seen so far); Dask priorities run earlier entries' roots first.
+:class:`DaskRoots` keeps a window of root tasks running (:data:`WINDOW_PER_WORKER` per worker),
+ahead of the engine's consumer, which takes results strictly in root order with the same
+acceptance logic as in-process generation: roots run speculatively, and those of an entry that
+is already full are cancelled and their results discarded. A root that finishes is collected at
+once and held until the consumer reaches it, and its place in the window goes to the next root:
+a long root at the head of the order (a teacher MD) no longer leaves the other workers idle once
+they have finished the short roots behind it. A root of a later entry is started once the roots
+already started for the earlier ones are expected to fill them (from the structures per root
+seen so far, finished roots included); Dask priorities run earlier entries' roots first.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import math
 from ..errors import TeacherError
 from .roots import EntryJob, RootResult, run_root
 
-#: root tasks in flight per worker
+#: root tasks running or queued per worker
 WINDOW_PER_WORKER = 3
+#: finished roots held for the consumer per worker, at most
+READY_PER_WORKER = 64
 
 
 def root_task(spec, threads: int | None, job: EntryJob, r: int) -> RootResult:
@@ -43,7 +48,10 @@ class DaskRoots:
         self.client, self.spec, self.threads = client, spec, threads
         self.workers = n_workers_of(client)
         self.window = int(window or WINDOW_PER_WORKER * self.workers)
-        self.futures: dict = {}  # (entry, root) -> future
+        #: finished roots held for the consumer, at most (bounds the memory they take)
+        self.max_ready = READY_PER_WORKER * max(self.workers, 1)
+        self.futures: dict = {}  # (entry, root) -> future, started and not yet collected
+        self.ready: dict = {}  # (entry, root) -> RootResult or the exception its task raised
 
     def start(self, jobs: list[EntryJob]) -> None:
         self.jobs = {j.index: j for j in jobs if j.want > 0}
@@ -51,7 +59,7 @@ class DaskRoots:
             self._warm_up()
         self.refs = {e: self.client.scatter(j.portable(), hash=False) for e, j in self.jobs.items()}
         self.next_r = {e: 0 for e in self.jobs}
-        self.seen = {e: [0, 0] for e in self.jobs}  # roots returned, structures they can give
+        self.seen = {e: [0, 0] for e in self.jobs}  # roots finished, structures they can give
         self.closed: set = set()
         self._fill()
 
@@ -64,24 +72,25 @@ class DaskRoots:
         _run_probe(self.client, probe, self.spec, self.threads, [])
 
     def result(self, job: EntryJob, r: int) -> RootResult:
-        from distributed.scheduler import KilledWorker
-
         from ..labeling.worker import TeacherLoadError
 
         e = job.index
         while self.next_r[e] <= r:  # the estimate fell short: run the roots the consumer needs now
             self._submit(e)
+        while True:
+            self._collect()
+            self._fill()
+            if (e, r) in self.ready:
+                break
+            if not self.futures:  # cannot happen: root r was started and not yet taken
+                raise RuntimeError(f"generation: root {r} of mix[{e}] was lost by the executor")
+            self._wait_any()
+        res = self.ready.pop((e, r))
         self._fill()
-        fut = self.futures.pop((e, r))
-        try:
-            res = fut.result()
-        except TeacherLoadError as err:
-            raise TeacherError(str(err)) from None
-        except KilledWorker as err:  # the root kills its worker (e.g. out of memory): a failed root
-            res = RootResult("error", 0, error=f"KilledWorker: worker process died running this root ({err})")
-        self.seen[e][0] += 1
-        self.seen[e][1] += res.n_ok
-        self._fill()
+        if isinstance(res, TeacherLoadError):
+            raise TeacherError(str(res)) from None
+        if isinstance(res, BaseException):
+            raise res
         return res
 
     def finish(self, job: EntryJob) -> None:
@@ -90,6 +99,8 @@ class DaskRoots:
         stale = [k for k in self.futures if k[0] == job.index]
         if stale:
             self.client.cancel([self.futures.pop(k) for k in stale])
+        for k in [k for k in self.ready if k[0] == job.index]:
+            del self.ready[k]
         self.refs.pop(job.index, None)
         self._fill()
 
@@ -97,12 +108,38 @@ class DaskRoots:
         if self.futures:
             self.client.cancel(list(self.futures.values()))
         self.futures.clear()
+        self.ready.clear()
         getattr(self, "refs", {}).clear()
+
+    # -- collection ----------------------------------------------------------------------------
+    def _wait_any(self) -> None:
+        """Block until one of the started roots finishes."""
+        from distributed import wait
+
+        with self.client.as_current():  # distributed.wait uses the current client; ours may not be the default
+            wait(list(self.futures.values()), return_when="FIRST_COMPLETED")
+
+    def _collect(self) -> None:
+        """Move the finished roots from ``futures`` to ``ready`` (counted for the estimate)."""
+        from distributed.scheduler import KilledWorker
+
+        for key in [k for k, f in self.futures.items() if f.done()]:
+            fut = self.futures.pop(key)
+            try:
+                res = fut.result()
+            except KilledWorker as err:  # the root kills its worker (e.g. out of memory): a failed root
+                res = RootResult("error", 0, error=f"KilledWorker: worker process died running this root ({err})")
+            except Exception as err:  # raised where the consumer reaches this root, as before
+                self.ready[key] = err
+                continue
+            self.ready[key] = res
+            self.seen[key[0]][0] += 1
+            self.seen[key[0]][1] += res.n_ok
 
     # -- speculation ---------------------------------------------------------------------------
     def _expected_roots(self, e: int) -> float:
-        """Roots entry ``e`` probably needs in all: from the structures its returned roots gave;
-        before any returned, from the sampler's nominal ``per_root`` when it has one (otherwise
+        """Roots entry ``e`` probably needs in all: from the structures its finished roots gave;
+        before any finished, from the sampler's nominal ``per_root`` when it has one (otherwise
         infinite). Without that prior the window filled with roots of the first entry, and the
         ones that started after the entry was full ran to the end for nothing: two workers took
         longer than one on a recipe of few long MD roots
@@ -117,7 +154,7 @@ class DaskRoots:
         return n + math.ceil(max(0, job.want - got) * n / got)
 
     def _fill(self) -> None:
-        while len(self.futures) < self.window:
+        while len(self.futures) < self.window and len(self.ready) < self.max_ready:
             for e in sorted(self.jobs):
                 if e in self.closed or self.next_r[e] >= self.jobs[e].max_roots:
                     continue
