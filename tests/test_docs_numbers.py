@@ -36,8 +36,8 @@ def _paired(d: dict, scale: float = 1.0, digits: int = 3) -> str:
 
 
 def test_verdict_table_matches_the_held_out_md_results():
-    # silicon and water: the current recipes' end-to-end runs (silicon_recipe_e2e/current/, water_recipe_30min/cuts/)
-    for recipe, folder in (("silicon", "silicon_recipe_e2e/current"), ("quickstart", "quickstart"),
+    # the current recipes' end-to-end runs (silicon_recipe_e2e/current/, quickstart_e2e/, water_recipe_30min/cuts/)
+    for recipe, folder in (("silicon", "silicon_recipe_e2e/current"), ("quickstart", "quickstart_e2e"),
                            ("water", "water_recipe_30min/cuts")):
         pooled = _json(f"{folder}/bench.json")["heldout"]["pooled"]
         lo, hi = pooled["force_rel_rmse_ci95"]
@@ -315,6 +315,26 @@ def test_silicon_active_round_on_the_liquid_recipe_matches_the_results():
     assert _paired(d) in flat
     assert f"({s0['force_rel_rmse']:.3f} -> {s1['force_rel_rmse']:.3f})" in flat
     assert f"({1e3 * s0['energy_mae_per_atom']:.2f} -> {1e3 * s1['energy_mae_per_atom']:.2f})" in flat
+
+
+def test_quickstart_end_to_end_run_matches_the_readme():
+    """The 11.9 min run: its stage times, gate and speed ratios as the README and its results page say."""
+    stages = _json("quickstart_e2e/stage_seconds.json")
+    total = sum(v["seconds"] for v in stages.values())
+    flat = " ".join(README.split())
+    assert f"took {total:.0f} s over its stages" in flat
+    for name, label in (("generate:all", "generate"), ("label:all", "label"), ("train", "train"), ("bench", "bench")):
+        assert f"{label} {stages[name]['seconds']:.0f} s" in flat, name
+    timed = (RESULTS / "quickstart_e2e" / "time_v.txt").read_text()
+    m, sec = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\d+):([\d.]+)", timed).groups()
+    wall = 60 * int(m) + float(sec)
+    assert total <= wall < 15 * 60 and f"{wall / 60:.1f} min" in flat
+    bench = _json("quickstart_e2e/bench.json")
+    assert bench["verdict"]["passed"] is True
+    ratios = " / ".join(f"{_md_ratio(bench, s):.1f}x" for s in ("aspirin", "si-64", "si-512"))
+    assert ratios in flat, ratios
+    page = " ".join((RESULTS / "quickstart_e2e" / "README.md").read_text().split())
+    assert f"**{total:.1f}**" in page and ratios in page and f"{wall / 60:.1f} min" in page
 
 
 def test_quickstart_clean_clone_paragraph_matches_its_run():
