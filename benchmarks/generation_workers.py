@@ -83,7 +83,7 @@ def run_once(recipe: dict, tier: str | None, workers: int, out: Path) -> dict:
     wall = time.perf_counter() - t0
     return {"workers": workers, "wall_s": wall, "sampling_s": sum(st["seconds"] for st in summary["entries"]),
             "n_structures": summary["n_structures"], "requested": summary["requested"], "load_before": load,
-            "load_after": os.getloadavg()[0]}
+            "load_after": os.getloadavg()[0], "roots": summary["roots"]}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -119,12 +119,30 @@ def report(args, recipe: dict, runs: list[dict], ratios: list[float], info: dict
              + (f", torch {info['torch']}" if "torch" in info else "") + f"; {info['date']}; 1 math thread per worker.",
              "Workers 1 = in this process (no Dask); more = a local Dask cluster (start-up included in wall).",
              "Every run wrote the same pool (positions and provenance, structure by structure).", "",
-             "| round | workers | structures | wall s | sampling s | load avg before | after |",
-             "|---|---|---|---|---|---|---|"]
+             "Root s: the time run_root took on the roots the pool kept (taken) and on roots that finished",
+             "but were not needed (discarded); cancelled roots (queued or running when their entry was full)",
+             "are counted, their time is not known. Busy: taken root s / (wall s x workers).", "",
+             "| round | workers | structures | wall s | sampling s | root s taken | discarded (roots, s) | cancelled "
+             "| busy on taken roots | load avg before | after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
+        use = run["roots"]
+        busy = use["taken_s"] / (run["wall_s"] * run["workers"])
         lines.append(f"| {run['round']} | {run['workers']} | {run['n_structures']}/{run['requested']} | "
-                     f"{run['wall_s']:.1f} | {run['sampling_s']:.1f} | {run['load_before']:.2f} | "
-                     f"{run['load_after']:.2f} |")
+                     f"{run['wall_s']:.1f} | {run['sampling_s']:.1f} | {use['taken_s']:.1f} | "
+                     f"{use['discarded']}, {use['discarded_s']:.1f} | {use['cancelled']} | {100 * busy:.1f} % | "
+                     f"{run['load_before']:.2f} | {run['load_after']:.2f} |")
+    by_rw = {(r["round"], r["workers"]): r for r in runs}
+    for rnd in sorted({r["round"] for r in runs}):
+        base, top = by_rw.get((rnd, counts[0])), by_rw.get((rnd, counts[-1]))
+        if base and top and top is not base and base["roots"]["taken_s"] > 0:
+            slow = top["roots"]["taken_s"] / base["roots"]["taken_s"]
+            busy = top["roots"]["taken_s"] / (top["wall_s"] * top["workers"])
+            busy1 = base["roots"]["taken_s"] / base["wall_s"]
+            lines += ["", f"Round {rnd}: the same roots took {slow:.3f}x as long each on {counts[-1]} workers as on "
+                      f"{counts[0]} (the cores slow each other); the workers spent {100 * busy:.1f} % of the wall "
+                      f"time on roots the pool kept. Speed-up = {counts[-1]} x busy({counts[-1]}) / slow-down / "
+                      f"busy({counts[0]}) = {counts[-1] * busy / slow / busy1:.2f}x."]
     if ratios:
         each = ", ".join(f"{r:.2f}" for r in ratios)
         lines += ["", f"Speed-up wall({counts[0]} worker) / wall({counts[-1]} workers): median "

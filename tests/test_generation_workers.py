@@ -65,6 +65,15 @@ def test_two_workers_write_the_serial_pool(tmp_path, client):
     strip = [{k: v for k, v in st.items() if k != "seconds"} for st in serial["entries"]]
     assert strip == [{k: v for k, v in st.items() if k != "seconds"} for st in parallel["entries"]]
     assert serial["skipped"] == parallel["skipped"] and serial["n_skipped_smiles"] == 1  # C1CC
+    # the consumer took the same roots from either executor; each was timed where it ran
+    kept = sum(st["roots"] for st in serial["entries"])  # roots that gave structures
+    assert serial["roots"]["taken"] == parallel["roots"]["taken"] >= kept > 0
+    assert serial["roots"]["taken_s"] > 0 and parallel["roots"]["taken_s"] > 0
+    assert serial["roots"]["discarded"] == serial["roots"]["cancelled"] == 0  # nothing runs ahead in-process
+    from mlff_distiller.generation.engine import format_summary
+
+    assert f"on the {parallel['roots']['taken']} roots taken" in format_summary(parallel)
+    assert "roots taken" not in format_summary(serial)
 
 
 @pytest.mark.parametrize("window", [1, 2, 7])
@@ -191,11 +200,12 @@ def test_a_long_root_at_the_head_does_not_idle_the_other_workers():
     from types import SimpleNamespace
 
     from mlff_distiller.generation.parallel import DaskRoots
+    from mlff_distiller.generation.roots import RootUsage
 
     client = _FakeClient()
     roots = DaskRoots.__new__(DaskRoots)
     roots.client, roots.spec, roots.threads, roots.workers, roots.window, roots.max_ready = client, None, 1, 2, 2, 8
-    roots.futures, roots.ready = {}, {}
+    roots.futures, roots.ready, roots.usage = {}, {}, RootUsage()
     job = SimpleNamespace(index=0, want=6, params={"per_root": 1}, include_root=False, max_roots=100,
                           needs_teacher=False, portable=lambda: SimpleNamespace(index=0))
     roots.start([job])
@@ -216,5 +226,7 @@ def test_a_long_root_at_the_head_does_not_idle_the_other_workers():
     assert all(n == 2 for n in waits)  # two roots running at every wait: no worker left idle
     assert set(roots.ready) == {(0, 1), (0, 2), (0, 3)} and roots.seen[0] == [4, 4]
     assert roots.result(job, 1) is not None and (0, 1) not in roots.ready
+    running = len(roots.futures)
     roots.finish(job)  # the entry is full: its held and running roots are dropped
     assert not roots.ready and not roots.futures
+    assert (roots.usage.taken, roots.usage.discarded, roots.usage.cancelled) == (2, 2, running) and running == 2

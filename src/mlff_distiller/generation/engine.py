@@ -192,6 +192,8 @@ def generate(recipe, out_path, tier: str | None = None, progress: bool = True, c
         summary = _write_pool(recipe, cfg, tier, out_path, roots, progress)
     summary["workers"] = roots.workers
     summary["seconds"] = time.perf_counter() - t0
+    # where the executors' time went (roots taken, finished but not needed, cancelled)
+    summary["roots"] = roots.usage.as_dict()
     return summary
 
 
@@ -310,6 +312,12 @@ def format_summary(summary: dict) -> str:
     for st in summary["entries"]:
         lines.append(f"  {st['source']:<16} {st['sampler']:<13} {st['written']:>5}/{st['requested']:<3}"
                      f"{st['roots']:>6} {st['rejected']:>8} {st['failed']:>6} {st['seconds']:>7.1f}")
+    use = summary.get("roots")
+    if use and summary.get("workers", 1) > 1:
+        busy = use["taken_s"] / max(summary["seconds"] * summary["workers"], 1e-9)
+        lines.append(f"  workers: {use['taken_s']:.1f} s on the {use['taken']} roots taken ({100 * busy:.0f} % of the "
+                     f"workers' time), {use['discarded_s']:.1f} s on {use['discarded']} not needed; "
+                     f"{use['cancelled']} cancelled")
     lines.append(f"  sizes {summary['size_min']}-{summary['size_max']} atoms (median {summary['size_median']:.0f}); "
                  f"elements {' '.join(summary['elements'])}")
     n_bad = summary["n_skipped_smiles"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 from ..errors import TeacherError
-from .roots import EntryJob, RootResult, run_root
+from .roots import EntryJob, RootResult, RootUsage, run_root
 
 #: root tasks running or queued per worker
 WINDOW_PER_WORKER = 3
@@ -52,6 +52,7 @@ class DaskRoots:
         self.max_ready = READY_PER_WORKER * max(self.workers, 1)
         self.futures: dict = {}  # (entry, root) -> future, started and not yet collected
         self.ready: dict = {}  # (entry, root) -> RootResult or the exception its task raised
+        self.usage = RootUsage()
 
     def start(self, jobs: list[EntryJob]) -> None:
         self.jobs = {j.index: j for j in jobs if j.want > 0}
@@ -87,6 +88,9 @@ class DaskRoots:
             self._wait_any()
         res = self.ready.pop((e, r))
         self._fill()
+        if isinstance(res, RootResult):
+            self.usage.taken += 1
+            self.usage.taken_s += res.seconds
         if isinstance(res, TeacherLoadError):
             raise TeacherError(str(res)) from None
         if isinstance(res, BaseException):
@@ -99,17 +103,25 @@ class DaskRoots:
         stale = [k for k in self.futures if k[0] == job.index]
         if stale:
             self.client.cancel([self.futures.pop(k) for k in stale])
+            self.usage.cancelled += len(stale)
         for k in [k for k in self.ready if k[0] == job.index]:
-            del self.ready[k]
+            self._discard(self.ready.pop(k))
         self.refs.pop(job.index, None)
         self._fill()
 
     def close(self) -> None:
         if self.futures:
             self.client.cancel(list(self.futures.values()))
+            self.usage.cancelled += len(self.futures)
         self.futures.clear()
+        for res in self.ready.values():
+            self._discard(res)
         self.ready.clear()
         getattr(self, "refs", {}).clear()
+
+    def _discard(self, res) -> None:
+        self.usage.discarded += 1
+        self.usage.discarded_s += getattr(res, "seconds", 0.0)
 
     # -- collection ----------------------------------------------------------------------------
     def _wait_any(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +71,7 @@ class RootResult:
     samples: list = field(default_factory=list)
     error: str = ""
     skips: list = field(default_factory=list)
+    seconds: float = 0.0  # time run_root spent on this root (where it ran)
 
     @property
     def n_ok(self) -> int:
@@ -80,7 +82,15 @@ class RootResult:
 def run_root(job: EntryJob, r: int, calculator=None) -> RootResult:
     """Build root ``r`` of ``job``'s entry, run its sampler (``calculator``: the teacher's ASE
     calculator, or ``None`` for teacher-free samplers) and check every sample. A sampler that
-    raises gives an ``error`` result; a :class:`UserError` (bad configuration) propagates."""
+    raises gives an ``error`` result; a :class:`UserError` (bad configuration) propagates.
+    ``seconds`` of the result: the time this call took."""
+    t0 = time.perf_counter()
+    res = _run_root(job, r, calculator)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _run_root(job: EntryJob, r: int, calculator) -> RootResult:
     seed = root_seed(job.seed, job.index, r)
     rng = np.random.default_rng(seed)
     log = SkipLog()
@@ -112,6 +122,22 @@ def run_root(job: EntryJob, r: int, calculator=None) -> RootResult:
     return res
 
 
+@dataclass
+class RootUsage:
+    """Where the executors' time went: roots the consumer took (``taken``, their ``taken_s``
+    seconds of run_root), roots that finished but were not needed (``discarded``, ``discarded_s``)
+    and roots cancelled before they finished (``cancelled``; their time is not known)."""
+
+    taken: int = 0
+    taken_s: float = 0.0
+    discarded: int = 0
+    discarded_s: float = 0.0
+    cancelled: int = 0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 class InProcessRoots:
     """Runs each root when the consumer asks for it, in this process (``workers: 1``): no
     speculation, so exactly the roots the consumer takes are run."""
@@ -120,12 +146,16 @@ class InProcessRoots:
 
     def __init__(self, calculator=None):
         self.calculator = calculator
+        self.usage = RootUsage()
 
     def start(self, jobs: list[EntryJob]) -> None:
         pass
 
     def result(self, job: EntryJob, r: int) -> RootResult:
-        return run_root(job, r, self.calculator if job.needs_teacher else None)
+        res = run_root(job, r, self.calculator if job.needs_teacher else None)
+        self.usage.taken += 1
+        self.usage.taken_s += res.seconds
+        return res
 
     def finish(self, job: EntryJob) -> None:
         pass
