@@ -335,6 +335,15 @@ def test_quickstart_end_to_end_run_matches_the_readme():
     assert ratios in flat, ratios
     page = " ".join((RESULTS / "quickstart_e2e" / "README.md").read_text().split())
     assert f"**{total:.1f}**" in page and ratios in page and f"{wall / 60:.1f} min" in page
+    # the clean-clone make demo: its stages, wall time and (deterministic) held-out numbers
+    clone = _json("quickstart_e2e/clean_clone/stage_seconds.json")
+    clone_total = sum(v["seconds"] for v in clone.values())
+    assert f"{clone_total:.0f} s ({clone_total / 60:.1f} min) of stages" in flat
+    timed = (RESULTS / "quickstart_e2e" / "clean_clone" / "time_v.txt").read_text()
+    m, sec = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\d+):([\d.]+)", timed).groups()
+    assert f"took {m} min {float(sec):.0f} s" in flat
+    assert _json("quickstart_e2e/clean_clone/bench.json")["heldout"]["pooled"] == bench["heldout"]["pooled"]
+    assert "rc=0" in (RESULTS / "quickstart_e2e" / "clean_clone" / "terminal.log").read_text()
 
 
 def test_quickstart_clean_clone_paragraph_matches_its_run():
