@@ -82,16 +82,22 @@ def test_any_speculation_window_gives_the_serial_structures(client, window):
 
     cfg = validate_recipe(md_rattle_recipe())
     from mlff_distiller.generation.engine import teacher_calculator
+    from mlff_distiller.generation.roots import InProcessRoots
 
     ref_stats, ref_skips = [], SkipLog()
-    ref = list(iter_structures(cfg, None, teacher_calculator(md_rattle_recipe()), ref_skips, ref_stats))
+    ref_roots = InProcessRoots(teacher_calculator(md_rattle_recipe()))
+    ref = list(iter_structures(cfg, None, None, ref_skips, ref_stats, roots=ref_roots))
     stats, skips = [], SkipLog()
     roots = DaskRoots(client, EMT, 1, window=window)
     got = list(iter_structures(cfg, None, None, skips, stats, roots=roots))
     assert_same_structures(ref, [a.info["provenance"] for a in ref], got, [a.info["provenance"] for a in got])
     assert [st["roots"] for st in stats] == [st["roots"] for st in ref_stats]
     assert skips.items == ref_skips.items
-    assert not roots.futures and not roots.ready  # every speculative root was taken or cancelled
+    # the consumer took exactly the roots it takes in-process; every other root started was either
+    # finished and not needed or cancelled, and nothing is left held or running
+    assert roots.usage.taken == ref_roots.usage.taken > 0
+    assert roots.usage.discarded + roots.usage.cancelled == sum(roots.next_r.values()) - roots.usage.taken
+    assert not roots.futures and not roots.ready
 
 
 def test_teacher_that_cannot_load_on_a_worker_is_one_line(tmp_path, client):
@@ -163,6 +169,8 @@ def test_speculation_starts_from_the_samplers_per_root():
     assert roots._expected_roots(0) == 4
     roots.seen = {0: [2, 0]}  # roots returned and gave nothing: keep going
     assert roots._expected_roots(0) == math.inf
+    job.params = {"per_root": 8}  # ... but with a nominal yield, the failed roots come on top of it
+    assert roots._expected_roots(0) == 2 + 2
 
 
 class _FakeFuture:
@@ -230,3 +238,34 @@ def test_a_long_root_at_the_head_does_not_idle_the_other_workers():
     roots.finish(job)  # the entry is full: its held and running roots are dropped
     assert not roots.ready and not roots.futures
     assert (roots.usage.taken, roots.usage.discarded, roots.usage.cancelled) == (2, 2, running) and running == 2
+
+
+def test_an_entry_without_an_estimate_keeps_at_most_a_window_of_roots_untaken():
+    """Finished roots leave the window, but an entry with no estimate (no per_root, its roots so
+    far gave nothing) gets no more than a window of roots started and not taken by the consumer."""
+    from types import SimpleNamespace
+
+    from mlff_distiller.generation.parallel import DaskRoots
+    from mlff_distiller.generation.roots import RootResult, RootUsage
+
+    class EmptyFuture(_FakeFuture):
+        def result(self):
+            return RootResult("ok", 0)  # a root that gave no structure
+
+    client = _FakeClient()
+    client.submit = lambda fn, spec, threads, ref, r, **kw: client.submitted.append(EmptyFuture((ref, r))) or \
+        client.submitted[-1]
+    roots = DaskRoots.__new__(DaskRoots)
+    roots.client, roots.spec, roots.threads, roots.workers, roots.window, roots.max_ready = client, None, 1, 2, 3, 64
+    roots.futures, roots.ready, roots.usage = {}, {}, RootUsage()
+    job = SimpleNamespace(index=0, want=6, params={}, include_root=False, max_roots=100,
+                          needs_teacher=False, portable=lambda: SimpleNamespace(index=0))
+    roots.start([job])
+    assert len(client.submitted) == 3
+    for fut in client.submitted:
+        fut.finished = True
+    roots._collect()
+    roots._fill()
+    assert len(client.submitted) == 3 and len(roots.ready) == 3  # finished, untaken: no more started
+    assert roots.result(job, 0).status == "ok"
+    assert len(client.submitted) == 4  # the consumer took one: one more starts

@@ -99,6 +99,7 @@ class DaskRoots:
 
     def finish(self, job: EntryJob) -> None:
         """The entry is full (or out of roots): cancel its roots still queued or running."""
+        self._collect()  # roots that finished meanwhile count as not needed, not as cancelled
         self.closed.add(job.index)
         stale = [k for k in self.futures if k[0] == job.index]
         if stale:
@@ -110,6 +111,7 @@ class DaskRoots:
         self._fill()
 
     def close(self) -> None:
+        self._collect()
         if self.futures:
             self.client.cancel(list(self.futures.values()))
             self.usage.cancelled += len(self.futures)
@@ -126,10 +128,15 @@ class DaskRoots:
     # -- collection ----------------------------------------------------------------------------
     def _wait_any(self) -> None:
         """Block until one of the started roots finishes."""
+        from concurrent.futures import CancelledError
+
         from distributed import wait
 
         with self.client.as_current():  # distributed.wait uses the current client; ours may not be the default
-            wait(list(self.futures.values()), return_when="FIRST_COMPLETED")
+            try:
+                wait(list(self.futures.values()), return_when="FIRST_COMPLETED")
+            except CancelledError:  # one of them was cancelled (e.g. the scheduler went away): _collect
+                pass  # keeps it, and it is raised when the consumer reaches that root
 
     def _collect(self) -> None:
         """Move the finished roots from ``futures`` to ``ready`` (counted for the estimate)."""
@@ -158,10 +165,10 @@ class DaskRoots:
         (``benchmarks/results/generation_workers_silicon_liquid.md``)."""
         job = self.jobs[e]
         n, got = self.seen[e]
-        if got == 0:
-            per_root = job.params.get("per_root") if n == 0 else None
+        if got == 0:  # roots that gave nothing (they finish first: failures are quick) do not count
+            per_root = job.params.get("per_root")
             if isinstance(per_root, int) and per_root > 0:
-                return math.ceil(job.want / (per_root + int(job.include_root)))
+                return n + math.ceil(job.want / (per_root + int(job.include_root)))
             return math.inf
         return n + math.ceil(max(0, job.want - got) * n / got)
 
@@ -170,7 +177,12 @@ class DaskRoots:
             for e in sorted(self.jobs):
                 if e in self.closed or self.next_r[e] >= self.jobs[e].max_roots:
                     continue
-                if self.next_r[e] < self._expected_roots(e):
+                limit = self._expected_roots(e)
+                if limit == math.inf:  # no estimate: at most a window of its roots started and not yet taken
+                    if sum(k[0] == e for k in (*self.futures, *self.ready)) < self.window:
+                        self._submit(e)
+                        break
+                elif self.next_r[e] < limit:
                     self._submit(e)
                     break
             else:
