@@ -179,10 +179,10 @@ class DaskRoots:
                     continue
                 limit = self._expected_roots(e)
                 if limit == math.inf:  # no estimate: at most a window of its roots started and not yet taken
-                    if sum(k[0] == e for k in (*self.futures, *self.ready)) < self.window:
-                        self._submit(e)
-                        break
-                elif self.next_r[e] < limit:
+                    room = sum(k[0] == e for k in (*self.futures, *self.ready)) < self.window
+                else:
+                    room = self.next_r[e] < limit
+                if room:
                     self._submit(e)
                     break
             else:
